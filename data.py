@@ -1,0 +1,284 @@
+"""Datasets, corruption of a fraction of training images, subset masks, and the small helpers every
+script shares (clear errors, atomic NumPy writes). NumPy at import time; torch only where a
+function needs it, so fit_datamodel.py and eval_lds.py can import this module without torch.
+
+Datasets (`--data`):
+    digits        scikit-learn's 8x8 handwritten digits (1,797 images, embedded, no download)
+    cifar10       CIFAR-10 training set (50,000 32x32 RGB) through torchvision's download
+    npz:PATH      uint8 `images` (N, H, W, C) or (N, C, H, W), C in {1, 3}; optional `labels`
+    folder:PATH   every image file of a folder (all the same size), sorted by name
+
+    from data import load_dataset, make_masks
+    ds = load_dataset("digits", corrupt=0.1, corrupt_seed=0)   # ds.images uint8 (N, C, H, W)
+    masks = make_masks(len(ds), count=64, alpha=0.5, seed=1)    # (64, N) bool, 50% ones per row
+"""
+import hashlib
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class DataError(Exception):
+    """Bad input a user can cause: unknown dataset, malformed file, mismatched masks."""
+
+
+@dataclass
+class Dataset:
+    images: np.ndarray  # uint8 (N, C, H, W)
+    labels: np.ndarray = None  # int64 (N,) or None
+    classes: list = None  # class names, or None
+    name: str = ""
+    corrupted: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # indices
+
+    def __len__(self):
+        return len(self.images)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def load_dataset(name, corrupt=0.0, corrupt_seed=0, root=None):
+    """Load a dataset by its `--data` name; optionally corrupt a seeded fraction of its images."""
+    if name == "digits":
+        ds = _load_digits()
+    elif name == "cifar10":
+        ds = _load_cifar10(root or os.environ.get("DATA_ROOT", os.path.expanduser("~/.cache/cifar10")))
+    elif name.startswith("npz:"):
+        ds = _load_npz(name[4:])
+    elif name.startswith("folder:"):
+        ds = _load_folder(name[7:])
+    else:
+        raise DataError(f"unknown dataset {name!r}: use digits, cifar10, npz:PATH or folder:PATH")
+    ds.name = name
+    if corrupt:
+        ds.images, ds.corrupted = corrupt_images(ds.images, corrupt, corrupt_seed)
+    return ds
+
+
+def _load_digits():
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    # pixel values are 0..16; spread them over 0..255
+    images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # (1797, 1, 8, 8)
+    return Dataset(images, d.target.astype(np.int64), [str(i) for i in range(10)])
+
+
+def _load_cifar10(root):
+    try:
+        from torchvision.datasets import CIFAR10
+        train = CIFAR10(root, train=True, download=True)
+    except Exception as e:
+        raise DataError(f"cannot load CIFAR-10 from {root} ({type(e).__name__}); with no internet, put "
+                        f"cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html in that "
+                        f"folder (or set DATA_ROOT)")
+    images = np.ascontiguousarray(train.data.transpose(0, 3, 1, 2))  # (50000, 3, 32, 32)
+    return Dataset(images, np.asarray(train.targets, dtype=np.int64), list(train.classes))
+
+
+def _load_npz(path):
+    if not os.path.isfile(path):
+        raise DataError(f"npz file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "images" not in f:
+                raise DataError(f"{path} has no 'images' array (found: {', '.join(f.files)})")
+            images = f["images"]
+            labels = f["labels"] if "labels" in f else None
+            classes = [str(c) for c in f["classes"]] if "classes" in f else None
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"cannot read {path}: {type(e).__name__}: {e}")
+    if images.dtype != np.uint8:
+        raise DataError(f"{path}: images must be uint8, got {images.dtype}")
+    if images.ndim != 4:
+        raise DataError(f"{path}: images must be (N, H, W, C) or (N, C, H, W), got shape {images.shape}")
+    if images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
+        images = images.transpose(0, 3, 1, 2)
+    elif images.shape[1] not in (1, 3):
+        raise DataError(f"{path}: images need 1 or 3 channels, got shape {images.shape}")
+    _check_square(images, path)
+    if labels is not None:
+        labels = np.asarray(labels).astype(np.int64)
+        if labels.shape != (len(images),):
+            raise DataError(f"{path}: labels must have shape ({len(images)},), got {labels.shape}")
+    return Dataset(np.ascontiguousarray(images), labels, classes)
+
+
+def _load_folder(path):
+    from PIL import Image
+    if not os.path.isdir(path):
+        raise DataError(f"image folder not found: {path}")
+    files = sorted(f for f in os.listdir(path) if f.lower().endswith(IMAGE_SUFFIXES))
+    if not files:
+        raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {path}")
+    arrays = []
+    for f in files:
+        with Image.open(os.path.join(path, f)) as im:
+            a = np.asarray(im.convert("L" if im.mode in ("1", "L", "LA", "I", "I;16") else "RGB"))
+        arrays.append(a[:, :, None] if a.ndim == 2 else a)
+    if len({a.shape for a in arrays}) != 1:
+        raise DataError(f"images in {path} differ in size or channels")
+    images = np.stack(arrays).transpose(0, 3, 1, 2).astype(np.uint8)
+    _check_square(images, path)
+    return Dataset(np.ascontiguousarray(images))
+
+
+def _check_square(images, path):
+    side = images.shape[2]
+    if images.shape[3] != side or side < 4 or side & (side - 1):
+        raise DataError(f"{path}: images must be square with a power-of-two side, got {images.shape[2:]}")
+
+
+def corrupt_images(images, fraction, seed):
+    """Replace a seeded `fraction` of the images by uniform noise; return (new images, sorted indices)."""
+    if not 0.0 <= fraction < 1.0:
+        raise DataError(f"corrupt fraction must lie in [0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    n = int(round(fraction * len(images)))
+    idx = np.sort(rng.choice(len(images), size=n, replace=False))
+    images = images.copy()
+    images[idx] = rng.integers(0, 256, size=(n,) + images.shape[1:], dtype=np.uint8)
+    return images, idx
+
+
+# ----------------------------------------------------------------------------------------------
+# Model space
+
+def to_model_space(images):
+    """uint8 (N, C, H, W) -> float32 torch tensor in [-1, 1]."""
+    import torch
+    return torch.from_numpy(np.asarray(images, dtype=np.float32) / 127.5 - 1.0)
+
+
+def to_uint8(x):
+    """Model-space tensor or array in [-1, 1] -> uint8 numpy (values outside are clipped)."""
+    x = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+    return np.clip(np.round((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def image_grid(images, nrow=None, pad=1):
+    """uint8 (N, C, H, W) -> one uint8 (rows*H, cols*W, C) picture."""
+    n, c, h, w = images.shape
+    nrow = nrow or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / nrow))
+    grid = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), 255, dtype=np.uint8)
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = \
+            images[i].transpose(1, 2, 0)
+    return grid
+
+
+def save_grid(images, path, nrow=None, scale=None):
+    """Save a PNG grid of uint8 images; small images are enlarged (nearest) so they can be seen."""
+    from PIL import Image
+    grid = image_grid(images, nrow)
+    scale = scale or max(1, 256 // (images.shape[2] * (nrow or int(np.ceil(np.sqrt(len(images))))) // 2 or 1))
+    im = Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid)
+    im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    atomic_write(path, lambda f: im.save(f, format="PNG"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Subset masks
+
+def subset_size(n, alpha):
+    return int(round(alpha * n))
+
+
+def make_masks(n, count, alpha, seed):
+    """(count, n) bool: each row has exactly round(alpha * n) ones, chosen uniformly with `seed`."""
+    if not 0.0 < alpha < 1.0:
+        raise DataError(f"alpha must lie in (0, 1), got {alpha}")
+    rng = np.random.default_rng(seed)
+    k = subset_size(n, alpha)
+    masks = np.zeros((count, n), dtype=bool)
+    for i in range(count):
+        masks[i, rng.choice(n, size=k, replace=False)] = True
+    return masks
+
+
+def row_sha256(row):
+    """sha256 of one mask row (bit-packed): ties checkpoints and behaviours to the rows they came from."""
+    return hashlib.sha256(np.packbits(np.asarray(row, dtype=bool)).tobytes() + str(len(row)).encode()).hexdigest()
+
+
+def load_masks(path, n=None):
+    """A (rows, N) bool mask file; with n, check its width is the dataset's size."""
+    if not os.path.isfile(path):
+        raise DataError(f"mask file not found: {path}")
+    try:
+        masks = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise DataError(f"cannot read mask file {path}: {type(e).__name__}")
+    if masks.ndim != 2 or masks.dtype != bool:
+        raise DataError(f"{path}: masks must be a 2-d bool array, got {masks.dtype} {masks.shape}")
+    if n is not None and masks.shape[1] != n:
+        raise DataError(f"{path}: masks have width {masks.shape[1]} but the dataset has {n} images")
+    return masks
+
+
+def parse_range(spec, count):
+    """'a:b' -> range(a, b) (half-open), '7' -> range(7, 8); checked against `count` rows."""
+    try:
+        if ":" in spec:
+            a, b = spec.split(":")
+            a = int(a) if a else 0
+            b = int(b) if b else count
+        else:
+            a = int(spec)
+            b = a + 1
+    except ValueError:
+        raise DataError(f"bad range {spec!r}: use START:STOP (half-open) or one index")
+    if not 0 <= a < b <= count:
+        raise DataError(f"range {spec!r} is outside the mask file's rows 0:{count}")
+    return range(a, b)
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared plumbing for the scripts
+
+def atomic_write(path, write):
+    """Call write(file object) on a temporary file in the same folder, then os.replace onto path."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    suffix = os.path.splitext(path)[1]
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_npz(path, **arrays):
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def save_npy(path, array):
+    atomic_write(path, lambda f: np.save(f, array))
+
+
+def add_data_args(parser):
+    """--data, --corrupt and --corrupt-seed, spelled the same in every script."""
+    parser.add_argument("--data", default="digits",
+                        help="digits (embedded), cifar10 (torchvision download), npz:PATH or folder:PATH")
+    parser.add_argument("--corrupt", type=float, default=0.0,
+                        help="fraction of training images replaced by uniform noise (to test attribution)")
+    parser.add_argument("--corrupt-seed", type=int, default=0, help="seed choosing the corrupted images")
+
+
+def run(main, args, errors=()):
+    """Run main(args); a user error ends with one line on stderr and exit code 2."""
+    try:
+        return main(args)
+    except (DataError,) + tuple(errors) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

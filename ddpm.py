@@ -1,0 +1,435 @@
+"""The model: a hand-written UNet (Ho et al. 2020), the linear noise schedule, the DDPM loss,
+the DDIM sampler (Song et al. 2020a), EMA, and checkpoints. Depends on torch alone, so it can be
+copied into another project as it is.
+
+    from ddpm import UNet, ARCHS, Schedule, ddpm_loss, ddim_sample
+    model = UNet(**ARCHS["digits"])
+    schedule = Schedule()                        # T = 1000, beta 1e-4 .. 0.02 (Ho et al., Sec. 4)
+    loss = ddpm_loss(model, schedule, x0, generator=g)        # Algorithm 1
+    x0 = ddim_sample(model, schedule, shape=(16, 1, 8, 8), steps=100, generator=g)
+
+Conventions: images live in [-1, 1]; timesteps are 0-indexed (t = 0 .. T-1, as in Ho et al.'s
+code), so alphas_cumprod[t] is the paper's alpha-bar_{t+1}.
+"""
+import hashlib
+import math
+import os
+import tempfile
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# ----------------------------------------------------------------------------------------------
+# Architectures
+
+ARCHS = {
+    # Ho et al. (2020), Appendix B: the CIFAR-10 model, 35.7M parameters.
+    "cifar10": dict(resolution=32, in_channels=3, ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2,
+                    attn_resolutions=(16,), dropout=0.1, num_groups=32, mid_attn=True),
+    # Sized for scikit-learn's 8x8 digits on 2 CPU cores: two resolutions (8x8, 4x4), no attention.
+    "digits": dict(resolution=8, in_channels=1, ch=32, ch_mult=(1, 2), num_res_blocks=1,
+                   attn_resolutions=(), dropout=0.0, num_groups=8, mid_attn=False),
+}
+
+
+def timestep_embedding(t, dim):
+    """Sinusoidal embedding of integer timesteps t (B,) -> (B, dim), as in Ho et al.'s code."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device)
+                      / (half - 1))
+    args = t.float()[:, None] * freqs[None, :]
+    return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+
+
+class ResnetBlock(nn.Module):
+    def __init__(self, in_ch, out_ch, temb_ch, dropout, num_groups):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(num_groups, in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.temb_proj = nn.Linear(temb_ch, out_ch)
+        self.norm2 = nn.GroupNorm(num_groups, out_ch)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        # 1x1 "network-in-network" shortcut when the width changes (Ho et al.'s nin_shortcut)
+        self.nin_shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
+
+    def forward(self, x, temb):  # x (B, C, H, W), temb (B, temb_ch)
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.temb_proj(F.silu(temb))[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        if self.nin_shortcut is not None:
+            x = self.nin_shortcut(x)
+        return x + h
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over the H*W positions, with 1x1 convolutions as projections."""
+
+    def __init__(self, ch, num_groups):
+        super().__init__()
+        self.norm = nn.GroupNorm(num_groups, ch)
+        self.q = nn.Conv2d(ch, ch, 1)
+        self.k = nn.Conv2d(ch, ch, 1)
+        self.v = nn.Conv2d(ch, ch, 1)
+        self.proj_out = nn.Conv2d(ch, ch, 1)
+
+    def forward(self, x):
+        B, _, H, W = x.shape
+        h = self.norm(x)
+        q, k, v = self.q(h), self.k(h), self.v(h)  # (B, C', H, W)
+        C = q.shape[1]
+        q = q.reshape(B, C, H * W).permute(0, 2, 1)  # (B, HW, C')
+        k = k.reshape(B, C, H * W)  # (B, C', HW)
+        w = torch.softmax(torch.bmm(q, k) * C ** -0.5, dim=2)  # (B, HW query, HW key)
+        v = v.reshape(B, v.shape[1], H * W)  # (B, C', HW)
+        h = torch.bmm(v, w.permute(0, 2, 1)).reshape(B, v.shape[1], H, W)
+        return x + self.proj_out(h)
+
+
+class Downsample(nn.Module):
+    def __init__(self, ch):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, ch):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class UNet(nn.Module):
+    """Ho et al.'s UNet. `widths` ({module name: [out, in]} for convolutions and linears,
+    {name: [channels, groups]} for GroupNorms) resizes layers after a structured pruning, so that
+    `UNet(**checkpoint["config"])` rebuilds a pruned model with exactly the saved shapes."""
+
+    def __init__(self, *, resolution, in_channels, ch, ch_mult, num_res_blocks, attn_resolutions,
+                 dropout, num_groups, mid_attn=True, widths=None):
+        super().__init__()
+        self.config = dict(resolution=resolution, in_channels=in_channels, ch=ch,
+                           ch_mult=tuple(ch_mult), num_res_blocks=num_res_blocks,
+                           attn_resolutions=tuple(attn_resolutions), dropout=dropout,
+                           num_groups=num_groups, mid_attn=mid_attn, widths=widths)
+        self.ch = ch
+        temb_ch = 4 * ch
+        self.temb = nn.ModuleDict(dict(dense0=nn.Linear(ch, temb_ch), dense1=nn.Linear(temb_ch, temb_ch)))
+        self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
+
+        # Downsampling: num_res_blocks ResnetBlocks per resolution, then a Downsample
+        self.down = nn.ModuleList()
+        skip_chs, block_in, res = [ch], ch, resolution
+        for level, mult in enumerate(ch_mult):
+            stage = nn.Module()
+            stage.block, stage.attn = nn.ModuleList(), nn.ModuleList()
+            for _ in range(num_res_blocks):
+                stage.block.append(ResnetBlock(block_in, ch * mult, temb_ch, dropout, num_groups))
+                block_in = ch * mult
+                if res in attn_resolutions:
+                    stage.attn.append(AttnBlock(block_in, num_groups))
+                skip_chs.append(block_in)
+            if level != len(ch_mult) - 1:
+                stage.downsample = Downsample(block_in)
+                res //= 2
+                skip_chs.append(block_in)
+            self.down.append(stage)
+
+        self.mid = nn.Module()
+        self.mid.block_1 = ResnetBlock(block_in, block_in, temb_ch, dropout, num_groups)
+        # Ho et al. always attend in the middle; the small digits model skips it (4x4, little to gain)
+        self.mid.attn_1 = AttnBlock(block_in, num_groups) if mid_attn else nn.Identity()
+        self.mid.block_2 = ResnetBlock(block_in, block_in, temb_ch, dropout, num_groups)
+
+        # Upsampling: num_res_blocks + 1 ResnetBlocks per resolution, each taking one skip connection
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(ch_mult))):
+            stage = nn.Module()
+            stage.block, stage.attn = nn.ModuleList(), nn.ModuleList()
+            for _ in range(num_res_blocks + 1):
+                stage.block.append(ResnetBlock(block_in + skip_chs.pop(), ch * mult, temb_ch, dropout,
+                                               num_groups))
+                block_in = ch * mult
+                if res in attn_resolutions:
+                    stage.attn.append(AttnBlock(block_in, num_groups))
+            if level != 0:
+                stage.upsample = Upsample(block_in)
+                res *= 2
+            self.up.insert(0, stage)  # so that self.up[level] matches self.down[level]
+
+        self.norm_out = nn.GroupNorm(num_groups, block_in)
+        self.conv_out = nn.Conv2d(block_in, in_channels, 3, padding=1)
+        if widths:
+            resize_layers(self, widths)
+
+    def forward(self, x, t):  # x (B, C, H, W) in [-1, 1]; t (B,) integer timesteps -> eps (B, C, H, W)
+        temb = timestep_embedding(t, self.temb.dense0.in_features)
+        temb = self.temb.dense1(F.silu(self.temb.dense0(temb)))
+        hs = [self.conv_in(x)]
+        for stage in self.down:
+            for i, block in enumerate(stage.block):
+                h = block(hs[-1], temb)
+                if len(stage.attn):
+                    h = stage.attn[i](h)
+                hs.append(h)
+            if hasattr(stage, "downsample"):
+                hs.append(stage.downsample(hs[-1]))
+        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(hs[-1], temb)), temb)
+        for stage in reversed(self.up):
+            for i, block in enumerate(stage.block):
+                h = block(torch.cat([h, hs.pop()], dim=1), temb)
+                if len(stage.attn):
+                    h = stage.attn[i](h)
+            if hasattr(stage, "upsample"):
+                h = stage.upsample(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+def layer_widths(model):
+    """The shape of every convolution, linear and GroupNorm: what `UNet(widths=...)` needs to
+    rebuild a structurally pruned model. Plain lists, so checkpoints load with weights_only=True."""
+    widths = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            widths[name] = [m.out_channels, m.in_channels]
+        elif isinstance(m, nn.Linear):
+            widths[name] = [m.out_features, m.in_features]
+        elif isinstance(m, nn.GroupNorm):
+            widths[name] = [m.num_channels, m.num_groups]
+    return widths
+
+
+def resize_layers(model, widths):
+    """Replace each named layer by a fresh one of the saved width (weights are loaded afterwards)."""
+    modules = dict(model.named_modules())
+    for name, (a, b) in widths.items():
+        m = modules[name]
+        if isinstance(m, nn.Conv2d):
+            if (m.out_channels, m.in_channels) == (a, b):
+                continue
+            new = nn.Conv2d(b, a, m.kernel_size, stride=m.stride, padding=m.padding)
+        elif isinstance(m, nn.Linear):
+            if (m.out_features, m.in_features) == (a, b):
+                continue
+            new = nn.Linear(b, a)
+        elif isinstance(m, nn.GroupNorm):
+            if (m.num_channels, m.num_groups) == (a, b):
+                continue
+            new = nn.GroupNorm(b, a, eps=m.eps)
+        else:
+            raise ValueError(f"cannot resize layer {name} of type {type(m).__name__}")
+        parent_name, _, child = name.rpartition(".")
+        setattr(modules[parent_name] if parent_name else model, child, new)
+
+
+def count_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------------------------
+# Noise schedule and the DDPM loss
+
+class Schedule:
+    """Linear beta schedule (Ho et al., Sec. 4: T = 1000, beta_1 = 1e-4 .. beta_T = 0.02), computed
+    in float64 once; `at(name, t, like)` gathers one value per batch element in x's dtype."""
+
+    def __init__(self, T=1000, beta_1=1e-4, beta_T=0.02):
+        self.T, self.beta_1, self.beta_T = T, beta_1, beta_T
+        self.betas = torch.linspace(beta_1, beta_T, T, dtype=torch.float64)
+        self.alphas = 1.0 - self.betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
+        # beta-tilde_t, the variance of q(x_{t-1} | x_t, x0) (eq. (7))
+        self.posterior_variance = self.betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+
+    def as_dict(self):
+        return dict(T=self.T, beta_1=self.beta_1, beta_T=self.beta_T)
+
+    def at(self, name, t, like):
+        """getattr(self, name)[t] as a (B, 1, 1, 1) tensor on like's device and dtype."""
+        values = getattr(self, name)[t.cpu()].to(device=like.device, dtype=like.dtype)
+        return values.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def q_sample(schedule, x0, t, eps):
+    """x_t = sqrt(alpha-bar_t) x0 + sqrt(1 - alpha-bar_t) eps (eq. (4))."""
+    a = schedule.at("alphas_cumprod", t, x0)
+    return a.sqrt() * x0 + (1.0 - a).sqrt() * eps
+
+
+def ddpm_loss(model, schedule, x0, generator=None):
+    """Algorithm 1, lines 3-5: t ~ Uniform, eps ~ N(0, I), || eps - eps_theta(x_t, t) ||^2."""
+    t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator, device=x0.device)
+    eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    return F.mse_loss(model(q_sample(schedule, x0, t, eps), t), eps)
+
+
+@torch.no_grad()
+def fixed_noise_loss(model, schedule, x0, *, seed=0, repeats=4, batch_size=512):
+    """The DDPM loss of `model` on x0 with (t, eps) drawn once from `seed`: the same draws for
+    every model, so two models' losses differ only by the models (used to judge pruning)."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    model.eval()
+    total, count = 0.0, 0
+    for _ in range(repeats):
+        t = torch.randint(0, schedule.T, (len(x0),), generator=g)
+        eps = torch.randn(x0.shape, generator=g)
+        for i in range(0, len(x0), batch_size):
+            xb, tb, eb = x0[i:i + batch_size], t[i:i + batch_size].to(x0.device), eps[i:i + batch_size].to(x0.device)
+            total += F.mse_loss(model(q_sample(schedule, xb, tb, eb), tb), eb, reduction="sum").item()
+            count += eb.numel()
+    return total / count
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampling
+
+def ddim_timesteps(T, steps):
+    """Strided sub-sequence tau (Song et al. 2020a, Sec. 4.2): for T = 1000, steps = 100 it is
+    990, 980, ..., 0 (descending)."""
+    if not 1 <= steps <= T:
+        raise ValueError(f"steps must lie in 1..{T}, got {steps}")
+    return list(range(0, T, T // steps))[:steps][::-1]
+
+
+def _initial_noise(shape, noise, generator, device):
+    if noise is not None:
+        return noise.to(device)
+    return torch.randn(shape, generator=generator, device=device)
+
+
+@torch.no_grad()
+def ddim_sample(model, schedule, *, shape=None, noise=None, steps=100, eta=0.0, generator=None,
+                clip_x0=False, device="cpu", return_trajectory=False):
+    """DDIM (Song et al. 2020a, eq. (12)):
+    x_{t'} = sqrt(a_{t'}) x0_pred + sqrt(1 - a_{t'} - sigma^2) eps + sigma z, with
+    sigma = eta sqrt((1 - a_{t'}) / (1 - a_t)) sqrt(1 - a_t / a_{t'}) (eq. (16)); t' is the next
+    timestep of the strided sequence and the last step goes to a = 1 (x0 itself).
+    Initial noise comes from `noise` or is drawn from `generator`; so is each z (drawn only when sigma > 0)."""
+    x = _initial_noise(shape, noise, generator, device)
+    ts = ddim_timesteps(schedule.T, steps)
+    trajectory = [x]
+    for i, t in enumerate(ts):
+        t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        a_t = schedule.alphas_cumprod[t]
+        a_next = schedule.alphas_cumprod[ts[i + 1]] if i + 1 < len(ts) else torch.tensor(1.0, dtype=torch.float64)
+        eps = model(x, t_batch)
+        x0 = (x - (1 - a_t).sqrt().item() * eps) / a_t.sqrt().item()  # eq. (9) solved for x0
+        if clip_x0:
+            x0 = x0.clamp(-1, 1)
+            eps = (x - a_t.sqrt().item() * x0) / (1 - a_t).sqrt().item()
+        sigma = (eta * ((1 - a_next) / (1 - a_t)).sqrt() * (1 - a_t / a_next).sqrt()).item()
+        x = a_next.sqrt().item() * x0 + (1 - a_next - sigma ** 2).clamp(min=0).sqrt().item() * eps
+        if sigma > 0:
+            x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        if return_trajectory:
+            trajectory.append(x0)
+    return (x, trajectory) if return_trajectory else x
+
+
+@torch.no_grad()
+def ddpm_sample(model, schedule, *, shape=None, noise=None, generator=None, device="cpu"):
+    """Ancestral sampling (Algorithm 2) with variance beta-tilde_t, through the posterior mean
+    mu-tilde(x_t, x0_pred) of eq. (7). Slow (T steps); the reference the DDIM sampler is tested against."""
+    x = _initial_noise(shape, noise, generator, device)
+    s = schedule
+    for t in reversed(range(s.T)):
+        t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        a_t, a_prev = s.alphas_cumprod[t], s.alphas_cumprod_prev[t]
+        x0 = (x - (1 - a_t).sqrt().item() * model(x, t_batch)) / a_t.sqrt().item()
+        coef_x0 = (a_prev.sqrt() * s.betas[t] / (1 - a_t)).item()
+        coef_xt = (s.alphas[t].sqrt() * (1 - a_prev) / (1 - a_t)).item()
+        x = coef_x0 * x0 + coef_xt * x  # mu-tilde, eq. (7)
+        if t > 0:  # Algorithm 2 line 3: z = 0 at the last step
+            z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = x + s.posterior_variance[t].sqrt().item() * z
+    return x
+
+
+# ----------------------------------------------------------------------------------------------
+# EMA
+
+@torch.no_grad()
+def ema_update(ema_model, model, decay, step):
+    """Exponential moving average of the weights with the usual warm-up, decay_t =
+    min(decay, (1 + step) / (10 + step)), so that short runs (unlearning) are not stuck at the start."""
+    d = min(decay, (1 + step) / (10 + step))
+    for e, p in zip(ema_model.parameters(), model.parameters()):
+        e.mul_(d).add_(p.detach(), alpha=1 - d)
+    for e, b in zip(ema_model.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+
+class CheckpointError(Exception):
+    """A checkpoint that is missing, unreadable or not one of ours."""
+
+
+def save_checkpoint(path, ckpt):
+    """Write atomically: a temporary file in the same folder, then os.replace."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
+    os.close(fd)
+    try:
+        torch.save(ckpt, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+REQUIRED_KEYS = ("model", "ema", "config", "schedule", "step")
+
+
+def load_checkpoint(path):
+    """Load with weights_only=True (never unpickles code); raise CheckpointError with a clear message."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
+        raise CheckpointError(f"{path} is not a checkpoint of this project (needs keys {', '.join(REQUIRED_KEYS)})")
+    return ckpt
+
+
+def build_model(ckpt, which="ema"):
+    """The UNet of a checkpoint, with its `which` weights ("ema" or "model") and pruning masks applied."""
+    model = UNet(**ckpt["config"])
+    model.load_state_dict(ckpt[which])
+    if ckpt.get("masks"):
+        apply_masks(model, ckpt["masks"])
+    return model
+
+
+@torch.no_grad()
+def apply_masks(model, masks):
+    """Zero the weights that unstructured pruning removed ({parameter name: bool tensor})."""
+    params = dict(model.named_parameters())
+    for name, mask in masks.items():
+        params[name].mul_(mask.to(params[name].dtype))
+
+
+def file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def pick_device(name):
+    """--device auto picks CUDA when present."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name

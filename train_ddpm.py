@@ -1,0 +1,220 @@
+"""Train a DDPM (Ho et al. 2020, Algorithm 1) on all training images, or retrain it from scratch on
+one row of a mask file (the ground truth the attributions are judged against).
+
+    python train_ddpm.py --data digits --out runs/demo/full.pt
+    python train_ddpm.py --data digits --masks runs/x/masks/lds.npy --index 3 --seed 0 \\
+        --out runs/x/models/lds/00003-s0.pt
+
+A killed run resumes from `<out>.partial` (saved every --ckpt-every steps) and ends with the same
+weights as an uninterrupted one. An existing, loadable output is skipped unless --force. A PNG grid
+of DDIM samples from the EMA weights is written beside the checkpoint.
+"""
+import argparse
+import copy
+import math
+import os
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from data import DataError, add_data_args, load_dataset, load_masks, row_sha256, run, save_grid, to_model_space, to_uint8
+from ddpm import (ARCHS, CheckpointError, Schedule, UNet, apply_masks, count_params, ddim_sample, ddpm_loss,
+                  ema_update, load_checkpoint, pick_device, save_checkpoint)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_args(p)
+    p.add_argument("--out", required=True, help="checkpoint to write")
+    p.add_argument("--arch", choices=sorted(ARCHS), default=None,
+                   help="named architecture (default: digits for digits, cifar10 otherwise, resized to the data)")
+    p.add_argument("--masks", default=None, help="mask file: retrain on one of its rows only")
+    p.add_argument("--index", type=int, default=None, help="row of --masks to train on")
+    p.add_argument("--steps", type=int, default=2000, help="optimizer steps (Ho et al.: 800k on CIFAR-10; "
+                   "the paper's models: 200k)")
+    p.add_argument("--batch-size", type=int, default=64, help="minibatch size (Ho et al.: 128)")
+    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (Ho et al.: 2e-4 on CIFAR-10)")
+    p.add_argument("--warmup", type=int, default=100, help="linear learning-rate warm-up steps (Ho et al.: 5000)")
+    p.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine",
+                   help="after warm-up: cosine decay to 0 (fast short runs) or constant (Ho et al.)")
+    p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the sampled weights "
+                   "(Ho et al.: 0.9999)")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="gradient norm clip (Ho et al.: 1.0)")
+    p.add_argument("--hflip", action="store_true", help="random horizontal flips (Ho et al. on CIFAR-10)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initial weights, minibatch order and noise")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
+    p.add_argument("--ckpt-every", type=int, default=500, help="save <out>.partial every this many steps")
+    p.add_argument("--grid", type=int, default=100, help="DDIM samples in the PNG beside the checkpoint (0: none)")
+    p.add_argument("--ddim-steps", type=int, default=100, help="DDIM steps for the grid (the paper: 100)")
+    p.add_argument("--force", action="store_true", help="retrain even if --out exists")
+    return p.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------------------------
+# The training loop, shared by train_ddpm.py, prune.py (fine-tune) and unlearn.py
+
+def lr_at(step, *, lr, warmup, steps, schedule):
+    """Linear warm-up, then constant or cosine decay to 0 at `steps`."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    if schedule == "constant":
+        return lr
+    return 0.5 * lr * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+def train(state, schedule, x0_all, *, steps, batch_size, lr, warmup, lr_schedule, ema_decay, grad_clip=1.0,
+          hflip=False, masks=None, save_every=0, save=None, desc="train", progress=True):
+    """Run Algorithm 1 from state["step"] to `steps`, in place on `state`: model, ema, optimizer,
+    generator (minibatch order and noise), step, seconds. Minibatches are drawn with replacement from
+    x0_all (N, C, H, W) in model space. With `masks` (unstructured pruning), pruned weights are
+    re-zeroed after every update. `save(state)` is called every `save_every` steps."""
+    model, ema, opt, g = state["model"], state["ema"], state["optimizer"], state["generator"]
+    device = x0_all.device
+    model.train()
+    bar = tqdm(range(state["step"], steps), desc=desc, disable=not progress, leave=False, mininterval=2.0,
+               initial=state["step"], total=steps)
+    t_start = time.perf_counter()
+    for step in bar:
+        idx = torch.randint(0, len(x0_all), (batch_size,), generator=g, device=g.device)
+        x0 = x0_all[idx.to(device)]
+        if hflip:
+            flip = torch.rand(batch_size, generator=g, device=g.device).to(device) < 0.5
+            x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, lr=lr, warmup=warmup, steps=steps, schedule=lr_schedule)
+        loss = ddpm_loss(model, schedule, x0, generator=g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        if masks:
+            apply_masks(model, masks)
+        ema_update(ema, model, ema_decay, step)
+        state["step"] = step + 1
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if save and save_every and state["step"] % save_every == 0 and state["step"] < steps:
+            state["seconds"] += time.perf_counter() - t_start
+            t_start = time.perf_counter()
+            save(state)
+    state["seconds"] += time.perf_counter() - t_start
+    model.eval()
+    return state
+
+
+def new_state(model, *, lr, seed, device, ema=None):
+    """Fresh optimizer and generator for `model`; the EMA starts as a copy of the model."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    return dict(model=model, ema=ema if ema is not None else copy.deepcopy(model),
+                optimizer=torch.optim.Adam(model.parameters(), lr=lr), generator=g, step=0, seconds=0.0)
+
+
+def state_to_checkpoint(state, *, schedule, args, subset=None, parent=None, masks=None, partial=False):
+    """The checkpoint dict of DESIGN.md; a partial one also carries what resuming needs."""
+    ckpt = dict(model=state["model"].state_dict(), ema=state["ema"].state_dict(),
+                config=dict(state["model"].config), schedule=schedule.as_dict(), step=state["step"],
+                seconds=state["seconds"], subset=subset, parent=parent, masks=masks, args=dict(args))
+    if partial:
+        ckpt.update(optimizer=state["optimizer"].state_dict(), generator=state["generator"].get_state(),
+                    torch_rng=torch.get_rng_state())
+    return ckpt
+
+
+def restore_state(state, ckpt):
+    """Continue a partial run exactly where it stopped."""
+    state["model"].load_state_dict(ckpt["model"])
+    state["ema"].load_state_dict(ckpt["ema"])
+    state["optimizer"].load_state_dict(ckpt["optimizer"])
+    state["generator"].set_state(ckpt["generator"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    state["step"], state["seconds"] = ckpt["step"], ckpt["seconds"]
+
+
+@torch.no_grad()
+def sample_grid(model, schedule, path, *, n, ddim_steps, seed=0, device="cpu"):
+    """DDIM samples from fixed noise, saved as a PNG grid."""
+    model.eval()
+    shape = (n, model.config["in_channels"], model.config["resolution"], model.config["resolution"])
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    noise = torch.randn(shape, generator=g)
+    x = ddim_sample(model, schedule, noise=noise.to(device), steps=ddim_steps, device=device)
+    save_grid(to_uint8(x), path)
+
+
+def arch_config(arch, ds):
+    """The named architecture, or the cifar10 one resized to the data's channels and resolution."""
+    name = arch or ("digits" if ds.name == "digits" else "cifar10")
+    config = dict(ARCHS[name])
+    c, h = ds.images.shape[1], ds.images.shape[2]
+    if (config["in_channels"], config["resolution"]) != (c, h):
+        if h < 2 ** (len(config["ch_mult"]) - 1) * 2:
+            raise DataError(f"images of side {h} are too small for the {name} architecture")
+        config.update(in_channels=c, resolution=h)
+    return config
+
+
+def subset_images(ds, masks_path, index):
+    """The training images (all, or one mask row's) and the checkpoint's `subset` record."""
+    if masks_path is None:
+        if index is not None:
+            raise DataError("--index needs --masks")
+        return ds.images, None
+    masks = load_masks(masks_path, n=len(ds))
+    if index is None or not 0 <= index < len(masks):
+        raise DataError(f"--index {index} is out of range for {masks_path} ({len(masks)} rows)")
+    row = masks[index]
+    return ds.images[row], dict(masks=os.path.basename(masks_path), index=index, sha256=row_sha256(row))
+
+
+def existing_done(path, subset):
+    """True if `path` is a finished checkpoint for the same subset; refuse one for another subset."""
+    if not os.path.exists(path):
+        return False
+    ckpt = load_checkpoint(path)
+    if subset is not None and (ckpt.get("subset") or {}).get("sha256") != subset["sha256"]:
+        raise DataError(f"{path} was trained on another subset than row {subset['index']} of {subset['masks']} "
+                        f"(the mask file changed?); use --force to retrain")
+    return True
+
+
+def main(args):
+    device = pick_device(args.device)
+    ds = load_dataset(args.data, corrupt=args.corrupt, corrupt_seed=args.corrupt_seed)
+    images, subset = subset_images(ds, args.masks, args.index)
+    if not args.force and existing_done(args.out, subset):
+        print(f"skip: {args.out} exists (use --force to retrain)")
+        return
+    config = arch_config(args.arch, ds)
+    schedule = Schedule()  # T = 1000, beta 1e-4 .. 0.02 (Ho et al., Sec. 4)
+    torch.manual_seed(args.seed)  # initial weights and dropout
+    model = UNet(**config).to(device)
+    state = new_state(model, lr=args.lr, seed=args.seed, device=device)
+    partial = args.out + ".partial"
+    if os.path.exists(partial) and not args.force:
+        ckpt = load_checkpoint(partial)
+        if ckpt.get("subset") == subset and ckpt["args"].get("seed") == args.seed and ckpt["args"].get("steps") == args.steps:
+            restore_state(state, ckpt)
+            print(f"resuming {partial} at step {state['step']}")
+    x0_all = to_model_space(images).to(device)
+
+    def save(st):
+        save_checkpoint(partial, state_to_checkpoint(st, schedule=schedule, args=vars(args), subset=subset, partial=True))
+
+    train(state, schedule, x0_all, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
+          lr_schedule=args.lr_schedule, ema_decay=args.ema_decay, grad_clip=args.grad_clip, hflip=args.hflip,
+          save_every=args.ckpt_every, save=save, desc=os.path.basename(args.out))
+    save_checkpoint(args.out, state_to_checkpoint(state, schedule=schedule, args=vars(args), subset=subset))
+    if os.path.exists(partial):
+        os.remove(partial)
+    if args.grid:
+        sample_grid(state["ema"], schedule, os.path.splitext(args.out)[0] + ".png", n=args.grid,
+                    ddim_steps=args.ddim_steps, seed=args.seed, device=device)
+    print(f"wrote {args.out}: {count_params(model) / 1e6:.3f}M parameters, {state['step']} steps on "
+          f"{len(images)} images, {state['seconds']:.1f} s")
+
+
+if __name__ == "__main__":
+    run(main, parse_args(), errors=(CheckpointError,))

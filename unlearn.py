@@ -1,0 +1,92 @@
+"""Sparsified unlearning: for each mask row i, start from the pruned model and run gradient descent
+with the ordinary DDPM loss (Algorithm 1) on the subset S_i only, approximating a model retrained
+from scratch without the other images (the paper: 4k steps, 2% of the 200k training steps).
+
+    python unlearn.py --ckpt runs/x/pruned.pt --data digits --masks runs/x/masks/unlearn.npy \\
+        --indices 0:64 --out runs/x/models/unlearn
+
+One process handles a range of rows, loading data and model once; it writes <out>/<row:05d>.pt per
+row, each with its row, the row's sha256 and its wall time, and skips rows already done. Every row
+uses the same seed for minibatch positions and noise (common random numbers), so two rows differ
+only by their data. Unstructured pruning masks stay applied (pruned weights stay exactly zero).
+"""
+import argparse
+import copy
+import os
+
+import torch
+from tqdm import tqdm
+
+from data import DataError, add_data_args, load_dataset, load_masks, parse_range, row_sha256, run, to_model_space
+from ddpm import CheckpointError, Schedule, build_model, file_sha256, load_checkpoint, pick_device, save_checkpoint
+from train_ddpm import new_state, state_to_checkpoint, train
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="pruned checkpoint (prune.py)")
+    add_data_args(p)
+    p.add_argument("--masks", required=True, help="mask file (make_subsets.py)")
+    p.add_argument("--indices", default=None, help="half-open range of rows START:STOP (default: all)")
+    p.add_argument("--out", required=True, help="folder for one checkpoint per row")
+    p.add_argument("--steps", type=int, default=200, help="unlearning steps per row (paper: 4k = 2%% of "
+                   "training; on digits 10%% of the 2000 training steps worked best)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (cosine decay to 0)")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--seed", type=int, default=0, help="one seed for every row: minibatch positions and noise")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--force", action="store_true", help="redo rows whose checkpoint exists")
+    return p.parse_args(argv)
+
+
+def row_path(out, i):
+    return os.path.join(out, f"{i:05d}.pt")
+
+
+def check_done(path, sha):
+    """True if the row's checkpoint exists for this very row; refuse a checkpoint of another subset."""
+    if not os.path.exists(path):
+        return False
+    ckpt = load_checkpoint(path)
+    if (ckpt.get("subset") or {}).get("sha256") != sha:
+        raise DataError(f"{path} was made for another subset than its mask row (the mask file changed?); "
+                        f"use --force to redo it")
+    return True
+
+
+def unlearn_row(pruned, schedule, x0_subset, args, device):
+    """One unlearned model: the pruned weights, fine-tuned on x0_subset only. Returns its state."""
+    model = build_model(pruned, "ema").to(device)
+    state = new_state(model, lr=args.lr, seed=args.seed, device=device)
+    train(state, schedule, x0_subset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+          warmup=args.warmup, lr_schedule="cosine", ema_decay=args.ema_decay, masks=pruned.get("masks"),
+          progress=False)
+    return state
+
+
+def main(args):
+    device = pick_device(args.device)
+    pruned = load_checkpoint(args.ckpt)
+    parent = file_sha256(args.ckpt)
+    schedule = Schedule(**pruned["schedule"])
+    ds = load_dataset(args.data, corrupt=args.corrupt, corrupt_seed=args.corrupt_seed)
+    masks = load_masks(args.masks, n=len(ds))
+    rows = parse_range(args.indices, len(masks)) if args.indices else range(len(masks))
+    x0_all = to_model_space(ds.images).to(device)
+    todo = [i for i in rows if args.force or not check_done(row_path(args.out, i), row_sha256(masks[i]))]
+    seconds = 0.0
+    for i in tqdm(todo, desc=f"unlearn {os.path.basename(args.masks)}"):
+        row = torch.from_numpy(masks[i]).to(device)
+        state = unlearn_row(pruned, schedule, x0_all[row], args, device)
+        subset = dict(masks=os.path.basename(args.masks), index=i, sha256=row_sha256(masks[i]))
+        save_checkpoint(row_path(args.out, i), state_to_checkpoint(
+            state, schedule=schedule, args=vars(args), subset=subset, parent=parent, masks=pruned.get("masks")))
+        seconds += state["seconds"]
+    mean = f", {seconds / len(todo):.1f} s per row" if todo else ""
+    print(f"wrote {len(todo)} unlearned models to {args.out} ({len(rows) - len(todo)} already done{mean})")
+
+
+if __name__ == "__main__":
+    run(main, parse_args(), errors=(CheckpointError,))
