@@ -28,8 +28,13 @@ ARCHS = {
     "cifar10": dict(resolution=32, in_channels=3, ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2,
                     attn_resolutions=(16,), dropout=0.1, num_groups=32, mid_attn=True),
     # Sized for scikit-learn's 8x8 digits on 2 CPU cores: two resolutions (8x8, 4x4), no attention.
+    # Two GroupNorm groups: structured pruning removes the same share of every group, and 16-channel
+    # groups let ratio 0.3 remove 5 of 16 (31%) where 4-channel groups would allow only 25% or 50%.
     "digits": dict(resolution=8, in_channels=1, ch=32, ch_mult=(1, 2), num_res_blocks=1,
-                   attn_resolutions=(), dropout=0.0, num_groups=8, mid_attn=False),
+                   attn_resolutions=(), dropout=0.0, num_groups=2, mid_attn=False),
+    # Half the width, for the pipeline's many retrainings on 2 CPU cores (4x fewer MACs).
+    "digits-small": dict(resolution=8, in_channels=1, ch=16, ch_mult=(1, 2), num_res_blocks=1,
+                         attn_resolutions=(), dropout=0.0, num_groups=2, mid_attn=False),
 }
 
 
@@ -359,8 +364,9 @@ def ema_update(ema_model, model, decay, step):
     """Exponential moving average of the weights with the usual warm-up, decay_t =
     min(decay, (1 + step) / (10 + step)), so that short runs (unlearning) are not stuck at the start."""
     d = min(decay, (1 + step) / (10 + step))
-    for e, p in zip(ema_model.parameters(), model.parameters()):
-        e.mul_(d).add_(p.detach(), alpha=1 - d)
+    # e <- d e + (1 - d) p, for all parameters in one fused call (a Python loop costs more than the
+    # arithmetic for small models)
+    torch._foreach_lerp_(list(ema_model.parameters()), [p.detach() for p in model.parameters()], 1 - d)
     for e, b in zip(ema_model.buffers(), model.buffers()):
         e.copy_(b)
 

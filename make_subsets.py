@@ -24,11 +24,14 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the subsets")
     p.add_argument("--first-of", default=None, help="take the first --count rows of this mask file instead")
     p.add_argument("--out", required=True, help="mask file to write, (count, N) bool .npy")
+    p.add_argument("--corrupted-out", default=None, help="also write the indices of the corrupted images here")
     p.add_argument("--force", action="store_true", help="overwrite an existing mask file")
     return p.parse_args(argv)
 
 
 def main(args):
+    if args.corrupted_out:
+        save_npy(args.corrupted_out, load_dataset(args.data, corrupt=args.corrupt, corrupt_seed=args.corrupt_seed).corrupted)
     if os.path.exists(args.out) and not args.force:
         masks = load_masks(args.out)
         print(f"skip: {args.out} exists ({masks.shape[0]} x {masks.shape[1]}); use --force to resample")

@@ -109,7 +109,9 @@ def new_state(model, *, lr, seed, device, ema=None):
     """Fresh optimizer and generator for `model`; the EMA starts as a copy of the model."""
     g = torch.Generator(device=device).manual_seed(seed)
     return dict(model=model, ema=ema if ema is not None else copy.deepcopy(model),
-                optimizer=torch.optim.Adam(model.parameters(), lr=lr), generator=g, step=0, seconds=0.0)
+                # foreach: one fused update for all parameters (torch's CPU default loops over them)
+                optimizer=torch.optim.Adam(model.parameters(), lr=lr, foreach=True), generator=g, step=0,
+                seconds=0.0)
 
 
 def state_to_checkpoint(state, *, schedule, args, subset=None, parent=None, masks=None, partial=False):
@@ -147,6 +149,8 @@ def sample_grid(model, schedule, path, *, n, ddim_steps, seed=0, device="cpu"):
 def arch_config(arch, ds):
     """The named architecture, or the cifar10 one resized to the data's channels and resolution."""
     name = arch or ("digits" if ds.name == "digits" else "cifar10")
+    if name not in ARCHS:
+        raise DataError(f"unknown architecture {name!r}: use one of {', '.join(sorted(ARCHS))}")
     config = dict(ARCHS[name])
     c, h = ds.images.shape[1], ds.images.shape[2]
     if (config["in_channels"], config["resolution"]) != (c, h):

@@ -1,0 +1,79 @@
+"""What pruning buys: ms per training step of the full and the structurally pruned digits model, and
+the wall time of one retraining from scratch against one unlearning at 2%, 5% and 10% of the
+training steps (the paper: 2% of the steps, 1/64 of the time), all measured in this one run.
+
+    python bench/unlearn_cost.py                 # digits defaults (about 4 minutes on 2 cores)
+    python bench/unlearn_cost.py --retrain-steps 500
+"""
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from data import load_dataset, make_masks, to_model_space  # noqa: E402
+from ddpm import ARCHS, Schedule, UNet, count_params  # noqa: E402
+from prune import PAPER_RATIO, prune_structured  # noqa: E402
+from train_ddpm import new_state, train  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--retrain-steps", type=int, default=2000, help="train_ddpm.py's default --steps")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--ratio", type=float, default=PAPER_RATIO)
+    p.add_argument("--repeats", type=int, default=5, help="alternating timing blocks per model")
+    p.add_argument("--block", type=int, default=20, help="steps per timing block")
+    return p.parse_args(argv)
+
+
+def ms_per_step(model, schedule, x0_all, steps, args):
+    """ms per step of the real training loop (minibatch, loss, backward, Adam, EMA)."""
+    state = new_state(model, lr=1e-4, seed=0, device="cpu")
+    train(state, schedule, x0_all, steps=steps, batch_size=args.batch_size, lr=1e-4, warmup=1, lr_schedule="constant",
+          ema_decay=0.999, progress=False)
+    return state["seconds"] / steps * 1e3
+
+
+def timed_run(model, schedule, x0, steps, args):
+    state = new_state(model, lr=2e-3, seed=0, device="cpu")
+    train(state, schedule, x0, steps=steps, batch_size=args.batch_size, lr=2e-3, warmup=10, lr_schedule="cosine",
+          ema_decay=0.999, progress=False)
+    return state["seconds"]
+
+
+def main(args):
+    torch.manual_seed(0)
+    schedule = Schedule()
+    ds = load_dataset("digits")
+    x0_all = to_model_space(ds.images)
+    subset = x0_all[torch.from_numpy(make_masks(len(ds), 1, 0.5, seed=0)[0])]
+    full = UNet(**ARCHS["digits"])
+    pruned = prune_structured(UNet(**ARCHS["digits"]), args.ratio)
+    print(f"threads {torch.get_num_threads()}; parameters full {count_params(full) / 1e3:.0f}k, "
+          f"pruned {count_params(pruned) / 1e3:.0f}k")
+    ms_per_step(full, schedule, x0_all, 5, args), ms_per_step(pruned, schedule, x0_all, 5, args)  # warm-up
+    times = {"full": [], "pruned": []}
+    for _ in range(args.repeats):  # alternate, so drifts of a shared machine hit both alike
+        times["full"].append(ms_per_step(full, schedule, x0_all, args.block, args))
+        times["pruned"].append(ms_per_step(pruned, schedule, x0_all, args.block, args))
+    f, p = (sorted(times[k])[len(times[k]) // 2] for k in ("full", "pruned"))
+    print(f"ms per step (median of {args.repeats} blocks of {args.block}), batch {args.batch_size}: "
+          f"full {f:.1f}, pruned {p:.1f}, ratio {p / f:.2f} (goal <= 0.70)")
+
+    retrain = timed_run(UNet(**ARCHS["digits"]), schedule, subset, args.retrain_steps, args)
+    print(f"one retraining from scratch: {args.retrain_steps} steps, {retrain:.1f} s")
+    print("| unlearning | steps | seconds | retrain / unlearn |")
+    print("| --- | --- | --- | --- |")
+    for share in (0.02, 0.05, 0.10):
+        steps = max(1, round(share * args.retrain_steps))
+        model = prune_structured(UNet(**ARCHS["digits"]), args.ratio)
+        s = timed_run(model, schedule, subset, steps, args)
+        print(f"| {share:.0%} of the steps | {steps} | {s:.2f} | {retrain / s:.1f}x |")
+    print("(the paper, CIFAR-10 on GPUs: 2% of the steps, 18.9 vs 1207 min, 64x)")
+
+
+if __name__ == "__main__":
+    main(parse_args())

@@ -1,0 +1,320 @@
+"""The global behaviour of every model in a folder: sample it with DDIM from the same initial noise
+(common random numbers) and compute its FID against the real, uncorrupted training data, and the
+class histogram of its samples.
+
+    python compute_fid.py --data digits --models runs/x/models/unlearn --masks runs/x/masks/unlearn.npy \\
+        --out runs/x/behaviors/unlearn.npz --n-samples 1000 --ddim-steps 100
+    python compute_fid.py --data digits --models runs/x/full.pt --out runs/x/behaviors/full.npz
+    python compute_fid.py --data digits --models runs/x/models/unlearn --ref-models runs/x/models/retrain \\
+        --masks runs/x/masks/retrain.npy --out runs/x/behaviors/fid2.npz        # the paper's FID2
+
+Features (--features):
+    cnn        a small classifier trained here on the real training data (seeded, cached in the run
+               folder, held-out accuracy printed); its penultimate layer (64-d) gives FID features and
+               its predictions each model's class histogram. Default for data with labels (digits).
+    inception  pytorch-fid's InceptionV3 pool features (2048-d), the paper's FID. Weights from the
+               torch hub cache or --inception-weights PATH (`random`: random weights, to test plumbing).
+
+Output npz, one entry per checkpoint: index (mask row), seed (training seed), fid, class_hist (if
+classes), seconds (sampling), train_seconds (the checkpoint's), mask_sha256, files.
+"""
+import argparse
+import os
+import re
+import time
+from unittest import mock
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from data import DataError, add_data_args, load_dataset, load_masks, row_sha256, run, save_npz, to_model_space
+from ddpm import CheckpointError, Schedule, build_model, ddim_sample, load_checkpoint, pick_device, save_checkpoint
+
+PAPER_DDIM_STEPS = 100  # the paper samples with DDIM, 100 steps
+MODEL_FILE = re.compile(r"^(\d{5})(?:-s(\d+))?\.pt$")  # 00042.pt or 00003-s0.pt
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_args(p)
+    p.add_argument("--models", required=True, help="folder of per-row checkpoints, or one checkpoint")
+    p.add_argument("--masks", default=None, help="mask file the folder's rows come from (checked by sha256)")
+    p.add_argument("--out", required=True, help="behaviours file to write (.npz)")
+    p.add_argument("--ref-models", default=None, help="FID between each model and the same row's model here (FID2)")
+    p.add_argument("--n-samples", type=int, default=1000, help="samples per model (FID noise falls as 1/sqrt(n))")
+    p.add_argument("--ddim-steps", type=int, default=PAPER_DDIM_STEPS, help="DDIM steps (paper: 100)")
+    p.add_argument("--batch-size", type=int, default=500, help="samples per forward pass")
+    p.add_argument("--features", choices=["auto", "cnn", "inception"], default="auto",
+                   help="auto: cnn when the data has labels, else inception")
+    p.add_argument("--inception-weights", default=None, help="pt_inception-2015-12-05-6726825d.pth, or `random`")
+    p.add_argument("--n-ref", type=int, default=0, help="reference statistics from this many real images "
+                   "(seeded choice; 0: all)")
+    p.add_argument("--cache", default=None, help="where the feature network and reference statistics are cached "
+                   "(default: the run folder, the parent of --out's folder)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial noise shared by all models")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--force", action="store_true", help="recompute even if --out exists and matches")
+    return p.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------------------------
+# The Frechet distance
+
+def frechet_distance(mu1, sigma1, mu2, sigma2):
+    """|mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1^1/2 S2 S1^1/2)^1/2) (Dowson & Landau 1982; Heusel et al.
+    2017). tr((S1 S2)^1/2) is computed as the sum of square roots of the eigenvalues of the symmetric
+    PSD matrix S1^1/2 S2 S1^1/2, in float64: finite and accurate when the covariances are
+    rank-deficient (fewer samples than feature dimensions), where scipy's sqrtm is not."""
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
+    w, v = np.linalg.eigh((s1 + s1.T) / 2)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    m = root1 @ s2 @ root1
+    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
+
+
+def feature_stats(features):
+    f = np.asarray(features, np.float64)
+    return f.mean(0), np.cov(f, rowvar=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Feature networks
+
+class SmallCNN(nn.Module):
+    """A digit-sized classifier; its 64-d penultimate activations are the FID features."""
+
+    def __init__(self, in_channels, num_classes):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(64, num_classes)
+
+    def forward(self, x):  # x (B, C, H, W) in [-1, 1] -> (features (B, 64), logits (B, classes))
+        f = self.features(x)
+        return f, self.head(f)
+
+
+def train_cnn(ds, *, seed=0, epochs=30, device="cpu"):
+    """Train SmallCNN on 80% of the real images (seeded); returns (model, held-out accuracy)."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    x, y = to_model_space(ds.images), torch.from_numpy(ds.labels)
+    order = torch.randperm(len(x), generator=g)
+    cut = int(0.8 * len(x))
+    train_idx, test_idx = order[:cut], order[cut:]
+    model = SmallCNN(x.shape[1], int(y.max()) + 1).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for _ in range(epochs):
+        perm = train_idx[torch.randperm(len(train_idx), generator=g)]
+        for i in range(0, len(perm), 64):
+            b = perm[i:i + 64]
+            loss = F.cross_entropy(model(x[b].to(device))[1], y[b].to(device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        acc = (model(x[test_idx].to(device))[1].argmax(1).cpu() == y[test_idx]).float().mean().item()
+    return model, acc
+
+
+def cnn_extractor(ds, cache, seed, device):
+    """The cached classifier of this dataset, trained on first use."""
+    if ds.labels is None:
+        raise DataError(f"{ds.name} has no labels, so the cnn features cannot be trained; use --features inception")
+    path = os.path.join(cache, f"fid_cnn_{_safe(ds.name)}.pt")
+    num_classes = int(ds.labels.max()) + 1
+    model = SmallCNN(ds.images.shape[1], num_classes).to(device)
+    if os.path.exists(path):
+        saved = torch.load(path, map_location=device, weights_only=True)
+        model.load_state_dict(saved["model"])
+        acc = saved["accuracy"]
+    else:
+        model, acc = train_cnn(ds, seed=seed, device=device)
+        save_checkpoint(path, dict(model=model.state_dict(), accuracy=acc, num_classes=num_classes, seed=seed))
+    model.eval()
+    print(f"cnn features: held-out accuracy {acc:.3f} ({path})")
+
+    @torch.no_grad()
+    def extract(x):  # x in [-1, 1] -> (features, predicted classes)
+        f, logits = model(x.to(device))
+        return f.cpu().numpy(), logits.argmax(1).cpu().numpy()
+    return extract, num_classes, dict(kind="cnn", accuracy=acc)
+
+
+def inception_extractor(weights, device):
+    """pytorch-fid's InceptionV3 (2048-d pool features); `weights` is a path or 'random'."""
+    import pytorch_fid.inception as pi
+    import torchvision
+    if weights == "random":  # plumbing tests: the real network, random weights
+        patches = [mock.patch.object(pi, "load_state_dict_from_url", lambda *a, **k: {}),
+                   mock.patch.object(torchvision.models.Inception3, "load_state_dict", lambda *a, **k: None)]
+    else:
+        path = weights or os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(pi.FID_WEIGHTS_URL))
+        if not os.path.isfile(path):
+            raise DataError(f"Inception weights not found at {path}: download {pi.FID_WEIGHTS_URL} there "
+                            f"or pass --inception-weights PATH")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise DataError(f"cannot read Inception weights {path}: {type(e).__name__}")
+        patches = [mock.patch.object(pi, "load_state_dict_from_url", lambda *a, **k: state)]
+    for p in patches:
+        p.start()
+    try:
+        model = pi.InceptionV3([pi.InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).to(device).eval()
+    finally:
+        for p in patches:
+            p.stop()
+
+    @torch.no_grad()
+    def extract(x):  # x in [-1, 1], 1 or 3 channels -> (features (B, 2048), no classes)
+        x = (x.to(device) + 1) / 2  # InceptionV3 expects [0, 1] and resizes to 299 itself
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        return model(x)[0][:, :, 0, 0].cpu().numpy(), None
+    return extract, None, dict(kind="inception", weights=str(weights or "hub cache"))
+
+
+def _safe(name):
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def features_of(extract, images, batch_size):
+    """Features (and predicted classes) of model-space images, in batches."""
+    feats, classes = [], []
+    for i in range(0, len(images), batch_size):
+        f, c = extract(images[i:i + batch_size])
+        feats.append(f)
+        if c is not None:
+            classes.append(c)
+    return np.concatenate(feats), (np.concatenate(classes) if classes else None)
+
+
+def reference_stats(extract, clean, cache, kind, batch_size, n_ref=0, seed=0):
+    """Mean and covariance of the features of the real, uncorrupted training images (all, or a
+    seeded choice of n_ref of them), cached."""
+    n = n_ref if 0 < n_ref < len(clean) else len(clean)
+    path = os.path.join(cache, f"fid_ref_{kind}_{_safe(clean.name)}_{n}.npz")
+    if os.path.exists(path):
+        with np.load(path) as f:
+            return f["mu"], f["sigma"]
+    images = clean.images if n == len(clean) else clean.images[np.random.default_rng(seed).choice(len(clean), n, replace=False)]
+    feats, _ = features_of(extract, to_model_space(images), batch_size)
+    mu, sigma = feature_stats(feats)
+    save_npz(path, mu=mu, sigma=sigma, n=n)
+    return mu, sigma
+
+
+# ----------------------------------------------------------------------------------------------
+# Models
+
+def list_models(models, masks_path):
+    """[(path, row index, training seed)] of a folder (or one checkpoint: row -1)."""
+    if os.path.isfile(models):
+        return [(models, -1, -1)]
+    if not os.path.isdir(models):
+        raise DataError(f"no such model folder or checkpoint: {models}")
+    found = []
+    for f in sorted(os.listdir(models)):
+        m = MODEL_FILE.match(f)
+        if m:
+            found.append((os.path.join(models, f), int(m.group(1)), int(m.group(2)) if m.group(2) else -1))
+    if not found:
+        raise DataError(f"no checkpoints named NNNNN.pt or NNNNN-sK.pt in {models}")
+    if masks_path is None:
+        raise DataError(f"{models} is a folder of per-row models: --masks is needed to check their rows")
+    return found
+
+
+def check_row(ckpt, path, masks, index, masks_path):
+    if index >= len(masks):
+        raise DataError(f"{path} is for row {index} but {masks_path} has {len(masks)} rows")
+    sha = (ckpt.get("subset") or {}).get("sha256")
+    if sha != row_sha256(masks[index]):
+        raise DataError(f"{path} was not trained on row {index} of {masks_path} (sha256 differs)")
+    return sha
+
+
+@torch.no_grad()
+def sample_model(ckpt, schedule, noise, ddim_steps, batch_size, device):
+    """DDIM (eta = 0) samples of a checkpoint's EMA weights from the given initial noise, in [-1, 1]."""
+    model = build_model(ckpt, "ema").to(device).eval()
+    out = [ddim_sample(model, schedule, noise=noise[i:i + batch_size].to(device), steps=ddim_steps, device=device)
+           for i in range(0, len(noise), batch_size)]
+    return torch.cat(out).cpu().clamp(-1, 1)  # as images: an undertrained model's outliers stay bounded
+
+
+def main(args):
+    device = pick_device(args.device)
+    cache = args.cache or os.path.dirname(os.path.dirname(os.path.abspath(args.out)))
+    clean = load_dataset(args.data)  # FID is always against the uncorrupted data
+    masks = load_masks(args.masks, n=len(clean)) if args.masks else None
+    entries = list_models(args.models, args.masks)
+    if os.path.exists(args.out) and not args.force:
+        with np.load(args.out, allow_pickle=False) as f:
+            done = [str(p) for p in f["files"]]
+        if done == [os.path.basename(p) for p, _, _ in entries] and int(f["n_samples"]) == args.n_samples:
+            print(f"skip: {args.out} exists for these {len(entries)} models (use --force to recompute)")
+            return
+    kind = args.features if args.features != "auto" else ("cnn" if clean.labels is not None else "inception")
+    torch.manual_seed(args.seed)
+    if kind == "cnn":
+        extract, num_classes, meta = cnn_extractor(clean, cache, args.seed, device)
+    else:
+        extract, num_classes, meta = inception_extractor(args.inception_weights, device)
+    mu_ref, sigma_ref = (None, None) if args.ref_models else reference_stats(extract, clean, cache, kind, args.batch_size,
+                                                                                  args.n_ref, args.seed)
+    c, h = clean.images.shape[1:3]
+    noise = torch.randn((args.n_samples, c, h, h), generator=torch.Generator().manual_seed(args.seed))
+
+    def behaviour(path):
+        ckpt = load_checkpoint(path)
+        schedule = Schedule(**ckpt["schedule"])
+        t0 = time.perf_counter()
+        x = sample_model(ckpt, schedule, noise, args.ddim_steps, args.batch_size, device)
+        seconds = time.perf_counter() - t0
+        feats, classes = features_of(extract, x, args.batch_size)
+        return ckpt, feats, classes, seconds
+
+    rows = {k: [] for k in ("index", "seed", "fid", "class_hist", "seconds", "train_seconds", "mask_sha256", "files")}
+    for path, index, seed in tqdm(entries, desc=f"behaviours {os.path.basename(args.out)}", mininterval=2.0):
+        ckpt, feats, classes, seconds = behaviour(path)
+        sha = check_row(ckpt, path, masks, index, args.masks) if index >= 0 else ""
+        if args.ref_models:
+            ref_path = os.path.join(args.ref_models, os.path.basename(path))
+            if not os.path.exists(ref_path):
+                continue  # FID2 only where both folders have the row
+            ref_ckpt, ref_feats, _, _ = behaviour(ref_path)
+            check_row(ref_ckpt, ref_path, masks, index, args.masks)
+            fid = frechet_distance(*feature_stats(feats), *feature_stats(ref_feats))
+        else:
+            fid = frechet_distance(*feature_stats(feats), mu_ref, sigma_ref)
+        rows["index"].append(index)
+        rows["seed"].append(seed if seed >= 0 else (ckpt.get("args") or {}).get("seed", -1))
+        rows["fid"].append(fid)
+        rows["class_hist"].append(np.bincount(classes, minlength=num_classes) if classes is not None else [])
+        rows["seconds"].append(seconds)
+        rows["train_seconds"].append(float(ckpt.get("seconds", 0.0)))
+        rows["mask_sha256"].append(sha)
+        rows["files"].append(os.path.basename(path))
+    if not rows["index"]:
+        raise DataError(f"no model of {args.models} has a partner in {args.ref_models}")
+    out = {k: np.asarray(v) for k, v in rows.items() if not (k == "class_hist" and num_classes is None)}
+    save_npz(args.out, **out, features=meta["kind"], n_samples=args.n_samples, ddim_steps=args.ddim_steps,
+             masks=os.path.basename(args.masks) if args.masks else "", ref_models=args.ref_models or "")
+    fids = out["fid"]
+    print(f"wrote {args.out}: {len(fids)} models, FID{'2' if args.ref_models else ''} mean {fids.mean():.2f} "
+          f"(min {fids.min():.2f}, max {fids.max():.2f}), {np.mean(rows['seconds']):.1f} s sampling per model")
+
+
+if __name__ == "__main__":
+    run(main, parse_args(), errors=(CheckpointError,))

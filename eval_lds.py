@@ -1,0 +1,334 @@
+"""Judge attributions by the linear datamodeling score (LDS; Park et al. 2023) against models really
+retrained from scratch, compare unlearning- and retraining-based attributions at equal compute, and
+write the report with its figures.
+
+    python eval_lds.py --run runs/x                 # the whole report: runs/x/report.md, figures/
+    python eval_lds.py --attributions runs/x/attributions/unlearn.npz \\
+        --masks runs/x/masks/lds.npy --behaviors runs/x/behaviors/lds.npz     # one LDS, with its interval
+
+LDS = Spearman correlation, over the K held-out subsets S_k, between the behaviour of the models
+retrained on S_k (averaged over training seeds) and the prediction intercept + sum_{j in S_k} score_j.
+The interval is a 95% bootstrap over held-out subsets. The budget curve counts training compute in
+units of one retraining: retraining-based attributions at budget b use b retrained models; unlearning
+pays its pruning and fine-tune once, then as many unlearned models as the rest of the budget buys.
+numpy/scipy/scikit-learn/matplotlib only.
+"""
+import argparse
+import json
+import os
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from data import DataError, atomic_write, load_dataset, load_masks, run, save_grid
+from fit_datamodel import aligned, attribute, behavior_values, load_behaviors
+
+POOLS = ("unlearn", "retrain")  # the two ways of making models for the datamodel
+BOOTSTRAP = 2000
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", default=None, help="run folder: evaluate everything and write report.md")
+    p.add_argument("--attributions", default=None, help="one attributions file (with --masks, --behaviors)")
+    p.add_argument("--masks", default=None, help="held-out mask file (lds.npy)")
+    p.add_argument("--behaviors", default=None, help="behaviours of the held-out retrained models")
+    p.add_argument("--data", default="digits", help="the training data, to show the most harmful/helpful images")
+    p.add_argument("--corrupt", type=float, default=0.0)
+    p.add_argument("--corrupt-seed", type=int, default=0)
+    p.add_argument("--budgets", default=None, help="comma-separated budgets in retraining units "
+                   "(default: 2, 4, 8, ... up to the number of retrained models)")
+    p.add_argument("--class-behavior", default="auto", help="class:K for the class-proportion behaviour; auto: "
+                   "the class whose share varies most across the unlearned models")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the CV folds")
+    return p.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------------------------
+# The score and its uncertainty
+
+def lds(scores, intercept, X, y):
+    """Spearman correlation between predicted and actual behaviours of held-out subsets."""
+    return float(spearmanr(X @ scores + intercept, y)[0])
+
+
+def bootstrap_lds(preds, y, seed=0, n=BOOTSTRAP):
+    """LDS of each prediction vector in `preds` on n resamples of the held-out subsets (the same
+    resamples for all, so differences are paired). Returns (len(preds), n)."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((len(preds), n))
+    for b in range(n):
+        idx = rng.integers(0, len(y), len(y))
+        for i, p in enumerate(preds):
+            out[i, b] = spearmanr(p[idx], y[idx])[0]
+    return np.nan_to_num(out)
+
+
+def interval(samples):
+    lo, hi = np.percentile(samples, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def models_for_budget(budget, unit, per_model, fixed=0.0, available=None):
+    """How many models a budget of `budget` retraining units (`unit` seconds each) pays for, at
+    `per_model` seconds a model after a one-off `fixed` cost; capped at `available`."""
+    n = int(np.floor((budget * unit - fixed) / per_model + 1e-9)) if budget * unit > fixed else 0
+    return max(0, min(n, available if available is not None else n))
+
+
+# ----------------------------------------------------------------------------------------------
+# The report
+
+def _pool(run_dir, name, behavior):
+    masks = load_masks(os.path.join(run_dir, "masks", f"{name}.npy"))
+    beh = load_behaviors(os.path.join(run_dir, "behaviors", f"{name}.npz"))
+    rows, X, y = aligned(masks, beh, behavior, f"masks/{name}.npy")
+    seconds = np.array([beh["train_seconds"][beh["index"] == r].mean() for r in rows])
+    return dict(rows=rows, X=X, y=y, seconds=seconds, beh=beh)
+
+
+def _optional(run_dir, name):
+    path = os.path.join(run_dir, "behaviors", f"{name}.npz")
+    return load_behaviors(path) if os.path.exists(path) else None
+
+
+def choose_class(run_dir):
+    beh = load_behaviors(os.path.join(run_dir, "behaviors", "unlearn.npz"))
+    if "class_hist" not in beh:
+        return None
+    share = beh["class_hist"] / beh["class_hist"].sum(1, keepdims=True)
+    return f"class:{int(np.argmax(share.var(0)))}"
+
+
+def budget_curve(pools, held, budgets, unit, prune_seconds, seed):
+    """LDS of both methods at each budget, with bootstrap intervals and a paired test."""
+    rows = []
+    for b in budgets:
+        n = {"retrain": models_for_budget(b, unit, pools["retrain"]["seconds"].mean(), 0.0, len(pools["retrain"]["y"])),
+             "unlearn": models_for_budget(b, unit, pools["unlearn"]["seconds"].mean(), prune_seconds,
+                                          len(pools["unlearn"]["y"]))}
+        preds, row = [], dict(budget=b)
+        for name in POOLS:
+            p = pools[name]
+            row[f"n_{name}"] = n[name]
+            if n[name] < 2:
+                preds.append(None)
+                continue
+            scores, intercept, info = attribute(p["X"][:n[name]], p["y"][:n[name]], "datamodel", seed=seed)
+            preds.append(held["X"] @ scores + intercept)
+            row[f"lds_{name}"] = float(spearmanr(preds[-1], held["y"])[0])
+            row[f"model_{name}"] = info["model"]
+        ok = [p for p in preds if p is not None]
+        if ok:
+            boot = bootstrap_lds(ok, held["y"], seed)
+            names = [name for name, p in zip(POOLS, preds) if p is not None]
+            for name, samples in zip(names, boot):
+                row[f"ci_{name}"] = interval(samples)
+            if len(ok) == 2:
+                diff = boot[0] - boot[1]  # unlearn - retrain, paired over the same resamples
+                row["diff_ci"] = interval(diff)
+                row["p_value"] = float(min(1.0, 2 * min((diff <= 0).mean(), (diff >= 0).mean())))
+        rows.append(row)
+    return rows
+
+
+def _fmt(row, name):
+    if f"lds_{name}" not in row:
+        return "n/a"
+    lo, hi = row[f"ci_{name}"]
+    return f"{row[f'lds_{name}']:.3f} [{lo:.2f}, {hi:.2f}]"
+
+
+def plot_curves(curves, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.8), squeeze=False)
+    for ax, (behavior, rows) in zip(axes[0], curves.items()):
+        for name, color in (("unlearn", "C0"), ("retrain", "C1")):
+            pts = [(r["budget"], r[f"lds_{name}"], *r[f"ci_{name}"]) for r in rows if f"lds_{name}" in r]
+            if not pts:
+                continue
+            b, v, lo, hi = map(np.array, zip(*pts))
+            ax.plot(b, v, "o-", color=color, label={"unlearn": "sparsified unlearning", "retrain": "retraining"}[name])
+            ax.fill_between(b, lo, hi, color=color, alpha=0.2)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("training compute (units of one retraining)")
+        ax.set_ylabel("LDS")
+        ax.set_title(f"LDS vs budget: {behavior}")
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+
+
+def plot_scatter(points, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(points), figsize=(4.5 * len(points), 4), squeeze=False)
+    for ax, (title, (pred, actual)) in zip(axes[0], points.items()):
+        ax.scatter(pred, actual, s=14)
+        ax.set_xlabel("predicted (sum of attributions)")
+        ax.set_ylabel("actual (retrained from scratch)")
+        ax.set_title(f"{title}\nSpearman {spearmanr(pred, actual)[0]:.3f}")
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+
+
+def detection_auc(scores, corrupted):
+    from sklearn.metrics import roc_auc_score
+    labels = np.zeros(len(scores), dtype=bool)
+    labels[corrupted] = True
+    return float(roc_auc_score(labels, scores))
+
+
+def evaluate_run(args):
+    run_dir = args.run
+    fig_dir = os.path.join(run_dir, "figures")
+    class_behavior = choose_class(run_dir) if args.class_behavior == "auto" else args.class_behavior
+    behaviors = ["fid"] + ([class_behavior] if class_behavior else [])
+    full, pruned = _optional(run_dir, "full"), _optional(run_dir, "pruned")
+    fid2, fid_seeds = _optional(run_dir, "fid2"), _optional(run_dir, "fid_seeds")
+    corrupted_path = os.path.join(run_dir, "corrupted.npy")
+    corrupted = np.load(corrupted_path) if os.path.exists(corrupted_path) else None
+
+    pools_fid = {name: _pool(run_dir, name, "fid") for name in POOLS}
+    unit = float(pools_fid["retrain"]["seconds"].mean())  # one retraining, in seconds
+    prune_seconds = float(pruned["train_seconds"][0]) if pruned is not None else 0.0
+    n_retrain = len(pools_fid["retrain"]["y"])
+    if args.budgets:
+        budgets = [float(b) for b in args.budgets.split(",")]
+    else:
+        budgets = sorted({b for b in (2, 4, 8, 16, 32, 64) if b <= n_retrain} | {n_retrain})
+    results = dict(budgets=budgets, unit_seconds=unit, prune_seconds=prune_seconds, behaviors={})
+    curves, scatter, attributions = {}, {}, {}
+    for behavior in behaviors:
+        pools = pools_fid if behavior == "fid" else {name: _pool(run_dir, name, behavior) for name in POOLS}
+        held = _pool(run_dir, "lds", behavior)
+        curves[behavior] = budget_curve(pools, held, budgets, unit, prune_seconds, args.seed)
+        results["behaviors"][behavior] = dict(curve=curves[behavior], k_heldout=len(held["y"]))
+        if behavior == "fid":
+            top = curves[behavior][-1]
+            for name in POOLS:
+                n = top[f"n_{name}"]
+                scores, intercept, _ = attribute(pools[name]["X"][:n], pools[name]["y"][:n], "datamodel", seed=args.seed)
+                attributions[name] = scores
+                scatter[f"{name} (budget {top['budget']:g}, {n} models)"] = (held["X"] @ scores + intercept, held["y"])
+    os.makedirs(fig_dir, exist_ok=True)
+    plot_curves(curves, os.path.join(fig_dir, "lds_vs_budget.png"))
+    plot_scatter(scatter, os.path.join(fig_dir, "predicted_vs_actual.png"))
+
+    # attributions from every unlearned model: the images, and how well they find corrupted ones
+    all_scores, _, all_info = attribute(pools_fid["unlearn"]["X"], pools_fid["unlearn"]["y"], "datamodel", seed=args.seed)
+    ds = load_dataset(args.data, corrupt=args.corrupt, corrupt_seed=args.corrupt_seed)
+    order = np.argsort(-all_scores)
+    save_grid(ds.images[order[:16]], os.path.join(fig_dir, "most_harmful.png"), nrow=8)
+    save_grid(ds.images[order[::-1][:16]], os.path.join(fig_dir, "most_helpful.png"), nrow=8)
+    if corrupted is not None and len(corrupted):
+        results["auc"] = {name: detection_auc(s, corrupted) for name, s in attributions.items()}
+        results["auc"]["unlearn_all"] = detection_auc(all_scores, corrupted)
+        banzhaf, _, _ = attribute(pools_fid["unlearn"]["X"], pools_fid["unlearn"]["y"], "banzhaf")
+        results["auc"]["unlearn_all_banzhaf"] = detection_auc(banzhaf, corrupted)
+
+    # Table 1 analogue
+    t = dict(
+        fid_full=float(full["fid"][0]) if full is not None else None,
+        fid_pruned=float(pruned["fid"][0]) if pruned is not None else None,
+        fid2_unlearn_vs_retrain=(float(fid2["fid"].mean()), float(fid2["fid"].std())) if fid2 is not None else None,
+        fid_retrain_vs_retrain_other_seed=(float(fid_seeds["fid"].mean()), float(fid_seeds["fid"].std()))
+        if fid_seeds is not None else None,
+        seconds_retrain=unit, seconds_unlearn=float(pools_fid["unlearn"]["seconds"].mean()),
+        seconds_prune_once=prune_seconds,
+        seconds_behavior_retrain=float(pools_fid["retrain"]["beh"]["seconds"].mean()),
+        seconds_behavior_unlearn=float(pools_fid["unlearn"]["beh"]["seconds"].mean()))
+    t["speedup"] = t["seconds_retrain"] / t["seconds_unlearn"]
+    results["table1"] = t
+    results["unlearn_all_model"] = all_info["model"]
+    atomic_write(os.path.join(run_dir, "results.json"), lambda f: f.write(json.dumps(results, indent=1).encode()))
+    report = render_report(results, run_dir, corrupted, ds, order)
+    atomic_write(os.path.join(run_dir, "report.md"), lambda f: f.write(report.encode()))
+    return results
+
+
+def render_report(r, run_dir, corrupted, ds, order):
+    t = r["table1"]
+    pm = lambda v: f"{v[0]:.2f} ± {v[1]:.2f}" if v else "n/a"  # noqa: E731
+    num = lambda v: f"{v:.2f}" if v is not None else "n/a"  # noqa: E731
+    lines = [f"# Data attribution report: {os.path.basename(os.path.abspath(run_dir))}", "",
+             "Sign convention: the behaviour gamma is FID (lower is better); a **positive score means including "
+             "that training image raises FID (harmful)**. For a class share, a positive score means the image makes "
+             "that class more frequent among generated images.", "",
+             "## Table 1 analogue", "", "| quantity | value |", "| --- | --- |",
+             f"| FID vs real data, full model | {num(t['fid_full'])} |",
+             f"| FID vs real data, pruned (and fine-tuned) model | {num(t['fid_pruned'])} |",
+             f"| FID between unlearned and retrained models on the same subsets (FID2) | {pm(t['fid2_unlearn_vs_retrain'])} |",
+             f"| FID between two retrainings of one subset, different seeds | {pm(t['fid_retrain_vs_retrain_other_seed'])} |",
+             f"| wall time per model: retraining from scratch | {t['seconds_retrain']:.1f} s |",
+             f"| wall time per model: sparsified unlearning | {t['seconds_unlearn']:.2f} s |",
+             f"| pruning + fine-tune, once | {t['seconds_prune_once']:.1f} s |",
+             f"| speed ratio retrain / unlearn | {t['speedup']:.1f}x |",
+             f"| behaviour (sampling) per model: retrained / unlearned | {t['seconds_behavior_retrain']:.1f} s / "
+             f"{t['seconds_behavior_unlearn']:.1f} s |", "",
+             "Budgets count training compute only, in units of one retraining "
+             f"({r['unit_seconds']:.1f} s); the unlearning method pays pruning + fine-tune once. Sampling for the "
+             "behaviour costs the same kind of work for both methods and is listed above.", ""]
+    for behavior, b in r["behaviors"].items():
+        lines += [f"## LDS vs budget: {behavior} (K = {b['k_heldout']} held-out subsets, 95% bootstrap intervals)", "",
+                  "| budget | unlearned models | LDS unlearning | retrained models | LDS retraining | difference [95%] | p |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for row in b["curve"]:
+            diff = (f"{row['lds_unlearn'] - row['lds_retrain']:+.3f} [{row['diff_ci'][0]:+.2f}, {row['diff_ci'][1]:+.2f}]"
+                    if "diff_ci" in row else "n/a")
+            p = f"{row['p_value']:.3f}" if "p_value" in row else "n/a"
+            lines.append(f"| {row['budget']:g} | {row['n_unlearn']} | {_fmt(row, 'unlearn')} | {row['n_retrain']} | "
+                         f"{_fmt(row, 'retrain')} | {diff} | {p} |")
+        lines.append("")
+    lines += ["![LDS vs budget](figures/lds_vs_budget.png)", "", "![predicted vs actual](figures/predicted_vs_actual.png)", ""]
+    lines += ["## Most harmful and most helpful training images (unlearning datamodel, all unlearned models, FID)", "",
+              "Most harmful (raise FID most):", "", "![most harmful](figures/most_harmful.png)", "",
+              "Most helpful (lower FID most):", "", "![most helpful](figures/most_helpful.png)", ""]
+    if "auc" in r:
+        a = r["auc"]
+        top16 = int(np.isin(order[:16], corrupted).sum())
+        lines += ["## Finding the corrupted images", "",
+                  f"{len(corrupted)} of {len(ds)} training images were replaced by noise. Detection AUC of the attribution "
+                  f"scores (corrupted = positive): unlearning at the largest budget {a['unlearn']:.3f}, retraining at the "
+                  f"largest budget {a['retrain']:.3f}; unlearning with every unlearned model {a['unlearn_all']:.3f} "
+                  f"(Banzhaf {a['unlearn_all_banzhaf']:.3f}). {top16} of the 16 most harmful images are corrupted.", ""]
+    return "\n".join(lines)
+
+
+def headline(r):
+    parts = []
+    for behavior, b in r["behaviors"].items():
+        row = b["curve"][-1]
+        parts.append(f"LDS {behavior} at budget {row['budget']:g}: unlearning {_fmt(row, 'unlearn')} vs retraining "
+                     f"{_fmt(row, 'retrain')}" + (f" (p = {row['p_value']:.3f})" if "p_value" in row else ""))
+    if "auc" in r:
+        parts.append(f"corrupted-image AUC {r['auc']['unlearn_all']:.3f}")
+    return "; ".join(parts)
+
+
+def main(args):
+    if args.run:
+        results = evaluate_run(args)
+        print(headline(results))
+        print(f"wrote {os.path.join(args.run, 'report.md')} and figures/")
+        return
+    if not (args.attributions and args.masks and args.behaviors):
+        raise DataError("give --run RUN, or --attributions, --masks and --behaviors")
+    att = load_behaviors(args.attributions)
+    masks = load_masks(args.masks)
+    if len(att["scores"]) != masks.shape[1]:
+        raise DataError(f"attributions have {len(att['scores'])} scores but {args.masks} has width {masks.shape[1]}")
+    _, X, y = aligned(masks, load_behaviors(args.behaviors), str(att["behavior"]), args.masks)
+    pred = X @ att["scores"] + float(att["intercept"])
+    lo, hi = interval(bootstrap_lds([pred], y, args.seed)[0])
+    print(f"LDS {float(spearmanr(pred, y)[0]):.3f} [95% {lo:.3f}, {hi:.3f}] over {len(y)} held-out subsets")
+
+
+if __name__ == "__main__":
+    run(main, parse_args())

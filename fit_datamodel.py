@@ -1,0 +1,132 @@
+"""Attributions from a mask file and a behaviours file: one score per training image.
+
+    python fit_datamodel.py --masks runs/x/masks/unlearn.npy --behaviors runs/x/behaviors/unlearn.npz \\
+        --out runs/x/attributions/unlearn.npz [--method datamodel|banzhaf] [--behavior fid|class:K]
+
+datamodel  linear regression of the behaviour on the 0/1 subset indicator (Ilyas et al. 2022),
+           gamma(S) ~ intercept + sum_{j in S} score_j, with scikit-learn's cross-validated Lasso and
+           Ridge; the one with the better cross-validated error is kept.
+banzhaf    score_j = mean behaviour of the subsets with image j minus the mean of those without it
+           (maximum-sample-reuse estimate, Wang & Jia 2023).
+
+Behaviours: `fid` (the paper's) or `class:K`, the share of generated images classified as class K.
+Sign convention: gamma = FID, lower is better, so a positive score means including the image raises
+FID (harmful). For class:K a positive score means the image makes class K more frequent.
+Rows with several models (training seeds) are averaged. numpy/scipy/scikit-learn only.
+"""
+import argparse
+import warnings
+
+import numpy as np
+
+from data import DataError, load_masks, row_sha256, run, save_npz
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--masks", required=True, help="mask file the behaviours' rows come from")
+    p.add_argument("--behaviors", required=True, help="behaviours file (compute_fid.py)")
+    p.add_argument("--out", required=True, help="attributions file to write (.npz)")
+    p.add_argument("--method", choices=["datamodel", "banzhaf"], default="datamodel")
+    p.add_argument("--behavior", default="fid", help="fid, or class:K (share of samples classified as K)")
+    p.add_argument("--max-models", type=int, default=None, help="use the first n rows only")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds choosing the regularisation")
+    p.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds")
+    return p.parse_args(argv)
+
+
+def load_behaviors(path):
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise DataError(f"behaviours file not found: {path}")
+    except Exception as e:
+        raise DataError(f"cannot read behaviours file {path}: {type(e).__name__}")
+
+
+def behavior_values(beh, behavior):
+    """The chosen behaviour per entry: FID, or the share of samples of class K."""
+    if behavior == "fid":
+        return beh["fid"].astype(np.float64)
+    if behavior.startswith("class:"):
+        if "class_hist" not in beh:
+            raise DataError("these behaviours have no class histogram (computed with inception features?)")
+        k = int(behavior[6:])
+        hist = beh["class_hist"].astype(np.float64)
+        if not 0 <= k < hist.shape[1]:
+            raise DataError(f"class {k} is out of range 0..{hist.shape[1] - 1}")
+        return hist[:, k] / hist.sum(1)
+    raise DataError(f"unknown behaviour {behavior!r}: use fid or class:K")
+
+
+def aligned(masks, beh, behavior, masks_name="masks"):
+    """(rows (M,), X (M, N) float, y (M,)): one entry per mask row, seeds averaged, checked by sha256."""
+    index, sha = beh["index"].astype(int), beh["mask_sha256"]
+    if (index < 0).any() or (index >= len(masks)).any():
+        raise DataError(f"behaviours name rows outside the {len(masks)} rows of {masks_name}")
+    for i, s in zip(index, sha):
+        if str(s) != row_sha256(masks[i]):
+            raise DataError(f"behaviour of row {i} does not match row {i} of {masks_name} (sha256 differs)")
+    values = behavior_values(beh, behavior)
+    rows = np.unique(index)
+    y = np.array([values[index == r].mean() for r in rows])
+    return rows, masks[rows].astype(np.float64), y
+
+
+def fit_banzhaf(X, y):
+    """score_j = mean(y | j in S) - mean(y | j not in S); 0 where j is always in or always out."""
+    inside = X.sum(0)
+    outside = len(X) - inside
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scores = (X.T @ y) / inside - ((1 - X).T @ y) / outside
+    scores = np.where((inside > 0) & (outside > 0), scores, 0.0)
+    return scores, float(y.mean()), dict(method="banzhaf", model="banzhaf", alpha=0.0)
+
+
+def fit_datamodel(X, y, folds=5, seed=0):
+    """Lasso and Ridge, each with its regularisation chosen by cross-validation; keep the one with the
+    lower cross-validated squared error. Returns (scores, intercept, info)."""
+    from sklearn.linear_model import Lasso, LassoCV, Ridge, RidgeCV
+    from sklearn.model_selection import KFold, cross_val_score
+    folds = max(2, min(folds, len(y)))
+    cv = KFold(folds, shuffle=True, random_state=seed)
+    scale = float(np.var(y)) * len(y) or 1.0
+    ridge = RidgeCV(alphas=np.logspace(-3, 4, 30) * X.shape[0] / 4).fit(X, y)  # range relative to row norms
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence chatter on small pools
+        lasso = LassoCV(cv=cv, alphas=40, max_iter=5000, random_state=seed).fit(X, y)
+        candidates = {"ridge": Ridge(alpha=ridge.alpha_), "lasso": Lasso(alpha=lasso.alpha_, max_iter=5000)}
+        errors = {name: -cross_val_score(m, X, y, cv=cv, scoring="neg_mean_squared_error").mean()
+                  for name, m in candidates.items()}
+    best = min(errors, key=errors.get)
+    model = ridge if best == "ridge" else lasso
+    info = dict(method="datamodel", model=best, alpha=float(model.alpha_),
+                cv_mse_ridge=errors["ridge"], cv_mse_lasso=errors["lasso"], y_var=scale / len(y))
+    return model.coef_.astype(np.float64), float(model.intercept_), info
+
+
+def attribute(X, y, method="datamodel", folds=5, seed=0):
+    if len(y) < 2:
+        raise DataError(f"need at least 2 models to fit attributions, got {len(y)}")
+    if method == "banzhaf":
+        return fit_banzhaf(X, y)
+    return fit_datamodel(X, y, folds, seed)
+
+
+def main(args):
+    masks = load_masks(args.masks)
+    beh = load_behaviors(args.behaviors)
+    rows, X, y = aligned(masks, beh, args.behavior, args.masks)
+    if args.max_models is not None:
+        rows, X, y = rows[:args.max_models], X[:args.max_models], y[:args.max_models]
+    scores, intercept, info = attribute(X, y, args.method, args.folds, args.seed)
+    save_npz(args.out, scores=scores, intercept=intercept, method=args.method, behavior=args.behavior,
+             model=info["model"], alpha=info["alpha"], rows=rows, n_models=len(rows))
+    top = np.argsort(-scores)[:5]
+    print(f"wrote {args.out}: {args.method} ({info['model']}, alpha {info['alpha']:.3g}) on {len(rows)} models, "
+          f"{args.behavior}; most harmful images {top.tolist()}")
+
+
+if __name__ == "__main__":
+    run(main, parse_args())

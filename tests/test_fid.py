@@ -1,0 +1,124 @@
+"""compute_fid.py: the Frechet distance against closed forms, the behaviour ordering on digits, the
+Inception plumbing, determinism and row checks."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import data
+from compute_fid import feature_stats, frechet_distance, train_cnn
+from conftest import run_script
+
+
+def test_frechet_distance_matches_the_closed_form_for_commuting_covariances():
+    rng = np.random.default_rng(0)
+    d = 16
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    a, b = rng.uniform(0.1, 3, d), rng.uniform(0.1, 3, d)
+    q, _ = np.linalg.qr(rng.normal(size=(d, d)))  # same eigenvectors: S1 and S2 commute
+    s1, s2 = q @ np.diag(a) @ q.T, q @ np.diag(b) @ q.T
+    expected = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-6)
+
+
+def test_frechet_distance_matches_the_closed_form_in_two_dimensions():
+    # for 2x2 matrices with positive eigenvalues, tr(A^1/2) = sqrt(tr A + 2 sqrt(det A))
+    s1 = np.array([[2.0, 0.7], [0.7, 1.0]])
+    s2 = np.array([[0.5, -0.2], [-0.2, 1.5]])
+    mu1, mu2 = np.array([1.0, -2.0]), np.array([0.0, 0.5])
+    a = s1 @ s2
+    tr_sqrt = np.sqrt(np.trace(a) + 2 * np.sqrt(np.linalg.det(a)))
+    expected = ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-6)
+
+
+def test_frechet_distance_stays_finite_and_accurate_for_rank_deficient_covariances():
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(10, 64))  # 10 samples in 64 dimensions: rank 9
+    mu, sigma = feature_stats(feats)
+    assert np.linalg.matrix_rank(sigma) == 9
+    assert abs(frechet_distance(mu, sigma, mu, sigma)) < 1e-6 * np.trace(sigma)
+    # diagonal covariances with zeros: the closed form still holds
+    a = np.r_[rng.uniform(0.5, 2, 8), np.zeros(8)]
+    b = np.r_[np.zeros(4), rng.uniform(0.5, 2, 12)]
+    expected = ((np.sqrt(a) - np.sqrt(b)) ** 2).sum() + 4.0
+    value = frechet_distance(np.zeros(16), np.diag(a), np.r_[2.0, np.zeros(15)], np.diag(b))
+    assert np.isfinite(value) and value == pytest.approx(expected, rel=1e-6)
+
+
+def test_fid_orders_real_data_trained_and_untrained_models(tmp_path):
+    """FID(real half vs other half) < FID(trained model) < FID(untrained model), on digits."""
+    import compute_fid
+    import ddpm
+    from train_ddpm import new_state, state_to_checkpoint, train
+    ds = data.load_dataset("digits")
+    cnn, acc = train_cnn(ds, seed=0, epochs=10)
+    assert acc > 0.9
+
+    def fid_of(x, mu, sigma):
+        with torch.no_grad():
+            f = cnn(x)[0].numpy()
+        return frechet_distance(*feature_stats(f), mu, sigma)
+
+    x_all = data.to_model_space(ds.images)
+    half = torch.from_numpy(data.make_masks(len(ds), 1, 0.5, seed=0)[0])
+    with torch.no_grad():
+        mu, sigma = feature_stats(cnn(x_all[half])[0].numpy())
+    real = fid_of(x_all[~half], mu, sigma)
+    schedule = ddpm.Schedule()
+    noise = torch.randn((500, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    untrained = ddpm.UNet(**ddpm.ARCHS["digits-small"])
+    state = new_state(ddpm.UNet(**ddpm.ARCHS["digits-small"]), lr=2e-3, seed=0, device="cpu")
+    train(state, schedule, x_all, steps=400, batch_size=64, lr=2e-3, warmup=20, lr_schedule="cosine",
+          ema_decay=0.99, progress=False)
+    fids = []
+    for model in (state["ema"], untrained):
+        ckpt = state_to_checkpoint(dict(state, model=model, ema=model), schedule=schedule, args={})
+        fids.append(fid_of(compute_fid.sample_model(ckpt, schedule, noise, 20, 500, "cpu"), mu, sigma))
+    assert real < fids[0] < fids[1], (real, fids)
+
+
+def test_inception_path_with_random_weights_and_the_missing_weights_error(tiny_run, tmp_path):
+    r = run_script("compute_fid.py", "--models", str(tiny_run["full"]), "--out", str(tmp_path / "b" / "full.npz"),
+                   "--features", "inception", "--inception-weights", "random", "--n-samples", "6", "--n-ref", "8",
+                   "--ddim-steps", "2", "--cache", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    with np.load(tmp_path / "b" / "full.npz") as f:
+        assert np.isfinite(f["fid"]).all() and f["fid"][0] > 0 and "class_hist" not in f.files
+    with np.load(tmp_path / "fid_ref_inception_digits_8.npz") as f:
+        assert f["mu"].shape == (2048,)
+    r = run_script("compute_fid.py", "--models", str(tiny_run["full"]), "--out", str(tmp_path / "c.npz"),
+                   "--features", "inception", "--n-samples", "4", env={"TORCH_HOME": str(tmp_path / "empty")})
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "Inception weights not found" in r.stderr and "pt_inception-2015-12-05" in r.stderr
+
+
+def test_rerun_gives_identical_numbers_and_mismatched_rows_are_refused(tiny_run, tmp_path):
+    models = tmp_path / "unl"
+    r = run_script("unlearn.py", "--ckpt", str(tiny_run["pruned"]), "--masks", str(tiny_run["masks"]),
+                   "--indices", "0:3", "--out", str(models), "--steps", "3", "--batch-size", "8")
+    assert r.returncode == 0, r.stderr
+    args = ["compute_fid.py", "--models", str(models), "--masks", str(tiny_run["masks"]), "--n-samples", "50",
+            "--ddim-steps", "4", "--cache", str(tmp_path)]
+    outs = []
+    for name in ("a", "b"):
+        r = run_script(*args, "--out", str(tmp_path / f"{name}.npz"))
+        assert r.returncode == 0, r.stderr
+        outs.append(dict(np.load(tmp_path / f"{name}.npz")))
+    assert np.array_equal(outs[0]["fid"], outs[1]["fid"]) and np.array_equal(outs[0]["class_hist"], outs[1]["class_hist"])
+    assert list(outs[0]["index"]) == [0, 1, 2] and outs[0]["class_hist"].sum(1).tolist() == [50] * 3
+    # another mask file: every consumer refuses
+    other = tmp_path / "other.npy"
+    np.save(other, data.make_masks(1797, 4, 0.5, seed=99))
+    r = run_script(*args[:4], str(other), *args[5:], "--out", str(tmp_path / "c.npz"))
+    assert r.returncode == 2 and "sha256" in r.stderr
+    r = run_script("fit_datamodel.py", "--masks", str(other), "--behaviors", str(tmp_path / "a.npz"),
+                   "--out", str(tmp_path / "att.npz"))
+    assert r.returncode == 2 and "does not match" in r.stderr and not (tmp_path / "att.npz").exists()
+    r = run_script("fit_datamodel.py", "--masks", str(tiny_run["masks"]), "--behaviors", str(tmp_path / "a.npz"),
+                   "--out", str(tmp_path / "att.npz"), "--method", "banzhaf")
+    assert r.returncode == 0, r.stderr
+    r = run_script("eval_lds.py", "--attributions", str(tmp_path / "att.npz"), "--masks", str(other),
+                   "--behaviors", str(tmp_path / "a.npz"))
+    assert r.returncode == 2 and "does not match" in r.stderr

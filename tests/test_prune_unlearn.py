@@ -1,0 +1,140 @@
+"""prune.py, make_subsets.py and unlearn.py: shapes, masks, data provenance, determinism."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import data
+import ddpm
+import prune
+from conftest import TINY, run_script
+
+
+def test_structured_pruning_of_the_cifar10_model_cuts_params_and_macs_by_40_percent():
+    model = ddpm.UNet(**ddpm.ARCHS["cifar10"]).eval()
+    macs0, params0 = prune.count_macs(model)
+    prune.prune_structured(model, 0.3)
+    macs1, params1 = prune.count_macs(model)
+    assert params1 <= 0.6 * params0 and macs1 <= 0.6 * macs0
+    assert abs(params0 - 35.7e6) < 0.1e6 and abs(macs0 - 6.07e9) < 0.05e9
+    # every GroupNorm still divides its channels into equal groups
+    for m in model.modules():
+        if isinstance(m, torch.nn.GroupNorm):
+            assert m.num_channels % m.num_groups == 0
+
+
+def test_structured_pruned_checkpoint_rebuilds_the_same_model(tmp_path):
+    from train_ddpm import new_state, state_to_checkpoint
+    model = ddpm.UNet(**TINY).eval()  # has attention, dropout, skip concatenations
+    prune.prune_structured(model, 0.3)
+    assert ddpm.count_params(model) < ddpm.count_params(ddpm.UNet(**TINY))
+    state = new_state(model, lr=1e-3, seed=0, device="cpu")
+    ddpm.save_checkpoint(tmp_path / "p.pt", state_to_checkpoint(state, schedule=ddpm.Schedule(), args={}))
+    rebuilt = ddpm.build_model(torch.load(tmp_path / "p.pt", weights_only=True), "model").eval()
+    x, t = torch.randn(3, 1, 8, 8), torch.tensor([0, 400, 999])
+    torch.testing.assert_close(rebuilt(x, t), model(x, t), rtol=0, atol=0)
+    assert ddpm.layer_widths(rebuilt) == ddpm.layer_widths(model)
+
+
+def test_unstructured_fraction_is_exactly_the_ratio_after_pruning_and_after_unlearning(tiny_run, tmp_path):
+    pruned = tmp_path / "u.pt"
+    r = run_script("prune.py", "--ckpt", str(tiny_run["full"]), "--out", str(pruned), "--mode", "unstructured",
+                   "--ratio", "0.3", "--steps", "3", "--batch-size", "8", "--grid", "0")
+    assert r.returncode == 0, r.stderr
+    ckpt = torch.load(pruned, weights_only=True)
+    masks = ckpt["masks"]
+    total = sum(m.numel() for m in masks.values())
+    removed = sum(int((~m).sum()) for m in masks.values())
+    assert removed == round(0.3 * total)
+    r = run_script("unlearn.py", "--ckpt", str(pruned), "--masks", str(tiny_run["masks"]), "--indices", "0:1",
+                   "--out", str(tmp_path / "unl"), "--steps", "5", "--batch-size", "8")
+    assert r.returncode == 0, r.stderr
+    for path in (pruned, tmp_path / "unl" / "00000.pt"):
+        c = torch.load(path, weights_only=True)
+        for which in ("model", "ema"):
+            zeros = sum(int((c[which][n][~m] == 0).sum()) for n, m in masks.items())
+            assert zeros == removed, (path, which)
+    # the unlearning really changed the surviving weights
+    c = torch.load(tmp_path / "unl" / "00000.pt", weights_only=True)
+    assert any(not torch.equal(c["model"][n], ckpt["ema"][n]) for n in masks)
+
+
+def test_unlearning_row_i_trains_on_images_of_s_i_only(tmp_path, monkeypatch):
+    # 40 distinct constant images: image k has every pixel = 5 k, so each minibatch image names its index
+    n = 40
+    images = (np.arange(n, dtype=np.uint8) * 5)[:, None, None, None].repeat(8, 2).repeat(8, 3)
+    np.savez(tmp_path / "d.npz", images=images)
+    spec = f"npz:{tmp_path / 'd.npz'}"
+    masks = data.make_masks(n, 2, 0.5, seed=0)
+    np.save(tmp_path / "m.npy", masks)
+    model = ddpm.UNet(**TINY)
+    from train_ddpm import new_state, state_to_checkpoint
+    ddpm.save_checkpoint(tmp_path / "p.pt", state_to_checkpoint(new_state(model, lr=1e-3, seed=0, device="cpu"),
+                                                                schedule=ddpm.Schedule(), args={}))
+    import train_ddpm
+    import unlearn
+    seen = []
+    original = train_ddpm.ddpm_loss
+
+    def spy(model, schedule, x0, generator=None):
+        seen.append(data.to_uint8(x0)[:, 0, 0, 0] // 5)
+        return original(model, schedule, x0, generator)
+
+    monkeypatch.setattr(train_ddpm, "ddpm_loss", spy)
+    for i in range(2):
+        seen.clear()
+        unlearn.main(unlearn.parse_args(["--ckpt", str(tmp_path / "p.pt"), "--data", spec, "--masks",
+                                         str(tmp_path / "m.npy"), "--indices", f"{i}:{i + 1}", "--out",
+                                         str(tmp_path / "u"), "--steps", "20", "--batch-size", "8"]))
+        used = set(np.concatenate(seen).tolist())
+        assert len(seen) == 20 and used <= set(np.flatnonzero(masks[i]).tolist())
+        assert len(used) > 10  # and it does draw across the subset
+
+
+def test_rerun_skips_finished_rows_and_a_changed_mask_row_is_refused(tiny_run, tmp_path):
+    out = tmp_path / "unl"
+    args = ["unlearn.py", "--ckpt", str(tiny_run["pruned"]), "--masks", str(tiny_run["masks"]), "--out", str(out),
+            "--steps", "3", "--batch-size", "8"]
+    r = run_script(*args, "--indices", "0:2")
+    assert r.returncode == 0 and "wrote 2 unlearned" in r.stdout, r.stderr
+    stamp = os.stat(out / "00000.pt").st_mtime_ns
+    r = run_script(*args, "--indices", "0:3")
+    assert r.returncode == 0 and "wrote 1 unlearned" in r.stdout and "2 already done" in r.stdout
+    assert os.stat(out / "00000.pt").st_mtime_ns == stamp
+    ckpt = torch.load(out / "00002.pt", weights_only=True)
+    assert ckpt["subset"]["index"] == 2 and ckpt["seconds"] > 0
+    assert ckpt["subset"]["sha256"] == data.row_sha256(np.load(tiny_run["masks"])[2])
+    # the mask file changes under the finished models: refused, nothing overwritten
+    changed = np.load(tiny_run["masks"])
+    changed[1] = ~changed[1]
+    changed_path = tmp_path / "unlearn.npy"
+    np.save(changed_path, changed)
+    before = (out / "00001.pt").read_bytes()
+    r = run_script(*args[:4], str(changed_path), *args[5:], "--indices", "0:3")
+    assert r.returncode == 2 and "another subset" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert (out / "00001.pt").read_bytes() == before
+
+
+def test_two_rows_with_identical_masks_give_identical_checkpoints(tiny_run, tmp_path):
+    masks = np.load(tiny_run["masks"])[[1, 1]]
+    np.save(tmp_path / "same.npy", masks)
+    r = run_script("unlearn.py", "--ckpt", str(tiny_run["pruned"]), "--masks", str(tmp_path / "same.npy"),
+                   "--out", str(tmp_path / "u"), "--steps", "6", "--batch-size", "8")
+    assert r.returncode == 0, r.stderr
+    a, b = (torch.load(tmp_path / "u" / f"0000{i}.pt", weights_only=True) for i in (0, 1))
+    for which in ("model", "ema"):
+        for k in a[which]:
+            assert torch.equal(a[which][k], b[which][k])
+    # while another row gives other weights
+    r = run_script("unlearn.py", "--ckpt", str(tiny_run["pruned"]), "--masks", str(tiny_run["masks"]), "--indices",
+                   "0:1", "--out", str(tmp_path / "v"), "--steps", "6", "--batch-size", "8")
+    c = torch.load(tmp_path / "v" / "00000.pt", weights_only=True)
+    assert any(not torch.equal(a["model"][k], c["model"][k]) for k in a["model"])
+
+
+def test_make_subsets_first_of_copies_rows(tiny_run, tmp_path):
+    r = run_script("make_subsets.py", "--count", "2", "--first-of", str(tiny_run["masks"]), "--out",
+                   str(tmp_path / "r.npy"))
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(np.load(tmp_path / "r.npy"), np.load(tiny_run["masks"])[:2])
