@@ -253,18 +253,28 @@ def sample_model(ckpt, schedule, noise, ddim_steps, batch_size, device):
     return torch.cat(out).cpu().clamp(-1, 1)  # as images: an undertrained model's outliers stay bounded
 
 
+def up_to_date(args, entries, masks):
+    """An existing behaviours file covers the same checkpoints, rows and sample count."""
+    try:
+        with np.load(args.out, allow_pickle=False) as f:
+            files, shas, n = [str(p) for p in f["files"]], [str(s) for s in f["mask_sha256"]], int(f["n_samples"])
+    except Exception:
+        return False
+    if args.ref_models:  # FID2 only covers the rows both folders have
+        entries = [e for e in entries if os.path.exists(os.path.join(args.ref_models, os.path.basename(e[0])))]
+    expected = [row_sha256(masks[i]) if i >= 0 else "" for _, i, _ in entries]
+    return files == [os.path.basename(p) for p, _, _ in entries] and shas == expected and n == args.n_samples
+
+
 def main(args):
     device = pick_device(args.device)
     cache = args.cache or os.path.dirname(os.path.dirname(os.path.abspath(args.out)))
     clean = load_dataset(args.data)  # FID is always against the uncorrupted data
     masks = load_masks(args.masks, n=len(clean)) if args.masks else None
     entries = list_models(args.models, args.masks)
-    if os.path.exists(args.out) and not args.force:
-        with np.load(args.out, allow_pickle=False) as f:
-            done = [str(p) for p in f["files"]]
-        if done == [os.path.basename(p) for p, _, _ in entries] and int(f["n_samples"]) == args.n_samples:
-            print(f"skip: {args.out} exists for these {len(entries)} models (use --force to recompute)")
-            return
+    if os.path.exists(args.out) and not args.force and up_to_date(args, entries, masks):
+        print(f"skip: {args.out} exists for these {len(entries)} models (use --force to recompute)")
+        return
     kind = args.features if args.features != "auto" else ("cnn" if clean.labels is not None else "inception")
     torch.manual_seed(args.seed)
     if kind == "cnn":

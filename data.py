@@ -174,10 +174,10 @@ def image_grid(images, nrow=None, pad=1):
 
 
 def save_grid(images, path, nrow=None, scale=None):
-    """Save a PNG grid of uint8 images; small images are enlarged (nearest) so they can be seen."""
+    """Save a PNG grid of uint8 images; small grids are enlarged (nearest) to about 512 pixels wide."""
     from PIL import Image
     grid = image_grid(images, nrow)
-    scale = scale or max(1, 256 // (images.shape[2] * (nrow or int(np.ceil(np.sqrt(len(images))))) // 2 or 1))
+    scale = scale or max(1, 512 // grid.shape[1])
     im = Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid)
     im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
     atomic_write(path, lambda f: im.save(f, format="PNG"))

@@ -16,12 +16,13 @@ numpy/scipy/scikit-learn/matplotlib only.
 import argparse
 import json
 import os
+import warnings
 
 import numpy as np
 from scipy.stats import spearmanr
 
 from data import DataError, atomic_write, load_dataset, load_masks, run, save_grid
-from fit_datamodel import aligned, attribute, behavior_values, load_behaviors
+from fit_datamodel import aligned, attribute, load_behaviors
 
 POOLS = ("unlearn", "retrain")  # the two ways of making models for the datamodel
 BOOTSTRAP = 2000
@@ -54,13 +55,16 @@ def lds(scores, intercept, X, y):
 
 def bootstrap_lds(preds, y, seed=0, n=BOOTSTRAP):
     """LDS of each prediction vector in `preds` on n resamples of the held-out subsets (the same
-    resamples for all, so differences are paired). Returns (len(preds), n)."""
+    resamples for all, so differences are paired). Returns (len(preds), n); a resample where a
+    prediction is constant counts as 0."""
     rng = np.random.default_rng(seed)
     out = np.empty((len(preds), n))
-    for b in range(n):
-        idx = rng.integers(0, len(y), len(y))
-        for i, p in enumerate(preds):
-            out[i, b] = spearmanr(p[idx], y[idx])[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant resamples of tiny pools
+        for b in range(n):
+            idx = rng.integers(0, len(y), len(y))
+            for i, p in enumerate(preds):
+                out[i, b] = spearmanr(p[idx], y[idx])[0]
     return np.nan_to_num(out)
 
 
@@ -209,7 +213,12 @@ def evaluate_run(args):
         pools = pools_fid if behavior == "fid" else {name: _pool(run_dir, name, behavior) for name in POOLS}
         held = _pool(run_dir, "lds", behavior)
         curves[behavior] = budget_curve(pools, held, budgets, unit, prune_seconds, args.seed)
-        results["behaviors"][behavior] = dict(curve=curves[behavior], k_heldout=len(held["y"]))
+        # with every model of each pool: independent of measured wall times, so reruns reproduce it exactly
+        lds_all = {}
+        for name in POOLS:
+            scores, intercept, _ = attribute(pools[name]["X"], pools[name]["y"], "datamodel", seed=args.seed)
+            lds_all[name] = dict(n=len(pools[name]["y"]), lds=lds(scores, intercept, held["X"], held["y"]))
+        results["behaviors"][behavior] = dict(curve=curves[behavior], k_heldout=len(held["y"]), lds_all=lds_all)
         if behavior == "fid":
             top = curves[behavior][-1]
             for name in POOLS:
@@ -285,7 +294,9 @@ def render_report(r, run_dir, corrupted, ds, order):
             p = f"{row['p_value']:.3f}" if "p_value" in row else "n/a"
             lines.append(f"| {row['budget']:g} | {row['n_unlearn']} | {_fmt(row, 'unlearn')} | {row['n_retrain']} | "
                          f"{_fmt(row, 'retrain')} | {diff} | {p} |")
-        lines.append("")
+        a = b["lds_all"]
+        lines += ["", f"With every model of each pool: unlearning ({a['unlearn']['n']} models) LDS "
+                  f"{a['unlearn']['lds']:.3f}, retraining ({a['retrain']['n']} models) LDS {a['retrain']['lds']:.3f}.", ""]
     lines += ["![LDS vs budget](figures/lds_vs_budget.png)", "", "![predicted vs actual](figures/predicted_vs_actual.png)", ""]
     lines += ["## Most harmful and most helpful training images (unlearning datamodel, all unlearned models, FID)", "",
               "Most harmful (raise FID most):", "", "![most harmful](figures/most_harmful.png)", "",

@@ -1,0 +1,83 @@
+"""fit_datamodel.py and eval_lds.py against planted answers and hand computations."""
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+import data
+from eval_lds import bootstrap_lds, lds, models_for_budget
+from fit_datamodel import aligned, attribute, behavior_values
+
+
+def planted(n=120, models=400, noise=0.05, seed=0):
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=n)
+    X = data.make_masks(n, models, 0.5, seed=seed + 1).astype(float)
+    y = 3.0 + X @ w + noise * rng.normal(size=models)
+    return w, X, y
+
+
+@pytest.mark.parametrize("method, models", [("datamodel", 400), ("banzhaf", 2000)])
+def test_planted_linear_behaviour_is_fitted_back(method, models):
+    # Banzhaf averages out the other images' effects instead of regressing them away: it needs more models
+    w, X, y = planted(models=models)
+    scores, intercept, info = attribute(X, y, method)
+    assert np.corrcoef(scores, w)[0, 1] > 0.9, info
+    _, X_held, _ = planted(seed=5)
+    y_held = 3.0 + X_held @ w
+    assert lds(scores, intercept, X_held, y_held) > 0.9
+
+
+def test_sparse_planted_behaviour_prefers_lasso_and_finds_the_images():
+    rng = np.random.default_rng(3)
+    n, models = 300, 150  # fewer models than images: only sparsity makes it identifiable
+    w = np.zeros(n)
+    harmful = rng.choice(n, 10, replace=False)
+    w[harmful] = 2.0
+    X = data.make_masks(n, models, 0.5, seed=4).astype(float)
+    y = X @ w + 0.1 * rng.normal(size=models)
+    scores, _, info = attribute(X, y, "datamodel")
+    assert info["model"] == "lasso"
+    assert set(np.argsort(-scores)[:10]) == set(harmful)
+
+
+def test_lds_is_spearman_on_hand_cases():
+    X = np.eye(4)
+    scores = np.array([1.0, 2.0, 3.0, 4.0])
+    y = np.array([1.0, 3.0, 2.0, 4.0])
+    # by hand: ranks of predictions 1,2,3,4 and of y 1,3,2,4: d^2 = 0+1+1+0, 1 - 6*2/(4*15) = 0.8
+    assert lds(scores, 0.0, X, y) == pytest.approx(0.8)
+    assert lds(scores, 10.0, X, -y) == pytest.approx(-0.8)  # the intercept does not matter
+    rng = np.random.default_rng(0)
+    X, s, y = rng.integers(0, 2, (30, 7)).astype(float), rng.normal(size=7), rng.normal(size=30)
+    assert lds(s, 0.5, X, y) == pytest.approx(spearmanr(X @ s, y)[0])
+
+
+def test_bootstrap_interval_contains_the_estimate_and_pairs_the_resamples():
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=40)
+    pred = y + rng.normal(size=40)
+    boot = bootstrap_lds([pred, pred], y, seed=0, n=200)
+    assert np.array_equal(boot[0], boot[1])  # the same resamples for both methods
+    lo, hi = np.percentile(boot[0], [2.5, 97.5])
+    assert lo < spearmanr(pred, y)[0] < hi
+
+
+def test_budget_accounting_by_hand():
+    # one retraining = 60 s. Retraining: budget b buys b models.
+    assert models_for_budget(4, unit=60, per_model=60, fixed=0, available=100) == 4
+    assert models_for_budget(4, unit=60, per_model=60, fixed=0, available=3) == 3
+    # unlearning: 6 s a model after pruning + fine-tune of 30 s: (4 * 60 - 30) / 6 = 35 models
+    assert models_for_budget(4, unit=60, per_model=6, fixed=30, available=100) == 35
+    assert models_for_budget(0.5, unit=60, per_model=6, fixed=30, available=100) == 0  # 30 - 30 = 0 left
+    assert models_for_budget(1, unit=60, per_model=7, fixed=0, available=100) == 8  # floor(60 / 7)
+
+
+def test_seeds_are_averaged_and_class_shares_computed():
+    masks = data.make_masks(10, 3, 0.5, seed=0)
+    beh = dict(index=np.array([0, 0, 2]), mask_sha256=np.array([data.row_sha256(masks[i]) for i in (0, 0, 2)]),
+               fid=np.array([1.0, 3.0, 5.0]), class_hist=np.array([[1, 3], [2, 2], [4, 0]]))
+    rows, X, y = aligned(masks, beh, "fid")
+    assert rows.tolist() == [0, 2] and y.tolist() == [2.0, 5.0] and np.array_equal(X, masks[[0, 2]])
+    assert behavior_values(beh, "class:1").tolist() == [0.75, 0.5, 0.0]
+    with pytest.raises(data.DataError):
+        behavior_values(beh, "class:2")

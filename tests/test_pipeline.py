@@ -1,0 +1,94 @@
+"""run_pipeline.sh: the quick preset end to end, a kill mid-stage and a resume, and a smoke test of
+the cifar10 preset with only its sizes overridden."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+ARTIFACTS = ["full.pt", "pruned.pt", "masks/unlearn.npy", "masks/retrain.npy", "masks/lds.npy", "corrupted.npy",
+             "models/unlearn/00000.pt", "models/retrain/00000.pt", "models/lds/00000-s0.pt",
+             "behaviors/unlearn.npz", "behaviors/retrain.npz", "behaviors/lds.npz", "behaviors/full.npz",
+             "behaviors/pruned.npz", "behaviors/fid2.npz", "behaviors/fid_seeds.npz",
+             "attributions/unlearn.npz", "attributions/retrain.npz", "report.md", "results.json",
+             "figures/lds_vs_budget.png", "figures/predicted_vs_actual.png", "figures/most_harmful.png",
+             "figures/most_helpful.png"]
+
+
+def pipeline(preset, run, **env):
+    e = dict(os.environ, RUN=str(run), TQDM_DISABLE="1", **{k: str(v) for k, v in env.items()})
+    return subprocess.Popen(["bash", "run_pipeline.sh", preset], cwd=ROOT, env=e, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("pipe") / "quick"
+    p = pipeline("quick", run)
+    out, _ = p.communicate(timeout=900)
+    assert p.returncode == 0, out[-3000:]
+    return run, out
+
+
+def test_quick_preset_leaves_every_artifact(quick_run):
+    run, out = quick_run
+    missing = [a for a in ARTIFACTS if not (run / a).exists()]
+    assert not missing
+    assert "LDS fid" in out and "report.md" in out.splitlines()[-1]
+    with np.load(run / "behaviors" / "unlearn.npz") as f:
+        assert len(f["fid"]) == len(np.load(run / "masks" / "unlearn.npy"))
+    assert np.array_equal(np.load(run / "masks" / "retrain.npy"), np.load(run / "masks" / "unlearn.npy")[:3])
+    report = (run / "report.md").read_text()
+    assert "positive score means including that training image raises FID" in report and "AUC" in report
+
+
+def lds_numbers(run):
+    r = json.loads((run / "results.json").read_text())
+    return {b: {k: v["lds"] for k, v in d["lds_all"].items()} for b, d in r["behaviors"].items()}, r.get("auc")
+
+
+def test_killed_pipeline_resumes_to_the_same_numbers_without_redoing_models(quick_run, tmp_path):
+    reference, _ = quick_run
+    run = tmp_path / "killed"
+    p = pipeline("quick", run)
+    lds_models = run / "models" / "lds"
+    deadline = time.time() + 600
+    while time.time() < deadline and not (lds_models.exists() and any(f.suffix == ".pt" for f in lds_models.iterdir())):
+        time.sleep(0.2)
+    os.killpg(p.pid, signal.SIGKILL)  # mid-stage: some LDS models done, others half-trained
+    p.wait()
+    assert not (run / "report.md").exists()
+    done = {f: os.stat(f).st_mtime_ns for f in (run / "models").rglob("*.pt")}
+    assert done
+    p = pipeline("quick", run)
+    out, _ = p.communicate(timeout=900)
+    assert p.returncode == 0, out[-3000:]
+    assert all(os.stat(f).st_mtime_ns == t for f, t in done.items())  # finished models were not redone
+    for pool in ("unlearn", "retrain", "lds"):
+        a, b = (dict(np.load(r / "behaviors" / f"{pool}.npz")) for r in (run, reference))
+        assert np.array_equal(a["fid"], b["fid"]) and np.array_equal(a["class_hist"], b["class_hist"]), pool
+    assert lds_numbers(run) == lds_numbers(reference)
+
+
+CIFAR_NPZ = os.path.join(ROOT, "..", "shared", "data", "cifar10_10k.npz")
+
+
+@pytest.mark.skipif(not os.path.exists(CIFAR_NPZ), reason="needs CIFAR-10 images (../shared/data/cifar10_10k.npz)")
+def test_cifar10_preset_smoke(tmp_path):
+    """The paper's settings (35.7M UNet, ratio 0.3, Inception FID, alpha 0.5) with tiny sizes. Beyond the
+    sizes, only what this offline machine needs: CIFAR-10 images from a local file and random Inception
+    weights (the real ones cannot be downloaded here)."""
+    run = tmp_path / "cifar"
+    p = pipeline("cifar10", run, DATA=f"npz:{CIFAR_NPZ}", INCEPTION_WEIGHTS="random", TRAIN_STEPS=2, RETRAIN_STEPS=2,
+                 UNLEARN_STEPS=1, BATCH=2, M=4, R=2, K=3, SEED_PAIRS=1, N_SAMPLES=4, N_REF=8, DDIM_STEPS=2, GRID=0)
+    out, _ = p.communicate(timeout=1200)
+    assert p.returncode == 0, out[-3000:]
+    assert "35.746M parameters" in out and "structured ratio 0.3" in out
+    with np.load(run / "behaviors" / "lds.npz") as f:
+        assert str(f["features"]) == "inception" and int(f["ddim_steps"]) == 2
+    assert (run / "report.md").exists()
