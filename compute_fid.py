@@ -296,7 +296,8 @@ def main(args):
         return ckpt, feats, classes, seconds
 
     rows = {k: [] for k in ("index", "seed", "fid", "class_hist", "seconds", "train_seconds", "mask_sha256", "files")}
-    for path, index, seed in tqdm(entries, desc=f"behaviours {os.path.basename(args.out)}", mininterval=2.0):
+    for path, index, seed in tqdm(entries, desc=f"behaviours {os.path.basename(args.out)}", mininterval=2.0,
+                                      disable=None):
         ckpt, feats, classes, seconds = behaviour(path)
         sha = check_row(ckpt, path, masks, index, args.masks) if index >= 0 else ""
         if args.ref_models:

@@ -20,8 +20,8 @@ case "$PRESET" in
     : "${M:=8}" "${R:=3}" "${K:=4}" "${SEED_PAIRS:=1}" "${N_SAMPLES:=64}" "${DDIM_STEPS:=5}" "${GRID:=16}" ;;
   default)
     : "${RUN:=runs/default}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.05}"
-    : "${TRAIN_STEPS:=2000}" "${RETRAIN_STEPS:=500}" "${PRUNE_STEPS:=200}" "${UNLEARN_STEPS:=50}" "${BATCH:=64}"
-    : "${M:=160}" "${R:=16}" "${K:=36}" "${SEED_PAIRS:=4}" "${N_SAMPLES:=1000}" "${DDIM_STEPS:=25}" ;;
+    : "${TRAIN_STEPS:=2000}" "${RETRAIN_STEPS:=500}" "${PRUNE_STEPS:=400}" "${UNLEARN_STEPS:=100}" "${BATCH:=64}"
+    : "${M:=96}" "${R:=16}" "${K:=36}" "${SEED_PAIRS:=4}" "${N_SAMPLES:=1000}" "${DDIM_STEPS:=25}" ;;
   cifar10)
     # the paper: Ho et al.'s 35.7M UNet, 200k steps, prune ratio 0.3, 4k unlearning steps (2%), DDIM 100,
     # Inception FID, alpha 0.5
@@ -34,9 +34,11 @@ case "$PRESET" in
 esac
 : "${JOBS:=2}" "${ALPHA:=0.5}" "${RATIO:=0.3}" "${FEATURES:=auto}" "${N_REF:=0}" "${INCEPTION_WEIGHTS:=}"
 : "${TRAIN_FLAGS:=}" "${UNLEARN_FLAGS:=}" "${DEVICE:=auto}" "${GRID:=100}"
-# Per-row stages run JOBS processes at a time; each gets an equal share of the cores.
-THREADS=$(( $(nproc) / JOBS )); [ "$THREADS" -ge 1 ] || THREADS=1
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$THREADS}
+# Single-process stages use every core; per-row stages run JOBS processes at a time, each with an
+# equal share of the cores (torch reads OMP_NUM_THREADS).
+CORES=${OMP_NUM_THREADS:-$(nproc)}
+THREADS=$(( CORES / JOBS )); [ "$THREADS" -ge 1 ] || THREADS=1
+export OMP_NUM_THREADS=$CORES
 
 DATA_FLAGS=(--data "$DATA" --corrupt "$CORRUPT")
 COMMON_TRAIN=(--arch "$ARCH" --batch-size "$BATCH" --device "$DEVICE" $TRAIN_FLAGS)
@@ -47,13 +49,13 @@ FID_FLAGS=(--data "$DATA" --n-samples "$N_SAMPLES" --ddim-steps "$DDIM_STEPS" --
 START=$(date +%s)
 stage() { echo; echo "=== [$(( $(date +%s) - START ))s] $*"; }
 mkdir -p "$RUN/masks" "$RUN/models" "$RUN/behaviors" "$RUN/attributions"
-echo "preset $PRESET -> $RUN (JOBS=$JOBS, $OMP_NUM_THREADS threads each)"
+echo "preset $PRESET -> $RUN (JOBS=$JOBS parallel jobs of $THREADS threads)"
 
 # train_ddpm.py on rows FROM:TO of a mask file, JOBS at a time: retrain MASKNAME FROM TO SEED FOLDER
 retrain() {
   local masks=$1 from=$2 to=$3 seed=$4 folder=$5 suffix=${6:-}
   mkdir -p "$folder"
-  seq "$from" $(( to - 1 )) | xargs -P "$JOBS" -I{} sh -c \
+  seq "$from" $(( to - 1 )) | OMP_NUM_THREADS=$THREADS xargs -P "$JOBS" -I{} sh -c \
     "$PY train_ddpm.py ${DATA_FLAGS[*]} ${COMMON_TRAIN[*]} --steps $RETRAIN_STEPS --seed $seed --grid 0 \
        --masks $masks --index {} --out $folder/\$(printf %05d {})$suffix.pt > /dev/null"
 }
@@ -77,7 +79,7 @@ stage "4/9 sparsified unlearning: $M models, $UNLEARN_STEPS steps each"
 CHUNK=$(( (M + JOBS - 1) / JOBS ))
 for (( a = 0; a < M; a += CHUNK )); do
   b=$(( a + CHUNK < M ? a + CHUNK : M ))
-  $PY unlearn.py --ckpt "$RUN/pruned.pt" "${DATA_FLAGS[@]}" --masks "$RUN/masks/unlearn.npy" --indices "$a:$b" \
+  OMP_NUM_THREADS=$THREADS $PY unlearn.py --ckpt "$RUN/pruned.pt" "${DATA_FLAGS[@]}" --masks "$RUN/masks/unlearn.npy" --indices "$a:$b" \
     --out "$RUN/models/unlearn" --steps "$UNLEARN_STEPS" --batch-size "$BATCH" --device "$DEVICE" $UNLEARN_FLAGS &
 done
 wait
@@ -90,16 +92,15 @@ stage "6/9 ground truth for LDS: $K models retrained from scratch on held-out su
 retrain "$RUN/masks/lds.npy" 0 "$K" 0 "$RUN/models/lds" -s0
 
 stage "7/9 behaviours: FID ($FEATURES features, $N_SAMPLES DDIM-$DDIM_STEPS samples per model)"
+# one folder at a time, each with every core: sampling is large batched matrix work
 fid() { $PY compute_fid.py "${FID_FLAGS[@]}" "$@"; }
 fid --models "$RUN/full.pt" --out "$RUN/behaviors/full.npz"
 fid --models "$RUN/pruned.pt" --out "$RUN/behaviors/pruned.npz"
-fid --models "$RUN/models/unlearn" --masks "$RUN/masks/unlearn.npy" --out "$RUN/behaviors/unlearn.npz" &
-fid --models "$RUN/models/lds" --masks "$RUN/masks/lds.npy" --out "$RUN/behaviors/lds.npz" &
-wait
-fid --models "$RUN/models/retrain" --masks "$RUN/masks/retrain.npy" --out "$RUN/behaviors/retrain.npz" &
+for pool in unlearn retrain lds; do
+  fid --models "$RUN/models/$pool" --masks "$RUN/masks/$pool.npy" --out "$RUN/behaviors/$pool.npz"
+done
 fid --models "$RUN/models/unlearn" --ref-models "$RUN/models/retrain" --masks "$RUN/masks/unlearn.npy" \
-  --out "$RUN/behaviors/fid2.npz" &
-wait
+  --out "$RUN/behaviors/fid2.npz"
 fid --models "$RUN/models/retrain_seed1" --ref-models "$RUN/models/retrain" --masks "$RUN/masks/retrain.npy" \
   --out "$RUN/behaviors/fid_seeds.npz"
 

@@ -73,8 +73,9 @@ def train(state, schedule, x0_all, *, steps, batch_size, lr, warmup, lr_schedule
     model, ema, opt, g = state["model"], state["ema"], state["optimizer"], state["generator"]
     device = x0_all.device
     model.train()
-    bar = tqdm(range(state["step"], steps), desc=desc, disable=not progress, leave=False, mininterval=2.0,
-               initial=state["step"], total=steps)
+    # disable=None: no bar when the output is not a terminal (pipeline logs)
+    bar = tqdm(range(state["step"], steps), desc=desc, disable=None if progress else True, leave=False,
+               mininterval=2.0, initial=state["step"], total=steps)
     t_start = time.perf_counter()
     for step in bar:
         idx = torch.randint(0, len(x0_all), (batch_size,), generator=g, device=g.device)

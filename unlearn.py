@@ -29,10 +29,11 @@ def parse_args(argv=None):
     p.add_argument("--masks", required=True, help="mask file (make_subsets.py)")
     p.add_argument("--indices", default=None, help="half-open range of rows START:STOP (default: all)")
     p.add_argument("--out", required=True, help="folder for one checkpoint per row")
-    p.add_argument("--steps", type=int, default=200, help="unlearning steps per row (paper: 4k = 2%% of "
-                   "training; on digits 10%% of the 2000 training steps worked best)")
+    p.add_argument("--steps", type=int, default=100, help="unlearning steps per row (paper: 4k = 2%% of the "
+                   "training steps; the digits preset: 100 = 20%% of a 500-step retraining)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (cosine decay to 0)")
+    p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate, cosine decay to 0 (on digits, "
+                   "1e-3 made unlearned FID mostly optimisation noise: Pearson with retrained FID 0.05 vs 0.48)")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--seed", type=int, default=0, help="one seed for every row: minibatch positions and noise")
@@ -77,7 +78,7 @@ def main(args):
     x0_all = to_model_space(ds.images).to(device)
     todo = [i for i in rows if args.force or not check_done(row_path(args.out, i), row_sha256(masks[i]))]
     seconds = 0.0
-    for i in tqdm(todo, desc=f"unlearn {os.path.basename(args.masks)}"):
+    for i in tqdm(todo, desc=f"unlearn {os.path.basename(args.masks)}", disable=None):
         row = torch.from_numpy(masks[i]).to(device)
         state = unlearn_row(pruned, schedule, x0_all[row], args, device)
         subset = dict(masks=os.path.basename(args.masks), index=i, sha256=row_sha256(masks[i]))

@@ -162,6 +162,9 @@ def test_every_mask_row_has_exactly_alpha_n_ones():
 def test_digits_and_corruption_are_seeded_and_in_range():
     clean = data.load_dataset("digits")
     assert clean.images.shape == (1797, 1, 8, 8) and clean.images.dtype == np.uint8 and clean.images.max() == 255
+    from sklearn.datasets import load_digits  # the fast CSV reader agrees with scikit-learn's loader
+    d = load_digits()
+    assert np.array_equal(clean.images[:, 0], np.round(d.images * 255 / 16)) and np.array_equal(clean.labels, d.target)
     a = data.load_dataset("digits", corrupt=0.1, corrupt_seed=4)
     b = data.load_dataset("digits", corrupt=0.1, corrupt_seed=4)
     assert len(a.corrupted) == 180 and np.array_equal(a.corrupted, b.corrupted)
