@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -21,7 +22,7 @@ ARTIFACTS = ["full.pt", "pruned.pt", "masks/unlearn.npy", "masks/retrain.npy", "
 
 
 def pipeline(preset, run, **env):
-    e = dict(os.environ, RUN=str(run), TQDM_DISABLE="1", **{k: str(v) for k, v in env.items()})
+    e = dict(os.environ, RUN=str(run), PYTHON=sys.executable, TQDM_DISABLE="1", **{k: str(v) for k, v in env.items()})
     return subprocess.Popen(["bash", "run_pipeline.sh", preset], cwd=ROOT, env=e, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
