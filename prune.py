@@ -17,7 +17,6 @@ The pruned EMA weights become both `model` and `ema` of the output; its `seconds
 fine-tune) is part of the unlearning method's cost.
 """
 import argparse
-import copy
 import os
 import time
 
@@ -25,8 +24,8 @@ import torch
 import torch.nn as nn
 
 from data import DataError, add_data_args, load_dataset, run, to_model_space
-from ddpm import (AttnBlock, CheckpointError, Schedule, UNet, build_model, count_params, file_sha256,
-                  fixed_noise_loss, layer_widths, load_checkpoint, pick_device, save_checkpoint)
+from ddpm import (AttnBlock, CheckpointError, Schedule, build_model, file_sha256, fixed_noise_loss, layer_widths,
+                  load_checkpoint, pick_device, save_checkpoint)
 from train_ddpm import new_state, sample_grid, state_to_checkpoint, train
 
 PAPER_RATIO = 0.3  # the paper's pruning ratio (following Fang et al. 2023)

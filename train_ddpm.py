@@ -15,7 +15,6 @@ import math
 import os
 import time
 
-import numpy as np
 import torch
 from tqdm import tqdm
 

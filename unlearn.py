@@ -11,7 +11,6 @@ uses the same seed for minibatch positions and noise (common random numbers), so
 only by their data. Unstructured pruning masks stay applied (pruned weights stay exactly zero).
 """
 import argparse
-import copy
 import os
 
 import torch

@@ -8,7 +8,6 @@ training steps (the paper: 2% of the steps, 1/64 of the time), all measured in t
 import argparse
 import os
 import sys
-import time
 
 import torch
 

@@ -1,6 +1,5 @@
 """compute_fid.py: the Frechet distance against closed forms, the behaviour ordering on digits, the
 Inception plumbing, determinism and row checks."""
-import os
 
 import numpy as np
 import pytest

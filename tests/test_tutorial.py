@@ -4,7 +4,6 @@ import glob
 import os
 
 import nbformat
-import pytest
 
 from conftest import ROOT
 
