@@ -15,6 +15,9 @@ Features (--features):
     inception  pytorch-fid's InceptionV3 pool features (2048-d), the paper's FID. Weights from the
                torch hub cache or --inception-weights PATH (`random`: random weights, to test plumbing).
 
+Each model's feature mean and covariance are cached under <run>/stats/ by checkpoint sha256 and
+sampling settings: FID2 reuses the pools' samples, and a killed run resumes model by model.
+
 Output npz, one entry per checkpoint: index (mask row), seed (training seed), fid, class_hist (if
 classes), seconds (sampling), train_seconds (the checkpoint's), mask_sha256, files.
 """
@@ -31,7 +34,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data import DataError, add_data_args, load_dataset, load_masks, row_sha256, run, save_npz, to_model_space
-from ddpm import CheckpointError, Schedule, build_model, ddim_sample, load_checkpoint, pick_device, save_checkpoint
+from ddpm import (CheckpointError, Schedule, build_model, ddim_sample, file_sha256, load_checkpoint, pick_device,
+                  save_checkpoint)
 
 PAPER_DDIM_STEPS = 100  # the paper samples with DDIM, 100 steps
 MODEL_FILE = re.compile(r"^(\d{5})(?:-s(\d+))?\.pt$")  # 00042.pt or 00003-s0.pt
@@ -52,8 +56,9 @@ def parse_args(argv=None):
     p.add_argument("--inception-weights", default=None, help="pt_inception-2015-12-05-6726825d.pth, or `random`")
     p.add_argument("--n-ref", type=int, default=0, help="reference statistics from this many real images "
                    "(seeded choice; 0: all)")
-    p.add_argument("--cache", default=None, help="where the feature network and reference statistics are cached "
-                   "(default: the run folder, the parent of --out's folder)")
+    p.add_argument("--cache", default=None, help="where the feature network, the reference statistics and each "
+                   "model's feature statistics (stats/, keyed by checkpoint sha256; d^2 floats a model: 32 KB for "
+                   "cnn, 32 MB for Inception) are cached (default: the run folder, the parent of --out's folder)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial noise shared by all models")
     p.add_argument("--device", default="auto")
     p.add_argument("--force", action="store_true", help="recompute even if --out exists and matches")
@@ -286,33 +291,48 @@ def main(args):
     c, h = clean.images.shape[1:3]
     noise = torch.randn((args.n_samples, c, h, h), generator=torch.Generator().manual_seed(args.seed))
 
+    # A model's statistics depend only on its weights and the sampling settings, so they are cached
+    # per checkpoint: FID2 and the seed pairs reuse the samples of the pools, and a killed stage
+    # resumes model by model.
+    setting = f"{meta['kind']}-{_safe(os.path.basename(meta.get('weights', '')))}-n{args.n_samples}-ddim{args.ddim_steps}-seed{args.seed}"
+    stats_dir = os.path.join(cache, "stats")
+
     def behaviour(path):
+        """(checkpoint, feature mean, feature covariance, class histogram or None, sampling seconds)"""
         ckpt = load_checkpoint(path)
+        cached = os.path.join(stats_dir, f"{file_sha256(path)[:32]}-{setting}.npz")
+        if os.path.exists(cached):
+            with np.load(cached) as f:
+                return ckpt, f["mu"], f["sigma"], (f["class_hist"] if num_classes else None), float(f["seconds"])
         schedule = Schedule(**ckpt["schedule"])
         t0 = time.perf_counter()
         x = sample_model(ckpt, schedule, noise, args.ddim_steps, args.batch_size, device)
         seconds = time.perf_counter() - t0
         feats, classes = features_of(extract, x, args.batch_size)
-        return ckpt, feats, classes, seconds
+        mu, sigma = feature_stats(feats)
+        hist = np.bincount(classes, minlength=num_classes) if classes is not None else None
+        os.makedirs(stats_dir, exist_ok=True)
+        save_npz(cached, mu=mu, sigma=sigma, seconds=seconds, **({"class_hist": hist} if hist is not None else {}))
+        return ckpt, mu, sigma, hist, seconds
 
     rows = {k: [] for k in ("index", "seed", "fid", "class_hist", "seconds", "train_seconds", "mask_sha256", "files")}
     for path, index, seed in tqdm(entries, desc=f"behaviours {os.path.basename(args.out)}", mininterval=2.0,
                                       disable=None):
-        ckpt, feats, classes, seconds = behaviour(path)
+        if args.ref_models and not os.path.exists(os.path.join(args.ref_models, os.path.basename(path))):
+            continue  # FID2 only where both folders have the row
+        ckpt, mu, sigma, hist, seconds = behaviour(path)
         sha = check_row(ckpt, path, masks, index, args.masks) if index >= 0 else ""
         if args.ref_models:
             ref_path = os.path.join(args.ref_models, os.path.basename(path))
-            if not os.path.exists(ref_path):
-                continue  # FID2 only where both folders have the row
-            ref_ckpt, ref_feats, _, _ = behaviour(ref_path)
+            ref_ckpt, mu_other, sigma_other, _, _ = behaviour(ref_path)
             check_row(ref_ckpt, ref_path, masks, index, args.masks)
-            fid = frechet_distance(*feature_stats(feats), *feature_stats(ref_feats))
+            fid = frechet_distance(mu, sigma, mu_other, sigma_other)
         else:
-            fid = frechet_distance(*feature_stats(feats), mu_ref, sigma_ref)
+            fid = frechet_distance(mu, sigma, mu_ref, sigma_ref)
         rows["index"].append(index)
         rows["seed"].append(seed if seed >= 0 else (ckpt.get("args") or {}).get("seed", -1))
         rows["fid"].append(fid)
-        rows["class_hist"].append(np.bincount(classes, minlength=num_classes) if classes is not None else [])
+        rows["class_hist"].append(hist if hist is not None else [])
         rows["seconds"].append(seconds)
         rows["train_seconds"].append(float(ckpt.get("seconds", 0.0)))
         rows["mask_sha256"].append(sha)

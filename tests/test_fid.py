@@ -101,12 +101,22 @@ def test_rerun_gives_identical_numbers_and_mismatched_rows_are_refused(tiny_run,
     args = ["compute_fid.py", "--models", str(models), "--masks", str(tiny_run["masks"]), "--n-samples", "50",
             "--ddim-steps", "4", "--cache", str(tmp_path)]
     outs = []
-    for name in ("a", "b"):
-        r = run_script(*args, "--out", str(tmp_path / f"{name}.npz"))
+    for name, cache in (("a", "c1"), ("b", "c2"), ("a2", "c1")):  # a2 reuses a's per-model statistics
+        r = run_script(*args[:-1], str(tmp_path / cache), "--out", str(tmp_path / f"{name}.npz"))
         assert r.returncode == 0, r.stderr
         outs.append(dict(np.load(tmp_path / f"{name}.npz")))
-    assert np.array_equal(outs[0]["fid"], outs[1]["fid"]) and np.array_equal(outs[0]["class_hist"], outs[1]["class_hist"])
-    assert list(outs[0]["index"]) == [0, 1, 2] and outs[0]["class_hist"].sum(1).tolist() == [50] * 3
+    a, b, a2 = outs
+    # two caches computed from scratch agree: the numbers do not depend on the cache
+    assert np.array_equal(a["fid"], b["fid"]) and np.array_equal(a["class_hist"], b["class_hist"])
+    assert list(a["index"]) == [0, 1, 2] and a["class_hist"].sum(1).tolist() == [50] * 3
+    # the cached run did not sample again: its sampling times are the first run's, to the bit
+    assert np.array_equal(a2["fid"], a["fid"]) and np.array_equal(a2["seconds"], a["seconds"])
+    assert not np.array_equal(b["seconds"], a["seconds"])
+    assert len(list((tmp_path / "c1" / "stats").iterdir())) == 3
+    # FID2 of the folder against itself: every model against its own cached statistics
+    r = run_script(*args[:-1], str(tmp_path / "c1"), "--ref-models", str(models), "--out", str(tmp_path / "self.npz"))
+    assert r.returncode == 0, r.stderr
+    assert np.abs(np.load(tmp_path / "self.npz")["fid"]).max() < 1e-5 * a["fid"].min()
     # another mask file: every consumer refuses
     other = tmp_path / "other.npy"
     np.save(other, data.make_masks(1797, 4, 0.5, seed=99))
