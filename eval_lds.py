@@ -50,7 +50,15 @@ def parse_args(argv=None):
 
 def lds(scores, intercept, X, y):
     """Spearman correlation between predicted and actual behaviours of held-out subsets."""
-    return float(spearmanr(X @ scores + intercept, y)[0])
+    return spearman(X @ scores + intercept, y)
+
+
+def spearman(pred, y):
+    """Spearman's rho; a constant prediction (a datamodel that chose all-zero scores) ranks
+    nothing, so it counts as 0 rather than undefined."""
+    if np.ptp(pred) == 0:
+        return 0.0
+    return float(spearmanr(pred, y)[0])
 
 
 def bootstrap_lds(preds, y, seed=0, n=BOOTSTRAP):
@@ -120,8 +128,8 @@ def budget_curve(pools, held, budgets, unit, prune_seconds, seed):
                 continue
             scores, intercept, info = attribute(p["X"][:n[name]], p["y"][:n[name]], "datamodel", seed=seed)
             preds.append(held["X"] @ scores + intercept)
-            row[f"lds_{name}"] = float(spearmanr(preds[-1], held["y"])[0])
-            row[f"model_{name}"] = info["model"]
+            row[f"lds_{name}"] = spearman(preds[-1], held["y"])
+            row[f"model_{name}"] = info["model"] + (" (all-zero scores)" if not np.any(scores) else "")
         ok = [p for p in preds if p is not None]
         if ok:
             boot = bootstrap_lds(ok, held["y"], seed)
@@ -140,7 +148,8 @@ def _fmt(row, name):
     if f"lds_{name}" not in row:
         return "n/a"
     lo, hi = row[f"ci_{name}"]
-    return f"{row[f'lds_{name}']:.3f} [{lo:.2f}, {hi:.2f}]"
+    zero = " (all-zero fit)" if "all-zero" in row.get(f"model_{name}", "") else ""
+    return f"{row[f'lds_{name}']:.3f} [{lo:.2f}, {hi:.2f}]{zero}"
 
 
 def plot_curves(curves, path):
@@ -176,7 +185,7 @@ def plot_scatter(points, path):
         ax.scatter(pred, actual, s=14)
         ax.set_xlabel("predicted (sum of attributions)")
         ax.set_ylabel("actual (retrained from scratch)")
-        ax.set_title(f"{title}\nSpearman {spearmanr(pred, actual)[0]:.3f}")
+        ax.set_title(f"{title}\nSpearman {spearman(pred, actual):.3f}")
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
@@ -338,7 +347,7 @@ def main(args):
     _, X, y = aligned(masks, load_behaviors(args.behaviors), str(att["behavior"]), args.masks)
     pred = X @ att["scores"] + float(att["intercept"])
     lo, hi = interval(bootstrap_lds([pred], y, args.seed)[0])
-    print(f"LDS {float(spearmanr(pred, y)[0]):.3f} [95% {lo:.3f}, {hi:.3f}] over {len(y)} held-out subsets")
+    print(f"LDS {spearman(pred, y):.3f} [95% {lo:.3f}, {hi:.3f}] over {len(y)} held-out subsets")
 
 
 if __name__ == "__main__":

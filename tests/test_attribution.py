@@ -50,6 +50,8 @@ def test_lds_is_spearman_on_hand_cases():
     rng = np.random.default_rng(0)
     X, s, y = rng.integers(0, 2, (30, 7)).astype(float), rng.normal(size=7), rng.normal(size=30)
     assert lds(s, 0.5, X, y) == pytest.approx(spearmanr(X @ s, y)[0])
+    # an all-zero datamodel ranks nothing: 0, not NaN
+    assert lds(np.zeros_like(s), 3.0, X, y) == 0.0
 
 
 def test_bootstrap_interval_contains_the_estimate_and_pairs_the_resamples():
