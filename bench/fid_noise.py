@@ -31,7 +31,7 @@ def parse_args(argv=None):
                    help="comma-separated NxS: N samples per model with S DDIM steps")
     p.add_argument("--pool", type=int, default=24, help="unlearned models in the spread")
     p.add_argument("--seeds", type=int, default=5, help="noise seeds for the noise estimate")
-    p.add_argument("--noise-models", type=int, default=3, help="models whose noise std is pooled")
+    p.add_argument("--noise-models", type=int, default=5, help="models whose noise std is pooled")
     return p.parse_args(argv)
 
 
