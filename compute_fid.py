@@ -294,16 +294,19 @@ def main(args):
     # A model's statistics depend only on its weights and the sampling settings, so they are cached
     # per checkpoint: FID2 and the seed pairs reuse the samples of the pools, and a killed stage
     # resumes model by model.
-    setting = f"{meta['kind']}-{_safe(os.path.basename(meta.get('weights', '')))}-n{args.n_samples}-ddim{args.ddim_steps}-seed{args.seed}"
+    weights = _safe(os.path.basename(meta.get("weights", "")))
+    setting = f"{meta['kind']}-{weights}-n{args.n_samples}-ddim{args.ddim_steps}-seed{args.seed}"
     stats_dir = os.path.join(cache, "stats")
 
-    def behaviour(path):
-        """(checkpoint, feature mean, feature covariance, class histogram or None, sampling seconds)"""
+    def behaviour(path, index):
+        """(checkpoint, row sha256, feature mean, feature covariance, class histogram or None, sampling
+        seconds); the row is checked before anything is sampled."""
         ckpt = load_checkpoint(path)
+        sha = check_row(ckpt, path, masks, index, args.masks) if index >= 0 else ""
         cached = os.path.join(stats_dir, f"{file_sha256(path)[:32]}-{setting}.npz")
         if os.path.exists(cached):
             with np.load(cached) as f:
-                return ckpt, f["mu"], f["sigma"], (f["class_hist"] if num_classes else None), float(f["seconds"])
+                return ckpt, sha, f["mu"], f["sigma"], (f["class_hist"] if num_classes else None), float(f["seconds"])
         schedule = Schedule(**ckpt["schedule"])
         t0 = time.perf_counter()
         x = sample_model(ckpt, schedule, noise, args.ddim_steps, args.batch_size, device)
@@ -313,19 +316,16 @@ def main(args):
         hist = np.bincount(classes, minlength=num_classes) if classes is not None else None
         os.makedirs(stats_dir, exist_ok=True)
         save_npz(cached, mu=mu, sigma=sigma, seconds=seconds, **({"class_hist": hist} if hist is not None else {}))
-        return ckpt, mu, sigma, hist, seconds
+        return ckpt, sha, mu, sigma, hist, seconds
 
     rows = {k: [] for k in ("index", "seed", "fid", "class_hist", "seconds", "train_seconds", "mask_sha256", "files")}
     for path, index, seed in tqdm(entries, desc=f"behaviours {os.path.basename(args.out)}", mininterval=2.0,
                                       disable=None):
         if args.ref_models and not os.path.exists(os.path.join(args.ref_models, os.path.basename(path))):
             continue  # FID2 only where both folders have the row
-        ckpt, mu, sigma, hist, seconds = behaviour(path)
-        sha = check_row(ckpt, path, masks, index, args.masks) if index >= 0 else ""
+        ckpt, sha, mu, sigma, hist, seconds = behaviour(path, index)
         if args.ref_models:
-            ref_path = os.path.join(args.ref_models, os.path.basename(path))
-            ref_ckpt, mu_other, sigma_other, _, _ = behaviour(ref_path)
-            check_row(ref_ckpt, ref_path, masks, index, args.masks)
+            _, _, mu_other, sigma_other, _, _ = behaviour(os.path.join(args.ref_models, os.path.basename(path)), index)
             fid = frechet_distance(mu, sigma, mu_other, sigma_other)
         else:
             fid = frechet_distance(mu, sigma, mu_ref, sigma_ref)

@@ -129,7 +129,8 @@ def budget_curve(pools, held, budgets, unit, prune_seconds, seed):
             scores, intercept, info = attribute(p["X"][:n[name]], p["y"][:n[name]], "datamodel", seed=seed)
             preds.append(held["X"] @ scores + intercept)
             row[f"lds_{name}"] = spearman(preds[-1], held["y"])
-            row[f"model_{name}"] = info["model"] + (" (all-zero scores)" if not np.any(scores) else "")
+            row[f"model_{name}"] = info["model"]
+            row[f"all_zero_{name}"] = not np.any(scores)
         ok = [p for p in preds if p is not None]
         if ok:
             boot = bootstrap_lds(ok, held["y"], seed)
@@ -148,7 +149,7 @@ def _fmt(row, name):
     if f"lds_{name}" not in row:
         return "n/a"
     lo, hi = row[f"ci_{name}"]
-    zero = " (all-zero fit)" if "all-zero" in row.get(f"model_{name}", "") else ""
+    zero = " (all-zero fit)" if row.get(f"all_zero_{name}") else ""
     return f"{row[f'lds_{name}']:.3f} [{lo:.2f}, {hi:.2f}]{zero}"
 
 
