@@ -21,7 +21,6 @@ sampling settings: FID2 reuses the pools' samples, and a killed run resumes mode
 Output npz, one entry per checkpoint: index (mask row), seed (training seed), fid, class_hist (if
 classes), seconds (sampling), train_seconds (the checkpoint's), mask_sha256, files.
 """
-import argparse
 import os
 import re
 import time
@@ -31,10 +30,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
-
-from data import DataError, add_data_args, load_dataset, load_masks, row_sha256, run, save_npz, to_model_space
-from ddpm import (CheckpointError, Schedule, build_model, ddim_sample, file_sha256, load_checkpoint, pick_device,
+from data import (ArgumentParser, DataError, Progress, add_data_args, at_least_two, load_dataset, load_masks,
+                  nonnegative_int, positive_int, row_sha256, run, save_npz, to_model_space)
+from ddpm import (InputError, Schedule, build_model, ddim_sample, file_sha256, load_checkpoint, pick_device,
                   save_checkpoint)
 
 PAPER_DDIM_STEPS = 100  # the paper samples with DDIM, 100 steps
@@ -42,19 +40,20 @@ MODEL_FILE = re.compile(r"^(\d{5})(?:-s(\d+))?\.pt$")  # 00042.pt or 00003-s0.pt
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     add_data_args(p)
     p.add_argument("--models", required=True, help="folder of per-row checkpoints, or one checkpoint")
     p.add_argument("--masks", default=None, help="mask file the folder's rows come from (checked by sha256)")
     p.add_argument("--out", required=True, help="behaviours file to write (.npz)")
     p.add_argument("--ref-models", default=None, help="FID between each model and the same row's model here (FID2)")
-    p.add_argument("--n-samples", type=int, default=1000, help="samples per model (FID noise falls as 1/sqrt(n))")
-    p.add_argument("--ddim-steps", type=int, default=PAPER_DDIM_STEPS, help="DDIM steps (paper: 100)")
-    p.add_argument("--batch-size", type=int, default=500, help="samples per forward pass")
+    p.add_argument("--n-samples", type=at_least_two, default=1000,
+                   help="samples per model, at least 2 for a covariance (FID noise falls as 1/sqrt(n))")
+    p.add_argument("--ddim-steps", type=positive_int, default=PAPER_DDIM_STEPS, help="DDIM steps (paper: 100)")
+    p.add_argument("--batch-size", type=positive_int, default=500, help="samples per forward pass")
     p.add_argument("--features", choices=["auto", "cnn", "inception"], default="auto",
                    help="auto: cnn when the data has labels, else inception")
     p.add_argument("--inception-weights", default=None, help="pt_inception-2015-12-05-6726825d.pth, or `random`")
-    p.add_argument("--n-ref", type=int, default=0, help="reference statistics from this many real images "
+    p.add_argument("--n-ref", type=nonnegative_int, default=0, help="reference statistics from this many real images "
                    "(seeded choice; 0: all)")
     p.add_argument("--cache", default=None, help="where the feature network, the reference statistics and each "
                    "model's feature statistics (stats/, keyed by checkpoint sha256; d^2 floats a model: 32 KB for "
@@ -68,18 +67,25 @@ def parse_args(argv=None):
 # ----------------------------------------------------------------------------------------------
 # The Frechet distance
 
-def frechet_distance(mu1, sigma1, mu2, sigma2):
+def frechet_distance(mu1, sigma1, mu2, sigma2, root1=None):
     """|mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1^1/2 S2 S1^1/2)^1/2) (Dowson & Landau 1982; Heusel et al.
     2017). tr((S1 S2)^1/2) is computed as the sum of square roots of the eigenvalues of the symmetric
     PSD matrix S1^1/2 S2 S1^1/2, in float64: finite and accurate when the covariances are
-    rank-deficient (fewer samples than feature dimensions), where scipy's sqrtm is not."""
+    rank-deficient (fewer samples than feature dimensions), where scipy's sqrtm is not. `root1`
+    (sqrt_psd(sigma1)) spares the eigendecomposition of a reference used for many models."""
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
-    w, v = np.linalg.eigh((s1 + s1.T) / 2)
-    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    root1 = sqrt_psd(s1) if root1 is None else root1
     m = root1 @ s2 @ root1
     tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
+
+
+def sqrt_psd(sigma):
+    """The symmetric square root of a covariance matrix (negative rounding noise clipped to 0)."""
+    s = np.asarray(sigma, np.float64)
+    w, v = np.linalg.eigh((s + s.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
 
 
 def feature_stats(features):
@@ -131,8 +137,8 @@ def train_cnn(ds, *, seed=0, epochs=30, device="cpu"):
     return model, acc
 
 
-def cnn_extractor(ds, cache, seed, device):
-    """The cached classifier of this dataset, trained on first use."""
+def cnn_extractor(ds, cache, seed, device, epochs=30):
+    """The cached classifier of this dataset, trained on first use (for `epochs` epochs)."""
     if ds.labels is None:
         raise DataError(f"{ds.name} has no labels, so the cnn features cannot be trained; use --features inception")
     path = os.path.join(cache, f"fid_cnn_{_safe(ds.name)}.pt")
@@ -143,7 +149,7 @@ def cnn_extractor(ds, cache, seed, device):
         model.load_state_dict(saved["model"])
         acc = saved["accuracy"]
     else:
-        model, acc = train_cnn(ds, seed=seed, device=device)
+        model, acc = train_cnn(ds, seed=seed, epochs=epochs, device=device)
         save_checkpoint(path, dict(model=model.state_dict(), accuracy=acc, num_classes=num_classes, seed=seed))
     model.eval()
     print(f"cnn features: held-out accuracy {acc:.3f} ({path})")
@@ -265,18 +271,22 @@ def up_to_date(args, entries, masks):
             files, shas, n = [str(p) for p in f["files"]], [str(s) for s in f["mask_sha256"]], int(f["n_samples"])
     except Exception:
         return False
-    if args.ref_models:  # FID2 only covers the rows both folders have
-        entries = [e for e in entries if os.path.exists(os.path.join(args.ref_models, os.path.basename(e[0])))]
     expected = [row_sha256(masks[i]) if i >= 0 else "" for _, i, _ in entries]
     return files == [os.path.basename(p) for p, _, _ in entries] and shas == expected and n == args.n_samples
 
 
 def main(args):
     device = pick_device(args.device)
+    if args.n_ref == 1:
+        raise DataError("--n-ref must be 0 (all images) or at least 2 (a covariance needs two)")
     cache = args.cache or os.path.dirname(os.path.dirname(os.path.abspath(args.out)))
     clean = load_dataset(args.data)  # FID is always against the uncorrupted data
     masks = load_masks(args.masks, n=len(clean)) if args.masks else None
     entries = list_models(args.models, args.masks)
+    if args.ref_models:  # FID2 only where both folders have the row
+        entries = [e for e in entries if os.path.exists(os.path.join(args.ref_models, os.path.basename(e[0])))]
+        if not entries:
+            raise DataError(f"no model of {args.models} has a partner in {args.ref_models}")
     if os.path.exists(args.out) and not args.force and up_to_date(args, entries, masks):
         print(f"skip: {args.out} exists for these {len(entries)} models (use --force to recompute)")
         return
@@ -288,6 +298,7 @@ def main(args):
         extract, num_classes, meta = inception_extractor(args.inception_weights, device)
     mu_ref, sigma_ref = (None, None) if args.ref_models else reference_stats(extract, clean, cache, kind, args.batch_size,
                                                                                   args.n_ref, args.seed)
+    root_ref = None if args.ref_models else sqrt_psd(sigma_ref)  # once for all models
     c, h = clean.images.shape[1:3]
     noise = torch.randn((args.n_samples, c, h, h), generator=torch.Generator().manual_seed(args.seed))
 
@@ -308,6 +319,8 @@ def main(args):
             with np.load(cached) as f:
                 return ckpt, sha, f["mu"], f["sigma"], (f["class_hist"] if num_classes else None), float(f["seconds"])
         schedule = Schedule(**ckpt["schedule"])
+        if args.ddim_steps > schedule.T:
+            raise DataError(f"--ddim-steps must lie in 1..{schedule.T} (the model's T), got {args.ddim_steps}")
         t0 = time.perf_counter()
         x = sample_model(ckpt, schedule, noise, args.ddim_steps, args.batch_size, device)
         seconds = time.perf_counter() - t0
@@ -319,16 +332,15 @@ def main(args):
         return ckpt, sha, mu, sigma, hist, seconds
 
     rows = {k: [] for k in ("index", "seed", "fid", "class_hist", "seconds", "train_seconds", "mask_sha256", "files")}
-    for path, index, seed in tqdm(entries, desc=f"behaviours {os.path.basename(args.out)}", mininterval=2.0,
-                                      disable=None):
-        if args.ref_models and not os.path.exists(os.path.join(args.ref_models, os.path.basename(path))):
-            continue  # FID2 only where both folders have the row
+    progress = Progress(len(entries), f"behaviours {os.path.basename(args.out)}")
+    for path, index, seed in entries:
+        t0 = time.perf_counter()
         ckpt, sha, mu, sigma, hist, seconds = behaviour(path, index)
         if args.ref_models:
             _, _, mu_other, sigma_other, _, _ = behaviour(os.path.join(args.ref_models, os.path.basename(path)), index)
             fid = frechet_distance(mu, sigma, mu_other, sigma_other)
         else:
-            fid = frechet_distance(mu, sigma, mu_ref, sigma_ref)
+            fid = frechet_distance(mu_ref, sigma_ref, mu, sigma, root1=root_ref)
         rows["index"].append(index)
         rows["seed"].append(seed if seed >= 0 else (ckpt.get("args") or {}).get("seed", -1))
         rows["fid"].append(fid)
@@ -337,8 +349,8 @@ def main(args):
         rows["train_seconds"].append(float(ckpt.get("seconds", 0.0)))
         rows["mask_sha256"].append(sha)
         rows["files"].append(os.path.basename(path))
-    if not rows["index"]:
-        raise DataError(f"no model of {args.models} has a partner in {args.ref_models}")
+        progress.update(os.path.basename(path), time.perf_counter() - t0)
+    progress.close()
     out = {k: np.asarray(v) for k, v in rows.items() if not (k == "class_hist" and num_classes is None)}
     save_npz(args.out, **out, features=meta["kind"], n_samples=args.n_samples, ddim_steps=args.ddim_steps,
              masks=os.path.basename(args.masks) if args.masks else "", ref_models=args.ref_models or "")
@@ -348,4 +360,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    run(main, parse_args(), errors=(CheckpointError,))
+    run(main, parse_args(), errors=(InputError,))

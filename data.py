@@ -12,10 +12,13 @@ Datasets (`--data`):
     ds = load_dataset("digits", corrupt=0.1, corrupt_seed=0)   # ds.images uint8 (N, C, H, W)
     masks = make_masks(len(ds), count=64, alpha=0.5, seed=1)    # (64, N) bool, 50% ones per row
 """
+import argparse
 import hashlib
+import math
 import os
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -127,8 +130,11 @@ def _load_folder(path):
         raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {path}")
     arrays = []
     for f in files:
-        with Image.open(os.path.join(path, f)) as im:
-            a = np.asarray(im.convert("L" if im.mode in ("1", "L", "LA", "I", "I;16") else "RGB"))
+        try:
+            with Image.open(os.path.join(path, f)) as im:
+                a = np.asarray(im.convert("L" if im.mode in ("1", "L", "LA", "I", "I;16") else "RGB"))
+        except Exception as e:  # PIL raises several kinds for a file that is not an image
+            raise DataError(f"{os.path.join(path, f)} is not a readable image ({type(e).__name__})")
         arrays.append(a[:, :, None] if a.ndim == 2 else a)
     if len({a.shape for a in arrays}) != 1:
         raise DataError(f"images in {path} differ in size or channels")
@@ -225,8 +231,12 @@ def load_masks(path, n=None):
         masks = np.load(path, allow_pickle=False)
     except Exception as e:
         raise DataError(f"cannot read mask file {path}: {type(e).__name__}")
+    if not isinstance(masks, np.ndarray):  # an .npz archive, say
+        raise DataError(f"{path} is not a mask file (an .npy array of bool)")
     if masks.ndim != 2 or masks.dtype != bool:
         raise DataError(f"{path}: masks must be a 2-d bool array, got {masks.dtype} {masks.shape}")
+    if masks.shape[0] == 0:
+        raise DataError(f"{path} has no rows")
     if n is not None and masks.shape[1] != n:
         raise DataError(f"{path}: masks have width {masks.shape[1]} but the dataset has {n} images")
     return masks
@@ -280,9 +290,70 @@ def add_data_args(parser):
     """--data, --corrupt and --corrupt-seed, spelled the same in every script."""
     parser.add_argument("--data", default="digits",
                         help="digits (embedded), cifar10 (torchvision download), npz:PATH or folder:PATH")
-    parser.add_argument("--corrupt", type=float, default=0.0,
+    parser.add_argument("--corrupt", type=fraction, default=0.0,
                         help="fraction of training images replaced by uniform noise (to test attribution)")
     parser.add_argument("--corrupt-seed", type=int, default=0, help="seed choosing the corrupted images")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's rule for bad input: one line on stderr and exit code 2
+    (argparse's own error() prints the whole usage first). The module docstring is the help."""
+
+    def __init__(self, doc):
+        super().__init__(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    def error(self, message):
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _number(kind, check, what):
+    """An argparse type: parse with `kind`, then refuse values that are not finite or fail `check`."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+        if not (math.isfinite(value) and check(value)):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+    return parse
+
+
+positive_int = _number(int, lambda v: v > 0, "a positive integer")
+nonnegative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
+positive_float = _number(float, lambda v: v > 0, "a positive number")
+nonnegative_float = _number(float, lambda v: v >= 0, "a non-negative number")
+open_fraction = _number(float, lambda v: 0 < v < 1, "in (0, 1)")  # alpha, pruning ratio
+fraction = _number(float, lambda v: 0 <= v < 1, "in [0, 1)")  # corrupted share, EMA decay
+at_least_two = _number(int, lambda v: v >= 2, "at least 2")  # samples for a covariance, CV folds
+
+
+class Progress:
+    """Progress over the models of a per-row stage: tqdm's bar on a terminal; in a log (output not a
+    terminal) one line per finished model with its seconds, the running mean and the time left."""
+
+    def __init__(self, total, desc):
+        from tqdm import tqdm
+        self.total, self.desc, self.count, self.start = total, desc, 0, time.perf_counter()
+        self.bar = tqdm(total=total, desc=desc, disable=None) if sys.stderr.isatty() and sys.stdout.isatty() else None
+
+    def update(self, label, seconds):
+        self.count += 1
+        if self.bar is not None:
+            self.bar.update()
+            return
+        mean = (time.perf_counter() - self.start) / self.count  # wall time per model, loading included
+        print(f"{self.desc}: {label} done in {seconds:.1f} s [{self.count}/{self.total}, mean {mean:.1f} s, "
+              f"about {format_seconds(mean * (self.total - self.count))} left]", flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def format_seconds(s):
+    return f"{s:.0f} s" if s < 90 else (f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h")
 
 
 def run(main, args, errors=()):

@@ -374,7 +374,11 @@ def ema_update(ema_model, model, decay, step):
 # ----------------------------------------------------------------------------------------------
 # Checkpoints
 
-class CheckpointError(Exception):
+class InputError(Exception):
+    """Bad input a user can cause (the scripts turn it into one line on stderr and exit code 2)."""
+
+
+class CheckpointError(InputError):
     """A checkpoint that is missing, unreadable or not one of ours."""
 
 
@@ -438,4 +442,10 @@ def pick_device(name):
     """--device auto picks CUDA when present."""
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: no CUDA device is available here")
     return name

@@ -21,28 +21,39 @@ import warnings
 import numpy as np
 from scipy.stats import spearmanr
 
-from data import DataError, atomic_write, load_dataset, load_masks, run, save_grid
-from fit_datamodel import aligned, attribute, load_behaviors
+from data import ArgumentParser, DataError, atomic_write, fraction, load_dataset, load_masks, run, save_grid
+from fit_datamodel import aligned, attribute, load_behaviors, load_npz
 
 POOLS = ("unlearn", "retrain")  # the two ways of making models for the datamodel
 BOOTSTRAP = 2000
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("--run", default=None, help="run folder: evaluate everything and write report.md")
     p.add_argument("--attributions", default=None, help="one attributions file (with --masks, --behaviors)")
     p.add_argument("--masks", default=None, help="held-out mask file (lds.npy)")
     p.add_argument("--behaviors", default=None, help="behaviours of the held-out retrained models")
     p.add_argument("--data", default="digits", help="the training data, to show the most harmful/helpful images")
-    p.add_argument("--corrupt", type=float, default=0.0)
+    p.add_argument("--corrupt", type=fraction, default=0.0)
     p.add_argument("--corrupt-seed", type=int, default=0)
-    p.add_argument("--budgets", default=None, help="comma-separated budgets in retraining units "
+    p.add_argument("--budgets", type=parse_budgets, default=None, help="comma-separated budgets in retraining units "
                    "(default: 2, 4, 8, ... up to the number of retrained models)")
     p.add_argument("--class-behavior", default="auto", help="class:K for the class-proportion behaviour; auto: "
                    "the class whose share varies most across the unlearned models")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the CV folds")
     return p.parse_args(argv)
+
+
+def parse_budgets(text):
+    """'2,4,8' -> [2.0, 4.0, 8.0] (an argparse type)."""
+    try:
+        budgets = [float(b) for b in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use comma-separated numbers of retrainings, e.g. 2,4,8")
+    if not all(np.isfinite(b) and b > 0 for b in budgets):
+        raise argparse.ArgumentTypeError(f"{text!r}: every budget must be a positive number")
+    return sorted(set(budgets))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -214,7 +225,7 @@ def evaluate_run(args):
     prune_seconds = float(pruned["train_seconds"][0]) if pruned is not None else 0.0
     n_retrain = len(pools_fid["retrain"]["y"])
     if args.budgets:
-        budgets = [float(b) for b in args.budgets.split(",")]
+        budgets = args.budgets
     else:
         budgets = sorted({b for b in (2, 4, 8, 16, 32, 64) if b <= n_retrain} | {n_retrain})
     results = dict(budgets=budgets, unit_seconds=unit, prune_seconds=prune_seconds, behaviors={})
@@ -233,6 +244,8 @@ def evaluate_run(args):
             top = curves[behavior][-1]
             for name in POOLS:
                 n = top[f"n_{name}"]
+                if n < 2:  # the largest budget buys too few models for a fit
+                    continue
                 scores, intercept, _ = attribute(pools[name]["X"][:n], pools[name]["y"][:n], "datamodel", seed=args.seed)
                 attributions[name] = scores
                 scatter[f"{name} (budget {top['budget']:g}, {n} models)"] = (held["X"] @ scores + intercept, held["y"])
@@ -270,6 +283,10 @@ def evaluate_run(args):
     report = render_report(results, run_dir, corrupted, ds, order)
     atomic_write(os.path.join(run_dir, "report.md"), lambda f: f.write(report.encode()))
     return results
+
+
+def _auc(aucs, name):
+    return f"{aucs[name]:.3f}" if name in aucs else "n/a (too few models)"
 
 
 def render_report(r, run_dir, corrupted, ds, order):
@@ -316,8 +333,8 @@ def render_report(r, run_dir, corrupted, ds, order):
         top16 = int(np.isin(order[:16], corrupted).sum())
         lines += ["## Finding the corrupted images", "",
                   f"{len(corrupted)} of {len(ds)} training images were replaced by noise. Detection AUC of the attribution "
-                  f"scores (corrupted = positive): unlearning at the largest budget {a['unlearn']:.3f}, retraining at the "
-                  f"largest budget {a['retrain']:.3f}; unlearning with every unlearned model {a['unlearn_all']:.3f} "
+                  f"scores (corrupted = positive): unlearning at the largest budget {_auc(a, 'unlearn')}, retraining at the "
+                  f"largest budget {_auc(a, 'retrain')}; unlearning with every unlearned model {a['unlearn_all']:.3f} "
                   f"(Banzhaf {a['unlearn_all_banzhaf']:.3f}). {top16} of the 16 most harmful images are corrupted.", ""]
     return "\n".join(lines)
 
@@ -335,13 +352,17 @@ def headline(r):
 
 def main(args):
     if args.run:
+        if not os.path.isdir(args.run):
+            raise DataError(f"run folder not found: {args.run}")
         results = evaluate_run(args)
         print(headline(results))
         print(f"wrote {os.path.join(args.run, 'report.md')} and figures/")
         return
     if not (args.attributions and args.masks and args.behaviors):
         raise DataError("give --run RUN, or --attributions, --masks and --behaviors")
-    att = load_behaviors(args.attributions)
+    att = load_npz(args.attributions, "attributions file", ("scores", "intercept", "behavior"))
+    if not np.isfinite(att["scores"]).all():
+        raise DataError(f"{args.attributions}: scores must be finite")
     masks = load_masks(args.masks)
     if len(att["scores"]) != masks.shape[1]:
         raise DataError(f"attributions have {len(att['scores'])} scores but {args.masks} has width {masks.shape[1]}")

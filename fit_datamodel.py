@@ -14,35 +14,56 @@ Sign convention: gamma = FID, lower is better, so a positive score means includi
 FID (harmful). For class:K a positive score means the image makes class K more frequent.
 Rows with several models (training seeds) are averaged. numpy/scipy/scikit-learn only.
 """
-import argparse
 import warnings
 
 import numpy as np
 
-from data import DataError, load_masks, row_sha256, run, save_npz
+from data import ArgumentParser, DataError, at_least_two, load_masks, positive_int, row_sha256, run, save_npz
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("--masks", required=True, help="mask file the behaviours' rows come from")
     p.add_argument("--behaviors", required=True, help="behaviours file (compute_fid.py)")
     p.add_argument("--out", required=True, help="attributions file to write (.npz)")
     p.add_argument("--method", choices=["datamodel", "banzhaf"], default="datamodel")
     p.add_argument("--behavior", default="fid", help="fid, or class:K (share of samples classified as K)")
-    p.add_argument("--max-models", type=int, default=None, help="use the first n rows only")
-    p.add_argument("--folds", type=int, default=5, help="cross-validation folds choosing the regularisation")
+    p.add_argument("--max-models", type=positive_int, default=None, help="use the first n rows only")
+    p.add_argument("--folds", type=at_least_two, default=5, help="cross-validation folds choosing the regularisation")
     p.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds")
     return p.parse_args(argv)
 
 
-def load_behaviors(path):
+def load_npz(path, what, required=()):
+    """The arrays of an .npz file as a dict; refuse a missing or unreadable file, or one without `required`."""
     try:
         with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
+            arrays = {k: f[k] for k in f.files}
     except FileNotFoundError:
-        raise DataError(f"behaviours file not found: {path}")
+        raise DataError(f"{what} not found: {path}")
     except Exception as e:
-        raise DataError(f"cannot read behaviours file {path}: {type(e).__name__}")
+        raise DataError(f"cannot read {what} {path}: {type(e).__name__}")
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise DataError(f"{path} is not a {what} (no {', '.join(missing)})")
+    return arrays
+
+
+def load_behaviors(path):
+    """A behaviours file of compute_fid.py, checked: one finite FID per entry, every per-entry array
+    of the same length, class histograms with at least one sample."""
+    beh = load_npz(path, "behaviours file", ("index", "mask_sha256", "fid"))
+    m = len(beh["fid"])
+    for key in ("index", "mask_sha256", "fid", "class_hist", "seconds", "train_seconds"):
+        if key in beh and (beh[key].ndim == 0 or len(beh[key]) != m):
+            raise DataError(f"{path}: '{key}' has {beh[key].size} entries but 'fid' has {m}")
+    if beh["fid"].dtype.kind not in "fiu" or not np.isfinite(beh["fid"]).all():
+        raise DataError(f"{path}: FID must be finite numbers ({int(np.sum(~np.isfinite(beh['fid'].astype(float))))} "
+                        f"are not)")
+    if "class_hist" in beh and beh["class_hist"].size and (beh["class_hist"].ndim != 2 or
+                                                           (beh["class_hist"].sum(1) <= 0).any()):
+        raise DataError(f"{path}: 'class_hist' must be (models, classes) counts with at least one sample per model")
+    return beh
 
 
 def behavior_values(beh, behavior):
@@ -52,7 +73,10 @@ def behavior_values(beh, behavior):
     if behavior.startswith("class:"):
         if "class_hist" not in beh:
             raise DataError("these behaviours have no class histogram (computed with inception features?)")
-        k = int(behavior[6:])
+        try:
+            k = int(behavior[6:])
+        except ValueError:
+            raise DataError(f"bad behaviour {behavior!r}: use class:K with an integer K")
         hist = beh["class_hist"].astype(np.float64)
         if not 0 <= k < hist.shape[1]:
             raise DataError(f"class {k} is out of range 0..{hist.shape[1] - 1}")

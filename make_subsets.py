@@ -7,20 +7,20 @@ exactly round(alpha * N) training images (the paper: alpha = 0.5).
 `--first-of FILE` copies the first --count rows of another mask file instead (the retraining
 baseline's masks are the first R rows of the unlearning masks, so FID2 pairs exist).
 """
-import argparse
 import os
 
-from data import DataError, add_data_args, load_dataset, load_masks, make_masks, run, save_npy
+from data import (ArgumentParser, DataError, add_data_args, load_dataset, load_masks, make_masks, open_fraction, positive_int,
+                  run, save_npy)
 
 PAPER_ALPHA = 0.5  # subset fraction used by the paper (and by LDS)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     add_data_args(p)
-    p.add_argument("--n", type=int, default=None, help="number of training images (default: the dataset's size)")
-    p.add_argument("--count", type=int, required=True, help="number of subsets (rows)")
-    p.add_argument("--alpha", type=float, default=PAPER_ALPHA, help="fraction of images in each subset (paper: 0.5)")
+    p.add_argument("--n", type=positive_int, default=None, help="number of training images (default: the dataset's size)")
+    p.add_argument("--count", type=positive_int, required=True, help="number of subsets (rows)")
+    p.add_argument("--alpha", type=open_fraction, default=PAPER_ALPHA, help="fraction of images in each subset (paper: 0.5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsets")
     p.add_argument("--first-of", default=None, help="take the first --count rows of this mask file instead")
     p.add_argument("--out", required=True, help="mask file to write, (count, N) bool .npy")

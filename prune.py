@@ -16,15 +16,15 @@ over timesteps; it has no meaning for magnitude pruning, so there is no such fla
 The pruned EMA weights become both `model` and `ema` of the output; its `seconds` (pruning plus
 fine-tune) is part of the unlearning method's cost.
 """
-import argparse
 import os
 import time
 
 import torch
 import torch.nn as nn
 
-from data import DataError, add_data_args, load_dataset, run, to_model_space
-from ddpm import (AttnBlock, CheckpointError, Schedule, build_model, file_sha256, fixed_noise_loss, layer_widths,
+from data import (ArgumentParser, DataError, add_data_args, fraction, load_dataset, nonnegative_int, open_fraction,
+                  positive_float, positive_int, run, to_model_space)
+from ddpm import (InputError, AttnBlock, Schedule, build_model, file_sha256, fixed_noise_loss, layer_widths,
                   load_checkpoint, pick_device, save_checkpoint)
 from train_ddpm import new_state, sample_grid, state_to_checkpoint, train
 
@@ -32,23 +32,23 @@ PAPER_RATIO = 0.3  # the paper's pruning ratio (following Fang et al. 2023)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("--ckpt", required=True, help="trained checkpoint (train_ddpm.py)")
     p.add_argument("--out", required=True, help="pruned checkpoint to write")
-    p.add_argument("--ratio", type=float, default=PAPER_RATIO,
+    p.add_argument("--ratio", type=open_fraction, default=PAPER_RATIO,
                    help="fraction of channels (structured) or weights (unstructured) removed; paper: 0.3")
     p.add_argument("--mode", choices=["structured", "unstructured"], default="structured")
     p.add_argument("--norm", type=int, choices=[1, 2], default=2, help="channel importance: L1 or L2 norm")
     add_data_args(p)
-    p.add_argument("--steps", type=int, default=0, help="fine-tune steps on all data after pruning (0: none)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3, help="fine-tune Adam learning rate")
-    p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--steps", type=nonnegative_int, default=0, help="fine-tune steps on all data after pruning (0: none)")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="fine-tune Adam learning rate")
+    p.add_argument("--warmup", type=nonnegative_int, default=20)
+    p.add_argument("--ema-decay", type=fraction, default=0.999)
     p.add_argument("--seed", type=int, default=0, help="seed of the fine-tune's minibatches and noise")
     p.add_argument("--device", default="auto")
-    p.add_argument("--grid", type=int, default=100, help="DDIM samples in the PNG beside the checkpoint (0: none)")
-    p.add_argument("--ddim-steps", type=int, default=100)
+    p.add_argument("--grid", type=nonnegative_int, default=100, help="DDIM samples in the PNG beside the checkpoint (0: none)")
+    p.add_argument("--ddim-steps", type=positive_int, default=100)
     p.add_argument("--force", action="store_true", help="redo even if --out exists")
     return p.parse_args(argv)
 
@@ -114,8 +114,6 @@ def pruned_fraction(model, masks):
 
 
 def main(args):
-    if not 0.0 < args.ratio < 1.0:
-        raise DataError(f"--ratio must lie in (0, 1), got {args.ratio}")
     if os.path.exists(args.out) and not args.force:
         load_checkpoint(args.out)
         print(f"skip: {args.out} exists (use --force to redo)")
@@ -167,4 +165,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    run(main, parse_args(), errors=(CheckpointError,))
+    run(main, parse_args(), errors=(InputError,))

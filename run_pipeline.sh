@@ -16,7 +16,7 @@ PY=${PYTHON:-python}
 case "$PRESET" in
   quick)
     : "${RUN:=runs/quick}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.05}"
-    : "${TRAIN_STEPS:=150}" "${RETRAIN_STEPS:=150}" "${PRUNE_STEPS:=20}" "${UNLEARN_STEPS:=15}" "${BATCH:=32}"
+    : "${TRAIN_STEPS:=80}" "${RETRAIN_STEPS:=80}" "${PRUNE_STEPS:=20}" "${UNLEARN_STEPS:=15}" "${BATCH:=32}"
     : "${M:=8}" "${R:=3}" "${K:=4}" "${SEED_PAIRS:=1}" "${N_SAMPLES:=64}" "${DDIM_STEPS:=5}" "${GRID:=16}" ;;
   default)
     : "${RUN:=runs/default}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.05}"
@@ -53,13 +53,26 @@ stage() { echo; echo "=== [$(( $(date +%s) - START ))s] $*"; }
 mkdir -p "$RUN/masks" "$RUN/models" "$RUN/behaviors" "$RUN/attributions"
 echo "preset $PRESET -> $RUN (JOBS=$JOBS parallel jobs of $THREADS threads)"
 
-# train_ddpm.py on rows FROM:TO of a mask file, JOBS at a time: retrain MASKNAME FROM TO SEED FOLDER
+# Run a per-row script over mask rows FROM..TO-1 as JOBS processes of THREADS threads, each given one
+# contiguous range in place of the word ROWS; fails when any of them fails.
+chunks() {
+  local from=$1 to=$2 size a b pids=() status=0
+  shift 2
+  [ "$to" -gt "$from" ] || return 0
+  size=$(( (to - from + JOBS - 1) / JOBS ))
+  for (( a = from; a < to; a += size )); do
+    b=$(( a + size < to ? a + size : to ))
+    OMP_NUM_THREADS=$THREADS "${@//ROWS/$a:$b}" &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+  return "$status"
+}
+
+# train_ddpm.py from scratch on rows FROM..TO-1 of a mask file: retrain MASKS FROM TO SEED FOLDER [SUFFIX]
 retrain() {
-  local masks=$1 from=$2 to=$3 seed=$4 folder=$5 suffix=${6:-}
-  mkdir -p "$folder"
-  seq "$from" $(( to - 1 )) | OMP_NUM_THREADS=$THREADS xargs -P "$JOBS" -I{} sh -c \
-    "$PY train_ddpm.py ${DATA_FLAGS[*]} ${COMMON_TRAIN[*]} --steps $RETRAIN_STEPS --seed $seed --grid 0 \
-       --masks $masks --index {} --out $folder/\$(printf %05d {})$suffix.pt > /dev/null"
+  chunks "$2" "$3" $PY train_ddpm.py "${DATA_FLAGS[@]}" "${COMMON_TRAIN[@]}" --steps "$RETRAIN_STEPS" --seed "$4" \
+    --grid 0 --masks "$1" --indices ROWS --out "$5" --suffix="${6:-}"
 }
 
 stage "1/9 train on all data ($TRAIN_STEPS steps)"
@@ -78,13 +91,8 @@ $PY make_subsets.py --count "$R" --first-of "$RUN/masks/unlearn.npy" --out "$RUN
 $PY make_subsets.py "${DATA_FLAGS[@]}" --count "$K" --alpha "$ALPHA" --seed 2 --out "$RUN/masks/lds.npy"
 
 stage "4/9 sparsified unlearning: $M models, $UNLEARN_STEPS steps each"
-CHUNK=$(( (M + JOBS - 1) / JOBS ))
-for (( a = 0; a < M; a += CHUNK )); do
-  b=$(( a + CHUNK < M ? a + CHUNK : M ))
-  OMP_NUM_THREADS=$THREADS $PY unlearn.py --ckpt "$RUN/pruned.pt" "${DATA_FLAGS[@]}" --masks "$RUN/masks/unlearn.npy" --indices "$a:$b" \
-    --out "$RUN/models/unlearn" --steps "$UNLEARN_STEPS" --batch-size "$BATCH" --device "$DEVICE" $UNLEARN_FLAGS &
-done
-wait
+chunks 0 "$M" $PY unlearn.py --ckpt "$RUN/pruned.pt" "${DATA_FLAGS[@]}" --masks "$RUN/masks/unlearn.npy" \
+  --indices ROWS --out "$RUN/models/unlearn" --steps "$UNLEARN_STEPS" --batch-size "$BATCH" --device "$DEVICE" $UNLEARN_FLAGS
 
 stage "5/9 retraining baseline: $R models from scratch ($RETRAIN_STEPS steps), and $SEED_PAIRS with a second seed"
 retrain "$RUN/masks/retrain.npy" 0 "$R" 0 "$RUN/models/retrain"
@@ -94,17 +102,27 @@ stage "6/9 ground truth for LDS: $K models retrained from scratch on held-out su
 retrain "$RUN/masks/lds.npy" 0 "$K" 0 "$RUN/models/lds" -s0
 
 stage "7/9 behaviours: FID ($FEATURES features, $N_SAMPLES DDIM-$DDIM_STEPS samples per model)"
-# one folder at a time, each with every core: sampling is large batched matrix work
-fid() { $PY compute_fid.py "${FID_FLAGS[@]}" "$@"; }
-fid --models "$RUN/full.pt" --out "$RUN/behaviors/full.npz"
-fid --models "$RUN/pruned.pt" --out "$RUN/behaviors/pruned.npz"
-for pool in unlearn retrain lds; do
-  fid --models "$RUN/models/$pool" --masks "$RUN/masks/$pool.npy" --out "$RUN/behaviors/$pool.npz"
-done
-fid --models "$RUN/models/unlearn" --ref-models "$RUN/models/retrain" --masks "$RUN/masks/unlearn.npy" \
-  --out "$RUN/behaviors/fid2.npz"
-fid --models "$RUN/models/retrain_seed1" --ref-models "$RUN/models/retrain" --masks "$RUN/masks/retrain.npy" \
-  --out "$RUN/behaviors/fid_seeds.npz"
+# Two lanes of THREADS threads each when JOBS >= 2 (small pools are dominated by start-up, not arithmetic);
+# FID2 and the seed pairs come last: they reuse the pools' cached per-model statistics.
+fid() { OMP_NUM_THREADS=$THREADS $PY compute_fid.py "${FID_FLAGS[@]}" "$@"; }
+pool() { fid --models "$RUN/models/$1" --masks "$RUN/masks/$1.npy" --out "$RUN/behaviors/$1.npz"; }
+fid2() { fid --models "$RUN/models/unlearn" --ref-models "$RUN/models/retrain" --masks "$RUN/masks/unlearn.npy" \
+           --out "$RUN/behaviors/fid2.npz"; }
+fid_seeds() { fid --models "$RUN/models/retrain_seed1" --ref-models "$RUN/models/retrain" \
+                --masks "$RUN/masks/retrain.npy" --out "$RUN/behaviors/fid_seeds.npz"; }
+if [ "$JOBS" -ge 2 ]; then
+  { fid --models "$RUN/full.pt" --out "$RUN/behaviors/full.npz"; pool unlearn; } & lane=$!
+  fid --models "$RUN/pruned.pt" --out "$RUN/behaviors/pruned.npz"; pool retrain; pool lds
+  wait "$lane"
+  fid2 & lane=$!
+  fid_seeds
+  wait "$lane"
+else
+  THREADS=$CORES
+  fid --models "$RUN/full.pt" --out "$RUN/behaviors/full.npz"
+  fid --models "$RUN/pruned.pt" --out "$RUN/behaviors/pruned.npz"
+  pool unlearn; pool retrain; pool lds; fid2; fid_seeds
+fi
 
 stage "8/9 attributions (datamodel on every model of each pool)"
 for pool in unlearn retrain; do

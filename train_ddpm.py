@@ -4,12 +4,13 @@ one row of a mask file (the ground truth the attributions are judged against).
     python train_ddpm.py --data digits --out runs/demo/full.pt
     python train_ddpm.py --data digits --masks runs/x/masks/lds.npy --index 3 --seed 0 \\
         --out runs/x/models/lds/00003-s0.pt
+    python train_ddpm.py --data digits --masks runs/x/masks/lds.npy --indices 0:8 --seed 0 \\
+        --out runs/x/models/lds --suffix -s0          # rows 0..7 in one process: 00000-s0.pt, ...
 
 A killed run resumes from `<out>.partial` (saved every --ckpt-every steps) and ends with the same
 weights as an uninterrupted one. An existing, loadable output is skipped unless --force. A PNG grid
 of DDIM samples from the EMA weights is written beside the checkpoint.
 """
-import argparse
 import copy
 import math
 import os
@@ -18,35 +19,44 @@ import time
 import torch
 from tqdm import tqdm
 
-from data import DataError, add_data_args, load_dataset, load_masks, row_sha256, run, save_grid, to_model_space, to_uint8
-from ddpm import (ARCHS, CheckpointError, Schedule, UNet, apply_masks, count_params, ddim_sample, ddpm_loss,
+from data import (ArgumentParser, DataError, Progress, add_data_args, fraction, load_dataset, load_masks, nonnegative_float,
+                  nonnegative_int, parse_range, positive_float, positive_int, row_sha256, run, save_grid, to_model_space,
+                  to_uint8)
+from ddpm import (InputError, ARCHS, Schedule, UNet, apply_masks, count_params, ddim_sample, ddpm_loss,
                   ema_update, load_checkpoint, pick_device, save_checkpoint)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     add_data_args(p)
-    p.add_argument("--out", required=True, help="checkpoint to write")
+    p.add_argument("--out", required=True, help="checkpoint to write (with --indices: a folder)")
     p.add_argument("--arch", choices=sorted(ARCHS), default=None,
                    help="named architecture (default: digits for digits, cifar10 otherwise, resized to the data)")
     p.add_argument("--masks", default=None, help="mask file: retrain on one of its rows only")
-    p.add_argument("--index", type=int, default=None, help="row of --masks to train on")
-    p.add_argument("--steps", type=int, default=2000, help="optimizer steps (Ho et al.: 800k on CIFAR-10; "
+    p.add_argument("--index", type=nonnegative_int, default=None, help="row of --masks to train on")
+    p.add_argument("--indices", default=None, help="rows START:STOP (half-open) of --masks, one model each, in this "
+                   "one process: <out>/<row:05d><suffix>.pt")
+    p.add_argument("--suffix", default="", help="with --indices: appended to each file name (e.g. -s0 for the seed)")
+    p.add_argument("--steps", type=positive_int, default=2000, help="optimizer steps (Ho et al.: 800k on CIFAR-10; "
                    "the paper's models: 200k)")
-    p.add_argument("--batch-size", type=int, default=64, help="minibatch size (Ho et al.: 128)")
-    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (Ho et al.: 2e-4 on CIFAR-10)")
-    p.add_argument("--warmup", type=int, default=100, help="linear learning-rate warm-up steps (Ho et al.: 5000)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="minibatch size (Ho et al.: 128)")
+    p.add_argument("--lr", type=positive_float, default=2e-3, help="Adam learning rate (Ho et al.: 2e-4 on CIFAR-10)")
+    p.add_argument("--warmup", type=nonnegative_int, default=100,
+                   help="linear learning-rate warm-up steps (Ho et al.: 5000)")
     p.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine",
                    help="after warm-up: cosine decay to 0 (fast short runs) or constant (Ho et al.)")
-    p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the sampled weights "
+    p.add_argument("--ema-decay", type=fraction, default=0.999, help="EMA decay of the sampled weights "
                    "(Ho et al.: 0.9999)")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="gradient norm clip (Ho et al.: 1.0)")
+    p.add_argument("--grad-clip", type=nonnegative_float, default=1.0, help="gradient norm clip, 0: none "
+                   "(Ho et al.: 1.0)")
     p.add_argument("--hflip", action="store_true", help="random horizontal flips (Ho et al. on CIFAR-10)")
     p.add_argument("--seed", type=int, default=0, help="seed of initial weights, minibatch order and noise")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
-    p.add_argument("--ckpt-every", type=int, default=500, help="save <out>.partial every this many steps")
-    p.add_argument("--grid", type=int, default=100, help="DDIM samples in the PNG beside the checkpoint (0: none)")
-    p.add_argument("--ddim-steps", type=int, default=100, help="DDIM steps for the grid (the paper: 100)")
+    p.add_argument("--ckpt-every", type=nonnegative_int, default=500,
+                   help="save <out>.partial every this many steps (0: never)")
+    p.add_argument("--grid", type=nonnegative_int, default=100,
+                   help="DDIM samples in the PNG beside the checkpoint (0: none)")
+    p.add_argument("--ddim-steps", type=positive_int, default=100, help="DDIM steps for the grid (the paper: 100)")
     p.add_argument("--force", action="store_true", help="retrain even if --out exists")
     return p.parse_args(argv)
 
@@ -160,15 +170,10 @@ def arch_config(arch, ds):
     return config
 
 
-def subset_images(ds, masks_path, index):
+def subset_images(ds, masks, index, masks_path):
     """The training images (all, or one mask row's) and the checkpoint's `subset` record."""
-    if masks_path is None:
-        if index is not None:
-            raise DataError("--index needs --masks")
+    if masks is None:
         return ds.images, None
-    masks = load_masks(masks_path, n=len(ds))
-    if index is None or not 0 <= index < len(masks):
-        raise DataError(f"--index {index} is out of range for {masks_path} ({len(masks)} rows)")
     row = masks[index]
     return ds.images[row], dict(masks=os.path.basename(masks_path), index=index, sha256=row_sha256(row))
 
@@ -184,41 +189,82 @@ def existing_done(path, subset):
     return True
 
 
-def main(args):
-    device = pick_device(args.device)
-    ds = load_dataset(args.data, corrupt=args.corrupt, corrupt_seed=args.corrupt_seed)
-    images, subset = subset_images(ds, args.masks, args.index)
-    if not args.force and existing_done(args.out, subset):
-        print(f"skip: {args.out} exists (use --force to retrain)")
-        return
-    config = arch_config(args.arch, ds)
-    schedule = Schedule()  # T = 1000, beta 1e-4 .. 0.02 (Ho et al., Sec. 4)
+def jobs_of(args, ds):
+    """[(row index or None, output path)]: one model on all data, one mask row, or a range of rows.
+    Every argument is checked here, before anything is trained or written."""
+    if args.masks is None:
+        if args.index is not None or args.indices is not None:
+            raise DataError("--index and --indices need --masks")
+        return None, [(None, args.out)]
+    masks = load_masks(args.masks, n=len(ds))
+    if (args.index is None) == (args.indices is None):
+        raise DataError("with --masks give exactly one of --index N and --indices START:STOP")
+    if args.index is not None:
+        if args.index >= len(masks):
+            raise DataError(f"--index {args.index} is out of range for {args.masks} ({len(masks)} rows)")
+        return masks, [(args.index, args.out)]
+    if os.path.isfile(args.out):
+        raise DataError(f"with --indices, --out is a folder, but {args.out} is a file")
+    return masks, [(i, os.path.join(args.out, f"{i:05d}{args.suffix}.pt"))
+                   for i in parse_range(args.indices, len(masks))]
+
+
+def train_one(args, ds, masks, index, out, schedule, config, device):
+    """Train (or resume) one model and write its checkpoint; returns its training seconds."""
+    images, subset = subset_images(ds, masks, index, args.masks)
     torch.manual_seed(args.seed)  # initial weights and dropout
     model = UNet(**config).to(device)
     state = new_state(model, lr=args.lr, seed=args.seed, device=device)
-    partial = args.out + ".partial"
+    partial = out + ".partial"
     if os.path.exists(partial) and not args.force:
         ckpt = load_checkpoint(partial)
         if ckpt.get("subset") == subset and ckpt["args"].get("seed") == args.seed and ckpt["args"].get("steps") == args.steps:
             restore_state(state, ckpt)
             print(f"resuming {partial} at step {state['step']}")
     x0_all = to_model_space(images).to(device)
+    run_args = dict(vars(args), out=out, index=index)  # the checkpoint records its own row and path
 
     def save(st):
-        save_checkpoint(partial, state_to_checkpoint(st, schedule=schedule, args=vars(args), subset=subset, partial=True))
+        save_checkpoint(partial, state_to_checkpoint(st, schedule=schedule, args=run_args, subset=subset, partial=True))
 
     train(state, schedule, x0_all, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
           lr_schedule=args.lr_schedule, ema_decay=args.ema_decay, grad_clip=args.grad_clip, hflip=args.hflip,
-          save_every=args.ckpt_every, save=save, desc=os.path.basename(args.out))
-    save_checkpoint(args.out, state_to_checkpoint(state, schedule=schedule, args=vars(args), subset=subset))
+          save_every=args.ckpt_every, save=save, desc=os.path.basename(out), progress=index is None)
+    save_checkpoint(out, state_to_checkpoint(state, schedule=schedule, args=run_args, subset=subset))
     if os.path.exists(partial):
         os.remove(partial)
     if args.grid:
-        sample_grid(state["ema"], schedule, os.path.splitext(args.out)[0] + ".png", n=args.grid,
+        sample_grid(state["ema"], schedule, os.path.splitext(out)[0] + ".png", n=args.grid,
                     ddim_steps=args.ddim_steps, seed=args.seed, device=device)
-    print(f"wrote {args.out}: {count_params(model) / 1e6:.3f}M parameters, {state['step']} steps on "
-          f"{len(images)} images, {state['seconds']:.1f} s")
+    return state["seconds"], count_params(model), len(images)
+
+
+def main(args):
+    device = pick_device(args.device)
+    ds = load_dataset(args.data, corrupt=args.corrupt, corrupt_seed=args.corrupt_seed)
+    masks, jobs = jobs_of(args, ds)
+    schedule = Schedule()  # T = 1000, beta 1e-4 .. 0.02 (Ho et al., Sec. 4)
+    if args.ddim_steps > schedule.T:
+        raise DataError(f"--ddim-steps must lie in 1..{schedule.T}, got {args.ddim_steps}")
+    config = arch_config(args.arch, ds)
+    todo = [(i, out) for i, out in jobs if args.force or not existing_done(out, subset_images(ds, masks, i, args.masks)[1])]
+    if not todo:
+        print(f"skip: {args.out if len(jobs) == 1 else f'all {len(jobs)} models in {args.out}'} exist "
+              f"(use --force to retrain)")
+        return
+    progress = Progress(len(todo), f"train {os.path.basename(args.masks or 'all data')}") if len(jobs) > 1 else None
+    total = 0.0
+    for i, out in todo:
+        seconds, params, n_images = train_one(args, ds, masks, i, out, schedule, config, device)
+        total += seconds
+        if progress:
+            progress.update(f"row {i}", seconds)
+    if progress:
+        progress.close()
+    where = todo[0][1] if len(jobs) == 1 else f"{len(todo)} models to {args.out} ({len(jobs) - len(todo)} already done)"
+    print(f"wrote {where}: {params / 1e6:.3f}M parameters, {args.steps} steps on {n_images} images, "
+          f"{total / len(todo):.1f} s each")
 
 
 if __name__ == "__main__":
-    run(main, parse_args(), errors=(CheckpointError,))
+    run(main, parse_args(), errors=(InputError,))

@@ -9,9 +9,34 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TQDM_DISABLE", "1")
+# Under pytest-xdist (.ci/run: two workers on two cores) every worker and everything it starts gets one
+# thread, so that the threads of all running jobs never exceed the cores (oversubscribed OpenMP
+# threads spin).
+THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+if THREADS == 1:
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 TINY = dict(resolution=8, in_channels=1, ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,),
             dropout=0.1, num_groups=4, mid_attn=True)
+
+
+def run_cli(script, *argv):
+    """A script's __main__ in this process, without the seconds of a new interpreter: data.run(main,
+    parse_args(argv)) as its `if __name__ == "__main__"` does. Returns what run_script returns
+    (returncode: 0 when main returned, 2 for a user error; anything else raises, traceback and all)."""
+    import contextlib
+    import importlib
+    import io
+    import data
+    import ddpm
+    module = importlib.import_module(script)
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            data.run(module.main, module.parse_args([str(a) for a in argv]), errors=(ddpm.InputError,))
+        except SystemExit as e:
+            code = e.code
+    return subprocess.CompletedProcess([script, *argv], code, out.getvalue(), err.getvalue())
 
 
 def run_script(*args, cwd=ROOT, env=None):
@@ -23,7 +48,7 @@ def run_script(*args, cwd=ROOT, env=None):
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(scope="session")
@@ -31,10 +56,10 @@ def tiny_run(tmp_path_factory):
     """A tiny trained digits model, a structured-pruned copy and a mask file, made once."""
     d = tmp_path_factory.mktemp("tiny")
     full, pruned, masks = d / "full.pt", d / "pruned.pt", d / "masks" / "unlearn.npy"
-    for args in (["train_ddpm.py", "--out", full, "--steps", "30", "--batch-size", "16", "--grid", "4",
+    for args in (["train_ddpm", "--out", full, "--steps", "30", "--batch-size", "16", "--grid", "4",
                   "--ddim-steps", "5"],
-                 ["prune.py", "--ckpt", full, "--out", pruned, "--steps", "5", "--batch-size", "16", "--grid", "0"],
-                 ["make_subsets.py", "--count", "4", "--seed", "1", "--out", masks]):
-        r = run_script(*map(str, args))
+                 ["prune", "--ckpt", full, "--out", pruned, "--steps", "5", "--batch-size", "16", "--grid", "0"],
+                 ["make_subsets", "--count", "4", "--seed", "1", "--out", masks]):
+        r = run_cli(*args)
         assert r.returncode == 0, r.stderr
     return dict(dir=d, full=full, pruned=pruned, masks=masks)

@@ -7,7 +7,7 @@ import torch
 
 import data
 import ddpm
-from conftest import TINY, run_script
+from conftest import TINY, run_cli, run_script
 
 
 def test_cifar10_architecture_has_ho_et_al_parameter_count():
@@ -115,9 +115,11 @@ def load_state(path):
 
 def test_same_seed_gives_identical_checkpoint_and_resume_matches_uninterrupted(tmp_path):
     common = ["train_ddpm.py", "--steps", "12", "--batch-size", "8", "--grid", "0", "--ckpt-every", "5"]
-    for name in ("a", "b"):
-        r = run_script(*common, "--out", str(tmp_path / f"{name}.pt"))
-        assert r.returncode == 0, r.stderr
+    # one run in this process, one in a new one: the same seed gives the same weights across processes
+    r = run_cli("train_ddpm", *common[1:], "--out", tmp_path / "a.pt")
+    assert r.returncode == 0, r.stderr
+    r = run_script(*common, "--out", str(tmp_path / "b.pt"))
+    assert r.returncode == 0, r.stderr
     a, b = load_state(tmp_path / "a.pt"), load_state(tmp_path / "b.pt")
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k])
@@ -141,7 +143,7 @@ def test_same_seed_gives_identical_checkpoint_and_resume_matches_uninterrupted(t
         train_ddpm.save_checkpoint = original
     assert saves == [5, 10] and not (tmp_path / "c.pt").exists()
     assert load_state(str(tmp_path / "c.pt") + ".partial")["step"] == 10
-    r = run_script(*common, "--out", str(tmp_path / "c.pt"))
+    r = run_cli("train_ddpm", *common[1:], "--out", tmp_path / "c.pt")
     assert r.returncode == 0 and "resuming" in r.stdout, r.stderr
     c = load_state(tmp_path / "c.pt")
     assert c["step"] == 12 and not (tmp_path / "c.pt.partial").exists()

@@ -1,60 +1,178 @@
-"""Bad input: one clear line on stderr, exit code 2, nothing overwritten."""
+"""Bad input, one class per row: exit code 2, exactly one line on stderr, nothing written or overwritten.
+
+The scripts run in this process, through the same `data.run(main, parse_args(argv))` as their
+`__main__` (tests/test_pipeline.py runs them as real processes), so each row costs milliseconds, and a
+class that ends in a traceback fails the test with that traceback."""
 import numpy as np
 import pytest
+import torch
 
-from conftest import run_script
+import data
+import ddpm
+from conftest import TINY, run_cli
 
 SENTINEL = b"do not overwrite me"
+N = 1797  # digits
 
 
-@pytest.fixture
-def out(tmp_path):
-    p = tmp_path / "out.pt"
-    p.write_bytes(SENTINEL)
-    return p
+def tiny_checkpoint(path, pruned=False):
+    from train_ddpm import new_state, state_to_checkpoint
+    model = ddpm.UNet(**TINY)
+    if pruned:
+        import prune
+        prune.prune_structured(model, 0.3)
+    state = new_state(model, lr=1e-3, seed=0, device="cpu")
+    ddpm.save_checkpoint(path, state_to_checkpoint(state, schedule=ddpm.Schedule(), args={}))
 
 
-def assert_refused(r, out, words):
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory):
+    """Every malformed input of the table below, made once."""
+    d = tmp_path_factory.mktemp("bad")
+    np.savez(d / "float.npz", images=np.zeros((4, 8, 8, 3), dtype=np.float32))
+    np.savez(d / "3d.npz", images=np.zeros((4, 8, 8), dtype=np.uint8))
+    np.savez(d / "5ch.npz", images=np.zeros((4, 8, 8, 5), dtype=np.uint8))
+    np.savez(d / "nonsquare.npz", images=np.zeros((4, 3, 8, 6), dtype=np.uint8))
+    np.savez(d / "labels.npz", images=np.zeros((4, 8, 8, 1), dtype=np.uint8), labels=np.arange(3))
+    (d / "garbage.npz").write_bytes(b"not an npz file")
+    (d / "folder").mkdir()
+    from PIL import Image
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(d / "folder" / "a.png")
+    (d / "folder" / "b.png").write_bytes(b"not a png")
+    masks = data.make_masks(N, 3, 0.5, seed=0)
+    np.save(d / "masks.npy", masks)
+    np.save(d / "narrow.npy", np.ones((3, 100), dtype=bool))
+    np.save(d / "int.npy", masks.astype(np.int64))
+    np.savez(d / "masks_npz.npz", masks=masks)
+    np.save(d / "empty.npy", np.zeros((0, N), dtype=bool))
+    (d / "garbage.pt").write_bytes(b"not a checkpoint")
+    torch.save({"weights": torch.zeros(3)}, d / "foreign.pt")
+    tiny_checkpoint(d / "full.pt")
+    tiny_checkpoint(d / "pruned.pt", pruned=True)
+    (d / "no_models").mkdir()
+    sha = np.array([data.row_sha256(r) for r in masks])
+    good = dict(index=np.arange(3), mask_sha256=sha, fid=np.array([10.0, 11.0, 12.0]),
+                class_hist=np.ones((3, 10), dtype=np.int64), seconds=np.ones(3), train_seconds=np.ones(3))
+    np.savez(d / "beh_nan.npz", **dict(good, fid=np.array([10.0, np.nan, 12.0])))
+    np.savez(d / "beh_short.npz", **dict(good, fid=np.array([10.0, 11.0])))
+    np.savez(d / "beh_rows.npz", **dict(good, index=np.array([0, 1, 5])))
+    np.savez(d / "beh_hist.npz", **dict(good, class_hist=np.zeros((3, 10), dtype=np.int64)))
+    np.savez(d / "beh.npz", **good)
+    np.savez(d / "att_nan.npz", scores=np.full(N, np.nan), intercept=0.0, behavior="fid")
+    np.savez(d / "att_narrow.npz", scores=np.zeros(10), intercept=0.0, behavior="fid")
+    return d
+
+
+OUT = "{out}"  # an existing file holding SENTINEL, or (for folder outputs) a path that must stay absent
+
+CASES = [
+    # (class, script, arguments; "@name" is a file of the `bad` fixture, words expected in the message)
+    ("unknown dataset", "train_ddpm", ["--data", "mnist", "--out", OUT], "unknown dataset 'mnist'"),
+    ("npz images not uint8", "train_ddpm", ["--data", "npz:@float.npz", "--out", OUT], "must be uint8"),
+    ("npz images not 4-d", "train_ddpm", ["--data", "npz:@3d.npz", "--out", OUT], "must be (N, H, W, C)"),
+    ("npz images with 5 channels", "train_ddpm", ["--data", "npz:@5ch.npz", "--out", OUT], "1 or 3 channels"),
+    ("npz images not square", "train_ddpm", ["--data", "npz:@nonsquare.npz", "--out", OUT], "square"),
+    ("npz labels of another length", "train_ddpm", ["--data", "npz:@labels.npz", "--out", OUT], "labels must have"),
+    ("npz file that is not an npz", "train_ddpm", ["--data", "npz:@garbage.npz", "--out", OUT], "cannot read"),
+    ("npz file missing", "train_ddpm", ["--data", "npz:@missing.npz", "--out", OUT], "not found"),
+    ("image folder with a non-image", "train_ddpm", ["--data", "folder:@folder", "--out", OUT], "not a readable image"),
+    ("steps not positive", "train_ddpm", ["--steps", "0", "--out", OUT], "--steps: must be a positive integer"),
+    ("steps not a number", "train_ddpm", ["--steps", "ten", "--out", OUT], "'ten' is not an integer"),
+    ("batch size negative", "train_ddpm", ["--batch-size", "-4", "--out", OUT], "--batch-size: must be a positive"),
+    ("learning rate not finite", "train_ddpm", ["--lr", "nan", "--out", OUT], "--lr: must be a positive number"),
+    ("EMA decay above 1", "train_ddpm", ["--ema-decay", "1.5", "--out", OUT], "--ema-decay: must be in [0, 1)"),
+    ("corrupt fraction of 1", "train_ddpm", ["--corrupt", "1", "--out", OUT], "--corrupt: must be in [0, 1)"),
+    ("DDIM steps above T", "train_ddpm", ["--ddim-steps", "5000", "--out", OUT], "must lie in 1..1000"),
+    ("unknown device", "train_ddpm", ["--device", "tpu9", "--out", OUT], "unknown device 'tpu9'"),
+    ("unknown architecture", "train_ddpm", ["--arch", "resnet", "--out", OUT], "invalid choice: 'resnet'"),
+    ("index without masks", "train_ddpm", ["--index", "0", "--out", OUT], "need --masks"),
+    ("mask row out of range", "train_ddpm", ["--masks", "@masks.npy", "--index", "3", "--out", OUT], "out of range"),
+    ("mask width not N", "train_ddpm", ["--masks", "@narrow.npy", "--index", "0", "--out", OUT], "width 100"),
+    ("mask file of ints", "unlearn", ["--ckpt", "@pruned.pt", "--masks", "@int.npy", "--out", OUT], "2-d bool"),
+    ("mask file that is an npz", "unlearn", ["--ckpt", "@pruned.pt", "--masks", "@masks_npz.npz", "--out", OUT],
+     "not a mask file"),
+    ("mask file with no rows", "unlearn", ["--ckpt", "@pruned.pt", "--masks", "@empty.npy", "--out", OUT], "no rows"),
+    ("row range reversed", "unlearn", ["--ckpt", "@pruned.pt", "--masks", "@masks.npy", "--indices", "2:1",
+                                        "--out", OUT], "outside the mask file's rows"),
+    ("row range not numbers", "unlearn", ["--ckpt", "@pruned.pt", "--masks", "@masks.npy", "--indices", "a:b",
+                                           "--out", OUT], "bad range 'a:b'"),
+    ("unlearning steps zero", "unlearn", ["--ckpt", "@pruned.pt", "--masks", "@masks.npy", "--steps", "0",
+                                          "--out", OUT], "--steps: must be a positive integer"),
+    ("checkpoint unreadable", "prune", ["--ckpt", "@garbage.pt", "--out", OUT], "cannot read checkpoint"),
+    ("checkpoint missing", "prune", ["--ckpt", "@missing.pt", "--out", OUT], "checkpoint not found"),
+    ("checkpoint of something else", "prune", ["--ckpt", "@foreign.pt", "--out", OUT], "not a checkpoint of this"),
+    ("prune ratio above 1", "prune", ["--ckpt", "@full.pt", "--ratio", "1.5", "--out", OUT], "--ratio: must be in (0, 1)"),
+    ("prune a pruned model", "prune", ["--ckpt", "@pruned.pt", "--out", OUT], "already pruned"),
+    ("subset count zero", "make_subsets", ["--count", "0", "--out", OUT], "--count: must be a positive integer"),
+    ("subset alpha of 1.5", "make_subsets", ["--count", "2", "--alpha", "1.5", "--out", OUT], "--alpha: must be in"),
+    ("more rows than the source", "make_subsets", ["--count", "9", "--first-of", "@masks.npy", "--out", OUT],
+     "exceeds the 3 rows"),
+    ("zero samples", "compute_fid", ["--models", "@full.pt", "--n-samples", "0", "--out", OUT], "--n-samples: must be at"),
+    ("one sample", "compute_fid", ["--models", "@full.pt", "--n-samples", "1", "--out", OUT], "--n-samples: must be at"),
+    ("zero DDIM steps", "compute_fid", ["--models", "@full.pt", "--ddim-steps", "0", "--out", OUT], "--ddim-steps: must"),
+    ("one reference image", "compute_fid", ["--models", "@full.pt", "--n-ref", "1", "--out", OUT], "--n-ref must be 0"),
+    ("folder without checkpoints", "compute_fid", ["--models", "@no_models", "--out", OUT], "no checkpoints named"),
+    ("behaviours with a NaN", "fit_datamodel", ["--masks", "@masks.npy", "--behaviors", "@beh_nan.npz", "--out", OUT],
+     "FID must be finite"),
+    ("behaviours of unequal lengths", "fit_datamodel", ["--masks", "@masks.npy", "--behaviors", "@beh_short.npz",
+                                                        "--out", OUT], "has 3 entries but 'fid' has 2"),
+    ("behaviours of more rows than masks", "fit_datamodel", ["--masks", "@masks.npy", "--behaviors", "@beh_rows.npz",
+                                                             "--out", OUT], "outside the 3 rows"),
+    ("empty class histograms", "fit_datamodel", ["--masks", "@masks.npy", "--behaviors", "@beh_hist.npz",
+                                                 "--out", OUT], "at least one sample"),
+    ("behaviours file of another kind", "fit_datamodel", ["--masks", "@masks.npy", "--behaviors", "@att_nan.npz",
+                                                          "--out", OUT], "is not a behaviours file"),
+    ("behaviours file missing", "fit_datamodel", ["--masks", "@masks.npy", "--behaviors", "@missing.npz",
+                                                  "--out", OUT], "behaviours file not found"),
+    ("class behaviour not a number", "fit_datamodel", ["--masks", "@masks.npy", "--behaviors", "@beh.npz",
+                                                       "--behavior", "class:x", "--out", OUT], "bad behaviour"),
+    ("one CV fold", "fit_datamodel", ["--masks", "@masks.npy", "--behaviors", "@beh.npz", "--folds", "1",
+                                      "--out", OUT], "--folds: must be at least 2"),
+    ("budgets not numbers", "eval_lds", ["--run", "@no_models", "--budgets", "a,b"], "comma-separated"),
+    ("budget negative", "eval_lds", ["--run", "@no_models", "--budgets", "-1"], "positive number"),
+    ("run folder missing", "eval_lds", ["--run", "@missing_run"], "run folder not found"),
+    ("attributions not finite", "eval_lds", ["--attributions", "@att_nan.npz", "--masks", "@masks.npy",
+                                             "--behaviors", "@beh.npz"], "scores must be finite"),
+    ("attributions of another width", "eval_lds", ["--attributions", "@att_narrow.npz", "--masks", "@masks.npy",
+                                                   "--behaviors", "@beh.npz"], "has width 1797"),
+]
+FOLDER_OUTPUT = {"unlearn"}  # --out is a folder of per-row checkpoints
+HAS_FORCE = {"train_ddpm", "prune", "make_subsets", "unlearn", "compute_fid"}
+
+
+@pytest.mark.parametrize("name, script, args, words", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_with_one_line(bad, tmp_path, capfd, name, script, args, words):
+    out = tmp_path / "out"
+    if script not in FOLDER_OUTPUT:
+        out.write_bytes(SENTINEL)
+    argv = [str(out) if a == OUT else a.replace("@", f"{bad}/") for a in args]
+    if script in HAS_FORCE:
+        argv.append("--force")  # even when told to redo, bad input overwrites nothing
+    r = run_cli(script, *argv)
+    code, stderr = r.returncode, r.stderr + capfd.readouterr().err
+    lines = stderr.strip().splitlines()
+    assert code == 2, (code, stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
     assert words in lines[0], lines[0]
-    assert out.read_bytes() == SENTINEL
+    if script in FOLDER_OUTPUT:
+        assert not out.exists()
+    else:
+        assert out.read_bytes() == SENTINEL
 
 
-def test_unknown_dataset(out):
-    r = run_script("train_ddpm.py", "--data", "mnist", "--out", str(out), "--force")
-    assert_refused(r, out, "unknown dataset 'mnist'")
+def test_the_table_covers_at_least_20_classes_across_the_scripts():
+    assert len({c[0] for c in CASES}) == len(CASES) >= 20
+    assert {c[1] for c in CASES} == {"train_ddpm", "prune", "make_subsets", "unlearn", "compute_fid", "fit_datamodel",
+                                     "eval_lds"}
 
 
-@pytest.mark.parametrize("images, words", [
-    (np.zeros((4, 8, 8, 3), dtype=np.float32), "must be uint8"),
-    (np.zeros((4, 8, 8), dtype=np.uint8), "must be (N, H, W, C)"),
-    (np.zeros((4, 8, 8, 5), dtype=np.uint8), "1 or 3 channels"),
-    (np.zeros((4, 3, 8, 6), dtype=np.uint8), "square"),
-])
-def test_npz_with_wrong_shape_or_dtype(tmp_path, out, images, words):
-    np.savez(tmp_path / "bad.npz", images=images)
-    r = run_script("train_ddpm.py", "--data", f"npz:{tmp_path / 'bad.npz'}", "--out", str(out), "--force")
-    assert_refused(r, out, words)
-
-
-def test_mask_row_out_of_range(tmp_path, out):
-    np.save(tmp_path / "m.npy", np.ones((3, 1797), dtype=bool))
-    r = run_script("train_ddpm.py", "--masks", str(tmp_path / "m.npy"), "--index", "3", "--out", str(out), "--force")
-    assert_refused(r, out, "out of range")
-
-
-def test_mask_width_not_n(tmp_path, out):
-    np.save(tmp_path / "m.npy", np.ones((3, 100), dtype=bool))
-    r = run_script("train_ddpm.py", "--masks", str(tmp_path / "m.npy"), "--index", "0", "--out", str(out), "--force")
-    assert_refused(r, out, "width 100")
-
-
-def test_unreadable_checkpoint(tmp_path, out):
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"not a checkpoint")
-    r = run_script("prune.py", "--ckpt", str(bad), "--out", str(out), "--force")
-    assert_refused(r, out, "cannot read checkpoint")
-    r = run_script("prune.py", "--ckpt", str(tmp_path / "missing.pt"), "--out", str(out), "--force")
-    assert_refused(r, out, "not found")
+def test_a_script_run_as_a_process_refuses_the_same_way(tmp_path):
+    """The real __main__ path, once per kind of refusal (argparse's and the scripts' own)."""
+    from conftest import run_script
+    out = tmp_path / "out.pt"
+    out.write_bytes(SENTINEL)
+    for args, words in ((["--steps", "0"], "--steps: must be a positive integer"),
+                        (["--data", "mnist"], "unknown dataset")):
+        r = run_script("train_ddpm.py", *args, "--out", str(out), "--force")
+        assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
+        assert words in r.stderr and out.read_bytes() == SENTINEL

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import data
-from compute_fid import feature_stats, frechet_distance, train_cnn
-from conftest import run_script
+from compute_fid import feature_stats, frechet_distance, sqrt_psd, train_cnn
+from conftest import run_cli
 
 
 def test_frechet_distance_matches_the_closed_form_for_commuting_covariances():
@@ -19,6 +19,8 @@ def test_frechet_distance_matches_the_closed_form_for_commuting_covariances():
     s1, s2 = q @ np.diag(a) @ q.T, q @ np.diag(b) @ q.T
     expected = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
     assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-6)
+    # with the reference's square root computed once (compute_fid.py does so for a pool of models)
+    assert frechet_distance(mu1, s1, mu2, s2, root1=sqrt_psd(s1)) == pytest.approx(expected, rel=1e-6)
 
 
 def test_frechet_distance_matches_the_closed_form_in_two_dimensions():
@@ -69,7 +71,7 @@ def test_fid_orders_real_data_trained_and_untrained_models(tmp_path):
     noise = torch.randn((500, 1, 8, 8), generator=torch.Generator().manual_seed(0))
     untrained = ddpm.UNet(**ddpm.ARCHS["digits-small"])
     state = new_state(ddpm.UNet(**ddpm.ARCHS["digits-small"]), lr=2e-3, seed=0, device="cpu")
-    train(state, schedule, x_all, steps=400, batch_size=64, lr=2e-3, warmup=20, lr_schedule="cosine",
+    train(state, schedule, x_all, steps=250, batch_size=64, lr=2e-3, warmup=20, lr_schedule="cosine",
           ema_decay=0.99, progress=False)
     fids = []
     for model in (state["ema"], untrained):
@@ -78,8 +80,8 @@ def test_fid_orders_real_data_trained_and_untrained_models(tmp_path):
     assert real < fids[0] < fids[1], (real, fids)
 
 
-def test_inception_path_with_random_weights_and_the_missing_weights_error(tiny_run, tmp_path):
-    r = run_script("compute_fid.py", "--models", str(tiny_run["full"]), "--out", str(tmp_path / "b" / "full.npz"),
+def test_inception_path_with_random_weights_and_the_missing_weights_error(tiny_run, tmp_path, monkeypatch):
+    r = run_cli("compute_fid", "--models", str(tiny_run["full"]), "--out", str(tmp_path / "b" / "full.npz"),
                    "--features", "inception", "--inception-weights", "random", "--n-samples", "6", "--n-ref", "8",
                    "--ddim-steps", "2", "--cache", str(tmp_path))
     assert r.returncode == 0, r.stderr
@@ -87,22 +89,23 @@ def test_inception_path_with_random_weights_and_the_missing_weights_error(tiny_r
         assert np.isfinite(f["fid"]).all() and f["fid"][0] > 0 and "class_hist" not in f.files
     with np.load(tmp_path / "fid_ref_inception_digits_8.npz") as f:
         assert f["mu"].shape == (2048,)
-    r = run_script("compute_fid.py", "--models", str(tiny_run["full"]), "--out", str(tmp_path / "c.npz"),
-                   "--features", "inception", "--n-samples", "4", env={"TORCH_HOME": str(tmp_path / "empty")})
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    r = run_cli("compute_fid", "--models", str(tiny_run["full"]), "--out", str(tmp_path / "c.npz"),
+                "--features", "inception", "--n-samples", "4")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "Inception weights not found" in r.stderr and "pt_inception-2015-12-05" in r.stderr
 
 
 def test_rerun_gives_identical_numbers_and_mismatched_rows_are_refused(tiny_run, tmp_path):
     models = tmp_path / "unl"
-    r = run_script("unlearn.py", "--ckpt", str(tiny_run["pruned"]), "--masks", str(tiny_run["masks"]),
+    r = run_cli("unlearn", "--ckpt", str(tiny_run["pruned"]), "--masks", str(tiny_run["masks"]),
                    "--indices", "0:3", "--out", str(models), "--steps", "3", "--batch-size", "8")
     assert r.returncode == 0, r.stderr
-    args = ["compute_fid.py", "--models", str(models), "--masks", str(tiny_run["masks"]), "--n-samples", "50",
+    args = ["compute_fid", "--models", str(models), "--masks", str(tiny_run["masks"]), "--n-samples", "50",
             "--ddim-steps", "4", "--cache", str(tmp_path)]
     outs = []
     for name, cache in (("a", "c1"), ("b", "c2"), ("a2", "c1")):  # a2 reuses a's per-model statistics
-        r = run_script(*args[:-1], str(tmp_path / cache), "--out", str(tmp_path / f"{name}.npz"))
+        r = run_cli(*args[:-1], str(tmp_path / cache), "--out", str(tmp_path / f"{name}.npz"))
         assert r.returncode == 0, r.stderr
         outs.append(dict(np.load(tmp_path / f"{name}.npz")))
     a, b, a2 = outs
@@ -114,20 +117,20 @@ def test_rerun_gives_identical_numbers_and_mismatched_rows_are_refused(tiny_run,
     assert not np.array_equal(b["seconds"], a["seconds"])
     assert len(list((tmp_path / "c1" / "stats").iterdir())) == 3
     # FID2 of the folder against itself: every model against its own cached statistics
-    r = run_script(*args[:-1], str(tmp_path / "c1"), "--ref-models", str(models), "--out", str(tmp_path / "self.npz"))
+    r = run_cli(*args[:-1], str(tmp_path / "c1"), "--ref-models", str(models), "--out", str(tmp_path / "self.npz"))
     assert r.returncode == 0, r.stderr
     assert np.abs(np.load(tmp_path / "self.npz")["fid"]).max() < 1e-5 * a["fid"].min()
     # another mask file: every consumer refuses
     other = tmp_path / "other.npy"
     np.save(other, data.make_masks(1797, 4, 0.5, seed=99))
-    r = run_script(*args[:4], str(other), *args[5:], "--out", str(tmp_path / "c.npz"))
+    r = run_cli(*args[:4], str(other), *args[5:], "--out", str(tmp_path / "c.npz"))
     assert r.returncode == 2 and "sha256" in r.stderr
-    r = run_script("fit_datamodel.py", "--masks", str(other), "--behaviors", str(tmp_path / "a.npz"),
+    r = run_cli("fit_datamodel", "--masks", str(other), "--behaviors", str(tmp_path / "a.npz"),
                    "--out", str(tmp_path / "att.npz"))
     assert r.returncode == 2 and "does not match" in r.stderr and not (tmp_path / "att.npz").exists()
-    r = run_script("fit_datamodel.py", "--masks", str(tiny_run["masks"]), "--behaviors", str(tmp_path / "a.npz"),
+    r = run_cli("fit_datamodel", "--masks", str(tiny_run["masks"]), "--behaviors", str(tmp_path / "a.npz"),
                    "--out", str(tmp_path / "att.npz"), "--method", "banzhaf")
     assert r.returncode == 0, r.stderr
-    r = run_script("eval_lds.py", "--attributions", str(tmp_path / "att.npz"), "--masks", str(other),
+    r = run_cli("eval_lds", "--attributions", str(tmp_path / "att.npz"), "--masks", str(other),
                    "--behaviors", str(tmp_path / "a.npz"))
     assert r.returncode == 2 and "does not match" in r.stderr

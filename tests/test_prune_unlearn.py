@@ -7,7 +7,7 @@ import torch
 import data
 import ddpm
 import prune
-from conftest import TINY, run_script
+from conftest import TINY, run_cli
 
 
 def test_structured_pruning_of_the_cifar10_model_cuts_params_and_macs_by_40_percent():
@@ -38,7 +38,7 @@ def test_structured_pruned_checkpoint_rebuilds_the_same_model(tmp_path):
 
 def test_unstructured_fraction_is_exactly_the_ratio_after_pruning_and_after_unlearning(tiny_run, tmp_path):
     pruned = tmp_path / "u.pt"
-    r = run_script("prune.py", "--ckpt", str(tiny_run["full"]), "--out", str(pruned), "--mode", "unstructured",
+    r = run_cli("prune", "--ckpt", str(tiny_run["full"]), "--out", str(pruned), "--mode", "unstructured",
                    "--ratio", "0.3", "--steps", "3", "--batch-size", "8", "--grid", "0")
     assert r.returncode == 0, r.stderr
     ckpt = torch.load(pruned, weights_only=True)
@@ -46,7 +46,7 @@ def test_unstructured_fraction_is_exactly_the_ratio_after_pruning_and_after_unle
     total = sum(m.numel() for m in masks.values())
     removed = sum(int((~m).sum()) for m in masks.values())
     assert removed == round(0.3 * total)
-    r = run_script("unlearn.py", "--ckpt", str(pruned), "--masks", str(tiny_run["masks"]), "--indices", "0:1",
+    r = run_cli("unlearn", "--ckpt", str(pruned), "--masks", str(tiny_run["masks"]), "--indices", "0:1",
                    "--out", str(tmp_path / "unl"), "--steps", "5", "--batch-size", "8")
     assert r.returncode == 0, r.stderr
     for path in (pruned, tmp_path / "unl" / "00000.pt"):
@@ -93,12 +93,12 @@ def test_unlearning_row_i_trains_on_images_of_s_i_only(tmp_path, monkeypatch):
 
 def test_rerun_skips_finished_rows_and_a_changed_mask_row_is_refused(tiny_run, tmp_path):
     out = tmp_path / "unl"
-    args = ["unlearn.py", "--ckpt", str(tiny_run["pruned"]), "--masks", str(tiny_run["masks"]), "--out", str(out),
+    args = ["unlearn", "--ckpt", str(tiny_run["pruned"]), "--masks", str(tiny_run["masks"]), "--out", str(out),
             "--steps", "3", "--batch-size", "8"]
-    r = run_script(*args, "--indices", "0:2")
+    r = run_cli(*args, "--indices", "0:2")
     assert r.returncode == 0 and "wrote 2 unlearned" in r.stdout, r.stderr
     stamp = os.stat(out / "00000.pt").st_mtime_ns
-    r = run_script(*args, "--indices", "0:3")
+    r = run_cli(*args, "--indices", "0:3")
     assert r.returncode == 0 and "wrote 1 unlearned" in r.stdout and "2 already done" in r.stdout
     assert os.stat(out / "00000.pt").st_mtime_ns == stamp
     ckpt = torch.load(out / "00002.pt", weights_only=True)
@@ -110,7 +110,7 @@ def test_rerun_skips_finished_rows_and_a_changed_mask_row_is_refused(tiny_run, t
     changed_path = tmp_path / "unlearn.npy"
     np.save(changed_path, changed)
     before = (out / "00001.pt").read_bytes()
-    r = run_script(*args[:4], str(changed_path), *args[5:], "--indices", "0:3")
+    r = run_cli(*args[:4], str(changed_path), *args[5:], "--indices", "0:3")
     assert r.returncode == 2 and "another subset" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert (out / "00001.pt").read_bytes() == before
 
@@ -118,7 +118,7 @@ def test_rerun_skips_finished_rows_and_a_changed_mask_row_is_refused(tiny_run, t
 def test_two_rows_with_identical_masks_give_identical_checkpoints(tiny_run, tmp_path):
     masks = np.load(tiny_run["masks"])[[1, 1]]
     np.save(tmp_path / "same.npy", masks)
-    r = run_script("unlearn.py", "--ckpt", str(tiny_run["pruned"]), "--masks", str(tmp_path / "same.npy"),
+    r = run_cli("unlearn", "--ckpt", str(tiny_run["pruned"]), "--masks", str(tmp_path / "same.npy"),
                    "--out", str(tmp_path / "u"), "--steps", "6", "--batch-size", "8")
     assert r.returncode == 0, r.stderr
     a, b = (torch.load(tmp_path / "u" / f"0000{i}.pt", weights_only=True) for i in (0, 1))
@@ -126,14 +126,14 @@ def test_two_rows_with_identical_masks_give_identical_checkpoints(tiny_run, tmp_
         for k in a[which]:
             assert torch.equal(a[which][k], b[which][k])
     # while another row gives other weights
-    r = run_script("unlearn.py", "--ckpt", str(tiny_run["pruned"]), "--masks", str(tiny_run["masks"]), "--indices",
+    r = run_cli("unlearn", "--ckpt", str(tiny_run["pruned"]), "--masks", str(tiny_run["masks"]), "--indices",
                    "0:1", "--out", str(tmp_path / "v"), "--steps", "6", "--batch-size", "8")
     c = torch.load(tmp_path / "v" / "00000.pt", weights_only=True)
     assert any(not torch.equal(a["model"][k], c["model"][k]) for k in a["model"])
 
 
 def test_make_subsets_first_of_copies_rows(tiny_run, tmp_path):
-    r = run_script("make_subsets.py", "--count", "2", "--first-of", str(tiny_run["masks"]), "--out",
+    r = run_cli("make_subsets", "--count", "2", "--first-of", str(tiny_run["masks"]), "--out",
                    str(tmp_path / "r.npy"))
     assert r.returncode == 0, r.stderr
     assert np.array_equal(np.load(tmp_path / "r.npy"), np.load(tiny_run["masks"])[:2])

@@ -1,0 +1,27 @@
+"""run_pipeline.sh cifar10: the paper's settings with only the sizes overridden (its own file, so that
+pytest-xdist runs it beside the quick pipeline's tests)."""
+import os
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from test_pipeline import pipeline
+
+CIFAR_NPZ = os.path.join(ROOT, "..", "shared", "data", "cifar10_10k.npz")
+
+
+@pytest.mark.skipif(not os.path.exists(CIFAR_NPZ), reason="needs CIFAR-10 images (../shared/data/cifar10_10k.npz)")
+def test_cifar10_preset_smoke(tmp_path):
+    """The paper's settings (35.7M UNet, ratio 0.3, Inception FID, alpha 0.5) with tiny sizes. Beyond the
+    sizes, only what this offline machine needs: CIFAR-10 images from a local file and random Inception
+    weights (the real ones cannot be downloaded here)."""
+    run = tmp_path / "cifar"
+    p = pipeline("cifar10", run, DATA=f"npz:{CIFAR_NPZ}", INCEPTION_WEIGHTS="random", TRAIN_STEPS=1, RETRAIN_STEPS=1,
+                 UNLEARN_STEPS=1, BATCH=2, M=2, R=2, K=3, SEED_PAIRS=1, N_SAMPLES=3, N_REF=4, DDIM_STEPS=1, GRID=0)
+    out, _ = p.communicate(timeout=1200)
+    assert p.returncode == 0, out[-3000:]
+    assert "35.746M parameters" in out and "structured ratio 0.3" in out
+    with np.load(run / "behaviors" / "lds.npz") as f:
+        assert str(f["features"]) == "inception" and int(f["ddim_steps"]) == 1
+    assert (run / "report.md").exists()
