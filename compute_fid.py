@@ -21,6 +21,7 @@ sampling settings: FID2 reuses the pools' samples, and a killed run resumes mode
 Output npz, one entry per checkpoint: index (mask row), seed (training seed), fid, class_hist (if
 classes), seconds (sampling), train_seconds (the checkpoint's), mask_sha256, files.
 """
+import copy
 import os
 import re
 import time
@@ -30,9 +31,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from data import (ArgumentParser, DataError, Progress, add_data_args, at_least_two, load_dataset, load_masks,
+from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_args, at_least_two, load_dataset, load_masks,
                   nonnegative_int, positive_int, row_sha256, run, save_npz, to_model_space)
-from ddpm import (InputError, Schedule, build_model, ddim_sample, file_sha256, load_checkpoint, pick_device,
+from ddpm import (InputError, Schedule, autocast, build_model, ddim_sample, file_sha256, load_checkpoint, pick_device,
                   save_checkpoint)
 
 PAPER_DDIM_STEPS = 100  # the paper samples with DDIM, 100 steps
@@ -60,6 +61,7 @@ def parse_args(argv=None):
                    "cnn, 32 MB for Inception) are cached (default: the run folder, the parent of --out's folder)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial noise shared by all models")
     p.add_argument("--device", default="auto")
+    add_speed_args(p, "sample this many models together (vmap over stacked weights; for many small models on a GPU)")
     p.add_argument("--force", action="store_true", help="recompute even if --out exists and matches")
     return p.parse_args(argv)
 
@@ -256,12 +258,34 @@ def check_row(ckpt, path, masks, index, masks_path):
 
 
 @torch.no_grad()
-def sample_model(ckpt, schedule, noise, ddim_steps, batch_size, device):
+def sample_model(ckpt, schedule, noise, ddim_steps, batch_size, device, precision="fp32"):
     """DDIM (eta = 0) samples of a checkpoint's EMA weights from the given initial noise, in [-1, 1]."""
-    model = build_model(ckpt, "ema").to(device).eval()
-    out = [ddim_sample(model, schedule, noise=noise[i:i + batch_size].to(device), steps=ddim_steps, device=device)
-           for i in range(0, len(noise), batch_size)]
-    return torch.cat(out).cpu().clamp(-1, 1)  # as images: an undertrained model's outliers stay bounded
+    return sample_models([ckpt], schedule, noise, ddim_steps, batch_size, device, precision)[0]
+
+
+@torch.no_grad()
+def sample_models(ckpts, schedule, noise, ddim_steps, batch_size, device, precision="fp32"):
+    """sample_model for G checkpoints of one architecture, sampled together (vmap over their stacked
+    weights), each from the same initial noise. Returns G tensors (n, C, H, W)."""
+    models = [build_model(c, "ema").to(device).eval() for c in ckpts]
+    G = len(models)
+    if G == 1:
+        eps_theta = models[0]
+    else:
+        params, buffers = torch.func.stack_module_state(models)
+        template = copy.deepcopy(models[0]).to("meta")
+        batched = torch.func.vmap(lambda p, b, x, t: torch.func.functional_call(template, (p, b), (x, t)))
+
+        def eps_theta(x, t):  # x (G * B, C, H, W): model g sees rows g * B .. (g + 1) * B - 1
+            return batched(params, buffers, x.unflatten(0, (G, -1)), t.unflatten(0, (G, -1))).flatten(0, 1)
+    out = []
+    with autocast(precision, device):
+        for i in range(0, len(noise), batch_size):
+            x = noise[i:i + batch_size].to(device)
+            x = ddim_sample(eps_theta, schedule, noise=x.repeat(G, 1, 1, 1), steps=ddim_steps, device=device)
+            out.append(x.float().unflatten(0, (G, -1)).cpu())
+    # as images: an undertrained model's outliers stay bounded
+    return [torch.cat([o[g] for o in out]).clamp(-1, 1) for g in range(G)]
 
 
 def up_to_date(args, entries, masks):
@@ -309,27 +333,50 @@ def main(args):
     setting = f"{meta['kind']}-{weights}-n{args.n_samples}-ddim{args.ddim_steps}-seed{args.seed}"
     stats_dir = os.path.join(cache, "stats")
 
+    def cache_of(path):
+        return os.path.join(stats_dir, f"{file_sha256(path)[:32]}-{setting}.npz")
+
+    def sample_and_cache(paths, ckpts):
+        """Sample G checkpoints of one architecture together; cache each one's feature statistics
+        (sampling seconds: the group's wall time / G)."""
+        schedule = Schedule(**ckpts[0]["schedule"])
+        if args.ddim_steps > schedule.T:
+            raise DataError(f"--ddim-steps must lie in 1..{schedule.T} (the model's T), got {args.ddim_steps}")
+        t0 = time.perf_counter()
+        xs = sample_models(ckpts, schedule, noise, args.ddim_steps, args.batch_size, device, args.precision)
+        seconds = (time.perf_counter() - t0) / len(ckpts)
+        os.makedirs(stats_dir, exist_ok=True)
+        for path, x in zip(paths, xs):
+            feats, classes = features_of(extract, x, args.batch_size)
+            mu, sigma = feature_stats(feats)
+            extra = {"class_hist": np.bincount(classes, minlength=num_classes)} if classes is not None else {}
+            save_npz(cache_of(path), mu=mu, sigma=sigma, seconds=seconds, **extra)
+
     def behaviour(path, index):
         """(checkpoint, row sha256, feature mean, feature covariance, class histogram or None, sampling
         seconds); the row is checked before anything is sampled."""
         ckpt = load_checkpoint(path)
         sha = check_row(ckpt, path, masks, index, args.masks) if index >= 0 else ""
-        cached = os.path.join(stats_dir, f"{file_sha256(path)[:32]}-{setting}.npz")
-        if os.path.exists(cached):
-            with np.load(cached) as f:
-                return ckpt, sha, f["mu"], f["sigma"], (f["class_hist"] if num_classes else None), float(f["seconds"])
-        schedule = Schedule(**ckpt["schedule"])
-        if args.ddim_steps > schedule.T:
-            raise DataError(f"--ddim-steps must lie in 1..{schedule.T} (the model's T), got {args.ddim_steps}")
-        t0 = time.perf_counter()
-        x = sample_model(ckpt, schedule, noise, args.ddim_steps, args.batch_size, device)
-        seconds = time.perf_counter() - t0
-        feats, classes = features_of(extract, x, args.batch_size)
-        mu, sigma = feature_stats(feats)
-        hist = np.bincount(classes, minlength=num_classes) if classes is not None else None
-        os.makedirs(stats_dir, exist_ok=True)
-        save_npz(cached, mu=mu, sigma=sigma, seconds=seconds, **({"class_hist": hist} if hist is not None else {}))
-        return ckpt, sha, mu, sigma, hist, seconds
+        cached = cache_of(path)
+        if not os.path.exists(cached):
+            sample_and_cache([path], [ckpt])
+        with np.load(cached) as f:
+            return ckpt, sha, f["mu"], f["sigma"], (f["class_hist"] if num_classes else None), float(f["seconds"])
+
+    if args.stack > 1:  # sample the models not cached yet in groups of --stack, one architecture a group
+        group = []
+        for path, index, _ in entries + [(None, -1, -1)]:
+            ckpt = None
+            if path is not None and not os.path.exists(cache_of(path)):
+                ckpt = load_checkpoint(path)
+                if index >= 0:
+                    check_row(ckpt, path, masks, index, args.masks)
+            if group and (ckpt is None or len(group) == args.stack or
+                          (ckpt["config"], ckpt["schedule"]) != (group[0][1]["config"], group[0][1]["schedule"])):
+                sample_and_cache(*zip(*group))
+                group = []
+            if ckpt is not None:
+                group.append((path, ckpt))
 
     rows = {k: [] for k in ("index", "seed", "fid", "class_hist", "seconds", "train_seconds", "mask_sha256", "files")}
     progress = Progress(len(entries), f"behaviours {os.path.basename(args.out)}")

@@ -11,6 +11,7 @@ copied into another project as it is.
 Conventions: images live in [-1, 1]; timesteps are 0-indexed (t = 0 .. T-1, as in Ho et al.'s
 code), so alphas_cumprod[t] is the paper's alpha-bar_{t+1}.
 """
+import contextlib
 import hashlib
 import math
 import os
@@ -354,6 +355,16 @@ def ddpm_sample(model, schedule, *, shape=None, noise=None, generator=None, devi
             z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             x = x + s.posterior_variance[t].sqrt().item() * z
     return x
+
+
+def autocast(precision, device):
+    """The forward pass in bfloat16 ("bf16": torch.autocast; weights, optimizer state, the loss and the
+    EMA stay float32), or as it is ("fp32"; on a GPU with TF32 matmuls where the caller allows them)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision != "bf16":
+        raise InputError(f"unknown precision {precision!r}: use fp32 or bf16")
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
 
 
 # ----------------------------------------------------------------------------------------------

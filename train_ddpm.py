@@ -19,11 +19,11 @@ import time
 import torch
 from tqdm import tqdm
 
-from data import (ArgumentParser, DataError, Progress, add_data_args, fraction, load_dataset, load_masks, nonnegative_float,
+from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_args, fraction, load_dataset, load_masks, nonnegative_float,
                   nonnegative_int, parse_range, positive_float, positive_int, row_sha256, run, save_grid, to_model_space,
                   to_uint8)
-from ddpm import (InputError, ARCHS, Schedule, UNet, apply_masks, count_params, ddim_sample, ddpm_loss,
-                  ema_update, load_checkpoint, pick_device, save_checkpoint)
+from ddpm import (ARCHS, InputError, Schedule, UNet, apply_masks, autocast, count_params, ddim_sample, ddpm_loss,
+                  ema_update, load_checkpoint, pick_device, q_sample, save_checkpoint)
 
 
 def parse_args(argv=None):
@@ -57,6 +57,8 @@ def parse_args(argv=None):
     p.add_argument("--grid", type=nonnegative_int, default=100,
                    help="DDIM samples in the PNG beside the checkpoint (0: none)")
     p.add_argument("--ddim-steps", type=positive_int, default=100, help="DDIM steps for the grid (the paper: 100)")
+    add_speed_args(p, "with --indices: train this many rows together (vmap over stacked weights; a GPU gains, "
+                   "2 CPU cores about break even); each row's checkpoint is what it would be alone")
     p.add_argument("--force", action="store_true", help="retrain even if --out exists")
     return p.parse_args(argv)
 
@@ -74,13 +76,21 @@ def lr_at(step, *, lr, warmup, steps, schedule):
 
 
 def train(state, schedule, x0_all, *, steps, batch_size, lr, warmup, lr_schedule, ema_decay, grad_clip=1.0,
-          hflip=False, masks=None, save_every=0, save=None, desc="train", progress=True):
+          hflip=False, masks=None, save_every=0, save=None, desc="train", progress=True, precision="fp32",
+          compile=False, channels_last=False):
     """Run Algorithm 1 from state["step"] to `steps`, in place on `state`: model, ema, optimizer,
     generator (minibatch order and noise), step, seconds. Minibatches are drawn with replacement from
     x0_all (N, C, H, W) in model space. With `masks` (unstructured pruning), pruned weights are
-    re-zeroed after every update. `save(state)` is called every `save_every` steps."""
+    re-zeroed after every update. `save(state)` is called every `save_every` steps.
+    GPU options: `precision` "bf16" (autocast of the forward pass), `compile` (torch.compile of the
+    forward pass), `channels_last` memory format. Nothing in the loop waits for the device except the
+    progress bar's loss, read every 50 steps only when the bar is shown."""
     model, ema, opt, g = state["model"], state["ema"], state["optimizer"], state["generator"]
     device = x0_all.device
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        x0_all = x0_all.contiguous(memory_format=torch.channels_last)
+    net = torch.compile(model) if compile else model  # shares model's weights
     model.train()
     # disable=None: no bar when the output is not a terminal (pipeline logs)
     bar = tqdm(range(state["step"], steps), desc=desc, disable=None if progress else True, leave=False,
@@ -94,7 +104,8 @@ def train(state, schedule, x0_all, *, steps, batch_size, lr, warmup, lr_schedule
             x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, lr=lr, warmup=warmup, steps=steps, schedule=lr_schedule)
-        loss = ddpm_loss(model, schedule, x0, generator=g)
+        with autocast(precision, device):
+            loss = ddpm_loss(net, schedule, x0, generator=g)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:
@@ -104,7 +115,7 @@ def train(state, schedule, x0_all, *, steps, batch_size, lr, warmup, lr_schedule
             apply_masks(model, masks)
         ema_update(ema, model, ema_decay, step)
         state["step"] = step + 1
-        if step % 50 == 0:
+        if not bar.disable and step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if save and save_every and state["step"] % save_every == 0 and state["step"] < steps:
             state["seconds"] += time.perf_counter() - t_start
@@ -113,6 +124,82 @@ def train(state, schedule, x0_all, *, steps, batch_size, lr, warmup, lr_schedule
     state["seconds"] += time.perf_counter() - t_start
     model.eval()
     return state
+
+
+def stack_states(models, *, lr, seeds, device):
+    """G models of one architecture as one stacked state for train_stack(): each parameter becomes one
+    (G, ...) leaf tensor (torch.func.stack_module_state), each model keeps its own generator."""
+    params, buffers = torch.func.stack_module_state(models)
+    ema = {k: v.detach().clone() for k, v in params.items()}
+    return dict(template=copy.deepcopy(models[0]).to("meta"), params=params, buffers=buffers, ema=ema,
+                optimizer=torch.optim.Adam(list(params.values()), lr=lr, foreach=True),
+                generators=[torch.Generator(device=device).manual_seed(s) for s in seeds], step=0, seconds=0.0)
+
+
+def train_stack(stack, schedule, subsets, *, steps, batch_size, lr, warmup, lr_schedule, ema_decay, grad_clip=1.0,
+                hflip=False, masks=None, precision="fp32"):
+    """train() for G models at once (vmap over stacked weights): model g trains on subsets[g] only and
+    draws its minibatches and noise from its own generator in train()'s order, so each model ends as
+    it would alone, up to float rounding (with dropout > 0 the dropout masks are drawn differently)."""
+    params, buffers, opt, gens = stack["params"], stack["buffers"], stack["optimizer"], stack["generators"]
+    G = len(gens)
+    template = stack["template"]
+
+    def eps_theta(p, b, xt, t):  # one model: (B, C, H, W), (B,) -> (B, C, H, W)
+        return torch.func.functional_call(template, (p, b), (xt, t))
+
+    batched = torch.func.vmap(eps_theta, randomness="different")
+    names = list(params)
+    t_start = time.perf_counter()
+    for step in range(stack["step"], steps):
+        x0s, ts, epss = [], [], []
+        for g, gen in enumerate(gens):  # the draws of train() and ddpm_loss(), in their order
+            idx = torch.randint(0, len(subsets[g]), (batch_size,), generator=gen, device=gen.device)
+            x0 = subsets[g][idx.to(subsets[g].device)]
+            if hflip:
+                flip = torch.rand(batch_size, generator=gen, device=gen.device).to(x0.device) < 0.5
+                x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
+            ts.append(torch.randint(0, schedule.T, (batch_size,), generator=gen, device=x0.device))
+            epss.append(torch.randn(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype))
+            x0s.append(x0)
+        x0, t, eps = torch.stack(x0s), torch.stack(ts), torch.stack(epss)  # (G, B, C, H, W), (G, B), (G, B, ...)
+        xt = q_sample(schedule, x0.flatten(0, 1), t.flatten(), eps.flatten(0, 1)).view_as(x0)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, lr=lr, warmup=warmup, steps=steps, schedule=lr_schedule)
+        with autocast(precision, x0.device):
+            pred = batched(params, buffers, xt, t)
+        loss = ((pred.float() - eps) ** 2).mean(dim=(1, 2, 3, 4))  # (G,): each model's DDPM loss
+        opt.zero_grad(set_to_none=True)
+        loss.sum().backward()  # the models share no weights, so each gets its own loss's gradient
+        if grad_clip:  # clip_grad_norm_ per model: the norm over that model's slice of every parameter
+            norms = torch.stack([params[k].grad.reshape(G, -1).pow(2).sum(1) for k in names]).sum(0).sqrt()
+            coef = (grad_clip / (norms + 1e-6)).clamp(max=1.0)
+            for k in names:
+                params[k].grad.mul_(coef.view(-1, *[1] * (params[k].dim() - 1)))
+        opt.step()
+        with torch.no_grad():
+            if masks:
+                for name, mask in masks.items():
+                    params[name].mul_(mask.to(params[name]))  # broadcast over the G models
+            d = min(ema_decay, (1 + step) / (10 + step))  # ema_update's warmed-up decay
+            torch._foreach_lerp_([stack["ema"][k] for k in names], [params[k].detach() for k in names], 1 - d)
+        stack["step"] = step + 1
+    stack["seconds"] += time.perf_counter() - t_start
+    return stack
+
+
+def unstack(stack, model):
+    """The G models of a stack as train() states (model, ema, step, seconds: the stack's wall time / G)."""
+    G = len(stack["generators"])
+    states = []
+    for g in range(G):
+        m, e = copy.deepcopy(model), copy.deepcopy(model)
+        m.load_state_dict({**{k: v[g].detach() for k, v in stack["params"].items()},
+                           **{k: v[g] for k, v in stack["buffers"].items()}})
+        e.load_state_dict({**{k: v[g] for k, v in stack["ema"].items()},
+                           **{k: v[g] for k, v in stack["buffers"].items()}})
+        states.append(dict(model=m.eval(), ema=e.eval(), step=stack["step"], seconds=stack["seconds"] / G))
+    return states
 
 
 def new_state(model, *, lr, seed, device, ema=None):
@@ -229,7 +316,8 @@ def train_one(args, ds, masks, index, out, schedule, config, device):
 
     train(state, schedule, x0_all, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
           lr_schedule=args.lr_schedule, ema_decay=args.ema_decay, grad_clip=args.grad_clip, hflip=args.hflip,
-          save_every=args.ckpt_every, save=save, desc=os.path.basename(out), progress=index is None)
+          save_every=args.ckpt_every, save=save, desc=os.path.basename(out), progress=index is None,
+          precision=args.precision, compile=args.compile, channels_last=args.channels_last)
     save_checkpoint(out, state_to_checkpoint(state, schedule=schedule, args=run_args, subset=subset))
     if os.path.exists(partial):
         os.remove(partial)
@@ -237,6 +325,27 @@ def train_one(args, ds, masks, index, out, schedule, config, device):
         sample_grid(state["ema"], schedule, os.path.splitext(out)[0] + ".png", n=args.grid,
                     ddim_steps=args.ddim_steps, seed=args.seed, device=device)
     return state["seconds"], count_params(model), len(images)
+
+
+def train_group(args, ds, masks, group, schedule, config, device):
+    """Several rows from scratch at once (train_stack): the same initial weights and seed as train_one
+    gives each; no partial checkpoints (a killed group starts again; finished rows stay)."""
+    torch.manual_seed(args.seed)  # initial weights, as train_one draws them for every row
+    model = UNet(**config).to(device)
+    subsets = [subset_images(ds, masks, i, args.masks) for i, _ in group]
+    stack = stack_states([model] * len(group), lr=args.lr, seeds=[args.seed] * len(group), device=device)
+    train_stack(stack, schedule, [to_model_space(images).to(device) for images, _ in subsets], steps=args.steps,
+                batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, lr_schedule=args.lr_schedule,
+                ema_decay=args.ema_decay, grad_clip=args.grad_clip, hflip=args.hflip, precision=args.precision)
+    results = []
+    for (i, out), state, (images, subset) in zip(group, unstack(stack, model), subsets):
+        run_args = dict(vars(args), out=out, index=i)
+        save_checkpoint(out, state_to_checkpoint(state, schedule=schedule, args=run_args, subset=subset))
+        if args.grid:
+            sample_grid(state["ema"], schedule, os.path.splitext(out)[0] + ".png", n=args.grid,
+                        ddim_steps=args.ddim_steps, seed=args.seed, device=device)
+        results.append((state["seconds"], count_params(model), len(images)))
+    return results
 
 
 def main(args):
@@ -254,11 +363,16 @@ def main(args):
         return
     progress = Progress(len(todo), f"train {os.path.basename(args.masks or 'all data')}") if len(jobs) > 1 else None
     total = 0.0
-    for i, out in todo:
-        seconds, params, n_images = train_one(args, ds, masks, i, out, schedule, config, device)
-        total += seconds
-        if progress:
-            progress.update(f"row {i}", seconds)
+    for start in range(0, len(todo), args.stack):
+        group = todo[start:start + args.stack]
+        if len(group) == 1:
+            results = [train_one(args, ds, masks, *group[0], schedule, config, device)]
+        else:
+            results = train_group(args, ds, masks, group, schedule, config, device)
+        for (i, _), (seconds, params, n_images) in zip(group, results):
+            total += seconds
+            if progress:
+                progress.update(f"row {i}", seconds)
     if progress:
         progress.close()
     where = todo[0][1] if len(jobs) == 1 else f"{len(todo)} models to {args.out} ({len(jobs) - len(todo)} already done)"

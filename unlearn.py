@@ -13,10 +13,10 @@ only by their data. Unstructured pruning masks stay applied (pruned weights stay
 import os
 
 import torch
-from data import (ArgumentParser, DataError, Progress, add_data_args, fraction, load_dataset, load_masks, nonnegative_int,
+from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_args, fraction, load_dataset, load_masks, nonnegative_int,
                   parse_range, positive_float, positive_int, row_sha256, run, to_model_space)
 from ddpm import InputError, Schedule, build_model, file_sha256, load_checkpoint, pick_device, save_checkpoint
-from train_ddpm import new_state, state_to_checkpoint, train
+from train_ddpm import new_state, stack_states, state_to_checkpoint, train, train_stack, unstack
 
 
 def parse_args(argv=None):
@@ -35,6 +35,8 @@ def parse_args(argv=None):
     p.add_argument("--ema-decay", type=fraction, default=0.999)
     p.add_argument("--seed", type=int, default=0, help="one seed for every row: minibatch positions and noise")
     p.add_argument("--device", default="auto")
+    add_speed_args(p, "unlearn this many rows together (vmap over stacked weights: 12.6x on an H200 for 64 digits "
+                   "models; 2 CPU cores about break even); each row's checkpoint is what it would be alone")
     p.add_argument("--force", action="store_true", help="redo rows whose checkpoint exists")
     return p.parse_args(argv)
 
@@ -59,9 +61,24 @@ def unlearn_row(pruned, schedule, x0_subset, args, device):
     model = build_model(pruned, "ema").to(device)
     state = new_state(model, lr=args.lr, seed=args.seed, device=device)
     train(state, schedule, x0_subset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-          warmup=args.warmup, lr_schedule="cosine", ema_decay=args.ema_decay, masks=pruned.get("masks"),
-          progress=False)
+          warmup=args.warmup, lr_schedule="cosine", ema_decay=args.ema_decay, masks=_on(pruned.get("masks"), device),
+          progress=False, precision=args.precision, compile=args.compile, channels_last=args.channels_last)
     return state
+
+
+def unlearn_rows(pruned, schedule, x0_subsets, args, device):
+    """unlearn_row for several subsets at once (train_stack): every row starts from the same pruned
+    weights with the same seed, as unlearn_row starts it. Returns their states."""
+    model = build_model(pruned, "ema").to(device)
+    stack = stack_states([model] * len(x0_subsets), lr=args.lr, seeds=[args.seed] * len(x0_subsets), device=device)
+    train_stack(stack, schedule, x0_subsets, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                warmup=args.warmup, lr_schedule="cosine", ema_decay=args.ema_decay,
+                masks=_on(pruned.get("masks"), device), precision=args.precision)
+    return unstack(stack, model)
+
+
+def _on(masks, device):
+    return {k: v.to(device) for k, v in masks.items()} if masks else masks
 
 
 def main(args):
@@ -76,14 +93,17 @@ def main(args):
     todo = [i for i in rows if args.force or not check_done(row_path(args.out, i), row_sha256(masks[i]))]
     seconds = 0.0
     progress = Progress(len(todo), f"unlearn {os.path.basename(args.masks)}")
-    for i in todo:
-        row = torch.from_numpy(masks[i]).to(device)
-        state = unlearn_row(pruned, schedule, x0_all[row], args, device)
-        subset = dict(masks=os.path.basename(args.masks), index=i, sha256=row_sha256(masks[i]))
-        save_checkpoint(row_path(args.out, i), state_to_checkpoint(
-            state, schedule=schedule, args=vars(args), subset=subset, parent=parent, masks=pruned.get("masks")))
-        seconds += state["seconds"]
-        progress.update(f"row {i}", state["seconds"])
+    for start in range(0, len(todo), args.stack):
+        group = todo[start:start + args.stack]
+        subsets = [x0_all[torch.from_numpy(masks[i]).to(device)] for i in group]
+        states = ([unlearn_row(pruned, schedule, subsets[0], args, device)] if len(group) == 1 else
+                  unlearn_rows(pruned, schedule, subsets, args, device))
+        for i, state in zip(group, states):
+            subset = dict(masks=os.path.basename(args.masks), index=i, sha256=row_sha256(masks[i]))
+            save_checkpoint(row_path(args.out, i), state_to_checkpoint(
+                state, schedule=schedule, args=vars(args), subset=subset, parent=parent, masks=pruned.get("masks")))
+            seconds += state["seconds"]
+            progress.update(f"row {i}", state["seconds"])
     progress.close()
     mean = f", {seconds / len(todo):.1f} s per row" if todo else ""
     print(f"wrote {len(todo)} unlearned models to {args.out} ({len(rows) - len(todo)} already done{mean})")

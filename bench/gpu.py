@@ -8,7 +8,8 @@ models trained one at a time (G = 1) or stacked (train_ddpm.train_stack, vmap ov
 
 The issue's goals on an H200: a training step <= 30 ms at batch 128, DDIM-100 >= 300 images/s,
 stacked unlearning >= 10x the model-steps/s of one model at a time. On CPU the figures only show that
-every path runs; compile rows are skipped there unless --compile-on-cpu (minutes of compilation).
+every path runs; bf16 and compile rows are skipped there unless --all-on-cpu (a CPU without bf16
+units emulates it, ~16x slower than fp32 here; inductor compiles for minutes).
 """
 import argparse
 import copy
@@ -28,7 +29,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto")
     p.add_argument("--small", action="store_true", help="CPU sizes (default when there is no CUDA)")
-    p.add_argument("--compile-on-cpu", action="store_true", help="also time torch.compile on the CPU")
+    p.add_argument("--all-on-cpu", action="store_true", help="also time bf16 and torch.compile on the CPU")
+    p.add_argument("--arch", default="cifar10", choices=sorted(ARCHS), help="the architecture of the training and "
+                   "sampling rows (the tests run digits-small)")
     return p.parse_args(argv)
 
 
@@ -96,28 +99,28 @@ def main(args):
     batch, steps, warmup = (2, 2, 1) if small else (128, 30, 10)
     n_images, ddim_steps = (2, 10) if small else (256, 100)
     groups, unlearn_steps = ((1, 4, 8), 5) if small else ((1, 8, 64), 50)
-    compile_ok = device.startswith("cuda") or args.compile_on_cpu
+    every = device.startswith("cuda") or args.all_on_cpu
     schedule = Schedule()
     name = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; {'small (CPU) sizes' if small else 'full sizes'}")
     print("| what | setting | figure |")
     print("| --- | --- | --- |")
     torch.manual_seed(0)
-    full = UNet(**ARCHS["cifar10"]).to(device)
-    pruned = prune_structured(UNet(**ARCHS["cifar10"]).to(device), PAPER_RATIO)
+    full = UNet(**ARCHS[args.arch]).to(device)
+    pruned = prune_structured(UNet(**ARCHS[args.arch]).to(device), PAPER_RATIO)
     for label, model in (("full", full), ("pruned 0.3", pruned)):
         params = f"{count_params(model) / 1e6:.1f}M"
         for precision, compile in (("fp32", False), ("bf16", False), ("bf16", True)):
-            if compile and not compile_ok:
-                print(f"| train step, cifar10 UNet {label} ({params}) | batch {batch}, {precision} + compile | "
-                      f"skipped on CPU (--compile-on-cpu) |")
+            if precision != "fp32" and not every:
+                print(f"| train step, {args.arch} UNet {label} ({params}) | batch {batch}, {precision}"
+                      f"{' + compile' if compile else ''} | skipped on CPU (--all-on-cpu) |")
                 continue
             ms = ms_per_step(model, schedule, batch, steps, warmup, device, precision, compile)
-            print(f"| train step, cifar10 UNet {label} ({params}) | batch {batch}, {precision}"
+            print(f"| train step, {args.arch} UNet {label} ({params}) | batch {batch}, {precision}"
                   f"{' + compile' if compile else ''} | {ms:.1f} ms |", flush=True)
-    for precision in ("fp32", "bf16"):
+    for precision in ("fp32", "bf16") if every else ("fp32",):
         ips = images_per_second(full, schedule, n_images, ddim_steps, device, precision)
-        print(f"| DDIM-{ddim_steps} sampling, cifar10 UNet full | {n_images} images, {precision} | {ips:.1f} images/s |",
+        print(f"| DDIM-{ddim_steps} sampling, {args.arch} UNet full | {n_images} images, {precision} | {ips:.1f} images/s |",
               flush=True)
     one = model_steps_per_second(1, schedule, unlearn_steps, device, stacked=False)
     print(f"| unlearning, pruned digits UNet | G = 1, one at a time | {one:.0f} model-steps/s |", flush=True)
