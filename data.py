@@ -361,7 +361,7 @@ def add_speed_args(parser, stack_help):
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="bf16: autocast of the forward passes (weights, loss and EMA stay fp32)")
     parser.add_argument("--channels-last", action="store_true", help="channels_last memory format (faster convolutions "
-                        "on recent GPUs)")
+                        "on recent GPUs; one model at a time)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the forward pass (one model at a time; "
                         "pays a compilation of tens of seconds first)")
     parser.add_argument("--stack", type=positive_int, default=1, help=stack_help)

@@ -426,10 +426,14 @@ def load_checkpoint(path):
 
 def build_model(ckpt, which="ema"):
     """The UNet of a checkpoint, with its `which` weights ("ema" or "model") and pruning masks applied."""
-    model = UNet(**ckpt["config"])
-    model.load_state_dict(ckpt[which])
-    if ckpt.get("masks"):
-        apply_masks(model, ckpt["masks"])
+    try:
+        model = UNet(**ckpt["config"])
+        model.load_state_dict(ckpt[which])
+        if ckpt.get("masks"):
+            apply_masks(model, ckpt["masks"])
+    except (TypeError, ValueError, KeyError, RuntimeError) as e:  # config and weights do not fit together
+        raise CheckpointError(f"the {which} weights of this checkpoint do not fit its config: "
+                              f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
     return model
 
 

@@ -47,6 +47,10 @@ def bad(tmp_path_factory):
     np.save(d / "empty.npy", np.zeros((0, N), dtype=bool))
     (d / "garbage.pt").write_bytes(b"not a checkpoint")
     torch.save({"weights": torch.zeros(3)}, d / "foreign.pt")
+    tiny_checkpoint(d / "misfit.pt")
+    misfit = torch.load(d / "misfit.pt", weights_only=True)
+    misfit["config"]["ch"] = 16  # weights of an 8-channel model under a 16-channel config
+    torch.save(misfit, d / "misfit.pt")
     tiny_checkpoint(d / "full.pt")
     tiny_checkpoint(d / "pruned.pt", pruned=True)
     (d / "no_models").mkdir()
@@ -103,6 +107,8 @@ CASES = [
     ("checkpoint of something else", "prune", ["--ckpt", "@foreign.pt", "--out", OUT], "not a checkpoint of this"),
     ("prune ratio above 1", "prune", ["--ckpt", "@full.pt", "--ratio", "1.5", "--out", OUT], "--ratio: must be in (0, 1)"),
     ("prune a pruned model", "prune", ["--ckpt", "@pruned.pt", "--out", OUT], "already pruned"),
+    ("checkpoint weights not fitting its config", "prune", ["--ckpt", "@misfit.pt", "--out", OUT],
+     "do not fit its config"),
     ("subset count zero", "make_subsets", ["--count", "0", "--out", OUT], "--count: must be a positive integer"),
     ("subset alpha of 1.5", "make_subsets", ["--count", "2", "--alpha", "1.5", "--out", OUT], "--alpha: must be in"),
     ("more rows than the source", "make_subsets", ["--count", "9", "--first-of", "@masks.npy", "--out", OUT],
