@@ -218,6 +218,22 @@ def make_masks(n, count, alpha, seed):
     return masks
 
 
+def make_kernel_masks(n, count, seed):
+    """(count, n) bool subsets for KernelSHAP: each row's size s in 1..n-1 drawn with probability
+    proportional to the Shapley kernel's total weight of that size, (n - 1) / (s (n - s)), then a
+    uniform subset of that size (Lundberg & Lee 2017)."""
+    if n < 2:
+        raise DataError(f"Shapley subsets need at least 2 players, got {n}")
+    rng = np.random.default_rng(seed)
+    s = np.arange(1, n)
+    p = 1.0 / (s * (n - s))
+    sizes = rng.choice(s, size=count, p=p / p.sum())
+    masks = np.zeros((count, n), dtype=bool)
+    for i, k in enumerate(sizes):
+        masks[i, rng.choice(n, size=k, replace=False)] = True
+    return masks
+
+
 def row_sha256(row):
     """sha256 of one mask row (bit-packed): ties checkpoints and behaviours to the rows they came from."""
     return hashlib.sha256(np.packbits(np.asarray(row, dtype=bool)).tobytes() + str(len(row)).encode()).hexdigest()

@@ -1,13 +1,18 @@
 """Attributions from a mask file and a behaviours file: one score per training image.
 
     python fit_datamodel.py --masks runs/x/masks/unlearn.npy --behaviors runs/x/behaviors/unlearn.npz \\
-        --out runs/x/attributions/unlearn.npz [--method datamodel|banzhaf] [--behavior fid|class:K]
+        --out runs/x/attributions/unlearn.npz [--method datamodel|banzhaf|shapley] [--behavior fid|class:K]
 
 datamodel  linear regression of the behaviour on the 0/1 subset indicator (Ilyas et al. 2022),
            gamma(S) ~ intercept + sum_{j in S} score_j, with scikit-learn's cross-validated Lasso and
            Ridge; the one with the better cross-validated error is kept.
 banzhaf    score_j = mean behaviour of the subsets with image j minus the mean of those without it
            (maximum-sample-reuse estimate, Wang & Jia 2023).
+shapley    Shapley values by KernelSHAP (Lundberg & Lee 2017): the Shapley-kernel-weighted least-squares
+           fit under the efficiency constraint sum(scores) = v(full) - v(empty), as Lin, Lu et al. (ICLR
+           2025) estimate contributor values. Subsets whose sizes follow the Shapley kernel come from
+           `make_subsets.py --alpha shapley`; v(empty) and v(full) from all-zero and all-one mask rows,
+           or --v-empty and --v-full.
 
 Behaviours: `fid` (the paper's) or `class:K`, the share of generated images classified as class K.
 Sign convention: gamma = FID, lower is better, so a positive score means including the image raises
@@ -26,7 +31,11 @@ def parse_args(argv=None):
     p.add_argument("--masks", required=True, help="mask file the behaviours' rows come from")
     p.add_argument("--behaviors", required=True, help="behaviours file (compute_fid.py)")
     p.add_argument("--out", required=True, help="attributions file to write (.npz)")
-    p.add_argument("--method", choices=["datamodel", "banzhaf"], default="datamodel")
+    p.add_argument("--method", choices=["datamodel", "banzhaf", "shapley"], default="datamodel")
+    p.add_argument("--v-empty", type=float, default=None, help="shapley: the behaviour with no training data "
+                   "(default: that of an all-zero mask row)")
+    p.add_argument("--v-full", type=float, default=None, help="shapley: the behaviour with all training data "
+                   "(default: that of an all-one mask row)")
     p.add_argument("--behavior", default="fid", help="fid, or class:K (share of samples classified as K)")
     p.add_argument("--max-models", type=positive_int, default=None, help="use the first n rows only")
     p.add_argument("--folds", type=at_least_two, default=5, help="cross-validation folds choosing the regularisation")
@@ -130,11 +139,47 @@ def fit_datamodel(X, y, folds=5, seed=0):
     return model.coef_.astype(np.float64), float(model.intercept_), info
 
 
-def attribute(X, y, method="datamodel", folds=5, seed=0):
+def fit_shapley(X, y, v_empty=None, v_full=None):
+    """KernelSHAP (Lundberg & Lee 2017, Theorem 2): Shapley values phi minimise
+    sum_S pi(S) (v(S) - v(empty) - sum_{j in S} phi_j)^2 subject to sum_j phi_j = v(full) - v(empty), with
+    the Shapley kernel pi(S) = (n - 1) / (C(n, |S|) |S| (n - |S|)). Each row is weighted by pi over how
+    often its size was drawn relative to C(n, |S|): all 2^n subsets give the exact values, and subsets
+    whose sizes follow the kernel (make_kernel_masks) get equal weights, as KernelSHAP samples them."""
+    n = X.shape[1]
+    size = X.sum(1).round().astype(int)
+    if v_empty is None:
+        if not (size == 0).any():
+            raise DataError("shapley needs v(empty): an all-zero mask row or --v-empty")
+        v_empty = float(y[size == 0].mean())
+    if v_full is None:
+        if not (size == n).any():
+            raise DataError("shapley needs v(full): an all-one mask row or --v-full")
+        v_full = float(y[size == n].mean())
+    inner = (size > 0) & (size < n)  # the two ends have infinite kernel weight: they are the constraints
+    if inner.sum() < 2:
+        raise DataError("shapley needs subsets of sizes between 1 and n - 1 (make_subsets.py --alpha shapley)")
+    Z, s = X[inner], size[inner]
+    sizes, counts = np.unique(s, return_counts=True)
+    drawn = dict(zip(sizes.tolist(), counts.tolist()))
+    w = (n - 1) / (s * (n - s) * np.array([drawn[k] for k in s.tolist()], dtype=np.float64))
+    total = v_full - v_empty
+    # efficiency: phi_n = total - sum_{j < n} phi_j, so the fit is over phi_1 .. phi_{n-1} (least norm
+    # where fewer subsets than players leave it underdetermined)
+    A = Z[:, :-1] - Z[:, -1:]
+    b = y[inner] - v_empty - Z[:, -1] * total
+    root = np.sqrt(w)
+    rest = np.linalg.lstsq(A * root[:, None], b * root, rcond=None)[0]
+    scores = np.append(rest, total - rest.sum())
+    return scores, float(v_empty), dict(method="shapley", model="kernelshap", alpha=0.0, v_full=float(v_full))
+
+
+def attribute(X, y, method="datamodel", folds=5, seed=0, v_empty=None, v_full=None):
     if len(y) < 2:
         raise DataError(f"need at least 2 models to fit attributions, got {len(y)}")
     if method == "banzhaf":
         return fit_banzhaf(X, y)
+    if method == "shapley":
+        return fit_shapley(X, y, v_empty, v_full)
     return fit_datamodel(X, y, folds, seed)
 
 
@@ -144,7 +189,7 @@ def main(args):
     rows, X, y = aligned(masks, beh, args.behavior, args.masks)
     if args.max_models is not None:
         rows, X, y = rows[:args.max_models], X[:args.max_models], y[:args.max_models]
-    scores, intercept, info = attribute(X, y, args.method, args.folds, args.seed)
+    scores, intercept, info = attribute(X, y, args.method, args.folds, args.seed, args.v_empty, args.v_full)
     save_npz(args.out, scores=scores, intercept=intercept, method=args.method, behavior=args.behavior,
              model=info["model"], alpha=info["alpha"], rows=rows, n_models=len(rows))
     top = np.argsort(-scores)[:5]

@@ -83,3 +83,54 @@ def test_seeds_are_averaged_and_class_shares_computed():
     assert behavior_values(beh, "class:1").tolist() == [0.75, 0.5, 0.0]
     with pytest.raises(data.DataError):
         behavior_values(beh, "class:2")
+
+
+# ----------------------------------------------------------------------------------------------
+# Shapley values (KernelSHAP) against exact enumeration on a planted non-additive game
+
+def planted_game(n=8, seed=0):
+    """v(S) = sum of singles + pairwise interactions + a threshold bonus: not additive."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=n), np.triu(rng.normal(size=(n, n)), 1)
+    return lambda z: float(a @ z + z @ b @ z + 2.0 * (z.sum() >= 3))
+
+
+def exact_shapley(v, n):
+    """phi_j = sum over S not containing j of |S|! (n - |S| - 1)! / n! (v(S + j) - v(S)), by enumeration."""
+    from itertools import product
+    from math import factorial
+    phi = np.zeros(n)
+    for bits in product([0, 1], repeat=n):
+        z = np.array(bits, dtype=float)
+        s = int(z.sum())
+        for j in np.flatnonzero(z == 0):
+            with_j = z.copy()
+            with_j[j] = 1
+            phi[j] += factorial(s) * factorial(n - s - 1) / factorial(n) * (v(with_j) - v(z))
+    return phi
+
+
+def test_shapley_from_all_subsets_is_exact_and_efficient():
+    from itertools import product
+    n = 8
+    v = planted_game(n)
+    X = np.array(list(product([0, 1], repeat=n)), dtype=float)
+    y = np.array([v(z) for z in X])
+    scores, intercept, info = attribute(X, y, "shapley")
+    expected = exact_shapley(v, n)
+    assert np.abs(expected).max() > 0.5 and np.ptp(expected) > 0.5  # a game with distinct values
+    np.testing.assert_allclose(scores, expected, atol=1e-6)
+    assert intercept == v(np.zeros(n))
+    assert scores.sum() == pytest.approx(v(np.ones(n)) - v(np.zeros(n)), abs=1e-9)  # efficiency
+
+
+def test_shapley_from_kernel_sampled_subsets_correlates_with_the_exact_values():
+    n = 10
+    v = planted_game(n, seed=1)
+    X = data.make_kernel_masks(n, 600, seed=2).astype(float)
+    sizes = X.sum(1)
+    assert sizes.min() >= 1 and sizes.max() <= n - 1 and (sizes <= 2).mean() > (sizes == 5).mean()  # kernel-shaped
+    y = np.array([v(z) for z in X])
+    scores, _, _ = attribute(X, y, "shapley", v_empty=v(np.zeros(n)), v_full=v(np.ones(n)))
+    assert np.corrcoef(scores, exact_shapley(v, n))[0, 1] > 0.95
+    assert scores.sum() == pytest.approx(v(np.ones(n)) - v(np.zeros(n)), abs=1e-9)
