@@ -1,6 +1,7 @@
 """The global behaviour of every model in a folder: sample it with DDIM from the same initial noise
-(common random numbers) and compute its FID against the real, uncorrupted training data, and the
-class histogram of its samples.
+(common random numbers) and compute its FID against the real, uncorrupted training data (or the
+reference set --ref-data, recorded with its sha256 in the output), and the class histogram of its
+samples.
 
     python compute_fid.py --data digits --models runs/x/models/unlearn --masks runs/x/masks/unlearn.npy \\
         --out runs/x/behaviors/unlearn.npz --n-samples 1000 --ddim-steps 100
@@ -31,7 +32,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_args, at_least_two, load_dataset, load_masks,
+from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_args, at_least_two, images_sha256,
+                  load_dataset, load_masks,
                   nonnegative_int, positive_int, row_sha256, run, save_npz, to_model_space)
 from ddpm import (InputError, Schedule, autocast, build_model, ddim_sample, file_sha256, load_checkpoint, pick_device,
                   save_checkpoint)
@@ -46,6 +48,8 @@ def parse_args(argv=None):
     p.add_argument("--models", required=True, help="folder of per-row checkpoints, or one checkpoint")
     p.add_argument("--masks", default=None, help="mask file the folder's rows come from (checked by sha256)")
     p.add_argument("--out", required=True, help="behaviours file to write (.npz)")
+    p.add_argument("--ref-data", default=None, help="FID reference set, any --data form (a test split, a curated "
+                   "clean set); default: the uncorrupted training data. Changes the reference statistics only")
     p.add_argument("--ref-models", default=None, help="FID between each model and the same row's model here (FID2)")
     p.add_argument("--n-samples", type=at_least_two, default=1000,
                    help="samples per model, at least 2 for a covariance (FID noise falls as 1/sqrt(n))")
@@ -212,18 +216,20 @@ def features_of(extract, images, batch_size):
     return np.concatenate(feats), (np.concatenate(classes) if classes else None)
 
 
-def reference_stats(extract, clean, cache, kind, batch_size, n_ref=0, seed=0):
-    """Mean and covariance of the features of the real, uncorrupted training images (all, or a
-    seeded choice of n_ref of them), cached."""
-    n = n_ref if 0 < n_ref < len(clean) else len(clean)
-    path = os.path.join(cache, f"fid_ref_{kind}_{_safe(clean.name)}_{n}.npz")
+def reference_stats(extract, ref, cache, kind, batch_size, n_ref=0, seed=0):
+    """Mean and covariance of the features of the reference images (the real, uncorrupted training
+    images, or --ref-data; all, or a seeded choice of n_ref of them), cached with the images' sha256."""
+    n = n_ref if 0 < n_ref < len(ref) else len(ref)
+    path = os.path.join(cache, f"fid_ref_{kind}_{_safe(ref.name)}_{n}.npz")
+    sha = images_sha256(ref.images)
     if os.path.exists(path):
         with np.load(path) as f:
-            return f["mu"], f["sigma"]
-    images = clean.images if n == len(clean) else clean.images[np.random.default_rng(seed).choice(len(clean), n, replace=False)]
+            if "sha256" in f.files and str(f["sha256"]) == sha:
+                return f["mu"], f["sigma"]
+    images = ref.images if n == len(ref) else ref.images[np.random.default_rng(seed).choice(len(ref), n, replace=False)]
     feats, _ = features_of(extract, to_model_space(images), batch_size)
     mu, sigma = feature_stats(feats)
-    save_npz(path, mu=mu, sigma=sigma, n=n)
+    save_npz(path, mu=mu, sigma=sigma, n=n, sha256=sha)
     return mu, sigma
 
 
@@ -288,11 +294,13 @@ def sample_models(ckpts, schedule, noise, ddim_steps, batch_size, device, precis
     return [torch.cat([o[g] for o in out]).clamp(-1, 1) for g in range(G)]
 
 
-def up_to_date(args, entries, masks):
-    """An existing behaviours file covers the same checkpoints, rows and sample count."""
+def up_to_date(args, entries, masks, ref_sha):
+    """An existing behaviours file covers the same checkpoints, rows, sample count and FID reference."""
     try:
         with np.load(args.out, allow_pickle=False) as f:
             files, shas, n = [str(p) for p in f["files"]], [str(s) for s in f["mask_sha256"]], int(f["n_samples"])
+            if str(f["ref_sha256"]) != ref_sha:
+                return False
     except Exception:
         return False
     expected = [row_sha256(masks[i]) if i >= 0 else "" for _, i, _ in entries]
@@ -304,14 +312,19 @@ def main(args):
     if args.n_ref == 1:
         raise DataError("--n-ref must be 0 (all images) or at least 2 (a covariance needs two)")
     cache = args.cache or os.path.dirname(os.path.dirname(os.path.abspath(args.out)))
-    clean = load_dataset(args.data)  # FID is always against the uncorrupted data
+    clean = load_dataset(args.data)  # FID is against the uncorrupted data unless --ref-data
+    ref = load_dataset(args.ref_data) if args.ref_data else clean
+    if ref.images.shape[1:] != clean.images.shape[1:]:
+        raise DataError(f"--ref-data {args.ref_data} has images of shape {ref.images.shape[1:]}, the training data "
+                        f"{clean.images.shape[1:]}")
+    ref_sha = "" if args.ref_models else images_sha256(ref.images)
     masks = load_masks(args.masks, n=len(clean)) if args.masks else None
     entries = list_models(args.models, args.masks)
     if args.ref_models:  # FID2 only where both folders have the row
         entries = [e for e in entries if os.path.exists(os.path.join(args.ref_models, os.path.basename(e[0])))]
         if not entries:
             raise DataError(f"no model of {args.models} has a partner in {args.ref_models}")
-    if os.path.exists(args.out) and not args.force and up_to_date(args, entries, masks):
+    if os.path.exists(args.out) and not args.force and up_to_date(args, entries, masks, ref_sha):
         print(f"skip: {args.out} exists for these {len(entries)} models (use --force to recompute)")
         return
     kind = args.features if args.features != "auto" else ("cnn" if clean.labels is not None else "inception")
@@ -320,7 +333,7 @@ def main(args):
         extract, num_classes, meta = cnn_extractor(clean, cache, args.seed, device)
     else:
         extract, num_classes, meta = inception_extractor(args.inception_weights, device)
-    mu_ref, sigma_ref = (None, None) if args.ref_models else reference_stats(extract, clean, cache, kind, args.batch_size,
+    mu_ref, sigma_ref = (None, None) if args.ref_models else reference_stats(extract, ref, cache, kind, args.batch_size,
                                                                                   args.n_ref, args.seed)
     root_ref = None if args.ref_models else sqrt_psd(sigma_ref)  # once for all models
     c, h = clean.images.shape[1:3]
@@ -400,7 +413,8 @@ def main(args):
     progress.close()
     out = {k: np.asarray(v) for k, v in rows.items() if not (k == "class_hist" and num_classes is None)}
     save_npz(args.out, **out, features=meta["kind"], n_samples=args.n_samples, ddim_steps=args.ddim_steps,
-             masks=os.path.basename(args.masks) if args.masks else "", ref_models=args.ref_models or "")
+             masks=os.path.basename(args.masks) if args.masks else "", ref_models=args.ref_models or "",
+             ref_data="" if args.ref_models else ref.name, ref_sha256=ref_sha)
     fids = out["fid"]
     print(f"wrote {args.out}: {len(fids)} models, FID{'2' if args.ref_models else ''} mean {fids.mean():.2f} "
           f"(min {fids.min():.2f}, max {fids.max():.2f}), {np.mean(rows['seconds']):.1f} s sampling per model")

@@ -5,7 +5,9 @@ function needs it, so fit_datamodel.py and eval_lds.py can import this module wi
 Datasets (`--data`):
     digits        scikit-learn's 8x8 handwritten digits (1,797 images, embedded, no download)
     cifar10       CIFAR-10 training set (50,000 32x32 RGB) through torchvision's download
-    npz:PATH      uint8 `images` (N, H, W, C) or (N, C, H, W), C in {1, 3}; optional `labels`
+    npz:PATH      uint8 `images` (N, H, W, C) or (N, C, H, W), C in {1, 3}; optional `labels`, and
+                  optional `corrupted`: indices of images known or suspected to be bad (the report
+                  scores how well attribution finds them, as for --corrupt)
     folder:PATH   every image file of a folder (all the same size), sorted by name
 
     from data import load_dataset, make_masks
@@ -56,8 +58,9 @@ def load_dataset(name, corrupt=0.0, corrupt_seed=0, root=None):
     else:
         raise DataError(f"unknown dataset {name!r}: use digits, cifar10, npz:PATH or folder:PATH")
     ds.name = name
-    if corrupt:
-        ds.images, ds.corrupted = corrupt_images(ds.images, corrupt, corrupt_seed)
+    if corrupt:  # the images replaced here join any the dataset itself names as bad
+        ds.images, replaced = corrupt_images(ds.images, corrupt, corrupt_seed)
+        ds.corrupted = np.union1d(ds.corrupted, replaced).astype(np.int64)
     return ds
 
 
@@ -101,6 +104,7 @@ def _load_npz(path):
             images = f["images"]
             labels = f["labels"] if "labels" in f else None
             classes = [str(c) for c in f["classes"]] if "classes" in f else None
+            known_bad = f["corrupted"] if "corrupted" in f else None
     except DataError:
         raise
     except Exception as e:
@@ -118,7 +122,14 @@ def _load_npz(path):
         labels = np.asarray(labels).astype(np.int64)
         if labels.shape != (len(images),):
             raise DataError(f"{path}: labels must have shape ({len(images)},), got {labels.shape}")
-    return Dataset(np.ascontiguousarray(images), labels, classes)
+    ds = Dataset(np.ascontiguousarray(images), labels, classes)
+    if known_bad is not None:  # images the user knows or suspects to be bad: scored like --corrupt's
+        known_bad = np.asarray(known_bad)
+        if known_bad.ndim != 1 or known_bad.dtype.kind not in "iu" or (known_bad < 0).any() or \
+                (known_bad >= len(images)).any():
+            raise DataError(f"{path}: 'corrupted' must be a 1-d array of image indices in 0..{len(images) - 1}")
+        ds.corrupted = np.unique(known_bad).astype(np.int64)
+    return ds
 
 
 def _load_folder(path):
@@ -232,6 +243,11 @@ def make_kernel_masks(n, count, seed):
     for i, k in enumerate(sizes):
         masks[i, rng.choice(n, size=k, replace=False)] = True
     return masks
+
+
+def images_sha256(images):
+    """sha256 of a dataset's images (shape and bytes): names a FID reference set exactly."""
+    return hashlib.sha256(str(images.shape).encode() + np.ascontiguousarray(images).tobytes()).hexdigest()
 
 
 def row_sha256(row):

@@ -210,6 +210,14 @@ def detection_auc(scores, corrupted):
     return float(roc_auc_score(labels, scores))
 
 
+def check_one_reference(behaviors):
+    """Refuse a run whose FIDs were measured against different reference sets (compute_fid --ref-data)."""
+    refs = {(str(b.get("ref_data", "")), str(b.get("ref_sha256", ""))) for b in behaviors}
+    if len(refs) > 1:
+        raise DataError("the behaviours of this run were measured against different FID reference sets: "
+                        + "; ".join(f"{name or 'training data'} ({sha[:12] or 'unrecorded'})" for name, sha in sorted(refs)))
+
+
 def evaluate_run(args):
     run_dir = args.run
     fig_dir = os.path.join(run_dir, "figures")
@@ -221,6 +229,8 @@ def evaluate_run(args):
     corrupted = np.load(corrupted_path) if os.path.exists(corrupted_path) else None
 
     pools_fid = {name: _pool(run_dir, name, "fid") for name in POOLS}
+    check_one_reference([pools_fid[name]["beh"] for name in POOLS] + [_pool(run_dir, "lds", "fid")["beh"]] +
+                        [b for b in (full, pruned) if b is not None])
     unit = float(pools_fid["retrain"]["seconds"].mean())  # one retraining, in seconds
     prune_seconds = float(pruned["train_seconds"][0]) if pruned is not None else 0.0
     n_retrain = len(pools_fid["retrain"]["y"])

@@ -6,6 +6,7 @@
 #   bash run_pipeline.sh quick      # the whole chain in a couple of minutes (used by the tests)
 #   bash run_pipeline.sh cifar10    # the paper's settings (GPU / cluster)
 #   RUN=runs/mine JOBS=4 K=48 bash run_pipeline.sh     # any setting below can be overridden
+#   REF_DATA=npz:curated.npz bash run_pipeline.sh       # FID against a chosen reference set
 #
 # Stages: train, prune, masks, unlearn, retrain baseline, LDS models, behaviours, fit, evaluate.
 set -euo pipefail
@@ -34,7 +35,7 @@ case "$PRESET" in
     : "${UNLEARN_FLAGS:=--lr 2e-4 --ema-decay 0.9999}" "${FEATURES:=inception}" ;;
   *) echo "error: unknown preset '$PRESET' (quick, default, cifar10)" >&2; exit 2 ;;
 esac
-: "${JOBS:=2}" "${ALPHA:=0.5}" "${RATIO:=0.3}" "${FEATURES:=auto}" "${N_REF:=0}" "${INCEPTION_WEIGHTS:=}"
+: "${JOBS:=2}" "${ALPHA:=0.5}" "${RATIO:=0.3}" "${FEATURES:=auto}" "${N_REF:=0}" "${INCEPTION_WEIGHTS:=}" "${REF_DATA:=}"
 : "${TRAIN_FLAGS:=}" "${UNLEARN_FLAGS:=}" "${DEVICE:=auto}" "${GRID:=100}"
 # Single-process stages use every core; per-row stages run JOBS processes at a time, each with an
 # equal share of the cores (torch reads OMP_NUM_THREADS).
@@ -46,6 +47,7 @@ DATA_FLAGS=(--data "$DATA" --corrupt "$CORRUPT")
 COMMON_TRAIN=(--arch "$ARCH" --batch-size "$BATCH" --device "$DEVICE" $TRAIN_FLAGS)
 FID_FLAGS=(--data "$DATA" --n-samples "$N_SAMPLES" --ddim-steps "$DDIM_STEPS" --features "$FEATURES" --device "$DEVICE")
 [ "$N_REF" != 0 ] && FID_FLAGS+=(--n-ref "$N_REF")
+[ -n "$REF_DATA" ] && FID_FLAGS+=(--ref-data "$REF_DATA")
 [ -n "$INCEPTION_WEIGHTS" ] && FID_FLAGS+=(--inception-weights "$INCEPTION_WEIGHTS")
 
 START=$(date +%s)

@@ -35,6 +35,8 @@ def bad(tmp_path_factory):
     np.savez(d / "nonsquare.npz", images=np.zeros((4, 3, 8, 6), dtype=np.uint8))
     np.savez(d / "labels.npz", images=np.zeros((4, 8, 8, 1), dtype=np.uint8), labels=np.arange(3))
     (d / "garbage.npz").write_bytes(b"not an npz file")
+    np.savez(d / "rgb.npz", images=np.zeros((4, 8, 8, 3), dtype=np.uint8))
+    np.savez(d / "bad_known.npz", images=np.zeros((4, 8, 8, 1), dtype=np.uint8), corrupted=np.array([1, 9]))
     (d / "folder").mkdir()
     from PIL import Image
     Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(d / "folder" / "a.png")
@@ -77,6 +79,8 @@ CASES = [
     ("npz images with 5 channels", "train_ddpm", ["--data", "npz:@5ch.npz", "--out", OUT], "1 or 3 channels"),
     ("npz images not square", "train_ddpm", ["--data", "npz:@nonsquare.npz", "--out", OUT], "square"),
     ("npz labels of another length", "train_ddpm", ["--data", "npz:@labels.npz", "--out", OUT], "labels must have"),
+    ("npz known-bad index out of range", "train_ddpm", ["--data", "npz:@bad_known.npz", "--out", OUT],
+     "'corrupted' must be a 1-d array of image indices"),
     ("npz file that is not an npz", "train_ddpm", ["--data", "npz:@garbage.npz", "--out", OUT], "cannot read"),
     ("npz file missing", "train_ddpm", ["--data", "npz:@missing.npz", "--out", OUT], "not found"),
     ("image folder with a non-image", "train_ddpm", ["--data", "folder:@folder", "--out", OUT], "not a readable image"),
@@ -118,6 +122,8 @@ CASES = [
     ("zero samples", "compute_fid", ["--models", "@full.pt", "--n-samples", "0", "--out", OUT], "--n-samples: must be at"),
     ("one sample", "compute_fid", ["--models", "@full.pt", "--n-samples", "1", "--out", OUT], "--n-samples: must be at"),
     ("zero DDIM steps", "compute_fid", ["--models", "@full.pt", "--ddim-steps", "0", "--out", OUT], "--ddim-steps: must"),
+    ("reference data of another shape", "compute_fid", ["--models", "@full.pt", "--ref-data", "npz:@rgb.npz",
+                                                        "--out", OUT], "--ref-data"),
     ("one reference image", "compute_fid", ["--models", "@full.pt", "--n-ref", "1", "--out", OUT], "--n-ref must be 0"),
     ("folder without checkpoints", "compute_fid", ["--models", "@no_models", "--out", OUT], "no checkpoints named"),
     ("behaviours with a NaN", "fit_datamodel", ["--masks", "@masks.npy", "--behaviors", "@beh_nan.npz", "--out", OUT],

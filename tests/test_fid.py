@@ -134,3 +134,41 @@ def test_rerun_gives_identical_numbers_and_mismatched_rows_are_refused(tiny_run,
     r = run_cli("eval_lds", "--attributions", str(tmp_path / "att.npz"), "--masks", str(other),
                    "--behaviors", str(tmp_path / "a.npz"))
     assert r.returncode == 2 and "does not match" in r.stderr
+
+
+def test_ref_data_changes_the_reference_statistics_and_nothing_else(tiny_run, tmp_path):
+    """FID against a curated reference (here: the digits 0-4) instead of the training data: the FID
+    changes; the samples (their cached statistics and sampling time), class shares and rows do not;
+    the behaviours file names the reference by its sha256, and a run mixing references is refused."""
+    ds = data.load_dataset("digits")
+    np.savez(tmp_path / "curated.npz", images=ds.images[ds.labels < 5].transpose(0, 2, 3, 1), labels=ds.labels[ds.labels < 5])
+    args = ["compute_fid", "--models", tiny_run["full"], "--n-samples", "60", "--ddim-steps", "3", "--cache", tmp_path]
+    r = run_cli(*args, "--out", tmp_path / "b" / "train.npz")
+    assert r.returncode == 0, r.stderr
+    r = run_cli(*args, "--ref-data", f"npz:{tmp_path / 'curated.npz'}", "--out", tmp_path / "b" / "curated.npz")
+    assert r.returncode == 0, r.stderr
+    a, b = (dict(np.load(tmp_path / "b" / f"{name}.npz")) for name in ("train", "curated"))
+    assert abs(a["fid"][0] - b["fid"][0]) > 1.0
+    for key in ("class_hist", "seconds", "index", "mask_sha256", "train_seconds"):
+        assert np.array_equal(a[key], b[key]), key
+    assert str(a["ref_data"]) == "digits" and str(b["ref_data"]).startswith("npz:")
+    assert str(b["ref_sha256"]) == data.images_sha256(ds.images[ds.labels < 5]) != str(a["ref_sha256"])
+    import eval_lds
+    with pytest.raises(data.DataError, match="different FID reference sets"):
+        eval_lds.check_one_reference([a, b])
+    eval_lds.check_one_reference([a, a])
+
+
+def test_an_npz_corrupted_array_names_the_known_bad_images(tmp_path):
+    """Known-bad images of an npz dataset reach corrupted.npy, which the report scores (detection AUC)."""
+    ds = data.load_dataset("digits")
+    np.savez(tmp_path / "d.npz", images=ds.images[:200], labels=ds.labels[:200], corrupted=np.array([7, 3, 150]))
+    spec = f"npz:{tmp_path / 'd.npz'}"
+    assert data.load_dataset(spec).corrupted.tolist() == [3, 7, 150]
+    # with --corrupt on top, both sets are scored
+    both = data.load_dataset(spec, corrupt=0.05, corrupt_seed=0).corrupted
+    assert {3, 7, 150} <= set(both.tolist()) and len(both) >= 10
+    r = run_cli("make_subsets", "--data", spec, "--count", "2", "--out", tmp_path / "m.npy",
+                "--corrupted-out", tmp_path / "corrupted.npy")
+    assert r.returncode == 0, r.stderr
+    assert np.load(tmp_path / "corrupted.npy").tolist() == [3, 7, 150]
