@@ -255,8 +255,71 @@ def row_sha256(row):
     return hashlib.sha256(np.packbits(np.asarray(row, dtype=bool)).tobytes() + str(len(row)).encode()).hexdigest()
 
 
+def load_groups(masks_path, n=None):
+    """The contributor 0..G-1 of each training image, from groups.npy beside a mask file (a
+    contributor-level run: its mask files choose contributors); None for a per-image run."""
+    path = os.path.join(os.path.dirname(os.path.abspath(masks_path)), "groups.npy")
+    if not os.path.exists(path):
+        return None
+    try:
+        groups = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise DataError(f"cannot read {path}: {type(e).__name__}")
+    if not isinstance(groups, np.ndarray) or groups.ndim != 1 or groups.dtype.kind not in "iu" or not len(groups):
+        raise DataError(f"{path}: groups must be a 1-d integer array, one contributor per image")
+    if groups.min() < 0 or len(np.unique(groups)) != groups.max() + 1:
+        raise DataError(f"{path}: contributors must be numbered 0..G-1, each with at least one image")
+    if n is not None and len(groups) != n:
+        raise DataError(f"{path} gives contributors of {len(groups)} images but the dataset has {n}")
+    return groups.astype(np.int64)
+
+
+def images_of(row, groups):
+    """A mask row as a bool over images: itself (per image), or every image of each chosen contributor."""
+    return np.asarray(row, dtype=bool) if groups is None else np.asarray(row, dtype=bool)[groups]
+
+
+def make_groups(spec, ds, seed=0):
+    """Each image's contributor from SPEC: `classes` (the dataset's labels), `random:G` (G contributors of
+    about equal size, seeded; the dataset's known-bad images fill contributors of their own) or the path
+    of an .npy file of N integers."""
+    n = len(ds)
+    if spec == "classes":
+        if ds.labels is None:
+            raise DataError(f"--groups classes: {ds.name} has no labels")
+        return np.unique(ds.labels, return_inverse=True)[1].astype(np.int64)
+    if spec.startswith("random:"):
+        try:
+            g = int(spec[7:])
+        except ValueError:
+            raise DataError(f"bad --groups {spec!r}: use random:G with an integer G")
+        if not 2 <= g <= n:
+            raise DataError(f"--groups random:G needs 2 <= G <= {n}, got {g}")
+        # known-bad images (--corrupt, or an npz's `corrupted`) form contributors of their own, in
+        # proportion to their share: a contributor gave bad images only, or clean ones only
+        rng = np.random.default_rng(seed)
+        bad = np.zeros(n, dtype=bool)
+        bad[ds.corrupted] = True
+        g_bad = min(g - 1, max(1, round(g * bad.mean()))) if bad.any() else 0
+        groups = np.empty(n, dtype=np.int64)
+        for members, first, count in ((np.flatnonzero(bad), 0, g_bad), (np.flatnonzero(~bad), g_bad, g - g_bad)):
+            if count:
+                groups[rng.permutation(members)] = first + np.arange(len(members)) % count
+        return groups
+    if not os.path.isfile(spec):
+        raise DataError(f"--groups {spec!r}: use classes, random:G or the path of an .npy file of {n} integers")
+    try:
+        groups = np.load(spec, allow_pickle=False)
+    except Exception as e:
+        raise DataError(f"cannot read --groups file {spec}: {type(e).__name__}")
+    if not isinstance(groups, np.ndarray) or groups.shape != (n,) or groups.dtype.kind not in "iu":
+        raise DataError(f"--groups file {spec} must hold {n} integers, one contributor per image")
+    return np.unique(groups, return_inverse=True)[1].astype(np.int64)  # numbered 0..G-1
+
+
 def load_masks(path, n=None):
-    """A (rows, N) bool mask file; with n, check its width is the dataset's size."""
+    """A (rows, N) bool mask file, or (rows, G) over the G contributors of a run with groups.npy; with
+    n, check its width against the dataset's size (or its contributors)."""
     if not os.path.isfile(path):
         raise DataError(f"mask file not found: {path}")
     try:
@@ -269,7 +332,11 @@ def load_masks(path, n=None):
         raise DataError(f"{path}: masks must be a 2-d bool array, got {masks.dtype} {masks.shape}")
     if masks.shape[0] == 0:
         raise DataError(f"{path} has no rows")
-    if n is not None and masks.shape[1] != n:
+    groups = load_groups(path, n) if n is not None else None
+    if groups is not None and masks.shape[1] != groups.max() + 1:
+        raise DataError(f"{path}: masks have width {masks.shape[1]} but groups.npy beside it has "
+                        f"{groups.max() + 1} contributors")
+    if groups is None and n is not None and masks.shape[1] != n:
         raise DataError(f"{path}: masks have width {masks.shape[1]} but the dataset has {n} images")
     return masks
 

@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 from scipy.stats import spearmanr
 
-from data import ArgumentParser, DataError, atomic_write, fraction, load_dataset, load_masks, run, save_grid
+from data import ArgumentParser, DataError, atomic_write, fraction, load_dataset, load_groups, load_masks, run, save_grid
 from fit_datamodel import aligned, attribute, load_behaviors, load_npz
 
 POOLS = ("unlearn", "retrain")  # the two ways of making models for the datamodel
@@ -203,6 +203,17 @@ def plot_scatter(points, path):
     plt.close(fig)
 
 
+def examples(images, chosen, groups, per_row=8):
+    """The chosen images; or, per image row of the grid, up to `per_row` images of each chosen contributor."""
+    if groups is None:
+        return images[chosen]
+    rows = []
+    for c in chosen[:per_row]:
+        mine = images[groups == c][:per_row]
+        rows.append(np.concatenate([mine, np.full((per_row - len(mine),) + mine.shape[1:], 255, np.uint8)]))
+    return np.concatenate(rows)
+
+
 def detection_auc(scores, corrupted):
     from sklearn.metrics import roc_auc_score
     labels = np.zeros(len(scores), dtype=bool)
@@ -266,9 +277,13 @@ def evaluate_run(args):
     # attributions from every unlearned model: the images, and how well they find corrupted ones
     all_scores, _, all_info = attribute(pools_fid["unlearn"]["X"], pools_fid["unlearn"]["y"], "datamodel", seed=args.seed)
     ds = load_dataset(args.data, corrupt=args.corrupt, corrupt_seed=args.corrupt_seed)
+    groups = load_groups(os.path.join(run_dir, "masks", "unlearn.npy"), n=len(ds))
     order = np.argsort(-all_scores)
-    save_grid(ds.images[order[:16]], os.path.join(fig_dir, "most_harmful.png"), nrow=8)
-    save_grid(ds.images[order[::-1][:16]], os.path.join(fig_dir, "most_helpful.png"), nrow=8)
+    save_grid(examples(ds.images, order[:16], groups), os.path.join(fig_dir, "most_harmful.png"), nrow=8)
+    save_grid(examples(ds.images, order[::-1][:16], groups), os.path.join(fig_dir, "most_helpful.png"), nrow=8)
+    if corrupted is not None and groups is not None:  # a contributor is bad when most of its images are
+        corrupted = np.flatnonzero(np.bincount(groups[corrupted], minlength=groups.max() + 1) > 0.5 * np.bincount(groups))
+    results["unit"] = "contributor" if groups is not None else "image"
     if corrupted is not None and len(corrupted):
         results["auc"] = {name: detection_auc(s, corrupted) for name, s in attributions.items()}
         results["auc"]["unlearn_all"] = detection_auc(all_scores, corrupted)
@@ -338,7 +353,16 @@ def render_report(r, run_dir, corrupted, ds, order):
     lines += ["## Most harmful and most helpful training images (unlearning datamodel, all unlearned models, FID)", "",
               "Most harmful (raise FID most):", "", "![most harmful](figures/most_harmful.png)", "",
               "Most helpful (lower FID most):", "", "![most helpful](figures/most_helpful.png)", ""]
-    if "auc" in r:
+    if "auc" in r and r["unit"] == "contributor":
+        a = r["auc"]
+        top8 = int(np.isin(order[:8], corrupted).sum())
+        lines += ["## Finding the bad contributors", "",
+                  f"{len(corrupted)} of {len(order)} contributors gave mostly corrupted images (each row of the figures "
+                  f"above is one contributor). Detection AUC of the attribution scores (bad = positive): unlearning at "
+                  f"the largest budget {_auc(a, 'unlearn')}, retraining at the largest budget {_auc(a, 'retrain')}; "
+                  f"unlearning with every unlearned model {a['unlearn_all']:.3f} (Banzhaf {a['unlearn_all_banzhaf']:.3f}). "
+                  f"{top8} of the 8 most harmful contributors are bad.", ""]
+    elif "auc" in r:
         a = r["auc"]
         top16 = int(np.isin(order[:16], corrupted).sum())
         lines += ["## Finding the corrupted images", "",

@@ -8,13 +8,23 @@ exactly round(alpha * N) training images (the paper: alpha = 0.5).
 `--alpha shapley` draws each subset's size from the Shapley kernel (KernelSHAP's sampling; for
 `fit_datamodel.py --method shapley`) instead of a fixed fraction.
 
+`--groups SPEC` makes the run contributor-level: SPEC is `classes` (the dataset's labels), `random:G`
+(G contributors of about equal size, seeded by --groups-seed; corrupted images, from --corrupt or an
+npz's `corrupted` array, fill contributors of their own) or an .npy file giving each image's contributor. It
+writes groups.npy beside --out; the masks then choose contributors (every image of a chosen one is in
+the subset), and every later stage expands them through groups.npy:
+
+    python make_subsets.py --data digits --groups random:20 --count 64 --seed 1 --out runs/c/masks/unlearn.npy
+
 `--first-of FILE` copies the first --count rows of another mask file instead (the retraining
 baseline's masks are the first R rows of the unlearning masks, so FID2 pairs exist).
 """
 import os
 
-from data import (ArgumentParser, DataError, add_data_args, load_dataset, load_masks, make_kernel_masks, make_masks,
-                  open_fraction, positive_int, run, save_npy)
+import numpy as np
+
+from data import (ArgumentParser, DataError, add_data_args, load_dataset, load_groups, load_masks, make_groups,
+                  make_kernel_masks, make_masks, open_fraction, positive_int, run, save_npy)
 
 PAPER_ALPHA = 0.5  # subset fraction used by the paper (and by LDS)
 
@@ -32,6 +42,9 @@ def parse_args(argv=None):
     p.add_argument("--alpha", type=alpha_or_shapley, default=PAPER_ALPHA,
                    help="fraction of images in each subset (paper: 0.5), or shapley (kernel-distributed sizes)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsets")
+    p.add_argument("--groups", default=None, help="contributors: classes, random:G or FILE.npy (writes groups.npy "
+                   "beside --out; the masks then choose contributors)")
+    p.add_argument("--groups-seed", type=int, default=0, help="seed of random:G (one for every mask file of a run)")
     p.add_argument("--first-of", default=None, help="take the first --count rows of this mask file instead")
     p.add_argument("--out", required=True, help="mask file to write, (count, N) bool .npy")
     p.add_argument("--corrupted-out", default=None, help="also write the indices of the corrupted images here")
@@ -40,25 +53,38 @@ def parse_args(argv=None):
 
 
 def main(args):
-    if args.corrupted_out:
-        save_npy(args.corrupted_out, load_dataset(args.data, corrupt=args.corrupt, corrupt_seed=args.corrupt_seed).corrupted)
+    if args.groups and (args.n is not None or args.first_of):
+        raise DataError("--groups takes the dataset's contributors: not with --n or --first-of")
+    groups = None
+    if args.groups:
+        ds = load_dataset(args.data, corrupt=args.corrupt, corrupt_seed=args.corrupt_seed)
+        groups = make_groups(args.groups, ds, args.groups_seed)
+        existing = load_groups(args.out)
+        if existing is not None and not np.array_equal(existing, groups) and not args.force:
+            raise DataError(f"groups.npy beside {args.out} holds other contributors (use --force to replace it)")
     if os.path.exists(args.out) and not args.force:
         masks = load_masks(args.out)
         print(f"skip: {args.out} exists ({masks.shape[0]} x {masks.shape[1]}); use --force to resample")
-        return
-    if args.first_of:
-        source = load_masks(args.first_of)
-        if args.count > len(source):
-            raise DataError(f"--count {args.count} exceeds the {len(source)} rows of {args.first_of}")
-        masks = source[:args.count]
     else:
-        n = args.n if args.n is not None else len(load_dataset(args.data))
-        masks = (make_kernel_masks(n, args.count, args.seed) if args.alpha == "shapley" else
-                 make_masks(n, args.count, args.alpha, args.seed))
-    save_npy(args.out, masks)
-    sizes = masks.sum(1)
-    size = f"{sizes.min()}..{sizes.max()}" if sizes.min() != sizes.max() else f"{sizes[0]}"
-    print(f"wrote {args.out}: {masks.shape[0]} subsets of {size} / {masks.shape[1]} images")
+        if args.first_of:
+            source = load_masks(args.first_of)
+            if args.count > len(source):
+                raise DataError(f"--count {args.count} exceeds the {len(source)} rows of {args.first_of}")
+            masks = source[:args.count]
+        else:
+            n = (groups.max() + 1 if groups is not None else
+                 args.n if args.n is not None else len(load_dataset(args.data)))
+            masks = (make_kernel_masks(n, args.count, args.seed) if args.alpha == "shapley" else
+                     make_masks(n, args.count, args.alpha, args.seed))
+        if groups is not None:
+            save_npy(os.path.join(os.path.dirname(os.path.abspath(args.out)), "groups.npy"), groups)
+        save_npy(args.out, masks)
+        sizes = masks.sum(1)
+        size = f"{sizes.min()}..{sizes.max()}" if sizes.min() != sizes.max() else f"{sizes[0]}"
+        unit = "contributors" if groups is not None or load_groups(args.out) is not None else "images"
+        print(f"wrote {args.out}: {masks.shape[0]} subsets of {size} / {masks.shape[1]} {unit}")
+    if args.corrupted_out:
+        save_npy(args.corrupted_out, load_dataset(args.data, corrupt=args.corrupt, corrupt_seed=args.corrupt_seed).corrupted)
 
 
 if __name__ == "__main__":

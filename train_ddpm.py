@@ -19,7 +19,8 @@ import time
 import torch
 from tqdm import tqdm
 
-from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_args, fraction, load_dataset, load_masks, nonnegative_float,
+from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_args, fraction, images_of, load_dataset,
+                  load_groups, load_masks, nonnegative_float,
                   nonnegative_int, parse_range, positive_float, positive_int, row_sha256, run, save_grid, to_model_space,
                   to_uint8)
 from ddpm import (ARCHS, InputError, Schedule, UNet, apply_masks, autocast, count_params, ddim_sample, ddpm_loss,
@@ -258,11 +259,13 @@ def arch_config(arch, ds):
 
 
 def subset_images(ds, masks, index, masks_path):
-    """The training images (all, or one mask row's) and the checkpoint's `subset` record."""
+    """The training images (all, or one mask row's, through its contributors when the run has groups)
+    and the checkpoint's `subset` record."""
     if masks is None:
         return ds.images, None
     row = masks[index]
-    return ds.images[row], dict(masks=os.path.basename(masks_path), index=index, sha256=row_sha256(row))
+    return (ds.images[images_of(row, load_groups(masks_path))],
+            dict(masks=os.path.basename(masks_path), index=index, sha256=row_sha256(row)))
 
 
 def existing_done(path, subset):

@@ -13,7 +13,8 @@ only by their data. Unstructured pruning masks stay applied (pruned weights stay
 import os
 
 import torch
-from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_args, fraction, load_dataset, load_masks, nonnegative_int,
+from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_args, fraction, images_of, load_dataset,
+                  load_groups, load_masks, nonnegative_int,
                   parse_range, positive_float, positive_int, row_sha256, run, to_model_space)
 from ddpm import InputError, Schedule, build_model, file_sha256, load_checkpoint, pick_device, save_checkpoint
 from train_ddpm import new_state, stack_states, state_to_checkpoint, train, train_stack, unstack
@@ -88,6 +89,7 @@ def main(args):
     schedule = Schedule(**pruned["schedule"])
     ds = load_dataset(args.data, corrupt=args.corrupt, corrupt_seed=args.corrupt_seed)
     masks = load_masks(args.masks, n=len(ds))
+    groups = load_groups(args.masks)  # a contributor-level run: rows choose contributors
     rows = parse_range(args.indices, len(masks)) if args.indices else range(len(masks))
     x0_all = to_model_space(ds.images).to(device)
     todo = [i for i in rows if args.force or not check_done(row_path(args.out, i), row_sha256(masks[i]))]
@@ -95,7 +97,7 @@ def main(args):
     progress = Progress(len(todo), f"unlearn {os.path.basename(args.masks)}")
     for start in range(0, len(todo), args.stack):
         group = todo[start:start + args.stack]
-        subsets = [x0_all[torch.from_numpy(masks[i]).to(device)] for i in group]
+        subsets = [x0_all[torch.from_numpy(images_of(masks[i], groups)).to(device)] for i in group]
         states = ([unlearn_row(pruned, schedule, subsets[0], args, device)] if len(group) == 1 else
                   unlearn_rows(pruned, schedule, subsets, args, device))
         for i, state in zip(group, states):

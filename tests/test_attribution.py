@@ -134,3 +134,37 @@ def test_shapley_from_kernel_sampled_subsets_correlates_with_the_exact_values():
     scores, _, _ = attribute(X, y, "shapley", v_empty=v(np.zeros(n)), v_full=v(np.ones(n)))
     assert np.corrcoef(scores, exact_shapley(v, n))[0, 1] > 0.95
     assert scores.sum() == pytest.approx(v(np.ones(n)) - v(np.zeros(n)), abs=1e-9)
+
+
+def test_a_contributor_level_run_is_scored_and_reported_per_contributor(tmp_path):
+    """A synthetic run of 12 contributors whose planted FID rises with the two bad ones (those whose
+    images are all corrupted): eval_lds.py reports per contributor, finds the bad ones, and draws one
+    row of images per contributor."""
+    import json
+    from conftest import run_cli
+    rng = np.random.default_rng(0)
+    n, g = 1797, 12
+    groups = rng.permutation(np.arange(n) % g)
+    run = tmp_path / "run"
+    (run / "masks").mkdir(parents=True)
+    (run / "behaviors").mkdir()
+    np.save(run / "masks" / "groups.npy", groups)
+    np.save(run / "corrupted.npy", np.flatnonzero(groups < 2))
+    effect = np.r_[6.0, 5.0, rng.normal(0, 0.3, g - 2)]  # contributors 0 and 1 raise FID
+    pools = {"unlearn": data.make_masks(g, 60, 0.5, seed=1), "lds": data.make_masks(g, 24, 0.5, seed=2)}
+    pools["retrain"] = pools["unlearn"][:8]
+    for name, masks in pools.items():
+        np.save(run / "masks" / f"{name}.npy", masks)
+        m = len(masks)
+        np.savez(run / "behaviors" / f"{name}.npz", index=np.arange(m), fid=50 + masks @ effect + rng.normal(0, 0.5, m),
+                 mask_sha256=np.array([data.row_sha256(r) for r in masks]), seconds=np.ones(m),
+                 train_seconds=np.full(m, 1.0 if name == "unlearn" else 10.0))
+    r = run_cli("eval_lds", "--run", run, "--data", "digits")
+    assert r.returncode == 0, r.stderr
+    results = json.loads((run / "results.json").read_text())
+    assert results["unit"] == "contributor" and results["auc"]["unlearn_all"] == 1.0
+    report = (run / "report.md").read_text()
+    assert "2 of 12 contributors gave mostly corrupted images" in report and "2 of the 8 most harmful contributors" in report
+    from PIL import Image
+    with Image.open(run / "figures" / "most_harmful.png") as im:  # 8 rows (contributors) of 8 images of 8x8
+        assert im.width == im.height

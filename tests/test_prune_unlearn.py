@@ -137,3 +137,49 @@ def test_make_subsets_first_of_copies_rows(tiny_run, tmp_path):
                    str(tmp_path / "r.npy"))
     assert r.returncode == 0, r.stderr
     assert np.array_equal(np.load(tmp_path / "r.npy"), np.load(tiny_run["masks"])[:2])
+
+
+def test_contributor_masks_expand_to_exactly_the_images_of_the_chosen_contributors(tmp_path, monkeypatch):
+    """make_subsets.py --groups random:8 over 40 planted images (image k has every pixel 5 k): each mask
+    row chooses contributors, and unlearning row i draws only images of S_i's contributors."""
+    n = 40
+    images = (np.arange(n, dtype=np.uint8) * 5)[:, None, None, None].repeat(8, 2).repeat(8, 3)
+    np.savez(tmp_path / "d.npz", images=images)
+    spec = f"npz:{tmp_path / 'd.npz'}"
+    r = run_cli("make_subsets", "--data", spec, "--groups", "random:8", "--count", "2", "--seed", "1",
+                "--out", tmp_path / "m" / "unlearn.npy")
+    assert r.returncode == 0, r.stderr
+    groups, masks = np.load(tmp_path / "m" / "groups.npy"), np.load(tmp_path / "m" / "unlearn.npy")
+    assert masks.shape == (2, 8) and (masks.sum(1) == 4).all() and np.bincount(groups).tolist() == [5] * 8
+    for row in masks:  # by hand: the images whose contributor the row chose
+        assert set(np.flatnonzero(data.images_of(row, groups))) == {k for k in range(n) if row[groups[k]]}
+    # a second mask file of the run (another subset seed) shares the contributors
+    r = run_cli("make_subsets", "--data", spec, "--groups", "random:8", "--count", "3", "--seed", "2",
+                "--out", tmp_path / "m" / "lds.npy")
+    assert r.returncode == 0 and np.array_equal(np.load(tmp_path / "m" / "groups.npy"), groups), r.stderr
+    model = ddpm.UNet(**TINY)
+    from train_ddpm import new_state, state_to_checkpoint
+    ddpm.save_checkpoint(tmp_path / "p.pt", state_to_checkpoint(new_state(model, lr=1e-3, seed=0, device="cpu"),
+                                                                schedule=ddpm.Schedule(), args={}))
+    import train_ddpm
+    seen = []
+    original = train_ddpm.ddpm_loss
+
+    def spy(model, schedule, x0, generator=None):
+        seen.append(data.to_uint8(x0)[:, 0, 0, 0] // 5)
+        return original(model, schedule, x0, generator)
+
+    monkeypatch.setattr(train_ddpm, "ddpm_loss", spy)
+    for i in range(2):
+        seen.clear()
+        r = run_cli("unlearn", "--ckpt", tmp_path / "p.pt", "--data", spec, "--masks", tmp_path / "m" / "unlearn.npy",
+                    "--indices", f"{i}:{i + 1}", "--out", tmp_path / "u", "--steps", "20", "--batch-size", "8")
+        assert r.returncode == 0, r.stderr
+        used = set(np.concatenate(seen).tolist())
+        chosen = set(np.flatnonzero(data.images_of(masks[i], groups)).tolist())
+        assert used <= chosen and len(used) > 10
+    assert torch.load(tmp_path / "u" / "00000.pt", weights_only=True)["subset"]["sha256"] == data.row_sha256(masks[0])
+    # retraining from scratch expands the row the same way: 4 of 8 contributors of 5 images each
+    r = run_cli("train_ddpm", "--data", spec, "--arch", "digits-small", "--masks", tmp_path / "m" / "unlearn.npy",
+                "--index", "0", "--steps", "1", "--batch-size", "4", "--grid", "0", "--out", tmp_path / "r.pt")
+    assert r.returncode == 0 and "1 steps on 20 images" in r.stdout, r.stdout + r.stderr
