@@ -160,7 +160,7 @@ def test_ref_data_changes_the_reference_statistics_and_nothing_else(tiny_run, tm
 
 
 def test_an_npz_corrupted_array_names_the_known_bad_images(tmp_path):
-    """Known-bad images of an npz dataset reach corrupted.npy, which the report scores (detection AUC)."""
+    """Known-bad images of an npz dataset reach corrupted.npy and the report's detection AUC."""
     ds = data.load_dataset("digits")
     np.savez(tmp_path / "d.npz", images=ds.images[:200], labels=ds.labels[:200], corrupted=np.array([7, 3, 150]))
     spec = f"npz:{tmp_path / 'd.npz'}"
@@ -168,7 +168,26 @@ def test_an_npz_corrupted_array_names_the_known_bad_images(tmp_path):
     # with --corrupt on top, both sets are scored
     both = data.load_dataset(spec, corrupt=0.05, corrupt_seed=0).corrupted
     assert {3, 7, 150} <= set(both.tolist()) and len(both) >= 10
-    r = run_cli("make_subsets", "--data", spec, "--count", "2", "--out", tmp_path / "m.npy",
-                "--corrupted-out", tmp_path / "corrupted.npy")
+    run = tmp_path / "run"
+    r = run_cli("make_subsets", "--data", spec, "--count", "40", "--seed", "1", "--out", run / "masks" / "unlearn.npy",
+                "--corrupted-out", run / "corrupted.npy")
     assert r.returncode == 0, r.stderr
-    assert np.load(tmp_path / "corrupted.npy").tolist() == [3, 7, 150]
+    assert np.load(run / "corrupted.npy").tolist() == [3, 7, 150]
+    # a run whose planted FID rises with those three images: the report's AUC scores exactly them
+    rng = np.random.default_rng(0)
+    effect = np.zeros(200)
+    effect[[3, 7, 150]] = 4.0
+    pools = {"unlearn": np.load(run / "masks" / "unlearn.npy"), "lds": data.make_masks(200, 20, 0.5, seed=2)}
+    pools["retrain"] = pools["unlearn"][:6]
+    (run / "behaviors").mkdir()
+    for name, masks in pools.items():
+        np.save(run / "masks" / f"{name}.npy", masks)
+        m = len(masks)
+        np.savez(run / "behaviors" / f"{name}.npz", index=np.arange(m), fid=30 + masks @ effect + rng.normal(0, 0.3, m),
+                 mask_sha256=np.array([data.row_sha256(row) for row in masks]), seconds=np.ones(m),
+                 train_seconds=np.full(m, 1.0 if name == "unlearn" else 10.0))
+    r = run_cli("eval_lds", "--run", run, "--data", spec)
+    assert r.returncode == 0, r.stderr
+    import json
+    auc = json.loads((run / "results.json").read_text())["auc"]
+    assert auc["unlearn_all_banzhaf"] > 0.9 and "3 of 200 training images" in (run / "report.md").read_text()
