@@ -366,7 +366,8 @@ def render_report(r, run_dir, corrupted, ds, order):
         a = r["auc"]
         top16 = int(np.isin(order[:16], corrupted).sum())
         lines += ["## Finding the corrupted images", "",
-                  f"{len(corrupted)} of {len(ds)} training images were replaced by noise. Detection AUC of the attribution "
+                  f"{len(corrupted)} of {len(ds)} training images are corrupted (replaced by noise, or named bad by the "
+                  f"dataset). Detection AUC of the attribution "
                   f"scores (corrupted = positive): unlearning at the largest budget {_auc(a, 'unlearn')}, retraining at the "
                   f"largest budget {_auc(a, 'retrain')}; unlearning with every unlearned model {a['unlearn_all']:.3f} "
                   f"(Banzhaf {a['unlearn_all_banzhaf']:.3f}). {top16} of the 16 most harmful images are corrupted.", ""]
