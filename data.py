@@ -255,17 +255,25 @@ def row_sha256(row):
     return hashlib.sha256(np.packbits(np.asarray(row, dtype=bool)).tobytes() + str(len(row)).encode()).hexdigest()
 
 
+def load_array(path, what):
+    """One array from an .npy file; refuse an unreadable file or an .npz archive."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise DataError(f"cannot read {what} {path}: {type(e).__name__}")
+    if not isinstance(array, np.ndarray):  # an .npz archive, say
+        raise DataError(f"{path} is not a {what} (an .npy array)")
+    return array
+
+
 def load_groups(masks_path, n=None):
     """The contributor 0..G-1 of each training image, from groups.npy beside a mask file (a
     contributor-level run: its mask files choose contributors); None for a per-image run."""
     path = os.path.join(os.path.dirname(os.path.abspath(masks_path)), "groups.npy")
     if not os.path.exists(path):
         return None
-    try:
-        groups = np.load(path, allow_pickle=False)
-    except Exception as e:
-        raise DataError(f"cannot read {path}: {type(e).__name__}")
-    if not isinstance(groups, np.ndarray) or groups.ndim != 1 or groups.dtype.kind not in "iu" or not len(groups):
+    groups = load_array(path, "groups file")
+    if groups.ndim != 1 or groups.dtype.kind not in "iu" or not len(groups):
         raise DataError(f"{path}: groups must be a 1-d integer array, one contributor per image")
     if groups.min() < 0 or len(np.unique(groups)) != groups.max() + 1:
         raise DataError(f"{path}: contributors must be numbered 0..G-1, each with at least one image")
@@ -308,11 +316,8 @@ def make_groups(spec, ds, seed=0):
         return groups
     if not os.path.isfile(spec):
         raise DataError(f"--groups {spec!r}: use classes, random:G or the path of an .npy file of {n} integers")
-    try:
-        groups = np.load(spec, allow_pickle=False)
-    except Exception as e:
-        raise DataError(f"cannot read --groups file {spec}: {type(e).__name__}")
-    if not isinstance(groups, np.ndarray) or groups.shape != (n,) or groups.dtype.kind not in "iu":
+    groups = load_array(spec, "--groups file")
+    if groups.shape != (n,) or groups.dtype.kind not in "iu":
         raise DataError(f"--groups file {spec} must hold {n} integers, one contributor per image")
     return np.unique(groups, return_inverse=True)[1].astype(np.int64)  # numbered 0..G-1
 
@@ -322,12 +327,7 @@ def load_masks(path, n=None):
     n, check its width against the dataset's size (or its contributors)."""
     if not os.path.isfile(path):
         raise DataError(f"mask file not found: {path}")
-    try:
-        masks = np.load(path, allow_pickle=False)
-    except Exception as e:
-        raise DataError(f"cannot read mask file {path}: {type(e).__name__}")
-    if not isinstance(masks, np.ndarray):  # an .npz archive, say
-        raise DataError(f"{path} is not a mask file (an .npy array of bool)")
+    masks = load_array(path, "mask file")
     if masks.ndim != 2 or masks.dtype != bool:
         raise DataError(f"{path}: masks must be a 2-d bool array, got {masks.dtype} {masks.shape}")
     if masks.shape[0] == 0:

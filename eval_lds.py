@@ -353,24 +353,21 @@ def render_report(r, run_dir, corrupted, ds, order):
     lines += ["## Most harmful and most helpful training images (unlearning datamodel, all unlearned models, FID)", "",
               "Most harmful (raise FID most):", "", "![most harmful](figures/most_harmful.png)", "",
               "Most helpful (lower FID most):", "", "![most helpful](figures/most_helpful.png)", ""]
-    if "auc" in r and r["unit"] == "contributor":
+    if "auc" in r:
         a = r["auc"]
-        top8 = int(np.isin(order[:8], corrupted).sum())
-        lines += ["## Finding the bad contributors", "",
-                  f"{len(corrupted)} of {len(order)} contributors gave mostly corrupted images (each row of the figures "
-                  f"above is one contributor). Detection AUC of the attribution scores (bad = positive): unlearning at "
-                  f"the largest budget {_auc(a, 'unlearn')}, retraining at the largest budget {_auc(a, 'retrain')}; "
-                  f"unlearning with every unlearned model {a['unlearn_all']:.3f} (Banzhaf {a['unlearn_all_banzhaf']:.3f}). "
-                  f"{top8} of the 8 most harmful contributors are bad.", ""]
-    elif "auc" in r:
-        a = r["auc"]
-        top16 = int(np.isin(order[:16], corrupted).sum())
-        lines += ["## Finding the corrupted images", "",
-                  f"{len(corrupted)} of {len(ds)} training images are corrupted (replaced by noise, or named bad by the "
-                  f"dataset). Detection AUC of the attribution "
-                  f"scores (corrupted = positive): unlearning at the largest budget {_auc(a, 'unlearn')}, retraining at the "
-                  f"largest budget {_auc(a, 'retrain')}; unlearning with every unlearned model {a['unlearn_all']:.3f} "
-                  f"(Banzhaf {a['unlearn_all_banzhaf']:.3f}). {top16} of the 16 most harmful images are corrupted.", ""]
+        if r["unit"] == "contributor":  # each row of the figures is one contributor
+            title, top = "## Finding the bad contributors", 8
+            what = (f"{len(corrupted)} of {len(order)} contributors gave mostly corrupted images (each row of the figures "
+                    f"above is one contributor). Detection AUC of the attribution scores (bad = positive)")
+            found = f"{int(np.isin(order[:top], corrupted).sum())} of the {top} most harmful contributors are bad."
+        else:
+            title, top = "## Finding the corrupted images", 16
+            what = (f"{len(corrupted)} of {len(ds)} training images are corrupted (replaced by noise, or named bad by the "
+                    f"dataset). Detection AUC of the attribution scores (corrupted = positive)")
+            found = f"{int(np.isin(order[:top], corrupted).sum())} of the {top} most harmful images are corrupted."
+        lines += [title, "", f"{what}: unlearning at the largest budget {_auc(a, 'unlearn')}, retraining at the largest "
+                  f"budget {_auc(a, 'retrain')}; unlearning with every unlearned model {a['unlearn_all']:.3f} "
+                  f"(Banzhaf {a['unlearn_all_banzhaf']:.3f}). {found}", ""]
     return "\n".join(lines)
 
 

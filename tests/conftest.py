@@ -39,6 +39,19 @@ def run_cli(script, *argv):
     return subprocess.CompletedProcess([script, *argv], code, out.getvalue(), err.getvalue())
 
 
+def write_pool(run, name, masks, fid, train_seconds):
+    """A pool of a synthetic run folder, as the pipeline leaves it: masks/<name>.npy and behaviors/<name>.npz
+    (planted FIDs, one model per row)."""
+    import numpy as np
+    import data
+    (run / "masks").mkdir(parents=True, exist_ok=True)
+    (run / "behaviors").mkdir(exist_ok=True)
+    np.save(run / "masks" / f"{name}.npy", masks)
+    m = len(masks)
+    np.savez(run / "behaviors" / f"{name}.npz", index=np.arange(m), fid=fid, seconds=np.ones(m),
+             mask_sha256=np.array([data.row_sha256(r) for r in masks]), train_seconds=np.full(m, train_seconds))
+
+
 def run_script(*args, cwd=ROOT, env=None):
     """Run one of the project's scripts as a user would; returns the CompletedProcess."""
     e = dict(os.environ, TQDM_DISABLE="1", **(env or {}))

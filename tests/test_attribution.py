@@ -141,24 +141,19 @@ def test_a_contributor_level_run_is_scored_and_reported_per_contributor(tmp_path
     images are all corrupted): eval_lds.py reports per contributor, finds the bad ones, and draws one
     row of images per contributor."""
     import json
-    from conftest import run_cli
+    from conftest import run_cli, write_pool
     rng = np.random.default_rng(0)
     n, g = 1797, 12
     groups = rng.permutation(np.arange(n) % g)
     run = tmp_path / "run"
-    (run / "masks").mkdir(parents=True)
-    (run / "behaviors").mkdir()
-    np.save(run / "masks" / "groups.npy", groups)
-    np.save(run / "corrupted.npy", np.flatnonzero(groups < 2))
     effect = np.r_[6.0, 5.0, rng.normal(0, 0.3, g - 2)]  # contributors 0 and 1 raise FID
     pools = {"unlearn": data.make_masks(g, 60, 0.5, seed=1), "lds": data.make_masks(g, 24, 0.5, seed=2)}
     pools["retrain"] = pools["unlearn"][:8]
     for name, masks in pools.items():
-        np.save(run / "masks" / f"{name}.npy", masks)
-        m = len(masks)
-        np.savez(run / "behaviors" / f"{name}.npz", index=np.arange(m), fid=50 + masks @ effect + rng.normal(0, 0.5, m),
-                 mask_sha256=np.array([data.row_sha256(r) for r in masks]), seconds=np.ones(m),
-                 train_seconds=np.full(m, 1.0 if name == "unlearn" else 10.0))
+        write_pool(run, name, masks, 50 + masks @ effect + rng.normal(0, 0.5, len(masks)),
+                   1.0 if name == "unlearn" else 10.0)
+    np.save(run / "masks" / "groups.npy", groups)
+    np.save(run / "corrupted.npy", np.flatnonzero(groups < 2))
     r = run_cli("eval_lds", "--run", run, "--data", "digits")
     assert r.returncode == 0, r.stderr
     results = json.loads((run / "results.json").read_text())

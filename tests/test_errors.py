@@ -98,7 +98,7 @@ CASES = [
     ("mask width not N", "train_ddpm", ["--masks", "@narrow.npy", "--index", "0", "--out", OUT], "width 100"),
     ("mask file of ints", "unlearn", ["--ckpt", "@pruned.pt", "--masks", "@int.npy", "--out", OUT], "2-d bool"),
     ("mask file that is an npz", "unlearn", ["--ckpt", "@pruned.pt", "--masks", "@masks_npz.npz", "--out", OUT],
-     "not a mask file"),
+     "is not a mask file"),
     ("mask file with no rows", "unlearn", ["--ckpt", "@pruned.pt", "--masks", "@empty.npy", "--out", OUT], "no rows"),
     ("row range reversed", "unlearn", ["--ckpt", "@pruned.pt", "--masks", "@masks.npy", "--indices", "2:1",
                                         "--out", OUT], "outside the mask file's rows"),

@@ -7,7 +7,7 @@ import torch
 
 import data
 from compute_fid import feature_stats, frechet_distance, sqrt_psd, train_cnn
-from conftest import run_cli
+from conftest import run_cli, write_pool
 
 
 def test_frechet_distance_matches_the_closed_form_for_commuting_covariances():
@@ -179,13 +179,9 @@ def test_an_npz_corrupted_array_names_the_known_bad_images(tmp_path):
     effect[[3, 7, 150]] = 4.0
     pools = {"unlearn": np.load(run / "masks" / "unlearn.npy"), "lds": data.make_masks(200, 20, 0.5, seed=2)}
     pools["retrain"] = pools["unlearn"][:6]
-    (run / "behaviors").mkdir()
     for name, masks in pools.items():
-        np.save(run / "masks" / f"{name}.npy", masks)
-        m = len(masks)
-        np.savez(run / "behaviors" / f"{name}.npz", index=np.arange(m), fid=30 + masks @ effect + rng.normal(0, 0.3, m),
-                 mask_sha256=np.array([data.row_sha256(row) for row in masks]), seconds=np.ones(m),
-                 train_seconds=np.full(m, 1.0 if name == "unlearn" else 10.0))
+        write_pool(run, name, masks, 30 + masks @ effect + rng.normal(0, 0.3, len(masks)),
+                   1.0 if name == "unlearn" else 10.0)
     r = run_cli("eval_lds", "--run", run, "--data", spec)
     assert r.returncode == 0, r.stderr
     import json

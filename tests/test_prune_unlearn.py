@@ -59,28 +59,37 @@ def test_unstructured_fraction_is_exactly_the_ratio_after_pruning_and_after_unle
     assert any(not torch.equal(c["model"][n], ckpt["ema"][n]) for n in masks)
 
 
-def test_unlearning_row_i_trains_on_images_of_s_i_only(tmp_path, monkeypatch):
-    # 40 distinct constant images: image k has every pixel = 5 k, so each minibatch image names its index
-    n = 40
+def planted_images(tmp_path, n=40):
+    """n distinct constant images (image k has every pixel = 5 k, so each minibatch image names its
+    index) as an npz dataset, and an untrained TINY checkpoint to unlearn from; returns the --data spec."""
     images = (np.arange(n, dtype=np.uint8) * 5)[:, None, None, None].repeat(8, 2).repeat(8, 3)
     np.savez(tmp_path / "d.npz", images=images)
-    spec = f"npz:{tmp_path / 'd.npz'}"
-    masks = data.make_masks(n, 2, 0.5, seed=0)
-    np.save(tmp_path / "m.npy", masks)
-    model = ddpm.UNet(**TINY)
     from train_ddpm import new_state, state_to_checkpoint
-    ddpm.save_checkpoint(tmp_path / "p.pt", state_to_checkpoint(new_state(model, lr=1e-3, seed=0, device="cpu"),
-                                                                schedule=ddpm.Schedule(), args={}))
+    ddpm.save_checkpoint(tmp_path / "p.pt", state_to_checkpoint(new_state(ddpm.UNet(**TINY), lr=1e-3, seed=0,
+                                                                          device="cpu"), schedule=ddpm.Schedule(), args={}))
+    return f"npz:{tmp_path / 'd.npz'}"
+
+
+def spy_on_minibatches(monkeypatch):
+    """The indices of the planted images in every minibatch the DDPM loss sees (a list, filled as it trains)."""
     import train_ddpm
-    import unlearn
-    seen = []
-    original = train_ddpm.ddpm_loss
+    seen, original = [], train_ddpm.ddpm_loss
 
     def spy(model, schedule, x0, generator=None):
         seen.append(data.to_uint8(x0)[:, 0, 0, 0] // 5)
         return original(model, schedule, x0, generator)
 
     monkeypatch.setattr(train_ddpm, "ddpm_loss", spy)
+    return seen
+
+
+def test_unlearning_row_i_trains_on_images_of_s_i_only(tmp_path, monkeypatch):
+    n = 40
+    spec = planted_images(tmp_path, n)
+    masks = data.make_masks(n, 2, 0.5, seed=0)
+    np.save(tmp_path / "m.npy", masks)
+    import unlearn
+    seen = spy_on_minibatches(monkeypatch)
     for i in range(2):
         seen.clear()
         unlearn.main(unlearn.parse_args(["--ckpt", str(tmp_path / "p.pt"), "--data", spec, "--masks",
@@ -140,12 +149,10 @@ def test_make_subsets_first_of_copies_rows(tiny_run, tmp_path):
 
 
 def test_contributor_masks_expand_to_exactly_the_images_of_the_chosen_contributors(tmp_path, monkeypatch):
-    """make_subsets.py --groups random:8 over 40 planted images (image k has every pixel 5 k): each mask
+    """make_subsets.py --groups random:8 over 40 planted images (planted_images): each mask
     row chooses contributors, and unlearning row i draws only images of S_i's contributors."""
     n = 40
-    images = (np.arange(n, dtype=np.uint8) * 5)[:, None, None, None].repeat(8, 2).repeat(8, 3)
-    np.savez(tmp_path / "d.npz", images=images)
-    spec = f"npz:{tmp_path / 'd.npz'}"
+    spec = planted_images(tmp_path, n)
     r = run_cli("make_subsets", "--data", spec, "--groups", "random:8", "--count", "2", "--seed", "1",
                 "--out", tmp_path / "m" / "unlearn.npy")
     assert r.returncode == 0, r.stderr
@@ -157,19 +164,7 @@ def test_contributor_masks_expand_to_exactly_the_images_of_the_chosen_contributo
     r = run_cli("make_subsets", "--data", spec, "--groups", "random:8", "--count", "3", "--seed", "2",
                 "--out", tmp_path / "m" / "lds.npy")
     assert r.returncode == 0 and np.array_equal(np.load(tmp_path / "m" / "groups.npy"), groups), r.stderr
-    model = ddpm.UNet(**TINY)
-    from train_ddpm import new_state, state_to_checkpoint
-    ddpm.save_checkpoint(tmp_path / "p.pt", state_to_checkpoint(new_state(model, lr=1e-3, seed=0, device="cpu"),
-                                                                schedule=ddpm.Schedule(), args={}))
-    import train_ddpm
-    seen = []
-    original = train_ddpm.ddpm_loss
-
-    def spy(model, schedule, x0, generator=None):
-        seen.append(data.to_uint8(x0)[:, 0, 0, 0] // 5)
-        return original(model, schedule, x0, generator)
-
-    monkeypatch.setattr(train_ddpm, "ddpm_loss", spy)
+    seen = spy_on_minibatches(monkeypatch)
     for i in range(2):
         seen.clear()
         r = run_cli("unlearn", "--ckpt", tmp_path / "p.pt", "--data", spec, "--masks", tmp_path / "m" / "unlearn.npy",
