@@ -65,7 +65,8 @@ def parse_args(argv=None):
                    "cnn, 32 MB for Inception) are cached (default: the run folder, the parent of --out's folder)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial noise shared by all models")
     p.add_argument("--device", default="auto")
-    add_speed_args(p, "sample this many models together (vmap over stacked weights; for many small models on a GPU)")
+    add_speed_args(p, "sample this many models together (vmap over stacked weights; for many small models on a GPU)",
+                   training=False)
     p.add_argument("--force", action="store_true", help="recompute even if --out exists and matches")
     return p.parse_args(argv)
 
@@ -346,8 +347,12 @@ def main(args):
     setting = f"{meta['kind']}-{weights}-n{args.n_samples}-ddim{args.ddim_steps}-seed{args.seed}"
     stats_dir = os.path.join(cache, "stats")
 
-    def cache_of(path):
-        return os.path.join(stats_dir, f"{file_sha256(path)[:32]}-{setting}.npz")
+    cache_paths = {}
+
+    def cache_of(path):  # hashed once per checkpoint (286 MB each for cifar10)
+        if path not in cache_paths:
+            cache_paths[path] = os.path.join(stats_dir, f"{file_sha256(path)[:32]}-{setting}.npz")
+        return cache_paths[path]
 
     def sample_and_cache(paths, ckpts):
         """Sample G checkpoints of one architecture together; cache each one's feature statistics

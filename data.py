@@ -455,15 +455,18 @@ def format_seconds(s):
     return f"{s:.0f} s" if s < 90 else (f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h")
 
 
-def add_speed_args(parser, stack_help):
-    """The GPU options, spelled the same in every script that trains or samples."""
+def add_speed_args(parser, stack_help, training=True):
+    """The GPU options, spelled the same in every script that trains or samples (--channels-last and
+    --compile only where it trains)."""
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="bf16: autocast of the forward passes (weights, loss and EMA stay fp32)")
+    parser.add_argument("--stack", type=positive_int, default=1, help=stack_help)
+    if not training:
+        return
     parser.add_argument("--channels-last", action="store_true", help="channels_last memory format (faster convolutions "
                         "on recent GPUs; one model at a time)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the forward pass (one model at a time; "
                         "pays a compilation of tens of seconds first)")
-    parser.add_argument("--stack", type=positive_int, default=1, help=stack_help)
 
 
 def run(main, args, errors=()):
