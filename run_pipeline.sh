@@ -7,6 +7,8 @@
 #   bash run_pipeline.sh cifar10    # the paper's settings (GPU / cluster)
 #   RUN=runs/mine JOBS=4 K=48 bash run_pipeline.sh     # any setting below can be overridden
 #   REF_DATA=npz:curated.npz bash run_pipeline.sh       # FID against a chosen reference set
+#   SCHEDULER=slurm bash run_pipeline.sh quick         # every stage a Slurm job (arrays for per-row
+#                                                      # stages); prints the job ids and returns at once
 #
 # Stages: train, prune, masks, unlearn, retrain baseline, LDS models, behaviours, fit, evaluate.
 set -euo pipefail
@@ -18,7 +20,8 @@ case "$PRESET" in
   quick)
     : "${RUN:=runs/quick}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.05}"
     : "${TRAIN_STEPS:=80}" "${RETRAIN_STEPS:=80}" "${PRUNE_STEPS:=20}" "${UNLEARN_STEPS:=15}" "${BATCH:=32}"
-    : "${M:=8}" "${R:=3}" "${K:=4}" "${SEED_PAIRS:=1}" "${N_SAMPLES:=64}" "${DDIM_STEPS:=5}" "${GRID:=16}" ;;
+    : "${M:=8}" "${R:=3}" "${K:=4}" "${SEED_PAIRS:=1}" "${N_SAMPLES:=64}" "${DDIM_STEPS:=5}" "${GRID:=16}"
+    : "${ROWS_PER_TASK:=4}" ;;
   default)
     : "${RUN:=runs/default}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.05}"
     : "${TRAIN_STEPS:=2000}" "${RETRAIN_STEPS:=500}" "${PRUNE_STEPS:=400}" "${UNLEARN_STEPS:=100}" "${BATCH:=64}"
@@ -32,9 +35,19 @@ case "$PRESET" in
     : "${TRAIN_STEPS:=200000}" "${RETRAIN_STEPS:=200000}" "${PRUNE_STEPS:=0}" "${UNLEARN_STEPS:=4000}" "${BATCH:=128}"
     : "${M:=256}" "${R:=16}" "${K:=50}" "${SEED_PAIRS:=2}" "${N_SAMPLES:=10000}" "${DDIM_STEPS:=100}"
     : "${TRAIN_FLAGS:=--lr 2e-4 --warmup 5000 --lr-schedule constant --ema-decay 0.9999 --hflip --ckpt-every 5000}"
-    : "${UNLEARN_FLAGS:=--lr 2e-4 --ema-decay 0.9999}" "${FEATURES:=inception}" ;;
+    : "${UNLEARN_FLAGS:=--lr 2e-4 --ema-decay 0.9999}" "${FEATURES:=inception}"
+    # Slurm: one GPU per task, one retraining (~20 GPU-hours at the paper's size) per task
+    : "${ROWS_PER_TASK:=1}" "${GPUS:=1}" "${CPUS:=8}"; task_time=2-00:00:00 task_mem=32G ;;
   *) echo "error: unknown preset '$PRESET' (quick, default, cifar10)" >&2; exit 2 ;;
 esac
+# Slurm (SCHEDULER=slurm): what each job asks for: CPUS per task, MEM, WALLTIME, PARTITION, GPUS=N
+# (--gres=gpu:N). One left unset whose sbatch variable is set (SBATCH_PARTITION, SBATCH_TIMELIMIT,
+# SBATCH_MEM_PER_NODE, SBATCH_GRES) leaves it to that default. SBATCH_FLAGS is added to every sbatch call
+# (e.g. "--account=lab --qos=short"); ARRAY_MAX=N runs at most N tasks of an array at once.
+: "${SCHEDULER:=local}" "${ROWS_PER_TASK:=8}" "${CPUS:=2}" "${GPUS:=0}" "${PARTITION:=}" "${SBATCH_FLAGS:=}"
+: "${ARRAY_MAX:=}"
+[ -n "${SBATCH_TIMELIMIT:-}" ] && : "${WALLTIME:=}" || : "${WALLTIME:=${task_time:-12:00:00}}"
+[ -n "${SBATCH_MEM_PER_NODE:-}${SBATCH_MEM_PER_CPU:-}" ] && : "${MEM:=}" || : "${MEM:=${task_mem:-8G}}"
 : "${JOBS:=2}" "${ALPHA:=0.5}" "${RATIO:=0.3}" "${FEATURES:=auto}" "${N_REF:=0}" "${INCEPTION_WEIGHTS:=}" "${REF_DATA:=}"
 : "${TRAIN_FLAGS:=}" "${UNLEARN_FLAGS:=}" "${DEVICE:=auto}" "${GRID:=100}"
 # Single-process stages use every core; per-row stages run JOBS processes at a time, each with an
@@ -52,11 +65,76 @@ FID_FLAGS=(--data "$DATA" --n-samples "$N_SAMPLES" --ddim-steps "$DDIM_STEPS" --
 
 START=$(date +%s)
 stage() { echo; echo "=== [$(( $(date +%s) - START ))s] $*"; }
-mkdir -p "$RUN/masks" "$RUN/models" "$RUN/behaviors" "$RUN/attributions"
-echo "preset $PRESET -> $RUN (JOBS=$JOBS parallel jobs of $THREADS threads)"
+mkdir -p "$RUN/masks" "$RUN/models" "$RUN/behaviors" "$RUN/attributions" "$RUN/logs"
 
-# Run a per-row script over mask rows FROM..TO-1 as JOBS processes of THREADS threads, each given one
-# contiguous range in place of the word ROWS; fails when any of them fails.
+# ---- the stages ------------------------------------------------------------------------------------
+# Each per-row stage is a function of one row range A:B of its mask file; the local path runs JOBS
+# ranges side by side, the Slurm path gives each array task one range. Both call the same functions.
+stage_train() {
+  $PY train_ddpm.py "${DATA_FLAGS[@]}" "${COMMON_TRAIN[@]}" --steps "$TRAIN_STEPS" --seed 0 --out "$RUN/full.pt" \
+    --grid "$GRID" --ddim-steps "$DDIM_STEPS"
+}
+stage_prune() {
+  $PY prune.py --ckpt "$RUN/full.pt" --out "$RUN/pruned.pt" --ratio "$RATIO" --mode structured \
+    "${DATA_FLAGS[@]}" --steps "$PRUNE_STEPS" --batch-size "$BATCH" --device "$DEVICE" --grid "$GRID" \
+    --ddim-steps "$DDIM_STEPS"
+}
+stage_masks() {
+  $PY make_subsets.py "${DATA_FLAGS[@]}" --count "$M" --alpha "$ALPHA" --seed 1 --out "$RUN/masks/unlearn.npy" \
+    --corrupted-out "$RUN/corrupted.npy"
+  $PY make_subsets.py --count "$R" --first-of "$RUN/masks/unlearn.npy" --out "$RUN/masks/retrain.npy"
+  $PY make_subsets.py "${DATA_FLAGS[@]}" --count "$K" --alpha "$ALPHA" --seed 2 --out "$RUN/masks/lds.npy"
+}
+rows_unlearn() {
+  $PY unlearn.py --ckpt "$RUN/pruned.pt" "${DATA_FLAGS[@]}" --masks "$RUN/masks/unlearn.npy" --indices "$1" \
+    --out "$RUN/models/unlearn" --steps "$UNLEARN_STEPS" --batch-size "$BATCH" --device "$DEVICE" $UNLEARN_FLAGS
+}
+# train_ddpm.py from scratch on a row range of a mask file: retrain MASKS SEED FOLDER SUFFIX A:B
+retrain() {
+  $PY train_ddpm.py "${DATA_FLAGS[@]}" "${COMMON_TRAIN[@]}" --steps "$RETRAIN_STEPS" --seed "$2" --grid 0 \
+    --masks "$1" --indices "$5" --out "$3" --suffix="$4"
+}
+rows_retrain() { retrain "$RUN/masks/retrain.npy" 0 "$RUN/models/retrain" "" "$1"; }
+rows_seed1() { retrain "$RUN/masks/retrain.npy" 1 "$RUN/models/retrain_seed1" "" "$1"; }
+rows_lds() { retrain "$RUN/masks/lds.npy" 0 "$RUN/models/lds" -s0 "$1"; }
+
+# Behaviours: two lanes of THREADS threads each when JOBS >= 2 (small pools are dominated by start-up,
+# not arithmetic); FID2 and the seed pairs come last: they reuse the pools' cached per-model statistics.
+fid() { OMP_NUM_THREADS=$THREADS $PY compute_fid.py "${FID_FLAGS[@]}" "$@"; }
+pool() { fid --models "$RUN/models/$1" --masks "$RUN/masks/$1.npy" --out "$RUN/behaviors/$1.npz"; }
+fid2() { fid --models "$RUN/models/unlearn" --ref-models "$RUN/models/retrain" --masks "$RUN/masks/unlearn.npy" \
+           --out "$RUN/behaviors/fid2.npz"; }
+fid_seeds() { fid --models "$RUN/models/retrain_seed1" --ref-models "$RUN/models/retrain" \
+                --masks "$RUN/masks/retrain.npy" --out "$RUN/behaviors/fid_seeds.npz"; }
+stage_behaviours() {
+  if [ "$JOBS" -ge 2 ]; then
+    local lane
+    { fid --models "$RUN/full.pt" --out "$RUN/behaviors/full.npz"; pool unlearn; } & lane=$!
+    fid --models "$RUN/pruned.pt" --out "$RUN/behaviors/pruned.npz"; pool retrain; pool lds
+    wait "$lane"
+    fid2 & lane=$!
+    fid_seeds
+    wait "$lane"
+  else
+    THREADS=$CORES
+    fid --models "$RUN/full.pt" --out "$RUN/behaviors/full.npz"
+    fid --models "$RUN/pruned.pt" --out "$RUN/behaviors/pruned.npz"
+    pool unlearn; pool retrain; pool lds; fid2; fid_seeds
+  fi
+}
+stage_report() {
+  stage "8/9 attributions (datamodel on every model of each pool)"
+  for pool in unlearn retrain; do
+    $PY fit_datamodel.py --masks "$RUN/masks/$pool.npy" --behaviors "$RUN/behaviors/$pool.npz" \
+      --out "$RUN/attributions/$pool.npz"
+  done
+  stage "9/9 LDS, budget curve and report"
+  $PY eval_lds.py --run "$RUN" --data "$DATA" --corrupt "$CORRUPT"
+}
+
+# ---- on this machine -------------------------------------------------------------------------------
+# Run a per-row stage over rows FROM..TO-1 as JOBS processes of THREADS threads, each given one
+# contiguous range A:B; fails when any of them fails.
 chunks() {
   local from=$1 to=$2 size a b pids=() status=0
   shift 2
@@ -64,76 +142,138 @@ chunks() {
   size=$(( (to - from + JOBS - 1) / JOBS ))
   for (( a = from; a < to; a += size )); do
     b=$(( a + size < to ? a + size : to ))
-    OMP_NUM_THREADS=$THREADS "${@//ROWS/$a:$b}" &
+    ( export OMP_NUM_THREADS=$THREADS; "$@" "$a:$b" ) &
     pids+=($!)
   done
   for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
   return "$status"
 }
 
-# train_ddpm.py from scratch on rows FROM..TO-1 of a mask file: retrain MASKS FROM TO SEED FOLDER [SUFFIX]
-retrain() {
-  chunks "$2" "$3" $PY train_ddpm.py "${DATA_FLAGS[@]}" "${COMMON_TRAIN[@]}" --steps "$RETRAIN_STEPS" --seed "$4" \
-    --grid 0 --masks "$1" --indices ROWS --out "$5" --suffix="${6:-}"
+run_local() {
+  echo "preset $PRESET -> $RUN (JOBS=$JOBS parallel jobs of $THREADS threads)"
+  stage "1/9 train on all data ($TRAIN_STEPS steps)"
+  stage_train
+  stage "2/9 prune (structured, ratio $RATIO) and fine-tune ($PRUNE_STEPS steps)"
+  stage_prune
+  stage "3/9 masks: $M unlearning subsets, the first $R of them for retraining, $K held-out LDS subsets"
+  stage_masks
+  stage "4/9 sparsified unlearning: $M models, $UNLEARN_STEPS steps each"
+  chunks 0 "$M" rows_unlearn
+  stage "5/9 retraining baseline: $R models from scratch ($RETRAIN_STEPS steps), and $SEED_PAIRS with a second seed"
+  chunks 0 "$R" rows_retrain
+  chunks 0 "$SEED_PAIRS" rows_seed1
+  stage "6/9 ground truth for LDS: $K models retrained from scratch on held-out subsets"
+  chunks 0 "$K" rows_lds
+  stage "7/9 behaviours: FID ($FEATURES features, $N_SAMPLES DDIM-$DDIM_STEPS samples per model)"
+  stage_behaviours
+  stage_report
+  echo
+  echo "done in $(( $(date +%s) - START ))s: $RUN/report.md"
 }
 
-stage "1/9 train on all data ($TRAIN_STEPS steps)"
-$PY train_ddpm.py "${DATA_FLAGS[@]}" "${COMMON_TRAIN[@]}" --steps "$TRAIN_STEPS" --seed 0 --out "$RUN/full.pt" \
-  --grid "$GRID" --ddim-steps "$DDIM_STEPS"
+# ---- on a Slurm cluster ----------------------------------------------------------------------------
+# Every stage is one job, every per-row stage one job array whose tasks take ROWS_PER_TASK rows each;
+# jobs wait for the stages they read (--dependency=afterok) and are cancelled when one of those fails
+# (--kill-on-invalid-dep). Each job runs this same script with PIPELINE_STAGE set (sbatch passes the
+# environment on), so both paths run the same commands with the same settings. A task that is
+# requeued or run twice skips the rows already finished (the scripts do), so --requeue is safe.
+JOBS_FILE=$RUN/logs/jobs.txt FAILED=$RUN/logs/failed.txt
+ROW_STAGES="unlearn:$M retrain:$R seed1:$SEED_PAIRS lds:$K"
 
-stage "2/9 prune (structured, ratio $RATIO) and fine-tune ($PRUNE_STEPS steps)"
-$PY prune.py --ckpt "$RUN/full.pt" --out "$RUN/pruned.pt" --ratio "$RATIO" --mode structured \
-  "${DATA_FLAGS[@]}" --steps "$PRUNE_STEPS" --batch-size "$BATCH" --device "$DEVICE" --grid "$GRID" \
-  --ddim-steps "$DDIM_STEPS"
+rows_of() { local s; for s in $ROW_STAGES; do [ "${s%%:*}" != "$1" ] || echo "${s#*:}"; done; }
 
-stage "3/9 masks: $M unlearning subsets, the first $R of them for retraining, $K held-out LDS subsets"
-$PY make_subsets.py "${DATA_FLAGS[@]}" --count "$M" --alpha "$ALPHA" --seed 1 --out "$RUN/masks/unlearn.npy" \
-  --corrupted-out "$RUN/corrupted.npy"
-$PY make_subsets.py --count "$R" --first-of "$RUN/masks/unlearn.npy" --out "$RUN/masks/retrain.npy"
-$PY make_subsets.py "${DATA_FLAGS[@]}" --count "$K" --alpha "$ALPHA" --seed 2 --out "$RUN/masks/lds.npy"
+run_task() {  # inside a Slurm job: one stage, or one array task's rows of a per-row stage
+  name=$PIPELINE_STAGE n="" log="" where="" why=""  # globals: the EXIT trap reads them
+  CORES=${SLURM_CPUS_PER_TASK:-$CORES}; export OMP_NUM_THREADS=$CORES
+  JOBS=$(( JOBS < CORES ? JOBS : CORES )); THREADS=$(( CORES / JOBS ))
+  if [ -n "${SLURM_ARRAY_TASK_ID:-}" ]; then
+    log=$RUN/logs/$name-${SLURM_ARRAY_JOB_ID}_$SLURM_ARRAY_TASK_ID.out where="task $SLURM_ARRAY_TASK_ID of "
+  else
+    log=$RUN/logs/$name-${SLURM_JOB_ID:-0}.out
+  fi
+  # a failure or a cancellation leaves one line naming this task's log in failed.txt (what WAIT=1 prints)
+  trap 'rc=$?; [ "$rc" = 0 ] || echo "${where}stage $name (job ${SLURM_JOB_ID:-?}) ${why:-failed with exit $rc}: $log" >> "$FAILED"' EXIT
+  trap 'why="was cancelled or ran out of time"; exit 143' TERM
+  n=$(rows_of "$name")
+  if [ -n "$n" ]; then
+    local a=$(( SLURM_ARRAY_TASK_ID * ROWS_PER_TASK )) b
+    b=$(( a + ROWS_PER_TASK < n ? a + ROWS_PER_TASK : n ))
+    echo "stage $name: rows $a:$b of $n ($CORES threads)"
+    "rows_$name" "$a:$b"
+  else
+    echo "stage $name ($CORES threads)"
+    "stage_$name"
+  fi
+}
 
-stage "4/9 sparsified unlearning: $M models, $UNLEARN_STEPS steps each"
-chunks 0 "$M" $PY unlearn.py --ckpt "$RUN/pruned.pt" "${DATA_FLAGS[@]}" --masks "$RUN/masks/unlearn.npy" \
-  --indices ROWS --out "$RUN/models/unlearn" --steps "$UNLEARN_STEPS" --batch-size "$BATCH" --device "$DEVICE" $UNLEARN_FLAGS
+submit_all() {
+  command -v sbatch >/dev/null || { echo "error: SCHEDULER=slurm but sbatch is not on PATH" >&2; exit 2; }
+  # resubmitting while jobs of this run are still queued would run rows twice at once
+  if [ -s "$JOBS_FILE" ]; then
+    local queued
+    queued=$(squeue -h -o %F 2>/dev/null | sort -u | grep -xF -f <(awk '{print $2}' "$JOBS_FILE") | paste -sd, || true)
+    [ -z "$queued" ] || { echo "error: jobs of $RUN are still queued ($queued): wait for them or scancel them" >&2; exit 2; }
+  fi
+  rm -f "$FAILED" "$JOBS_FILE.new"
+  local opts=(--parsable --requeue --kill-on-invalid-dep=yes --chdir "$PWD" --cpus-per-task "$CPUS")
+  [ -z "$PARTITION" ] || opts+=(--partition "$PARTITION")
+  [ -z "$WALLTIME" ] || opts+=(--time "$WALLTIME")
+  [ -z "$MEM" ] || opts+=(--mem "$MEM")
+  [ "$GPUS" = 0 ] || opts+=(--gres "gpu:$GPUS")
+  opts+=($SBATCH_FLAGS)
+  declare -A id
+  submit() {  # submit NAME DEPENDENCY... : one job, or one array when NAME is a per-row stage
+    local name=$1 n dep=() deps=() args
+    shift
+    for dep in "$@"; do [ -z "${id[$dep]:-}" ] || deps+=("${id[$dep]}"); done
+    args=(--job-name "dm-$name")
+    [ ${#deps[@]} = 0 ] || args+=(--dependency "afterok:$(IFS=:; echo "${deps[*]}")")
+    n=$(rows_of "$name")
+    if [ -n "$n" ]; then
+      [ "$n" -gt 0 ] || return 0
+      args+=(--array "0-$(( (n + ROWS_PER_TASK - 1) / ROWS_PER_TASK - 1 ))${ARRAY_MAX:+%$ARRAY_MAX}"
+             --output "$RUN/logs/$name-%A_%a.out")
+    else
+      args+=(--output "$RUN/logs/$name-%j.out")
+    fi
+    if ! id[$name]=$(sbatch "${opts[@]}" "${args[@]}" --export "ALL,PIPELINE_STAGE=$name" \
+                      --wrap "exec bash '$PWD/run_pipeline.sh' '$PRESET'" 2>&1); then
+      [ ! -s "$JOBS_FILE.new" ] || scancel $(awk '{print $2}' "$JOBS_FILE.new")  # none half-submitted
+      echo "error: sbatch refused stage $name: $(echo "${id[$name]}" | tail -1)" >&2; exit 2
+    fi
+    id[$name]=${id[$name]%%;*}  # --parsable prints "id;cluster" on a multi-cluster setup
+    echo "$name ${id[$name]}" >> "$JOBS_FILE.new"
+  }
+  submit train
+  submit prune train
+  submit masks
+  submit unlearn prune masks
+  submit retrain masks
+  submit seed1 masks
+  submit lds masks
+  submit behaviours prune unlearn retrain seed1 lds
+  submit report behaviours
+  mv "$JOBS_FILE.new" "$JOBS_FILE"
+  local all
+  all=$(awk '{print $2}' "$JOBS_FILE" | paste -sd,)
+  echo "preset $PRESET -> $RUN: submitted $(wc -l < "$JOBS_FILE") Slurm jobs ($(awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2}' "$JOBS_FILE"))"
+  echo "  progress: squeue -j $all    logs: $RUN/logs/    failures: $FAILED    report: $RUN/report.md"
+  [ "${WAIT:-0}" = 1 ] || return 0
+  # WAIT=1: block until the jobs have left the queue, then say how it ended
+  local queue
+  while sleep 2; do
+    queue=$(squeue -h -o %F) || continue  # the controller may be busy for a moment
+    grep -qxF -f <(tr , '\n' <<< "$all") <<< "$queue" || break
+  done
+  if [ -s "$FAILED" ]; then
+    echo "error: the run did not finish:" >&2; cat "$FAILED" >&2; exit 1
+  fi
+  [ "$RUN/report.md" -nt "$JOBS_FILE" ] || { echo "error: the jobs ended without a report (cancelled?): see $RUN/logs/" >&2; exit 1; }
+  echo "done in $(( $(date +%s) - START ))s: $RUN/report.md"
+}
 
-stage "5/9 retraining baseline: $R models from scratch ($RETRAIN_STEPS steps), and $SEED_PAIRS with a second seed"
-retrain "$RUN/masks/retrain.npy" 0 "$R" 0 "$RUN/models/retrain"
-retrain "$RUN/masks/retrain.npy" 0 "$SEED_PAIRS" 1 "$RUN/models/retrain_seed1"
-
-stage "6/9 ground truth for LDS: $K models retrained from scratch on held-out subsets"
-retrain "$RUN/masks/lds.npy" 0 "$K" 0 "$RUN/models/lds" -s0
-
-stage "7/9 behaviours: FID ($FEATURES features, $N_SAMPLES DDIM-$DDIM_STEPS samples per model)"
-# Two lanes of THREADS threads each when JOBS >= 2 (small pools are dominated by start-up, not arithmetic);
-# FID2 and the seed pairs come last: they reuse the pools' cached per-model statistics.
-fid() { OMP_NUM_THREADS=$THREADS $PY compute_fid.py "${FID_FLAGS[@]}" "$@"; }
-pool() { fid --models "$RUN/models/$1" --masks "$RUN/masks/$1.npy" --out "$RUN/behaviors/$1.npz"; }
-fid2() { fid --models "$RUN/models/unlearn" --ref-models "$RUN/models/retrain" --masks "$RUN/masks/unlearn.npy" \
-           --out "$RUN/behaviors/fid2.npz"; }
-fid_seeds() { fid --models "$RUN/models/retrain_seed1" --ref-models "$RUN/models/retrain" \
-                --masks "$RUN/masks/retrain.npy" --out "$RUN/behaviors/fid_seeds.npz"; }
-if [ "$JOBS" -ge 2 ]; then
-  { fid --models "$RUN/full.pt" --out "$RUN/behaviors/full.npz"; pool unlearn; } & lane=$!
-  fid --models "$RUN/pruned.pt" --out "$RUN/behaviors/pruned.npz"; pool retrain; pool lds
-  wait "$lane"
-  fid2 & lane=$!
-  fid_seeds
-  wait "$lane"
-else
-  THREADS=$CORES
-  fid --models "$RUN/full.pt" --out "$RUN/behaviors/full.npz"
-  fid --models "$RUN/pruned.pt" --out "$RUN/behaviors/pruned.npz"
-  pool unlearn; pool retrain; pool lds; fid2; fid_seeds
-fi
-
-stage "8/9 attributions (datamodel on every model of each pool)"
-for pool in unlearn retrain; do
-  $PY fit_datamodel.py --masks "$RUN/masks/$pool.npy" --behaviors "$RUN/behaviors/$pool.npz" \
-    --out "$RUN/attributions/$pool.npz"
-done
-
-stage "9/9 LDS, budget curve and report"
-$PY eval_lds.py --run "$RUN" --data "$DATA" --corrupt "$CORRUPT"
-
-echo
-echo "done in $(( $(date +%s) - START ))s: $RUN/report.md"
+case "$SCHEDULER" in
+  local) run_local ;;
+  slurm) if [ -n "${PIPELINE_STAGE:-}" ]; then run_task; else submit_all; fi ;;
+  *) echo "error: unknown SCHEDULER '$SCHEDULER' (local or slurm)" >&2; exit 2 ;;
+esac

@@ -52,6 +52,31 @@ def write_pool(run, name, masks, fid, train_seconds):
              mask_sha256=np.array([data.row_sha256(r) for r in masks]), train_seconds=np.full(m, train_seconds))
 
 
+def pipeline(preset, run, **env):
+    """`bash run_pipeline.sh PRESET` with RUN=run and the given settings, started in its own process group."""
+    e = dict(os.environ, RUN=str(run), PYTHON=sys.executable, TQDM_DISABLE="1", **{k: str(v) for k, v in env.items()})
+    return subprocess.Popen(["bash", "run_pipeline.sh", preset], cwd=ROOT, env=e, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory, worker_id):
+    """One local run of the quick preset for the whole session, shared by the pytest-xdist workers: the
+    first worker to ask makes it under a file lock (filelock comes with torch), the others wait for it
+    and read it. Returns (run folder, its log)."""
+    from filelock import FileLock
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if worker_id != "master" else base
+    run, log = shared / "quick-shared" / "quick", shared / "quick-shared" / "log.txt"
+    with FileLock(str(shared / "quick-shared.lock")):
+        if not (run / "report.md").exists():
+            p = pipeline("quick", run)
+            out, _ = p.communicate(timeout=900)
+            assert p.returncode == 0, out[-3000:]
+            log.write_text(out)
+    return run, log.read_text()
+
+
 def run_script(*args, cwd=ROOT, env=None):
     """Run one of the project's scripts as a user would; returns the CompletedProcess."""
     e = dict(os.environ, TQDM_DISABLE="1", **(env or {}))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import data
-from compute_fid import feature_stats, frechet_distance, sqrt_psd, train_cnn
+from compute_fid import feature_stats, frechet_distance, low_rank_factor, sqrt_psd, train_cnn
 from conftest import run_cli, write_pool
 
 
@@ -46,6 +46,25 @@ def test_frechet_distance_stays_finite_and_accurate_for_rank_deficient_covarianc
     expected = ((np.sqrt(a) - np.sqrt(b)) ** 2).sum() + 4.0
     value = frechet_distance(np.zeros(16), np.diag(a), np.r_[2.0, np.zeros(15)], np.diag(b))
     assert np.isfinite(value) and value == pytest.approx(expected, rel=1e-6)
+
+
+def test_low_rank_factor_gives_the_dense_frechet_distance():
+    """Fewer samples than dimensions: the n x n form through the covariance's factor equals the d x d one,
+    and the closed form of diagonal covariances (the factor of diag(b) with b of rank 3: its rows)."""
+    rng = np.random.default_rng(2)
+    ref = rng.normal(size=(200, 48)) @ rng.normal(size=(48, 48)) / 7
+    mu1, s1 = feature_stats(ref)
+    feats = rng.normal(1.0, 2.0, size=(6, 48))
+    mu2, s2 = feature_stats(feats)
+    f = low_rank_factor(feats)
+    assert f.shape == (6, 48) and np.allclose(f.T @ f, s2) and low_rank_factor(ref) is None
+    dense = frechet_distance(mu1, s1, mu2, s2)  # its 42 null eigenvalues add ~sqrt(rounding noise) each
+    assert frechet_distance(mu1, s1, mu2, s2, factor2=f) == pytest.approx(dense, rel=1e-7)
+    a, b = rng.uniform(0.5, 2, 10), np.r_[rng.uniform(0.5, 2, 3), np.zeros(7)]
+    expected = ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
+    factor_b = np.diag(np.sqrt(b))[:3]  # F^T F = diag(b)
+    assert frechet_distance(np.zeros(10), np.diag(a), np.zeros(10), np.diag(b), factor2=factor_b) == \
+        pytest.approx(expected, rel=1e-9)
 
 
 def test_fid_orders_real_data_trained_and_untrained_models(tmp_path):

@@ -3,14 +3,11 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
-import pytest
 
-from conftest import ROOT
+from conftest import pipeline
 
 ARTIFACTS = ["full.pt", "pruned.pt", "masks/unlearn.npy", "masks/retrain.npy", "masks/lds.npy", "corrupted.npy",
              "models/unlearn/00000.pt", "models/retrain/00000.pt", "models/lds/00000-s0.pt",
@@ -19,21 +16,6 @@ ARTIFACTS = ["full.pt", "pruned.pt", "masks/unlearn.npy", "masks/retrain.npy", "
              "attributions/unlearn.npz", "attributions/retrain.npz", "report.md", "results.json",
              "figures/lds_vs_budget.png", "figures/predicted_vs_actual.png", "figures/most_harmful.png",
              "figures/most_helpful.png"]
-
-
-def pipeline(preset, run, **env):
-    e = dict(os.environ, RUN=str(run), PYTHON=sys.executable, TQDM_DISABLE="1", **{k: str(v) for k, v in env.items()})
-    return subprocess.Popen(["bash", "run_pipeline.sh", preset], cwd=ROOT, env=e, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("pipe") / "quick"
-    p = pipeline("quick", run)
-    out, _ = p.communicate(timeout=900)
-    assert p.returncode == 0, out[-3000:]
-    return run, out
 
 
 def test_quick_preset_leaves_every_artifact(quick_run):
@@ -67,7 +49,8 @@ def test_killed_pipeline_resumes_to_the_same_numbers_without_redoing_models(quic
                  "models/retrain_seed1"):
         (run / name).parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if (reference / name).is_dir() else shutil.copy2)(reference / name, run / name)
-    p = pipeline("quick", run)
+    # JOBS=1 (one process a per-row stage, fewer interpreter starts): the numbers must not depend on it
+    p = pipeline("quick", run, JOBS=1)
     lds_models = run / "models" / "lds"
     deadline = time.time() + 600
     while time.time() < deadline and not (lds_models.exists() and any(f.name.endswith("-s0.pt") and f.name[0] != "."
@@ -78,7 +61,7 @@ def test_killed_pipeline_resumes_to_the_same_numbers_without_redoing_models(quic
     assert not (run / "report.md").exists()
     done = {f: os.stat(f).st_mtime_ns for f in (run / "models").rglob("*.pt")}
     assert done
-    p = pipeline("quick", run)
+    p = pipeline("quick", run, JOBS=1)
     out, _ = p.communicate(timeout=900)
     assert p.returncode == 0, out[-3000:]
     assert all(os.stat(f).st_mtime_ns == t for f, t in done.items())  # finished models were not redone

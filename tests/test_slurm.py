@@ -1,0 +1,127 @@
+"""SCHEDULER=slurm bash run_pipeline.sh on a real one-node Slurm cluster (tools/slurm_local.sh starts one;
+.ci/run does, and sets REQUIRE_SLURM=1 so that a missing cluster fails the suite instead of skipping).
+
+The jobs ask for one CPU each, so every process of the Slurm run has one thread, as under the local run
+of the quick preset it is compared with (numbers equal to the last digit need equal thread counts)."""
+import os
+import shutil
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from conftest import pipeline
+from test_pipeline import ARTIFACTS, lds_numbers
+
+SLURM = dict(SCHEDULER="slurm", WAIT=1, CPUS=1, MEM="1G", WALLTIME="00:30:00")
+STAGES = ["train", "prune", "masks", "unlearn", "retrain", "seed1", "lds", "behaviours", "report"]
+
+
+def slurm_up():
+    try:
+        states = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return any(s in ("idle", "mixed", "allocated") for s in states.split())
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    if not slurm_up():
+        if os.environ.get("REQUIRE_SLURM") == "1":
+            pytest.fail("REQUIRE_SLURM=1 but no Slurm node is up: run `sudo bash tools/slurm_local.sh`")
+        pytest.skip("no Slurm cluster here (sudo bash tools/slurm_local.sh starts a one-node one)")
+
+
+def jobs(run):
+    return dict(line.split() for line in (run / "logs" / "jobs.txt").read_text().splitlines())
+
+
+def logs_of(run):
+    return "\n".join(f"--- {f.name}\n{f.read_text()[-1500:]}" for f in sorted((run / "logs").glob("*.out")))
+
+
+def same_numbers(run, reference):
+    for pool in ("unlearn", "retrain", "lds", "fid2", "fid_seeds"):
+        a, b = (dict(np.load(r / "behaviors" / f"{pool}.npz")) for r in (run, reference))
+        assert np.array_equal(a["fid"], b["fid"]), pool
+    assert lds_numbers(run) == lds_numbers(reference)
+
+
+@pytest.fixture(scope="module")
+def slurm_run(slurm, tmp_path_factory):
+    run = tmp_path_factory.mktemp("slurm") / "quick"
+    p = pipeline("quick", run, **SLURM)
+    out, _ = p.communicate(timeout=1500)
+    assert p.returncode == 0, out[-3000:] + logs_of(run)
+    return run, out
+
+
+def test_quick_preset_through_slurm_equals_the_local_run(slurm_run, quick_run):
+    run, out = slurm_run
+    # one job per stage, the per-row stages as arrays of ROWS_PER_TASK=4 rows (quick: M=8, R=3, K=4)
+    assert list(jobs(run)) == STAGES and "submitted 9 Slurm jobs" in out and "squeue -j" in out
+    for stage, tasks in (("unlearn", 2), ("retrain", 1), ("seed1", 1), ("lds", 1)):
+        assert sorted(f.name for f in (run / "logs").glob(f"{stage}-*.out")) == \
+            [f"{stage}-{jobs(run)[stage]}_{i}.out" for i in range(tasks)]
+    assert "rows 4:8 of 8" in (run / "logs" / f"unlearn-{jobs(run)['unlearn']}_1.out").read_text()
+    assert not (run / "logs" / "failed.txt").exists()
+    assert not [a for a in ARTIFACTS if not (run / a).exists()]
+    reference, _ = quick_run
+    same_numbers(run, reference)
+
+
+def squeue(job):
+    r = subprocess.run(["squeue", "-h", "-j", job, "-t", "R", "-o", "%i"], capture_output=True, text=True)
+    return r.stdout.split()
+
+
+def test_cancelled_array_task_resubmitted_finishes_without_redoing_rows(slurm_run, tmp_path):
+    """scancel of a running task of the ground-truth array: the stages after it are cancelled, the log
+    names the task; resubmitted, the run finishes, every finished row untouched, the same numbers.
+    Starts from copies of stages 1-5 of the Slurm run (those jobs find their outputs and skip)."""
+    reference, _ = slurm_run
+    run = tmp_path / "cancelled"
+    for name in ("full.pt", "pruned.pt", "corrupted.npy", "masks", "models/unlearn", "models/retrain",
+                 "models/retrain_seed1"):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if (reference / name).is_dir() else shutil.copy2)(reference / name, run / name)
+    p = pipeline("quick", run, **SLURM)
+    lds_models, deadline = run / "models" / "lds", time.time() + 900
+    while time.time() < deadline and not (lds_models.exists() and any(f.name.endswith("-s0.pt") and f.name[0] != "."
+                                                                      for f in lds_models.iterdir())):
+        time.sleep(0.2)
+    lds = jobs(run)["lds"]
+    running = squeue(lds)
+    assert running, "no ground-truth task was running when the first row finished"
+    subprocess.run(["scancel", running[0]], check=True)
+    out, _ = p.communicate(timeout=900)
+    assert p.returncode == 1 and "error: the run did not finish" in out
+    task = running[0].split("_")[1]
+    assert f"task {task} of stage lds (job " in out and f"logs/lds-{lds}_{task}.out" in out
+    assert not (run / "report.md").exists()
+    done = {f: os.stat(f).st_mtime_ns for f in (run / "models").rglob("*.pt")}
+    assert any(f.parent.name == "lds" for f in done) and len([f for f in done if f.parent.name == "lds"]) < 4
+
+    p = pipeline("quick", run, **SLURM)
+    out, _ = p.communicate(timeout=900)
+    assert p.returncode == 0, out[-3000:] + logs_of(run)
+    assert all(os.stat(f).st_mtime_ns == t for f, t in done.items())  # finished rows were not redone
+    same_numbers(run, reference)
+
+
+def test_resubmitting_while_jobs_of_the_run_are_queued_is_refused(slurm, tmp_path):
+    """Two submissions of one run at once would train its rows twice side by side: the second is refused.
+    The first is held (never runs) and cancelled at the end."""
+    run = tmp_path / "held"
+    p = pipeline("quick", run, SCHEDULER="slurm", SBATCH_FLAGS="--hold")
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode == 0, out
+    try:
+        p = pipeline("quick", run, SCHEDULER="slurm")
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 2 and out.startswith("error: jobs of") and "still queued" in out, out
+        assert len(out.strip().splitlines()) == 1
+    finally:
+        subprocess.run(["scancel", *jobs(run).values()])
