@@ -230,19 +230,24 @@ def make_masks(n, count, alpha, seed):
 
 
 def make_kernel_masks(n, count, seed):
-    """(count, n) bool subsets for KernelSHAP: each row's size s in 1..n-1 drawn with probability
+    """(count, n) bool subsets for KernelSHAP: each subset's size s in 1..n-1 drawn with probability
     proportional to the Shapley kernel's total weight of that size, (n - 1) / (s (n - s)), then a
-    uniform subset of that size (Lundberg & Lee 2017)."""
+    uniform subset of that size (Lundberg & Lee 2017); paired (Covert & Lee 2021): every subset is followed
+    by its complement, whose size the symmetric kernel draws as often. In every even prefix each player is
+    then in exactly half of the subsets, so a behaviour that jumps between v(empty) and every nonempty
+    subset (an untrained model's FID against any trained one's) shifts all values alike instead of
+    adding noise to each."""
     if n < 2:
         raise DataError(f"Shapley subsets need at least 2 players, got {n}")
     rng = np.random.default_rng(seed)
     s = np.arange(1, n)
     p = 1.0 / (s * (n - s))
-    sizes = rng.choice(s, size=count, p=p / p.sum())
-    masks = np.zeros((count, n), dtype=bool)
+    sizes = rng.choice(s, size=(count + 1) // 2, p=p / p.sum())
+    masks = np.zeros((2 * len(sizes), n), dtype=bool)
     for i, k in enumerate(sizes):
-        masks[i, rng.choice(n, size=k, replace=False)] = True
-    return masks
+        masks[2 * i, rng.choice(n, size=k, replace=False)] = True
+        masks[2 * i + 1] = ~masks[2 * i]
+    return masks[:count]
 
 
 def images_sha256(images):

@@ -22,7 +22,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from data import ArgumentParser, DataError, atomic_write, fraction, load_dataset, load_groups, load_masks, run, save_grid
-from fit_datamodel import aligned, attribute, load_behaviors, load_npz
+from fit_datamodel import aligned, attribute, behavior_values, load_behaviors, load_npz
 
 POOLS = ("unlearn", "retrain")  # the two ways of making models for the datamodel
 BOOTSTRAP = 2000
@@ -41,6 +41,10 @@ def parse_args(argv=None):
                    "(default: 2, 4, 8, ... up to the number of retrained models)")
     p.add_argument("--class-behavior", default="auto", help="class:K for the class-proportion behaviour; auto: "
                    "the class whose share varies most across the unlearned models")
+    p.add_argument("--method", choices=["datamodel", "shapley"], default="datamodel",
+                   help="the attributions of both pools: datamodel, or Shapley values (KernelSHAP; needs pools of "
+                   "Shapley-kernel subsets, behaviors/untrained.npz for v(empty), and v(all) from full.npz for "
+                   "retraining and pruned.npz, the pruned model fine-tuned on all data, for unlearning)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the CV folds")
     return p.parse_args(argv)
 
@@ -123,7 +127,27 @@ def choose_class(run_dir):
     return f"class:{int(np.argmax(share.var(0)))}"
 
 
-def budget_curve(pools, held, budgets, unit, prune_seconds, seed):
+def estimator(run_dir, method, seed):
+    """fit(pool, behavior, X, y) -> (scores, intercept, info): the run's attribution method for both pools.
+    Shapley values need v(empty), an untrained model's behaviour, and v(all) of each pool: the model
+    trained on all data for retraining, the pruned model fine-tuned on all data for unlearning."""
+    if method == "datamodel":
+        return lambda name, behavior, X, y: attribute(X, y, "datamodel", seed=seed)
+    ends = {}
+    for key in ("untrained", "full", "pruned"):
+        beh = _optional(run_dir, key)
+        if beh is None:
+            raise DataError(f"--method shapley needs {run_dir}/behaviors/{key}.npz")
+        ends[key] = beh
+    v_all = {"retrain": "full", "unlearn": "pruned"}
+
+    def fit(name, behavior, X, y):
+        one = lambda key: float(behavior_values(ends[key], behavior)[0])  # noqa: E731
+        return attribute(X, y, "shapley", v_empty=one("untrained"), v_full=one(v_all[name]))
+    return fit
+
+
+def budget_curve(pools, held, budgets, unit, prune_seconds, seed, fit, behavior):
     """LDS of both methods at each budget, with bootstrap intervals and a paired test."""
     rows = []
     for b in budgets:
@@ -137,7 +161,7 @@ def budget_curve(pools, held, budgets, unit, prune_seconds, seed):
             if n[name] < 2:
                 preds.append(None)
                 continue
-            scores, intercept, info = attribute(p["X"][:n[name]], p["y"][:n[name]], "datamodel", seed=seed)
+            scores, intercept, info = fit(name, behavior, p["X"][:n[name]], p["y"][:n[name]])
             preds.append(held["X"] @ scores + intercept)
             row[f"lds_{name}"] = spearman(preds[-1], held["y"])
             row[f"model_{name}"] = info["model"]
@@ -249,16 +273,17 @@ def evaluate_run(args):
         budgets = args.budgets
     else:
         budgets = sorted({b for b in (2, 4, 8, 16, 32, 64) if b <= n_retrain} | {n_retrain})
-    results = dict(budgets=budgets, unit_seconds=unit, prune_seconds=prune_seconds, behaviors={})
+    fit = estimator(run_dir, args.method, args.seed)
+    results = dict(budgets=budgets, unit_seconds=unit, prune_seconds=prune_seconds, behaviors={}, method=args.method)
     curves, scatter, attributions = {}, {}, {}
     for behavior in behaviors:
         pools = pools_fid if behavior == "fid" else {name: _pool(run_dir, name, behavior) for name in POOLS}
         held = _pool(run_dir, "lds", behavior)
-        curves[behavior] = budget_curve(pools, held, budgets, unit, prune_seconds, args.seed)
+        curves[behavior] = budget_curve(pools, held, budgets, unit, prune_seconds, args.seed, fit, behavior)
         # with every model of each pool: independent of measured wall times, so reruns reproduce it exactly
         lds_all = {}
         for name in POOLS:
-            scores, intercept, _ = attribute(pools[name]["X"], pools[name]["y"], "datamodel", seed=args.seed)
+            scores, intercept, _ = fit(name, behavior, pools[name]["X"], pools[name]["y"])
             lds_all[name] = dict(n=len(pools[name]["y"]), lds=lds(scores, intercept, held["X"], held["y"]))
         results["behaviors"][behavior] = dict(curve=curves[behavior], k_heldout=len(held["y"]), lds_all=lds_all)
         if behavior == "fid":
@@ -267,7 +292,7 @@ def evaluate_run(args):
                 n = top[f"n_{name}"]
                 if n < 2:  # the largest budget buys too few models for a fit
                     continue
-                scores, intercept, _ = attribute(pools[name]["X"][:n], pools[name]["y"][:n], "datamodel", seed=args.seed)
+                scores, intercept, _ = fit(name, behavior, pools[name]["X"][:n], pools[name]["y"][:n])
                 attributions[name] = scores
                 scatter[f"{name} (budget {top['budget']:g}, {n} models)"] = (held["X"] @ scores + intercept, held["y"])
     os.makedirs(fig_dir, exist_ok=True)
@@ -275,7 +300,7 @@ def evaluate_run(args):
     plot_scatter(scatter, os.path.join(fig_dir, "predicted_vs_actual.png"))
 
     # attributions from every unlearned model: the images, and how well they find corrupted ones
-    all_scores, _, all_info = attribute(pools_fid["unlearn"]["X"], pools_fid["unlearn"]["y"], "datamodel", seed=args.seed)
+    all_scores, _, all_info = fit("unlearn", "fid", pools_fid["unlearn"]["X"], pools_fid["unlearn"]["y"])
     ds = load_dataset(args.data, corrupt=args.corrupt, corrupt_seed=args.corrupt_seed)
     groups = load_groups(os.path.join(run_dir, "masks", "unlearn.npy"), n=len(ds))
     order = np.argsort(-all_scores)
@@ -289,6 +314,9 @@ def evaluate_run(args):
         results["auc"]["unlearn_all"] = detection_auc(all_scores, corrupted)
         banzhaf, _, _ = attribute(pools_fid["unlearn"]["X"], pools_fid["unlearn"]["y"], "banzhaf")
         results["auc"]["unlearn_all_banzhaf"] = detection_auc(banzhaf, corrupted)
+        if args.method != "datamodel":  # the other estimators on the same unlearned models
+            datamodel, _, _ = attribute(pools_fid["unlearn"]["X"], pools_fid["unlearn"]["y"], "datamodel", seed=args.seed)
+            results["auc"]["unlearn_all_datamodel"] = detection_auc(datamodel, corrupted)
 
     # Table 1 analogue
     t = dict(
@@ -350,7 +378,9 @@ def render_report(r, run_dir, corrupted, ds, order):
         lines += ["", f"With every model of each pool: unlearning ({a['unlearn']['n']} models) LDS "
                   f"{a['unlearn']['lds']:.3f}, retraining ({a['retrain']['n']} models) LDS {a['retrain']['lds']:.3f}.", ""]
     lines += ["![LDS vs budget](figures/lds_vs_budget.png)", "", "![predicted vs actual](figures/predicted_vs_actual.png)", ""]
-    lines += ["## Most harmful and most helpful training images (unlearning datamodel, all unlearned models, FID)", "",
+    method = "Shapley values" if r.get("method") == "shapley" else "datamodel"
+    lines += [f"## Most harmful and most helpful training {r['unit']}s (unlearning {method}, all unlearned models, FID)",
+              "",
               "Most harmful (raise FID most):", "", "![most harmful](figures/most_harmful.png)", "",
               "Most helpful (lower FID most):", "", "![most helpful](figures/most_helpful.png)", ""]
     if "auc" in r:
@@ -365,9 +395,11 @@ def render_report(r, run_dir, corrupted, ds, order):
             what = (f"{len(corrupted)} of {len(ds)} training images are corrupted (replaced by noise, or named bad by the "
                     f"dataset). Detection AUC of the attribution scores (corrupted = positive)")
             found = f"{int(np.isin(order[:top], corrupted).sum())} of the {top} most harmful images are corrupted."
-        lines += [title, "", f"{what}: unlearning at the largest budget {_auc(a, 'unlearn')}, retraining at the largest "
-                  f"budget {_auc(a, 'retrain')}; unlearning with every unlearned model {a['unlearn_all']:.3f} "
-                  f"(Banzhaf {a['unlearn_all_banzhaf']:.3f}). {found}", ""]
+        lines += [title, "", f"{what}, {method}: unlearning at the largest budget {_auc(a, 'unlearn')}, "
+                  f"retraining at the largest budget {_auc(a, 'retrain')}; unlearning with every unlearned model {a['unlearn_all']:.3f} "
+                  f"(Banzhaf {a['unlearn_all_banzhaf']:.3f}"
+                  + (f", datamodel {a['unlearn_all_datamodel']:.3f}" if "unlearn_all_datamodel" in a else "")
+                  + f"). {found}", ""]
     return "\n".join(lines)
 
 
@@ -378,7 +410,8 @@ def headline(r):
         parts.append(f"LDS {behavior} at budget {row['budget']:g}: unlearning {_fmt(row, 'unlearn')} vs retraining "
                      f"{_fmt(row, 'retrain')}" + (f" (p = {row['p_value']:.3f})" if "p_value" in row else ""))
     if "auc" in r:
-        parts.append(f"corrupted-image AUC {r['auc']['unlearn_all']:.3f}")
+        parts.append(f"{'bad-contributor' if r.get('unit') == 'contributor' else 'corrupted-image'} AUC "
+                     f"{r['auc']['unlearn_all']:.3f}")
     return "; ".join(parts)
 
 

@@ -19,11 +19,13 @@ Sign convention: gamma = FID, lower is better, so a positive score means includi
 FID (harmful). For class:K a positive score means the image makes class K more frequent.
 Rows with several models (training seeds) are averaged. numpy/scipy/scikit-learn only.
 """
+import argparse
 import warnings
 
 import numpy as np
 
-from data import ArgumentParser, DataError, at_least_two, load_masks, positive_int, row_sha256, run, save_npz
+from data import (ArgumentParser, DataError, at_least_two, load_groups, load_masks, positive_int, row_sha256, run,
+                  save_npz)
 
 
 def parse_args(argv=None):
@@ -32,15 +34,37 @@ def parse_args(argv=None):
     p.add_argument("--behaviors", required=True, help="behaviours file (compute_fid.py)")
     p.add_argument("--out", required=True, help="attributions file to write (.npz)")
     p.add_argument("--method", choices=["datamodel", "banzhaf", "shapley"], default="datamodel")
-    p.add_argument("--v-empty", type=float, default=None, help="shapley: the behaviour with no training data "
-                   "(default: that of an all-zero mask row)")
-    p.add_argument("--v-full", type=float, default=None, help="shapley: the behaviour with all training data "
-                   "(default: that of an all-one mask row)")
+    p.add_argument("--v-empty", type=number_or_file, default=None, help="shapley: the behaviour with no training "
+                   "data, a number or a behaviours file of one model (an untrained one: train_ddpm.py --init-only); "
+                   "default: that of an all-zero mask row")
+    p.add_argument("--v-full", type=number_or_file, default=None, help="shapley: the behaviour with all training "
+                   "data, a number or a behaviours file of one model; default: that of an all-one mask row")
     p.add_argument("--behavior", default="fid", help="fid, or class:K (share of samples classified as K)")
     p.add_argument("--max-models", type=positive_int, default=None, help="use the first n rows only")
     p.add_argument("--folds", type=at_least_two, default=5, help="cross-validation folds choosing the regularisation")
     p.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds")
     return p.parse_args(argv)
+
+
+def number_or_file(text):
+    """--v-empty / --v-full: a finite number, or the path of a behaviours file (read in main)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    if not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def one_value(v, behavior, what):
+    """A --v-empty / --v-full value: itself, or the chosen behaviour of the one model of a behaviours file."""
+    if v is None or isinstance(v, float):
+        return v
+    values = behavior_values(load_behaviors(v), behavior)
+    if len(values) != 1:
+        raise DataError(f"{what} {v}: a behaviours file of one model, not {len(values)}")
+    return float(values[0])
 
 
 def load_npz(path, what, required=()):
@@ -162,14 +186,19 @@ def fit_shapley(X, y, v_empty=None, v_full=None):
     sizes, counts = np.unique(s, return_counts=True)
     drawn = dict(zip(sizes.tolist(), counts.tolist()))
     w = (n - 1) / (s * (n - s) * np.array([drawn[k] for k in s.tolist()], dtype=np.float64))
-    total = v_full - v_empty
-    # efficiency: phi_n = total - sum_{j < n} phi_j, so the fit is over phi_1 .. phi_{n-1} (least norm
-    # where fewer subsets than players leave it underdetermined)
-    A = Z[:, :-1] - Z[:, -1:]
-    b = y[inner] - v_empty - Z[:, -1] * total
+    # Shapley values are linear in the game, and a game that differs from v only at the empty set, by d,
+    # has every value larger by d / n (the jump is shared equally). So the fit uses the game v_a, v with
+    # v(empty) = a fitted as the value that makes it closest to additive, and shifts its values by
+    # (a - v(empty)) / n: exact with all subsets, and from sampled ones far less noisy when v(empty) is far
+    # from what the subsets suggest (an untrained model's FID against that of any trained one), which the
+    # weighted fit would otherwise force onto small and large subsets alike. Efficiency: phi_n = v(full)
+    # - a - sum_{j < n} phi_j (least norm where fewer subsets than players leave it underdetermined).
+    A = np.column_stack([1 - Z[:, -1], Z[:, :-1] - Z[:, -1:]])
+    b = y[inner] - Z[:, -1] * v_full
     root = np.sqrt(w)
-    rest = np.linalg.lstsq(A * root[:, None], b * root, rcond=None)[0]
-    scores = np.append(rest, total - rest.sum())
+    solution = np.linalg.lstsq(A * root[:, None], b * root, rcond=None)[0]
+    a, rest = solution[0], solution[1:]
+    scores = np.append(rest, v_full - a - rest.sum()) + (a - v_empty) / n
     return scores, float(v_empty), dict(method="shapley", model="kernelshap", alpha=0.0, v_full=float(v_full))
 
 
@@ -189,12 +218,15 @@ def main(args):
     rows, X, y = aligned(masks, beh, args.behavior, args.masks)
     if args.max_models is not None:
         rows, X, y = rows[:args.max_models], X[:args.max_models], y[:args.max_models]
-    scores, intercept, info = attribute(X, y, args.method, args.folds, args.seed, args.v_empty, args.v_full)
+    v_empty, v_full = (one_value(v, args.behavior, what) for v, what in ((args.v_empty, "--v-empty"),
+                                                                          (args.v_full, "--v-full")))
+    scores, intercept, info = attribute(X, y, args.method, args.folds, args.seed, v_empty, v_full)
     save_npz(args.out, scores=scores, intercept=intercept, method=args.method, behavior=args.behavior,
              model=info["model"], alpha=info["alpha"], rows=rows, n_models=len(rows))
     top = np.argsort(-scores)[:5]
     print(f"wrote {args.out}: {args.method} ({info['model']}, alpha {info['alpha']:.3g}) on {len(rows)} models, "
-          f"{args.behavior}; most harmful images {top.tolist()}")
+          f"{args.behavior}; most harmful {'contributors' if load_groups(args.masks) is not None else 'images'} "
+          f"{top.tolist()}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 #
 #   bash run_pipeline.sh            # default: digits with 5% corrupted images, LDS for both methods
 #   bash run_pipeline.sh quick      # the whole chain in a couple of minutes (used by the tests)
+#   bash run_pipeline.sh contributors   # 20 contributors (2 gave corrupted images), Shapley values
 #   bash run_pipeline.sh cifar10    # the paper's settings (GPU / cluster)
 #   RUN=runs/mine JOBS=4 K=48 bash run_pipeline.sh     # any setting below can be overridden
 #   REF_DATA=npz:curated.npz bash run_pipeline.sh       # FID against a chosen reference set
@@ -28,6 +29,14 @@ case "$PRESET" in
     # 6000 DDIM-10 samples: FID noise 2.4 against a spread of 10.3 across unlearned models (4.2x);
     # 1000 DDIM-25 samples cost less than half as much but gave only 1.7x (bench/fid_noise.py)
     : "${M:=96}" "${R:=16}" "${K:=72}" "${SEED_PAIRS:=4}" "${N_SAMPLES:=6000}" "${DDIM_STEPS:=10}" ;;
+  contributors)
+    # contributor-level attribution with Shapley values (Lin, Lu et al., ICLR 2025): 20 contributors of
+    # ~90 digits each, two of whom gave only corrupted images (10% of the data); unlearned and retrained
+    # models on subsets of contributors whose sizes follow the Shapley kernel, LDS on half-subsets
+    : "${RUN:=runs/contributors}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.1}"
+    : "${CONTRIBUTORS:=random:20}" "${METHOD:=shapley}"
+    : "${TRAIN_STEPS:=2000}" "${RETRAIN_STEPS:=500}" "${PRUNE_STEPS:=400}" "${UNLEARN_STEPS:=100}" "${BATCH:=64}"
+    : "${M:=96}" "${R:=16}" "${K:=40}" "${SEED_PAIRS:=2}" "${N_SAMPLES:=3000}" "${DDIM_STEPS:=10}" ;;
   cifar10)
     # the paper: Ho et al.'s 35.7M UNet, 200k steps, prune ratio 0.3, 4k unlearning steps (2%), DDIM 100,
     # Inception FID, alpha 0.5
@@ -38,7 +47,7 @@ case "$PRESET" in
     : "${UNLEARN_FLAGS:=--lr 2e-4 --ema-decay 0.9999}" "${FEATURES:=inception}"
     # Slurm: one GPU per task, one retraining (~20 GPU-hours at the paper's size) per task
     : "${ROWS_PER_TASK:=1}" "${GPUS:=1}" "${CPUS:=8}"; task_time=2-00:00:00 task_mem=32G ;;
-  *) echo "error: unknown preset '$PRESET' (quick, default, cifar10)" >&2; exit 2 ;;
+  *) echo "error: unknown preset '$PRESET' (quick, default, contributors, cifar10)" >&2; exit 2 ;;
 esac
 # Slurm (SCHEDULER=slurm): what each job asks for: CPUS per task, MEM, WALLTIME, PARTITION, GPUS=N
 # (--gres=gpu:N). One left unset whose sbatch variable is set (SBATCH_PARTITION, SBATCH_TIMELIMIT,
@@ -50,6 +59,13 @@ esac
 [ -n "${SBATCH_MEM_PER_NODE:-}${SBATCH_MEM_PER_CPU:-}" ] && : "${MEM:=}" || : "${MEM:=${task_mem:-8G}}"
 : "${JOBS:=2}" "${ALPHA:=0.5}" "${RATIO:=0.3}" "${FEATURES:=auto}" "${N_REF:=0}" "${INCEPTION_WEIGHTS:=}" "${REF_DATA:=}"
 : "${TRAIN_FLAGS:=}" "${UNLEARN_FLAGS:=}" "${DEVICE:=auto}" "${GRID:=100}"
+# CONTRIBUTORS=SPEC makes the run contributor-level (make_subsets.py --groups: classes, random:G or FILE.npy);
+# METHOD=shapley fits Shapley values (the unlearning and retraining masks then follow the Shapley kernel,
+# and an untrained model gives v(empty)) instead of datamodels.
+: "${CONTRIBUTORS:=}" "${METHOD:=datamodel}"
+case "$METHOD" in datamodel|shapley) ;; *) echo "error: METHOD must be datamodel or shapley, got '$METHOD'" >&2; exit 2 ;; esac
+GROUP_FLAGS=(); [ -z "$CONTRIBUTORS" ] || GROUP_FLAGS=(--groups "$CONTRIBUTORS")
+POOL_ALPHA=$ALPHA; [ "$METHOD" != shapley ] || POOL_ALPHA=shapley
 # Single-process stages use every core; per-row stages run JOBS processes at a time, each with an
 # equal share of the cores (torch reads OMP_NUM_THREADS).
 CORES=${OMP_NUM_THREADS:-$(nproc)}
@@ -73,6 +89,9 @@ mkdir -p "$RUN/masks" "$RUN/models" "$RUN/behaviors" "$RUN/attributions" "$RUN/l
 stage_train() {
   $PY train_ddpm.py "${DATA_FLAGS[@]}" "${COMMON_TRAIN[@]}" --steps "$TRAIN_STEPS" --seed 0 --out "$RUN/full.pt" \
     --grid "$GRID" --ddim-steps "$DDIM_STEPS"
+  if [ "$METHOD" = shapley ]; then  # v(empty): the model that saw no data
+    $PY train_ddpm.py "${DATA_FLAGS[@]}" "${COMMON_TRAIN[@]}" --init-only --seed 0 --out "$RUN/untrained.pt" --grid 0
+  fi
 }
 stage_prune() {
   $PY prune.py --ckpt "$RUN/full.pt" --out "$RUN/pruned.pt" --ratio "$RATIO" --mode structured \
@@ -80,10 +99,11 @@ stage_prune() {
     --ddim-steps "$DDIM_STEPS"
 }
 stage_masks() {
-  $PY make_subsets.py "${DATA_FLAGS[@]}" --count "$M" --alpha "$ALPHA" --seed 1 --out "$RUN/masks/unlearn.npy" \
-    --corrupted-out "$RUN/corrupted.npy"
+  $PY make_subsets.py "${DATA_FLAGS[@]}" "${GROUP_FLAGS[@]}" --count "$M" --alpha "$POOL_ALPHA" --seed 1 \
+    --out "$RUN/masks/unlearn.npy" --corrupted-out "$RUN/corrupted.npy"
   $PY make_subsets.py --count "$R" --first-of "$RUN/masks/unlearn.npy" --out "$RUN/masks/retrain.npy"
-  $PY make_subsets.py "${DATA_FLAGS[@]}" --count "$K" --alpha "$ALPHA" --seed 2 --out "$RUN/masks/lds.npy"
+  $PY make_subsets.py "${DATA_FLAGS[@]}" "${GROUP_FLAGS[@]}" --count "$K" --alpha "$ALPHA" --seed 2 \
+    --out "$RUN/masks/lds.npy"
 }
 rows_unlearn() {
   $PY unlearn.py --ckpt "$RUN/pruned.pt" "${DATA_FLAGS[@]}" --masks "$RUN/masks/unlearn.npy" --indices "$1" \
@@ -106,11 +126,12 @@ fid2() { fid --models "$RUN/models/unlearn" --ref-models "$RUN/models/retrain" -
            --out "$RUN/behaviors/fid2.npz"; }
 fid_seeds() { fid --models "$RUN/models/retrain_seed1" --ref-models "$RUN/models/retrain" \
                 --masks "$RUN/masks/retrain.npy" --out "$RUN/behaviors/fid_seeds.npz"; }
+untrained() { [ "$METHOD" != shapley ] || fid --models "$RUN/untrained.pt" --out "$RUN/behaviors/untrained.npz"; }
 stage_behaviours() {
   if [ "$JOBS" -ge 2 ]; then
     local lane
     { fid --models "$RUN/full.pt" --out "$RUN/behaviors/full.npz"; pool unlearn; } & lane=$!
-    fid --models "$RUN/pruned.pt" --out "$RUN/behaviors/pruned.npz"; pool retrain; pool lds
+    fid --models "$RUN/pruned.pt" --out "$RUN/behaviors/pruned.npz"; pool retrain; pool lds; untrained
     wait "$lane"
     fid2 & lane=$!
     fid_seeds
@@ -119,17 +140,21 @@ stage_behaviours() {
     THREADS=$CORES
     fid --models "$RUN/full.pt" --out "$RUN/behaviors/full.npz"
     fid --models "$RUN/pruned.pt" --out "$RUN/behaviors/pruned.npz"
-    pool unlearn; pool retrain; pool lds; fid2; fid_seeds
+    pool unlearn; pool retrain; pool lds; untrained; fid2; fid_seeds
   fi
 }
 stage_report() {
-  stage "8/9 attributions (datamodel on every model of each pool)"
+  stage "8/9 attributions ($METHOD on every model of each pool)"
+  local pool ends
   for pool in unlearn retrain; do
-    $PY fit_datamodel.py --masks "$RUN/masks/$pool.npy" --behaviors "$RUN/behaviors/$pool.npz" \
-      --out "$RUN/attributions/$pool.npz"
+    # Shapley values: v(all) is the pruned model fine-tuned on all data for unlearning, the full model for retraining
+    ends=(); [ "$METHOD" != shapley ] || ends=(--v-empty "$RUN/behaviors/untrained.npz"
+                                               --v-full "$RUN/behaviors/$([ $pool = unlearn ] && echo pruned || echo full).npz")
+    $PY fit_datamodel.py --masks "$RUN/masks/$pool.npy" --behaviors "$RUN/behaviors/$pool.npz" --method "$METHOD" \
+      "${ends[@]}" --out "$RUN/attributions/$pool.npz"
   done
   stage "9/9 LDS, budget curve and report"
-  $PY eval_lds.py --run "$RUN" --data "$DATA" --corrupt "$CORRUPT"
+  $PY eval_lds.py --run "$RUN" --data "$DATA" --corrupt "$CORRUPT" --method "$METHOD"
 }
 
 # ---- on this machine -------------------------------------------------------------------------------

@@ -60,6 +60,8 @@ def parse_args(argv=None):
     p.add_argument("--ddim-steps", type=positive_int, default=100, help="DDIM steps for the grid (the paper: 100)")
     add_speed_args(p, "with --indices: train this many rows together (vmap over stacked weights; a GPU gains, "
                    "2 CPU cores about break even); each row's checkpoint is what it would be alone")
+    p.add_argument("--init-only", action="store_true", help="write the model at its initialisation (seeded), "
+                   "untrained: the model that saw no data, v(empty) of contributor Shapley values")
     p.add_argument("--force", action="store_true", help="retrain even if --out exists")
     return p.parse_args(argv)
 
@@ -286,6 +288,8 @@ def jobs_of(args, ds):
         if args.index is not None or args.indices is not None:
             raise DataError("--index and --indices need --masks")
         return None, [(None, args.out)]
+    if args.init_only:
+        raise DataError("--init-only writes one untrained model: not with --masks")
     masks = load_masks(args.masks, n=len(ds))
     if (args.index is None) == (args.indices is None):
         raise DataError("with --masks give exactly one of --index N and --indices START:STOP")
@@ -317,10 +321,11 @@ def train_one(args, ds, masks, index, out, schedule, config, device):
     def save(st):
         save_checkpoint(partial, state_to_checkpoint(st, schedule=schedule, args=run_args, subset=subset, partial=True))
 
-    train(state, schedule, x0_all, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
-          lr_schedule=args.lr_schedule, ema_decay=args.ema_decay, grad_clip=args.grad_clip, hflip=args.hflip,
-          save_every=args.ckpt_every, save=save, desc=os.path.basename(out), progress=index is None,
-          precision=args.precision, compile=args.compile, channels_last=args.channels_last)
+    if not args.init_only:
+        train(state, schedule, x0_all, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
+              lr_schedule=args.lr_schedule, ema_decay=args.ema_decay, grad_clip=args.grad_clip, hflip=args.hflip,
+              save_every=args.ckpt_every, save=save, desc=os.path.basename(out), progress=index is None,
+              precision=args.precision, compile=args.compile, channels_last=args.channels_last)
     save_checkpoint(out, state_to_checkpoint(state, schedule=schedule, args=run_args, subset=subset))
     if os.path.exists(partial):
         os.remove(partial)
@@ -379,7 +384,7 @@ def main(args):
     if progress:
         progress.close()
     where = todo[0][1] if len(jobs) == 1 else f"{len(todo)} models to {args.out} ({len(jobs) - len(todo)} already done)"
-    print(f"wrote {where}: {params / 1e6:.3f}M parameters, {args.steps} steps on {n_images} images, "
+    print(f"wrote {where}: {params / 1e6:.3f}M parameters, {0 if args.init_only else args.steps} steps on {n_images} images, "
           f"{total / len(todo):.1f} s each")
 
 

@@ -163,3 +163,63 @@ def test_a_contributor_level_run_is_scored_and_reported_per_contributor(tmp_path
     from PIL import Image
     with Image.open(run / "figures" / "most_harmful.png") as im:  # 8 rows (contributors) of 8 images of 8x8
         assert im.width == im.height
+
+
+def test_contributor_shapley_run_finds_the_bad_contributors_and_keeps_efficiency(tmp_path):
+    """eval_lds.py --method shapley on a synthetic contributor run: pools of Shapley-kernel subsets of 10
+    contributors with a planted additive FID (two bad contributors), v(empty) from an untrained model's
+    behaviours file, v(all) from full.npz (retraining) and pruned.npz (unlearning). The unlearning values
+    sum to v(all) - v(empty) (efficiency), the bad contributors come first, and fit_datamodel.py given the
+    same ends as files writes the same values."""
+    import json
+    from conftest import run_cli, write_pool
+    rng = np.random.default_rng(3)
+    n, g = 1797, 10
+    groups = rng.permutation(np.arange(n) % g)
+    effect = np.r_[8.0, 7.0, rng.normal(-2, 0.3, g - 2)]  # contributors 0 and 1 raise FID, the others lower it
+    v_empty, base = 300.0, 100.0
+    run = tmp_path / "run"
+    pools = {"unlearn": data.make_kernel_masks(g, 80, seed=1), "lds": data.make_masks(g, 30, 0.5, seed=2)}
+    pools["retrain"] = pools["unlearn"][:12]
+    for name, masks in pools.items():
+        write_pool(run, name, masks, base + masks @ effect + rng.normal(0, 0.3, len(masks)),
+                   1.0 if name == "unlearn" else 10.0)
+    for name, fid in (("untrained", v_empty), ("full", base + effect.sum()), ("pruned", base + effect.sum() + 1.0)):
+        np.savez(run / "behaviors" / f"{name}.npz", index=np.array([-1]), mask_sha256=np.array([""]),
+                 fid=np.array([fid]), seconds=np.ones(1), train_seconds=np.ones(1))
+    np.save(run / "masks" / "groups.npy", groups)
+    np.save(run / "corrupted.npy", np.flatnonzero(groups < 2))
+    r = run_cli("eval_lds", "--run", run, "--data", "digits", "--method", "shapley")
+    assert r.returncode == 0, r.stderr
+    results = json.loads((run / "results.json").read_text())
+    assert results["method"] == "shapley" and results["unit"] == "contributor"
+    assert results["auc"]["unlearn_all"] == 1.0 and results["auc"]["unlearn_all_datamodel"] == 1.0
+    assert results["behaviors"]["fid"]["lds_all"]["unlearn"]["lds"] > 0.9
+    assert "Shapley values" in (run / "report.md").read_text()
+
+    r = run_cli("fit_datamodel", "--masks", run / "masks" / "unlearn.npy", "--behaviors", run / "behaviors" / "unlearn.npz",
+                "--method", "shapley", "--v-empty", run / "behaviors" / "untrained.npz",
+                "--v-full", run / "behaviors" / "pruned.npz", "--out", run / "attributions" / "unlearn.npz")
+    assert r.returncode == 0, r.stderr and "most harmful contributors" in r.stdout
+    with np.load(run / "attributions" / "unlearn.npz") as f:
+        scores, intercept = f["scores"], float(f["intercept"])
+    assert intercept == v_empty and scores.sum() == pytest.approx(base + effect.sum() + 1.0 - v_empty, abs=1e-9)
+    assert set(np.argsort(-scores)[:2]) == {0, 1}
+    by_number, _, _ = attribute(pools["unlearn"].astype(float), np.load(run / "behaviors" / "unlearn.npz")["fid"],
+                                "shapley", v_empty=v_empty, v_full=base + effect.sum() + 1.0)
+    np.testing.assert_allclose(scores, by_number, rtol=0, atol=1e-12)
+
+
+def test_init_only_writes_the_seeded_untrained_model(tmp_path):
+    """v(empty)'s model: train_ddpm.py --init-only writes the UNet as initialised under the seed, untrained."""
+    import torch
+    import ddpm
+    from conftest import run_cli
+    out = tmp_path / "untrained.pt"
+    r = run_cli("train_ddpm", "--init-only", "--arch", "digits-small", "--seed", "5", "--grid", "0", "--out", out)
+    assert r.returncode == 0, r.stderr
+    ckpt = ddpm.load_checkpoint(str(out))
+    torch.manual_seed(5)
+    fresh = ddpm.UNet(**ckpt["config"]).state_dict()
+    assert ckpt["step"] == 0 and all(torch.equal(ckpt["ema"][k], v) and torch.equal(ckpt["model"][k], v)
+                                     for k, v in fresh.items())

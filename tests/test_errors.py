@@ -56,6 +56,9 @@ def bad(tmp_path_factory):
     tiny_checkpoint(d / "full.pt")
     tiny_checkpoint(d / "pruned.pt", pruned=True)
     (d / "no_models").mkdir()
+    from conftest import write_pool  # a run folder whose pools are fine but that has no untrained model
+    for name in ("unlearn", "retrain", "lds"):
+        write_pool(d / "shapley_run", name, masks, np.array([10.0, 11.0, 12.0]), 1.0)
     sha = np.array([data.row_sha256(r) for r in masks])
     good = dict(index=np.arange(3), mask_sha256=sha, fid=np.array([10.0, 11.0, 12.0]),
                 class_hist=np.ones((3, 10), dtype=np.int64), seconds=np.ones(3), train_seconds=np.ones(3))
@@ -74,6 +77,8 @@ OUT = "{out}"  # an existing file holding SENTINEL, or (for folder outputs) a pa
 CASES = [
     # (class, script, arguments; "@name" is a file of the `bad` fixture, words expected in the message)
     ("unknown dataset", "train_ddpm", ["--data", "mnist", "--out", OUT], "unknown dataset 'mnist'"),
+    ("untrained model of a mask row", "train_ddpm", ["--init-only", "--masks", "@masks.npy", "--index", "0",
+                                                      "--out", OUT], "--init-only writes one untrained model"),
     ("npz images not uint8", "train_ddpm", ["--data", "npz:@float.npz", "--out", OUT], "must be uint8"),
     ("npz images not 4-d", "train_ddpm", ["--data", "npz:@3d.npz", "--out", OUT], "must be (N, H, W, C)"),
     ("npz images with 5 channels", "train_ddpm", ["--data", "npz:@5ch.npz", "--out", OUT], "1 or 3 channels"),
@@ -142,11 +147,17 @@ CASES = [
                                                        "--behavior", "class:x", "--out", OUT], "bad behaviour"),
     ("shapley without v(empty)", "fit_datamodel", ["--masks", "@masks.npy", "--behaviors", "@beh.npz", "--method",
                                                    "shapley", "--out", OUT], "shapley needs v(empty)"),
+    ("v(empty) from a behaviours file of several models", "fit_datamodel", ["--masks", "@masks.npy", "--behaviors",
+     "@beh.npz", "--method", "shapley", "--v-empty", "@beh.npz", "--v-full", "1", "--out", OUT], "one model, not 3"),
+    ("v(full) not finite", "fit_datamodel", ["--masks", "@masks.npy", "--behaviors", "@beh.npz", "--method", "shapley",
+                                              "--v-full", "inf", "--out", OUT], "not a finite number"),
     ("one CV fold", "fit_datamodel", ["--masks", "@masks.npy", "--behaviors", "@beh.npz", "--folds", "1",
                                       "--out", OUT], "--folds: must be at least 2"),
     ("budgets not numbers", "eval_lds", ["--run", "@no_models", "--budgets", "a,b"], "comma-separated"),
     ("budget negative", "eval_lds", ["--run", "@no_models", "--budgets", "-1"], "positive number"),
     ("run folder missing", "eval_lds", ["--run", "@missing_run"], "run folder not found"),
+    ("shapley run without an untrained model", "eval_lds", ["--run", "@shapley_run", "--method", "shapley"],
+     "needs"),
     ("attributions not finite", "eval_lds", ["--attributions", "@att_nan.npz", "--masks", "@masks.npy",
                                              "--behaviors", "@beh.npz"], "scores must be finite"),
     ("attributions of another width", "eval_lds", ["--attributions", "@att_narrow.npz", "--masks", "@masks.npy",
