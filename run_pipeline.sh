@@ -32,7 +32,9 @@ case "$PRESET" in
   contributors)
     # contributor-level attribution with Shapley values (Lin, Lu et al., ICLR 2025): 20 contributors of
     # ~90 digits each, two of whom gave only corrupted images (10% of the data); unlearned and retrained
-    # models on subsets of contributors whose sizes follow the Shapley kernel, LDS on half-subsets
+    # models on subsets of contributors whose sizes follow the Shapley kernel, LDS on half-subsets.
+    # 2,514 s on a slow day of 2 cores (retraining 58 models ~45%, behaviours ~35%); LDS at budget 16:
+    # unlearning 0.75 vs retraining 0.33 (p = 0.015), bad-contributor AUC 1.0
     : "${RUN:=runs/contributors}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.1}"
     : "${CONTRIBUTORS:=random:20}" "${METHOD:=shapley}"
     : "${TRAIN_STEPS:=2000}" "${RETRAIN_STEPS:=500}" "${PRUNE_STEPS:=400}" "${UNLEARN_STEPS:=100}" "${BATCH:=64}"
