@@ -77,6 +77,25 @@ def quick_run(tmp_path_factory, worker_id):
     return run, log.read_text()
 
 
+def copy_stages_1_to_5(reference, run):
+    """A run folder holding copies of a finished run's stage 1-5 outputs (deterministic, so a rerun skips
+    them): a resumption test then starts in stage 6 at half the cost."""
+    import shutil
+    for name in ("full.pt", "pruned.pt", "corrupted.npy", "masks", "models/unlearn", "models/retrain",
+                 "models/retrain_seed1"):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if (reference / name).is_dir() else shutil.copy2)(reference / name, run / name)
+
+
+def wait_for_a_ground_truth_model(run, timeout):
+    """Poll until the first LDS model of a running pipeline is written (or timeout seconds pass)."""
+    import time
+    lds_models, deadline = run / "models" / "lds", time.time() + timeout
+    while time.time() < deadline and not (lds_models.exists() and any(f.name.endswith("-s0.pt") and f.name[0] != "."
+                                                                      for f in lds_models.iterdir())):
+        time.sleep(0.2)
+
+
 def run_script(*args, cwd=ROOT, env=None):
     """Run one of the project's scripts as a user would; returns the CompletedProcess."""
     e = dict(os.environ, TQDM_DISABLE="1", **(env or {}))

@@ -1,13 +1,11 @@
 """run_pipeline.sh: the quick preset end to end, and a kill mid-stage and a resume."""
 import json
 import os
-import shutil
 import signal
-import time
 
 import numpy as np
 
-from conftest import pipeline
+from conftest import copy_stages_1_to_5, pipeline, wait_for_a_ground_truth_model
 
 ARTIFACTS = ["full.pt", "pruned.pt", "masks/unlearn.npy", "masks/retrain.npy", "masks/lds.npy", "corrupted.npy",
              "models/unlearn/00000.pt", "models/retrain/00000.pt", "models/lds/00000-s0.pt",
@@ -45,17 +43,10 @@ def test_killed_pipeline_resumes_to_the_same_numbers_without_redoing_models(quic
     their outputs, which the pipeline skips, so the kill lands in stage 6 at half the cost."""
     reference, _ = quick_run
     run = tmp_path / "killed"
-    for name in ("full.pt", "pruned.pt", "corrupted.npy", "masks", "models/unlearn", "models/retrain",
-                 "models/retrain_seed1"):
-        (run / name).parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if (reference / name).is_dir() else shutil.copy2)(reference / name, run / name)
+    copy_stages_1_to_5(reference, run)
     # JOBS=1 (one process a per-row stage, fewer interpreter starts): the numbers must not depend on it
     p = pipeline("quick", run, JOBS=1)
-    lds_models = run / "models" / "lds"
-    deadline = time.time() + 600
-    while time.time() < deadline and not (lds_models.exists() and any(f.name.endswith("-s0.pt") and f.name[0] != "."
-                                                                      for f in lds_models.iterdir())):
-        time.sleep(0.2)
+    wait_for_a_ground_truth_model(run, timeout=600)
     os.killpg(p.pid, signal.SIGKILL)  # mid-stage: some LDS models done, others half-trained
     p.wait()
     assert not (run / "report.md").exists()

@@ -4,14 +4,12 @@
 The jobs ask for one CPU each, so every process of the Slurm run has one thread, as under the local run
 of the quick preset it is compared with (numbers equal to the last digit need equal thread counts)."""
 import os
-import shutil
 import subprocess
-import time
 
 import numpy as np
 import pytest
 
-from conftest import pipeline
+from conftest import copy_stages_1_to_5, pipeline, wait_for_a_ground_truth_model
 from test_pipeline import ARTIFACTS, lds_numbers
 
 SLURM = dict(SCHEDULER="slurm", WAIT=1, CPUS=1, MEM="1G", WALLTIME="00:30:00")
@@ -83,15 +81,9 @@ def test_cancelled_array_task_resubmitted_finishes_without_redoing_rows(slurm_ru
     Starts from copies of stages 1-5 of the Slurm run (those jobs find their outputs and skip)."""
     reference, _ = slurm_run
     run = tmp_path / "cancelled"
-    for name in ("full.pt", "pruned.pt", "corrupted.npy", "masks", "models/unlearn", "models/retrain",
-                 "models/retrain_seed1"):
-        (run / name).parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if (reference / name).is_dir() else shutil.copy2)(reference / name, run / name)
+    copy_stages_1_to_5(reference, run)
     p = pipeline("quick", run, **SLURM)
-    lds_models, deadline = run / "models" / "lds", time.time() + 900
-    while time.time() < deadline and not (lds_models.exists() and any(f.name.endswith("-s0.pt") and f.name[0] != "."
-                                                                      for f in lds_models.iterdir())):
-        time.sleep(0.2)
+    wait_for_a_ground_truth_model(run, timeout=900)
     lds = jobs(run)["lds"]
     running = squeue(lds)
     assert running, "no ground-truth task was running when the first row finished"
