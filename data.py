@@ -233,10 +233,9 @@ def make_kernel_masks(n, count, seed):
     """(count, n) bool subsets for KernelSHAP: each subset's size s in 1..n-1 drawn with probability
     proportional to the Shapley kernel's total weight of that size, (n - 1) / (s (n - s)), then a
     uniform subset of that size (Lundberg & Lee 2017); paired (Covert & Lee 2021): every subset is followed
-    by its complement, whose size the symmetric kernel draws as often. In every even prefix each player is
-    then in exactly half of the subsets, so a behaviour that jumps between v(empty) and every nonempty
-    subset (an untrained model's FID against any trained one's) shifts all values alike instead of
-    adding noise to each."""
+    by its complement, whose size the symmetric kernel draws as often, so in every even prefix (the
+    retraining pool is one) each player is in exactly half of the subsets. (A v(empty) far from every
+    nonempty subset's behaviour is handled by fit_datamodel.fit_shapley, not by this pairing.)"""
     if n < 2:
         raise DataError(f"Shapley subsets need at least 2 players, got {n}")
     rng = np.random.default_rng(seed)

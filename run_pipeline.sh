@@ -250,7 +250,7 @@ submit_all() {
   opts+=($SBATCH_FLAGS)
   declare -A id
   submit() {  # submit NAME DEPENDENCY... : one job, or one array when NAME is a per-row stage
-    local name=$1 n dep=() deps=() args
+    local name=$1 n dep deps=() args
     shift
     for dep in "$@"; do [ -z "${id[$dep]:-}" ] || deps+=("${id[$dep]}"); done
     args=(--job-name "dm-$name")
