@@ -147,13 +147,25 @@ def estimator(run_dir, method, seed):
     return fit
 
 
+def paired_test(boot_a, boot_b):
+    """(95% interval of a - b, two-sided p) from paired bootstrap resamples of two LDS."""
+    diff = boot_a - boot_b
+    return interval(diff), float(min(1.0, 2 * min((diff <= 0).mean(), (diff >= 0).mean())))
+
+
 def budget_curve(pools, held, budgets, unit, prune_seconds, seed, fit, behavior):
-    """LDS of both methods at each budget, with bootstrap intervals and a paired test."""
+    """LDS of both methods at each budget, with bootstrap intervals and a paired test. Budgets count
+    training time (the paper's accounting); the `_sampled` entries count each model's sampling time too
+    (a budget of b retrainings then pays b retrained models with their samples, and as many unlearned
+    models with theirs as the same seconds buy)."""
     rows = []
+    sampling = {name: float(pools[name]["beh"]["seconds"].mean()) for name in POOLS}
     for b in budgets:
         n = {"retrain": models_for_budget(b, unit, pools["retrain"]["seconds"].mean(), 0.0, len(pools["retrain"]["y"])),
              "unlearn": models_for_budget(b, unit, pools["unlearn"]["seconds"].mean(), prune_seconds,
                                           len(pools["unlearn"]["y"]))}
+        n_sampled = models_for_budget(b, unit + sampling["retrain"], pools["unlearn"]["seconds"].mean()
+                                      + sampling["unlearn"], prune_seconds, len(pools["unlearn"]["y"]))
         preds, row = [], dict(budget=b)
         for name in POOLS:
             p = pools[name]
@@ -172,10 +184,16 @@ def budget_curve(pools, held, budgets, unit, prune_seconds, seed, fit, behavior)
             names = [name for name, p in zip(POOLS, preds) if p is not None]
             for name, samples in zip(names, boot):
                 row[f"ci_{name}"] = interval(samples)
-            if len(ok) == 2:
-                diff = boot[0] - boot[1]  # unlearn - retrain, paired over the same resamples
-                row["diff_ci"] = interval(diff)
-                row["p_value"] = float(min(1.0, 2 * min((diff <= 0).mean(), (diff >= 0).mean())))
+            if len(ok) == 2:  # unlearn - retrain, paired over the same resamples
+                row["diff_ci"], row["p_value"] = paired_test(boot[0], boot[1])
+        row["n_unlearn_sampled"] = n_sampled
+        if n_sampled >= 2 and preds[1] is not None:
+            p = pools["unlearn"]
+            scores, intercept, _ = fit("unlearn", behavior, p["X"][:n_sampled], p["y"][:n_sampled])
+            pred = held["X"] @ scores + intercept
+            row["lds_unlearn_sampled"] = spearman(pred, held["y"])
+            boot = bootstrap_lds([pred, preds[1]], held["y"], seed)
+            row["diff_ci_sampled"], row["p_value_sampled"] = paired_test(boot[0], boot[1])
         rows.append(row)
     return rows
 
@@ -243,6 +261,38 @@ def detection_auc(scores, corrupted):
     labels = np.zeros(len(scores), dtype=bool)
     labels[corrupted] = True
     return float(roc_auc_score(labels, scores))
+
+
+RECIPE = ("steps", "batch_size", "lr", "warmup", "lr_schedule", "ema_decay", "grad_clip", "hflip", "arch")
+
+
+def training_recipes(run_dir):
+    """{stage: recipe} of the full model, one retrained baseline model and one ground-truth model, read from
+    their checkpoints: the paper trains all three with one procedure, and unlearning approximates it."""
+    from ddpm import load_checkpoint
+    found = {}
+    for stage, where in (("full model", "full.pt"), ("retraining baseline", "models/retrain"),
+                         ("ground truth", "models/lds")):
+        path = os.path.join(run_dir, where)
+        if os.path.isdir(path):
+            files = sorted(f for f in os.listdir(path) if f.endswith(".pt") and not f.startswith("."))
+            path = os.path.join(path, files[0]) if files else None
+        if path and os.path.exists(path):
+            a = load_checkpoint(path).get("args") or {}
+            found[stage] = {k: a.get(k) for k in RECIPE}
+    return found
+
+
+def describe_recipes(recipes):
+    if not recipes:
+        return "n/a"
+    first = next(iter(recipes.values()))
+    text = (f"{first['steps']} steps, batch {first['batch_size']}, lr {first['lr']:g} ({first['lr_schedule']}, "
+            f"warm-up {first['warmup']}), EMA {first['ema_decay']:g}")
+    if all(r == first for r in recipes.values()):
+        return f"{text}: one recipe for the {', '.join(recipes)}"
+    return "**differ**: " + "; ".join(f"{stage} {r['steps']} steps, batch {r['batch_size']}, lr {r['lr']:g}"
+                                      for stage, r in recipes.items())
 
 
 def check_one_reference(behaviors):
@@ -330,6 +380,11 @@ def evaluate_run(args):
         seconds_behavior_retrain=float(pools_fid["retrain"]["beh"]["seconds"].mean()),
         seconds_behavior_unlearn=float(pools_fid["unlearn"]["beh"]["seconds"].mean()))
     t["speedup"] = t["seconds_retrain"] / t["seconds_unlearn"]
+    if t["fid2_unlearn_vs_retrain"] and t["fid_retrain_vs_retrain_other_seed"]:
+        t["fid2_ratio"] = t["fid2_unlearn_vs_retrain"][0] / t["fid_retrain_vs_retrain_other_seed"][0]
+    held_seeds = np.bincount(_pool(run_dir, "lds", "fid")["beh"]["index"].astype(int))
+    t["ground_truth_seeds"] = [int(held_seeds[held_seeds > 0].min()), int(held_seeds.max())]
+    t["recipes"] = training_recipes(run_dir)
     results["table1"] = t
     results["unlearn_all_model"] = all_info["model"]
     atomic_write(os.path.join(run_dir, "results.json"), lambda f: f.write(json.dumps(results, indent=1).encode()))
@@ -346,6 +401,7 @@ def render_report(r, run_dir, corrupted, ds, order):
     t = r["table1"]
     pm = lambda v: f"{v[0]:.2f} ± {v[1]:.2f}" if v else "n/a"  # noqa: E731
     num = lambda v: f"{v:.2f}" if v is not None else "n/a"  # noqa: E731
+    seeds = lambda v: "n/a" if not v else str(v[0]) if v[0] == v[1] else f"{v[0]} to {v[1]}"  # noqa: E731
     lines = [f"# Data attribution report: {os.path.basename(os.path.abspath(run_dir))}", "",
              "Sign convention: the behaviour gamma is FID (lower is better); a **positive score means including "
              "that training image raises FID (harmful)**. For a class share, a positive score means the image makes "
@@ -355,25 +411,33 @@ def render_report(r, run_dir, corrupted, ds, order):
              f"| FID vs real data, pruned (and fine-tuned) model | {num(t['fid_pruned'])} |",
              f"| FID between unlearned and retrained models on the same subsets (FID2) | {pm(t['fid2_unlearn_vs_retrain'])} |",
              f"| FID between two retrainings of one subset, different seeds | {pm(t['fid_retrain_vs_retrain_other_seed'])} |",
+             f"| FID2 ratio: unlearned vs retrained / two retraining seeds | {num(t.get('fid2_ratio'))} |",
+             f"| training recipe | {describe_recipes(t.get('recipes'))} |",
+             f"| ground truth: training seeds averaged per held-out subset | {seeds(t.get('ground_truth_seeds'))} |",
              f"| wall time per model: retraining from scratch | {t['seconds_retrain']:.1f} s |",
              f"| wall time per model: sparsified unlearning | {t['seconds_unlearn']:.2f} s |",
              f"| pruning + fine-tune, once | {t['seconds_prune_once']:.1f} s |",
              f"| speed ratio retrain / unlearn | {t['speedup']:.1f}x |",
              f"| behaviour (sampling) per model: retrained / unlearned | {t['seconds_behavior_retrain']:.1f} s / "
              f"{t['seconds_behavior_unlearn']:.1f} s |", "",
-             "Budgets count training compute only, in units of one retraining "
-             f"({r['unit_seconds']:.1f} s); the unlearning method pays pruning + fine-tune once. Sampling for the "
-             "behaviour costs the same kind of work for both methods and is listed above.", ""]
+             "Budgets count training compute, as the paper does, in units of one retraining "
+             f"({r['unit_seconds']:.1f} s); the unlearning method pays pruning + fine-tune once. The last two columns "
+             "count each model's sampling time too (a user renting a GPU pays for both): a budget of b then pays b "
+             "retrained models with their samples, and as many unlearned models with theirs as the same seconds buy.", ""]
     for behavior, b in r["behaviors"].items():
         lines += [f"## LDS vs budget: {behavior} (K = {b['k_heldout']} held-out subsets, 95% bootstrap intervals)", "",
-                  "| budget | unlearned models | LDS unlearning | retrained models | LDS retraining | difference [95%] | p |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+                  "| budget | unlearned models | LDS unlearning | retrained models | LDS retraining | difference [95%] | p "
+                  "| sampling counted: unlearned models, LDS, difference (p) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for row in b["curve"]:
             diff = (f"{row['lds_unlearn'] - row['lds_retrain']:+.3f} [{row['diff_ci'][0]:+.2f}, {row['diff_ci'][1]:+.2f}]"
                     if "diff_ci" in row else "n/a")
             p = f"{row['p_value']:.3f}" if "p_value" in row else "n/a"
+            sampled = (f"{row['n_unlearn_sampled']}, {row['lds_unlearn_sampled']:.3f}, "
+                       f"{row['lds_unlearn_sampled'] - row['lds_retrain']:+.3f} (p = {row['p_value_sampled']:.3f})"
+                       if "lds_unlearn_sampled" in row else f"{row.get('n_unlearn_sampled', 'n/a')}, n/a")
             lines.append(f"| {row['budget']:g} | {row['n_unlearn']} | {_fmt(row, 'unlearn')} | {row['n_retrain']} | "
-                         f"{_fmt(row, 'retrain')} | {diff} | {p} |")
+                         f"{_fmt(row, 'retrain')} | {diff} | {p} | {sampled} |")
         a = b["lds_all"]
         lines += ["", f"With every model of each pool: unlearning ({a['unlearn']['n']} models) LDS "
                   f"{a['unlearn']['lds']:.3f}, retraining ({a['retrain']['n']} models) LDS {a['retrain']['lds']:.3f}.", ""]

@@ -20,37 +20,55 @@ PY=${PYTHON:-python}
 case "$PRESET" in
   quick)
     : "${RUN:=runs/quick}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.05}"
-    : "${TRAIN_STEPS:=80}" "${RETRAIN_STEPS:=80}" "${PRUNE_STEPS:=20}" "${UNLEARN_STEPS:=15}" "${BATCH:=32}"
-    : "${M:=8}" "${R:=3}" "${K:=4}" "${SEED_PAIRS:=1}" "${N_SAMPLES:=64}" "${DDIM_STEPS:=5}" "${GRID:=16}"
+    : "${TRAIN_STEPS:=80}" "${PRUNE_STEPS:=20}" "${UNLEARN_STEPS:=15}" "${BATCH:=32}"
+    : "${M:=8}" "${R:=3}" "${K:=4}" "${GT_SEEDS:=1}" "${SEED_PAIRS:=1}" "${N_SAMPLES:=64}" "${DDIM_STEPS:=5}" "${GRID:=16}"
     : "${ROWS_PER_TASK:=4}" ;;
   default)
-    : "${RUN:=runs/default}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.05}"
-    : "${TRAIN_STEPS:=2000}" "${RETRAIN_STEPS:=500}" "${PRUNE_STEPS:=400}" "${UNLEARN_STEPS:=100}" "${BATCH:=64}"
-    # 6000 DDIM-10 samples: FID noise 2.4 against a spread of 10.3 across unlearned models (4.2x);
-    # 1000 DDIM-25 samples cost less than half as much but gave only 1.7x (bench/fid_noise.py)
-    : "${M:=96}" "${R:=16}" "${K:=72}" "${SEED_PAIRS:=4}" "${N_SAMPLES:=6000}" "${DDIM_STEPS:=10}" ;;
+    # One recipe of 500 steps for the full model, the baseline and the ground truth (a retraining: ~40 s on
+    # one core of a slow day); unlearning 25 steps (5%) from the pruned model, ~1.7 s: >= 20x cheaper.
+    # The 40 minutes of 2 cores (~4,700 core-seconds), as measured on a slow day: ground truth 24 x 2 seeds
+    # x ~38 s = 1,820; baseline 16 + 4 second seeds = 760; unlearning 224 x 1.4 = 310; behaviours ~320
+    # models x 2.8 s = 900; full model, pruning, fits and report ~200 s of wall time. Measured: 1,980 s.
+    # Unlearning lr 1e-4 without warm-up: on these 24 subsets, lr 3e-4 (warm-up 10) gave FID2 1.9x that of
+    # two retraining seeds and lr 1e-3 3.0x, lr 1e-4 1.3x; none of them (nor 50 steps, batch 32, or Adam
+    # moments carried over from a fine-tune on all data) tracked the retrained FID better than Pearson 0.27.
+    # 1000 DDIM-10 samples per model, and this is where the default is weakest (bench/fid_noise.py on 16
+    # unlearned models): FID's sampling noise (std over noise seeds) 13.6 / 14.7 / 11.9 at 500 / 1000 / 2000
+    # samples against a spread across models of 14.8 / 17.4 / 16.2: 1.1x / 1.2x / 1.4x. At FID ~170 a
+    # model's FID moves with how many of its samples come out as noise images. 2000 samples would cost
+    # ~1,000 more seconds of the 40 minutes; the next lever to try is a better-trained recipe.
+    : "${RUN:=runs/default}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.1}"
+    : "${TRAIN_STEPS:=500}" "${PRUNE_STEPS:=200}" "${UNLEARN_STEPS:=25}" "${BATCH:=64}"
+    : "${UNLEARN_FLAGS:=--lr 1e-4 --warmup 0}"
+    : "${M:=224}" "${R:=16}" "${K:=24}" "${GT_SEEDS:=2}" "${SEED_PAIRS:=4}" "${N_SAMPLES:=1000}" "${DDIM_STEPS:=10}" ;;
   contributors)
     # contributor-level attribution with Shapley values (Lin, Lu et al., ICLR 2025): 20 contributors of
     # ~90 digits each, two of whom gave only corrupted images (10% of the data); unlearned and retrained
     # models on subsets of contributors whose sizes follow the Shapley kernel, LDS on half-subsets.
-    # 2,514 s on a slow day of 2 cores (retraining 58 models ~45%, behaviours ~35%); LDS at budget 16:
-    # unlearning 0.75 vs retraining 0.33 (p = 0.015), bad-contributor AUC 1.0
+    # With the earlier recipe (full model 2,000 steps, retrainings 500): 2,514 s on a slow day of 2 cores
+    # (retraining 58 models ~45%, behaviours ~35%); LDS at budget 16: unlearning 0.75 vs retraining 0.33
+    # (p = 0.015), bad-contributor AUC 1.0. Not yet re-measured with the one 500-step recipe.
     : "${RUN:=runs/contributors}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.1}"
     : "${CONTRIBUTORS:=random:20}" "${METHOD:=shapley}"
-    : "${TRAIN_STEPS:=2000}" "${RETRAIN_STEPS:=500}" "${PRUNE_STEPS:=400}" "${UNLEARN_STEPS:=100}" "${BATCH:=64}"
-    : "${M:=96}" "${R:=16}" "${K:=40}" "${SEED_PAIRS:=2}" "${N_SAMPLES:=3000}" "${DDIM_STEPS:=10}" ;;
+    : "${TRAIN_STEPS:=500}" "${PRUNE_STEPS:=400}" "${UNLEARN_STEPS:=100}" "${BATCH:=64}"
+    : "${M:=96}" "${R:=16}" "${K:=40}" "${GT_SEEDS:=1}" "${SEED_PAIRS:=2}" "${N_SAMPLES:=3000}" "${DDIM_STEPS:=10}" ;;
   cifar10)
     # the paper: Ho et al.'s 35.7M UNet, 200k steps, prune ratio 0.3, 4k unlearning steps (2%), DDIM 100,
     # Inception FID, alpha 0.5
     : "${RUN:=runs/cifar10}" "${DATA:=cifar10}" "${ARCH:=cifar10}" "${CORRUPT:=0}"
-    : "${TRAIN_STEPS:=200000}" "${RETRAIN_STEPS:=200000}" "${PRUNE_STEPS:=0}" "${UNLEARN_STEPS:=4000}" "${BATCH:=128}"
-    : "${M:=256}" "${R:=16}" "${K:=50}" "${SEED_PAIRS:=2}" "${N_SAMPLES:=10000}" "${DDIM_STEPS:=100}"
+    : "${TRAIN_STEPS:=200000}" "${PRUNE_STEPS:=0}" "${UNLEARN_STEPS:=4000}" "${BATCH:=128}"
+    : "${M:=256}" "${R:=16}" "${K:=50}" "${GT_SEEDS:=2}" "${SEED_PAIRS:=2}" "${N_SAMPLES:=10000}" "${DDIM_STEPS:=100}"
     : "${TRAIN_FLAGS:=--lr 2e-4 --warmup 5000 --lr-schedule constant --ema-decay 0.9999 --hflip --ckpt-every 5000}"
     : "${UNLEARN_FLAGS:=--lr 2e-4 --ema-decay 0.9999}" "${FEATURES:=inception}"
     # Slurm: one GPU per task, one retraining (~20 GPU-hours at the paper's size) per task
     : "${ROWS_PER_TASK:=1}" "${GPUS:=1}" "${CPUS:=8}"; task_time=2-00:00:00 task_mem=32G ;;
   *) echo "error: unknown preset '$PRESET' (quick, default, contributors, cifar10)" >&2; exit 2 ;;
 esac
+# One recipe: the full model (stage 1), the retraining baseline (stage 5) and the ground truth (stage 6) are
+# all trained by train_ddpm.py with TRAIN_STEPS, BATCH and TRAIN_FLAGS, as the paper retrains from scratch
+# with the full training procedure that unlearning approximates.
+[[ "$GT_SEEDS" =~ ^[1-9][0-9]*$ ]] || { echo "error: GT_SEEDS must be a positive integer, got '$GT_SEEDS'" >&2; exit 2; }
+[ -z "${RETRAIN_STEPS:-}" ] || { echo "error: RETRAIN_STEPS is gone: one recipe (TRAIN_STEPS) trains the full model, the baseline and the ground truth" >&2; exit 2; }
 # Slurm (SCHEDULER=slurm): what each job asks for: CPUS per task, MEM, WALLTIME, PARTITION, GPUS=N
 # (--gres=gpu:N). One left unset whose sbatch variable is set (SBATCH_PARTITION, SBATCH_TIMELIMIT,
 # SBATCH_MEM_PER_NODE, SBATCH_GRES) leaves it to that default. SBATCH_FLAGS is added to every sbatch call
@@ -111,17 +129,22 @@ rows_unlearn() {
   $PY unlearn.py --ckpt "$RUN/pruned.pt" "${DATA_FLAGS[@]}" --masks "$RUN/masks/unlearn.npy" --indices "$1" \
     --out "$RUN/models/unlearn" --steps "$UNLEARN_STEPS" --batch-size "$BATCH" --device "$DEVICE" $UNLEARN_FLAGS
 }
-# train_ddpm.py from scratch on a row range of a mask file: retrain MASKS SEED FOLDER SUFFIX A:B
+# train_ddpm.py from scratch on a row range of a mask file, with the recipe of the full model:
+# retrain MASKS SEED FOLDER SUFFIX A:B
 retrain() {
-  $PY train_ddpm.py "${DATA_FLAGS[@]}" "${COMMON_TRAIN[@]}" --steps "$RETRAIN_STEPS" --seed "$2" --grid 0 \
+  $PY train_ddpm.py "${DATA_FLAGS[@]}" "${COMMON_TRAIN[@]}" --steps "$TRAIN_STEPS" --seed "$2" --grid 0 \
     --masks "$1" --indices "$5" --out "$3" --suffix="$4"
 }
 rows_retrain() { retrain "$RUN/masks/retrain.npy" 0 "$RUN/models/retrain" "" "$1"; }
 rows_seed1() { retrain "$RUN/masks/retrain.npy" 1 "$RUN/models/retrain_seed1" "" "$1"; }
-rows_lds() { retrain "$RUN/masks/lds.npy" 0 "$RUN/models/lds" -s0 "$1"; }
+rows_lds() {  # every held-out subset with GT_SEEDS training seeds; its behaviour is their mean
+  local seed
+  for (( seed = 0; seed < GT_SEEDS; seed++ )); do retrain "$RUN/masks/lds.npy" "$seed" "$RUN/models/lds" "-s$seed" "$1"; done
+}
 
 # Behaviours: two lanes of THREADS threads each when JOBS >= 2 (small pools are dominated by start-up,
-# not arithmetic); FID2 and the seed pairs come last: they reuse the pools' cached per-model statistics.
+# not arithmetic), sharing the largest pool (unlearn); FID2 and the seed pairs come last: they reuse the
+# pools' cached per-model statistics.
 fid() { OMP_NUM_THREADS=$THREADS $PY compute_fid.py "${FID_FLAGS[@]}" "$@"; }
 pool() { fid --models "$RUN/models/$1" --masks "$RUN/masks/$1.npy" --out "$RUN/behaviors/$1.npz"; }
 fid2() { fid --models "$RUN/models/unlearn" --ref-models "$RUN/models/retrain" --masks "$RUN/masks/unlearn.npy" \
@@ -134,6 +157,11 @@ stage_behaviours() {
     local lane
     { fid --models "$RUN/full.pt" --out "$RUN/behaviors/full.npz"; pool unlearn; } & lane=$!
     fid --models "$RUN/pruned.pt" --out "$RUN/behaviors/pruned.npz"; pool retrain; pool lds; untrained
+    # then, when the unlearned pool outweighs this lane's pools twice (the default preset: 224 vs 64), this
+    # lane samples the unlearned models from the last one down until it meets the other lane
+    if [ "$M" -gt $(( 2 * (R + K * GT_SEEDS) )) ]; then
+      fid --models "$RUN/models/unlearn" --masks "$RUN/masks/unlearn.npy" --out "$RUN/behaviors/unlearn.npz" --stats-only
+    fi
     wait "$lane"
     fid2 & lane=$!
     fid_seeds
@@ -186,10 +214,10 @@ run_local() {
   stage_masks
   stage "4/9 sparsified unlearning: $M models, $UNLEARN_STEPS steps each"
   chunks 0 "$M" rows_unlearn
-  stage "5/9 retraining baseline: $R models from scratch ($RETRAIN_STEPS steps), and $SEED_PAIRS with a second seed"
+  stage "5/9 retraining baseline: $R models from scratch (the same $TRAIN_STEPS steps), and $SEED_PAIRS with a second seed"
   chunks 0 "$R" rows_retrain
   chunks 0 "$SEED_PAIRS" rows_seed1
-  stage "6/9 ground truth for LDS: $K models retrained from scratch on held-out subsets"
+  stage "6/9 ground truth for LDS: $K held-out subsets retrained from scratch ($TRAIN_STEPS steps), $GT_SEEDS seeds each"
   chunks 0 "$K" rows_lds
   stage "7/9 behaviours: FID ($FEATURES features, $N_SAMPLES DDIM-$DDIM_STEPS samples per model)"
   stage_behaviours
@@ -233,6 +261,29 @@ run_task() {  # inside a Slurm job: one stage, or one array task's rows of a per
   fi
 }
 
+# A stage whose outputs all exist is not submitted again: its job would start only to find them (at
+# cluster scale it would also wait in the queue). Fitting and the report always run.
+rows_done() {  # rows_done FOLDER N SUFFIX...: every row 0..N-1 has its checkpoint, for every suffix
+  local i suffix
+  for (( i = 0; i < $2; i++ )); do
+    for suffix in "${@:3}"; do [ -f "$(printf '%s/%05d%s.pt' "$1" "$i" "$suffix")" ] || return 1; done
+  done
+}
+stage_done() {
+  local suffixes=() seed
+  case "$1" in
+    train) [ -f "$RUN/full.pt" ] && { [ "$METHOD" != shapley ] || [ -f "$RUN/untrained.pt" ]; } ;;
+    prune) [ -f "$RUN/pruned.pt" ] ;;
+    masks) [ -f "$RUN/masks/unlearn.npy" ] && [ -f "$RUN/masks/retrain.npy" ] && [ -f "$RUN/masks/lds.npy" ] ;;
+    unlearn) rows_done "$RUN/models/unlearn" "$M" "" ;;
+    retrain) rows_done "$RUN/models/retrain" "$R" "" ;;
+    seed1) rows_done "$RUN/models/retrain_seed1" "$SEED_PAIRS" "" ;;
+    lds) for (( seed = 0; seed < GT_SEEDS; seed++ )); do suffixes+=("-s$seed"); done
+         rows_done "$RUN/models/lds" "$K" "${suffixes[@]}" ;;
+    *) return 1 ;;
+  esac
+}
+
 submit_all() {
   command -v sbatch >/dev/null || { echo "error: SCHEDULER=slurm but sbatch is not on PATH" >&2; exit 2; }
   # resubmitting while jobs of this run are still queued would run rows twice at once
@@ -249,9 +300,11 @@ submit_all() {
   [ "$GPUS" = 0 ] || opts+=(--gres "gpu:$GPUS")
   opts+=($SBATCH_FLAGS)
   declare -A id
+  local skipped=()
   submit() {  # submit NAME DEPENDENCY... : one job, or one array when NAME is a per-row stage
     local name=$1 n dep deps=() args
     shift
+    if stage_done "$name"; then skipped+=("$name"); return 0; fi
     for dep in "$@"; do [ -z "${id[$dep]:-}" ] || deps+=("${id[$dep]}"); done
     args=(--job-name "dm-$name")
     [ ${#deps[@]} = 0 ] || args+=(--dependency "afterok:$(IFS=:; echo "${deps[*]}")")
@@ -284,6 +337,7 @@ submit_all() {
   local all
   all=$(awk '{print $2}' "$JOBS_FILE" | paste -sd,)
   echo "preset $PRESET -> $RUN: submitted $(wc -l < "$JOBS_FILE") Slurm jobs ($(awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2}' "$JOBS_FILE"))"
+  [ ${#skipped[@]} = 0 ] || echo "  not submitted, their outputs exist: ${skipped[*]}"
   echo "  progress: squeue -j $all    logs: $RUN/logs/    failures: $FAILED    report: $RUN/report.md"
   [ "${WAIT:-0}" = 1 ] || return 0
   # WAIT=1: block until the jobs have left the queue, then say how it ended

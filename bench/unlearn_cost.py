@@ -1,9 +1,13 @@
 """What pruning buys: ms per training step of the full and the structurally pruned digits model, and
 the wall time of one retraining from scratch against one unlearning at 2%, 5% and 10% of the
 training steps (the paper: 2% of the steps, 1/64 of the time), all measured in this one run.
+With --run, the same two figures as a finished pipeline run measured them: the cost ratio per model
+(retraining / unlearning wall time) and the FID2 ratio (unlearned vs retrained on the same subset,
+against two retrainings of one subset with different seeds).
 
-    python bench/unlearn_cost.py                 # digits defaults (about 4 minutes on 2 cores)
-    python bench/unlearn_cost.py --retrain-steps 500
+    python bench/unlearn_cost.py                          # the default preset's recipe (digits-small, 500 steps)
+    python bench/unlearn_cost.py --retrain-steps 2000 --arch digits
+    python bench/unlearn_cost.py --run runs/default       # what the run measured (instant)
 """
 import argparse
 import os
@@ -20,7 +24,9 @@ from train_ddpm import new_state, train  # noqa: E402
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--retrain-steps", type=int, default=2000, help="train_ddpm.py's default --steps")
+    p.add_argument("--run", default=None, help="print the cost and FID2 ratios a finished run measured, and stop")
+    p.add_argument("--arch", choices=sorted(ARCHS), default="digits-small", help="the default preset's")
+    p.add_argument("--retrain-steps", type=int, default=500, help="the default preset's TRAIN_STEPS")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--ratio", type=float, default=PAPER_RATIO)
     p.add_argument("--repeats", type=int, default=5, help="alternating timing blocks per model")
@@ -43,14 +49,31 @@ def timed_run(model, schedule, x0, steps, args):
     return state["seconds"]
 
 
+def run_figures(run):
+    """(cost ratio, retrain s, unlearn s, FID2 ratio, FID2, FID2 of two seeds) from a run's behaviours."""
+    import numpy as np
+    beh = {name: np.load(os.path.join(run, "behaviors", f"{name}.npz"))
+           for name in ("retrain", "unlearn", "fid2", "fid_seeds")}
+    retrain, unlearn = beh["retrain"]["train_seconds"].mean(), beh["unlearn"]["train_seconds"].mean()
+    fid2, seeds = beh["fid2"]["fid"].mean(), beh["fid_seeds"]["fid"].mean()
+    return retrain / unlearn, retrain, unlearn, fid2 / seeds, fid2, seeds
+
+
 def main(args):
+    if args.run:
+        ratio, retrain, unlearn, fid2_ratio, fid2, seeds = run_figures(args.run)
+        print(f"{args.run}: wall time per model, retraining {retrain:.1f} s / unlearning {unlearn:.2f} s = "
+              f"{ratio:.1f}x (goal >= 20x; the paper 64x)")
+        print(f"{args.run}: FID2 unlearned vs retrained {fid2:.2f} / two retraining seeds {seeds:.2f} = "
+              f"{fid2_ratio:.2f} (goal <= 1.5)")
+        return
     torch.manual_seed(0)
     schedule = Schedule()
     ds = load_dataset("digits")
     x0_all = to_model_space(ds.images)
     subset = x0_all[torch.from_numpy(make_masks(len(ds), 1, 0.5, seed=0)[0])]
-    full = UNet(**ARCHS["digits"])
-    pruned = prune_structured(UNet(**ARCHS["digits"]), args.ratio)
+    full = UNet(**ARCHS[args.arch])
+    pruned = prune_structured(UNet(**ARCHS[args.arch]), args.ratio)
     print(f"threads {torch.get_num_threads()}; parameters full {count_params(full) / 1e3:.0f}k, "
           f"pruned {count_params(pruned) / 1e3:.0f}k")
     ms_per_step(full, schedule, x0_all, 5, args), ms_per_step(pruned, schedule, x0_all, 5, args)  # warm-up
@@ -62,13 +85,13 @@ def main(args):
     print(f"ms per step (median of {args.repeats} blocks of {args.block}), batch {args.batch_size}: "
           f"full {f:.1f}, pruned {p:.1f}, ratio {p / f:.2f} (goal <= 0.70)")
 
-    retrain = timed_run(UNet(**ARCHS["digits"]), schedule, subset, args.retrain_steps, args)
+    retrain = timed_run(UNet(**ARCHS[args.arch]), schedule, subset, args.retrain_steps, args)
     print(f"one retraining from scratch: {args.retrain_steps} steps, {retrain:.1f} s")
     print("| unlearning | steps | seconds | retrain / unlearn |")
     print("| --- | --- | --- | --- |")
     for share in (0.02, 0.05, 0.10):
         steps = max(1, round(share * args.retrain_steps))
-        model = prune_structured(UNet(**ARCHS["digits"]), args.ratio)
+        model = prune_structured(UNet(**ARCHS[args.arch]), args.ratio)
         s = timed_run(model, schedule, subset, steps, args)
         print(f"| {share:.0%} of the steps | {steps} | {s:.2f} | {retrain / s:.1f}x |")
     print("(the paper, CIFAR-10 on GPUs: 2% of the steps, 18.9 vs 1207 min, 64x)")

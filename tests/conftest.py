@@ -54,7 +54,8 @@ def write_pool(run, name, masks, fid, train_seconds):
 
 def pipeline(preset, run, **env):
     """`bash run_pipeline.sh PRESET` with RUN=run and the given settings, started in its own process group."""
-    e = dict(os.environ, RUN=str(run), PYTHON=sys.executable, TQDM_DISABLE="1", **{k: str(v) for k, v in env.items()})
+    e = dict(os.environ, RUN=str(run), PYTHON=sys.executable, TQDM_DISABLE="1")
+    e.update({k: str(v) for k, v in env.items()})
     return subprocess.Popen(["bash", "run_pipeline.sh", preset], cwd=ROOT, env=e, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
@@ -79,10 +80,12 @@ def quick_run(tmp_path_factory, worker_id):
 
 def copy_stages_1_to_5(reference, run):
     """A run folder holding copies of a finished run's stage 1-5 outputs (deterministic, so a rerun skips
-    them): a resumption test then starts in stage 6 at half the cost."""
+    them) and of compute_fid's FID feature network and reference statistics (seeded, functions of the data
+    only; not the per-model statistics): a resumption test then starts in stage 6 at half the cost."""
     import shutil
-    for name in ("full.pt", "pruned.pt", "corrupted.npy", "masks", "models/unlearn", "models/retrain",
-                 "models/retrain_seed1"):
+    names = ["full.pt", "pruned.pt", "corrupted.npy", "masks", "models/unlearn", "models/retrain", "models/retrain_seed1"]
+    names += [f.name for f in reference.iterdir() if f.name.startswith(("fid_cnn_", "fid_ref_"))]
+    for name in names:
         (run / name).parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if (reference / name).is_dir() else shutil.copy2)(reference / name, run / name)
 

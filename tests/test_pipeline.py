@@ -30,6 +30,47 @@ def test_quick_preset_leaves_every_artifact(quick_run):
     assert np.array_equal(np.load(run / "masks" / "retrain.npy"), np.load(run / "masks" / "unlearn.npy")[:3])
     report = (run / "report.md").read_text()
     assert "positive score means including that training image raises FID" in report and "AUC" in report
+    # the recipe as the checkpoints recorded it: the same for the three stages that train from scratch
+    assert "80 steps, batch 32" in report and "one recipe for the full model, retraining baseline, ground truth" in report
+    assert "| FID2 ratio: unlearned vs retrained / two retraining seeds |" in report
+
+
+def dry_run_commands(tmp_path, **env):
+    """The commands `bash run_pipeline.sh` (default preset) runs, printed instead of run (PYTHON=echo)."""
+    p = pipeline("default", tmp_path / "dry", PYTHON="echo", **env)
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 0, out
+    return [line.split() for line in out.splitlines() if line.startswith("train_ddpm.py") and "--init-only" not in line]
+
+
+def test_full_model_baseline_and_ground_truth_read_one_recipe(tmp_path):
+    """Stages 1, 5 and 6 train with the same recipe, so unlearning approximates what it is judged against;
+    changing the recipe in one place (TRAIN_STEPS, BATCH, TRAIN_FLAGS) changes it for all three."""
+    per_model = {"--seed", "--out", "--masks", "--indices", "--suffix", "--grid", "--ddim-steps"}
+
+    def recipes(**env):
+        found = {}
+        for cmd in dry_run_commands(tmp_path, **env):
+            out = cmd[cmd.index("--out") + 1]
+            stage = "full" if out.endswith("full.pt") else os.path.basename(out)
+            pairs = [a.split("=")[0] for a in cmd[1:]]
+            recipe = tuple(a for i, a in enumerate(cmd[1:]) if pairs[i] not in per_model
+                           and (i == 0 or pairs[i - 1] not in per_model))
+            found.setdefault(stage, set()).add(recipe)
+        return found
+
+    for env in (dict(), dict(TRAIN_STEPS=123, BATCH=17, TRAIN_FLAGS="--lr 1e-3 --warmup 7")):
+        found = recipes(**env)
+        assert set(found) == {"full", "retrain", "retrain_seed1", "lds"}
+        (recipe,) = set.union(*found.values())  # one recipe, whichever stage trains
+        steps = recipe[recipe.index("--steps") + 1]
+        assert steps == str(env.get("TRAIN_STEPS", 500))
+        if env:
+            assert "--lr" in recipe and "1e-3" in recipe and "17" in recipe
+    # every held-out subset is retrained with GT_SEEDS seeds (its behaviour is their mean)
+    lds = [c for c in dry_run_commands(tmp_path, GT_SEEDS=3, K=10) if c[c.index("--out") + 1].endswith("lds")]
+    seeds = sorted((c[c.index("--seed") + 1], c[c.index("--indices") + 1]) for c in lds)
+    assert seeds == [(s, r) for s in "012" for r in ("0:5", "5:10")]
 
 
 def lds_numbers(run):
