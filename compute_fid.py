@@ -68,6 +68,9 @@ def parse_args(argv=None):
     add_speed_args(p, "sample this many models together (vmap over stacked weights; for many small models on a GPU)",
                    training=False)
     p.add_argument("--force", action="store_true", help="recompute even if --out exists and matches")
+    p.add_argument("--stats-only", action="store_true", help="only fill the per-model statistics cache, last model "
+                   "first, and write no --out: a second process shares a large pool's sampling with the one that "
+                   "writes it (they meet in the middle; the pipeline's behaviour stage does this)")
     return p.parse_args(argv)
 
 
@@ -415,6 +418,16 @@ def main(args):
                 group = []
             if ckpt is not None:
                 group.append((path, ckpt))
+
+    if args.stats_only:
+        progress = Progress(len(entries), f"statistics of {os.path.basename(os.path.normpath(args.models))}, last first")
+        for path, index, _ in reversed(entries):
+            t0 = time.perf_counter()
+            behaviour(path, index)
+            progress.update(os.path.basename(path), time.perf_counter() - t0)
+        progress.close()
+        print(f"cached the statistics of {len(entries)} models of {args.models}")
+        return
 
     rows = {k: [] for k in ("index", "seed", "fid", "class_hist", "seconds", "train_seconds", "mask_sha256", "files")}
     progress = Progress(len(entries), f"behaviours {os.path.basename(args.out)}")

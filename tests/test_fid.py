@@ -135,6 +135,12 @@ def test_rerun_gives_identical_numbers_and_mismatched_rows_are_refused(tiny_run,
     assert np.array_equal(a2["fid"], a["fid"]) and np.array_equal(a2["seconds"], a["seconds"])
     assert not np.array_equal(b["seconds"], a["seconds"])
     assert len(list((tmp_path / "c1" / "stats").iterdir())) == 3
+    # --stats-only (the pipeline's second lane): fills a cache, last model first, and writes no behaviours
+    r = run_cli(*args[:-1], str(tmp_path / "c3"), "--out", str(tmp_path / "s.npz"), "--stats-only")
+    assert r.returncode == 0 and not (tmp_path / "s.npz").exists(), r.stderr
+    assert len(list((tmp_path / "c3" / "stats").iterdir())) == 3
+    r = run_cli(*args[:-1], str(tmp_path / "c3"), "--out", str(tmp_path / "s.npz"))
+    assert r.returncode == 0 and np.array_equal(np.load(tmp_path / "s.npz")["fid"], a["fid"])
     # FID2 of the folder against itself: every model against its own cached statistics
     r = run_cli(*args[:-1], str(tmp_path / "c1"), "--ref-models", str(models), "--out", str(tmp_path / "self.npz"))
     assert r.returncode == 0, r.stderr

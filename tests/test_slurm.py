@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import copy_stages_1_to_5, pipeline, wait_for_a_ground_truth_model
+from conftest import pipeline, wait_for_a_ground_truth_model
 from test_pipeline import ARTIFACTS, lds_numbers
 
 SLURM = dict(SCHEDULER="slurm", WAIT=1, CPUS=1, MEM="1G", WALLTIME="00:30:00")
@@ -47,59 +47,64 @@ def same_numbers(run, reference):
     assert lds_numbers(run) == lds_numbers(reference)
 
 
-@pytest.fixture(scope="module")
-def slurm_run(slurm, tmp_path_factory):
-    run = tmp_path_factory.mktemp("slurm") / "quick"
-    p = pipeline("quick", run, **SLURM)
-    out, _ = p.communicate(timeout=1500)
-    assert p.returncode == 0, out[-3000:] + logs_of(run)
-    return run, out
-
-
-def test_quick_preset_through_slurm_equals_the_local_run(slurm_run, quick_run):
-    run, out = slurm_run
-    # one job per stage, the per-row stages as arrays of ROWS_PER_TASK=4 rows (quick: M=8, R=3, K=4)
-    assert list(jobs(run)) == STAGES and "submitted 9 Slurm jobs" in out and "squeue -j" in out
-    for stage, tasks in (("unlearn", 2), ("retrain", 1), ("seed1", 1), ("lds", 1)):
-        assert sorted(f.name for f in (run / "logs").glob(f"{stage}-*.out")) == \
-            [f"{stage}-{jobs(run)[stage]}_{i}.out" for i in range(tasks)]
-    assert "rows 4:8 of 8" in (run / "logs" / f"unlearn-{jobs(run)['unlearn']}_1.out").read_text()
-    assert not (run / "logs" / "failed.txt").exists()
-    assert not [a for a in ARTIFACTS if not (run / a).exists()]
-    reference, _ = quick_run
-    same_numbers(run, reference)
-
-
 def squeue(job):
     r = subprocess.run(["squeue", "-h", "-j", job, "-t", "R", "-o", "%i"], capture_output=True, text=True)
     return r.stdout.split()
 
 
-def test_cancelled_array_task_resubmitted_finishes_without_redoing_rows(slurm_run, tmp_path):
-    """scancel of a running task of the ground-truth array: the stages after it are cancelled, the log
-    names the task; resubmitted, the run finishes, every finished row untouched, the same numbers.
-    Starts from copies of stages 1-5 of the Slurm run (those jobs find their outputs and skip)."""
-    reference, _ = slurm_run
-    run = tmp_path / "cancelled"
-    copy_stages_1_to_5(reference, run)
+@pytest.fixture(scope="module")
+def slurm_run(slurm, tmp_path_factory):
+    """The quick preset through Slurm, interrupted once: when the first ground-truth model is written, the
+    running task of the ground-truth array is cancelled (scancel), and once WAIT=1 has reported it the run
+    is submitted again and finishes. One run serves both tests below (a Slurm run costs minutes here)."""
+    run = tmp_path_factory.mktemp("slurm") / "quick"
     p = pipeline("quick", run, **SLURM)
-    wait_for_a_ground_truth_model(run, timeout=900)
-    lds = jobs(run)["lds"]
-    running = squeue(lds)
+    wait_for_a_ground_truth_model(run, timeout=1200)
+    first_jobs = jobs(run)
+    running = squeue(first_jobs["lds"])
     assert running, "no ground-truth task was running when the first row finished"
     subprocess.run(["scancel", running[0]], check=True)
-    out, _ = p.communicate(timeout=900)
-    assert p.returncode == 1 and "error: the run did not finish" in out
-    task = running[0].split("_")[1]
-    assert f"task {task} of stage lds (job " in out and f"logs/lds-{lds}_{task}.out" in out
-    assert not (run / "report.md").exists()
-    done = {f: os.stat(f).st_mtime_ns for f in (run / "models").rglob("*.pt")}
-    assert any(f.parent.name == "lds" for f in done) and len([f for f in done if f.parent.name == "lds"]) < 4
-
+    first, _ = p.communicate(timeout=900)
+    r = dict(run=run, first=first, first_rc=p.returncode, first_jobs=first_jobs, cancelled=running[0],
+             report_after_first=(run / "report.md").exists(),
+             done={f: os.stat(f).st_mtime_ns for f in (run / "models").rglob("*.pt")})
     p = pipeline("quick", run, **SLURM)
-    out, _ = p.communicate(timeout=900)
-    assert p.returncode == 0, out[-3000:] + logs_of(run)
+    r["second"], _ = p.communicate(timeout=900)
+    assert p.returncode == 0, r["second"][-3000:] + logs_of(run)
+    r["second_jobs"] = jobs(run)
+    return r
+
+
+def test_quick_preset_through_slurm_equals_the_local_run(slurm_run, quick_run):
+    run, first_jobs = slurm_run["run"], slurm_run["first_jobs"]
+    # one job per stage, the per-row stages as arrays of ROWS_PER_TASK=4 rows (quick: M=8, R=3, K=4)
+    assert list(first_jobs) == STAGES and "submitted 9 Slurm jobs" in slurm_run["first"] and "squeue -j" in slurm_run["first"]
+    for stage, tasks in (("unlearn", 2), ("retrain", 1), ("seed1", 1)):
+        assert sorted(f.name for f in (run / "logs").glob(f"{stage}-*.out")) == \
+            [f"{stage}-{first_jobs[stage]}_{i}.out" for i in range(tasks)]
+    assert "rows 4:8 of 8" in (run / "logs" / f"unlearn-{first_jobs['unlearn']}_1.out").read_text()
+    assert not (run / "logs" / "failed.txt").exists()  # cleared by the resubmission, which succeeded
+    assert not [a for a in ARTIFACTS if not (run / a).exists()]
+    reference, _ = quick_run
+    same_numbers(run, reference)
+
+
+def test_cancelled_array_task_resubmitted_finishes_without_redoing_rows(slurm_run, quick_run):
+    """scancel of a running task of the ground-truth array: the stages after it are cancelled, the log
+    names the task; resubmitted, only the unfinished stages are submitted, every finished row is left
+    untouched, and the numbers are those of the uninterrupted local run."""
+    run, out, lds = slurm_run["run"], slurm_run["first"], slurm_run["first_jobs"]["lds"]
+    assert slurm_run["first_rc"] == 1 and "error: the run did not finish" in out
+    task = slurm_run["cancelled"].split("_")[1]
+    assert f"task {task} of stage lds (job " in out and f"logs/lds-{lds}_{task}.out" in out
+    assert not slurm_run["report_after_first"]
+    done = slurm_run["done"]
+    assert any(f.parent.name == "lds" for f in done) and len([f for f in done if f.parent.name == "lds"]) < 4
+    # the resubmission: stages whose outputs all exist are not submitted again
+    assert list(slurm_run["second_jobs"]) == ["lds", "behaviours", "report"]
+    assert "not submitted, their outputs exist: train prune masks unlearn retrain seed1" in slurm_run["second"]
     assert all(os.stat(f).st_mtime_ns == t for f, t in done.items())  # finished rows were not redone
+    reference, _ = quick_run
     same_numbers(run, reference)
 
 
