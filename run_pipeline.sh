@@ -25,7 +25,7 @@ case "$PRESET" in
     : "${ROWS_PER_TASK:=4}" ;;
   default)
     # One recipe of 500 steps for the full model, the baseline and the ground truth (a retraining: ~40 s on
-    # one core of a slow day); unlearning 25 steps (5%) from the pruned model, ~1.7 s: >= 20x cheaper.
+    # one core of a slow day); unlearning 25 steps (5%) from the pruned model, ~1.4 s: >= 20x cheaper.
     # The 40 minutes of 2 cores (~4,700 core-seconds), as measured on a slow day: ground truth 24 x 2 seeds
     # x ~38 s = 1,820; baseline 16 + 4 second seeds = 760; unlearning 224 x 1.4 = 310; behaviours ~320
     # models x 2.8 s = 900; full model, pruning, fits and report ~200 s of wall time. Measured: 1,980 s.
