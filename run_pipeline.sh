@@ -35,8 +35,9 @@ case "$PRESET" in
     # 1000 DDIM-10 samples per model, and this is where the default is weakest (bench/fid_noise.py on 16
     # unlearned models): FID's sampling noise (std over noise seeds) 13.6 / 14.7 / 11.9 at 500 / 1000 / 2000
     # samples against a spread across models of 14.8 / 17.4 / 16.2: 1.1x / 1.2x / 1.4x. At FID ~170 a
-    # model's FID moves with how many of its samples come out as noise images. 2000 samples would cost
-    # ~1,000 more seconds of the 40 minutes; the next lever to try is a better-trained recipe.
+    # model's FID moves with how many of its samples come out as noise images. Measured after the run, not yet
+    # tried in it: 4000 DDIM-5 samples gave 3.1x (noise 7.1, spread 21.8) at ~2.3x the sampling cost of 1000
+    # DDIM-10 (~+600 s here, to be paid with fewer unlearned models or held-out subsets).
     : "${RUN:=runs/default}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.1}"
     : "${TRAIN_STEPS:=500}" "${PRUNE_STEPS:=200}" "${UNLEARN_STEPS:=25}" "${BATCH:=64}"
     : "${UNLEARN_FLAGS:=--lr 1e-4 --warmup 0}"
