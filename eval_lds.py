@@ -314,7 +314,8 @@ def evaluate_run(args):
     corrupted = np.load(corrupted_path) if os.path.exists(corrupted_path) else None
 
     pools_fid = {name: _pool(run_dir, name, "fid") for name in POOLS}
-    check_one_reference([pools_fid[name]["beh"] for name in POOLS] + [_pool(run_dir, "lds", "fid")["beh"]] +
+    held_fid = _pool(run_dir, "lds", "fid")
+    check_one_reference([pools_fid[name]["beh"] for name in POOLS] + [held_fid["beh"]] +
                         [b for b in (full, pruned) if b is not None])
     unit = float(pools_fid["retrain"]["seconds"].mean())  # one retraining, in seconds
     prune_seconds = float(pruned["train_seconds"][0]) if pruned is not None else 0.0
@@ -328,7 +329,7 @@ def evaluate_run(args):
     curves, scatter, attributions = {}, {}, {}
     for behavior in behaviors:
         pools = pools_fid if behavior == "fid" else {name: _pool(run_dir, name, behavior) for name in POOLS}
-        held = _pool(run_dir, "lds", behavior)
+        held = held_fid if behavior == "fid" else _pool(run_dir, "lds", behavior)
         curves[behavior] = budget_curve(pools, held, budgets, unit, prune_seconds, args.seed, fit, behavior)
         # with every model of each pool: independent of measured wall times, so reruns reproduce it exactly
         lds_all = {}
@@ -382,7 +383,7 @@ def evaluate_run(args):
     t["speedup"] = t["seconds_retrain"] / t["seconds_unlearn"]
     if t["fid2_unlearn_vs_retrain"] and t["fid_retrain_vs_retrain_other_seed"]:
         t["fid2_ratio"] = t["fid2_unlearn_vs_retrain"][0] / t["fid_retrain_vs_retrain_other_seed"][0]
-    held_seeds = np.bincount(_pool(run_dir, "lds", "fid")["beh"]["index"].astype(int))
+    held_seeds = np.bincount(held_fid["beh"]["index"].astype(int))
     t["ground_truth_seeds"] = [int(held_seeds[held_seeds > 0].min()), int(held_seeds.max())]
     t["recipes"] = training_recipes(run_dir)
     results["table1"] = t

@@ -50,13 +50,13 @@ def timed_run(model, schedule, x0, steps, args):
 
 
 def run_figures(run):
-    """(cost ratio, retrain s, unlearn s, FID2 ratio, FID2, FID2 of two seeds) from a run's behaviours."""
-    import numpy as np
-    beh = {name: np.load(os.path.join(run, "behaviors", f"{name}.npz"))
-           for name in ("retrain", "unlearn", "fid2", "fid_seeds")}
-    retrain, unlearn = beh["retrain"]["train_seconds"].mean(), beh["unlearn"]["train_seconds"].mean()
-    fid2, seeds = beh["fid2"]["fid"].mean(), beh["fid_seeds"]["fid"].mean()
-    return retrain / unlearn, retrain, unlearn, fid2 / seeds, fid2, seeds
+    """(cost ratio, retrain s, unlearn s, FID2 ratio, FID2, FID2 of two seeds): the run's report figures
+    (eval_lds.py's Table 1 in results.json)."""
+    import json
+    with open(os.path.join(run, "results.json")) as f:
+        t = json.load(f)["table1"]
+    fid2, seeds = t["fid2_unlearn_vs_retrain"][0], t["fid_retrain_vs_retrain_other_seed"][0]
+    return t["speedup"], t["seconds_retrain"], t["seconds_unlearn"], t["fid2_ratio"], fid2, seeds
 
 
 def main(args):
