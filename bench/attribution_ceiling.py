@@ -1,0 +1,70 @@
+"""How far can image-level attribution get at a given size, even with a faithful behaviour? A planted
+game at the default preset's size: n training images, a fraction of them corrupted, and a subset's
+behaviour that tracks the number of corrupted images it holds (as the default run's FIDs do, measured:
+a retraining's FID correlates 0.65 with that count, an unlearned model's 0.26, the two-seed ground
+truth's 0.63-0.73). Each model's behaviour is r * z + sqrt(1 - r^2) * noise, z the standardised count;
+the ground truth of the K held-out subsets has its own r_gt. The project's estimators are fitted on M
+such models; printed: the corrupted-image detection AUC and the LDS, mean over repetitions.
+
+    python bench/attribution_ceiling.py                             # the default preset's sizes
+    python bench/attribution_ceiling.py --models 224,1000,4000 --r 1,0.26 --r-gt 0.7
+
+Read beside a run's report: whether the number of models, the behaviour's noise or the ground truth's
+noise is what holds a run's LDS and AUC down.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from eval_lds import detection_auc, lds  # noqa: E402
+from fit_datamodel import attribute  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=1797, help="training images (digits: 1797)")
+    p.add_argument("--corrupt", type=float, default=0.1, help="fraction of them corrupted")
+    p.add_argument("--models", default="16,224,1000", help="comma-separated model counts M")
+    p.add_argument("--r", default="1,0.65,0.26", help="comma-separated correlations of a model's behaviour "
+                   "with the corrupted count (1: a noiseless behaviour)")
+    p.add_argument("--r-gt", type=float, default=0.7, help="the ground truth's correlation with the count")
+    p.add_argument("--k", type=int, default=24, help="held-out subsets")
+    p.add_argument("--methods", default="datamodel,banzhaf")
+    p.add_argument("--reps", type=int, default=2, help="repetitions (seeds 0..reps-1)")
+    return p.parse_args(argv)
+
+
+def planted(rng, X, bad, r):
+    """r * (standardised number of bad images in each row) + sqrt(1 - r^2) * standard normal noise."""
+    count = X[:, bad].sum(1)
+    z = (count - 0.5 * len(bad)) / np.sqrt(0.25 * len(bad))  # alpha = 0.5: Binomial(len(bad), 1/2)
+    return r * z + np.sqrt(1 - r * r) * rng.standard_normal(len(X))
+
+
+def one(n, n_bad, m, r, r_gt, k, method, seed):
+    rng = np.random.default_rng(seed)
+    bad = rng.choice(n, n_bad, replace=False)
+    X = (rng.random((m, n)) < 0.5).astype(np.float64)
+    held = (rng.random((k, n)) < 0.5).astype(np.float64)
+    scores, intercept, _ = attribute(X, planted(rng, X, bad, r), method, seed=seed)
+    return detection_auc(scores, bad), lds(scores, intercept, held, planted(rng, held, bad, r_gt))
+
+
+def main(args):
+    n_bad = int(round(args.corrupt * args.n))
+    print(f"{args.n} images, {n_bad} corrupted; K = {args.k} held-out subsets, ground truth r = {args.r_gt}; "
+          f"mean over {args.reps} seeds")
+    print(f"{'method':>10} {'models':>7} {'r':>5} {'AUC':>6} {'LDS':>6}")
+    for method in args.methods.split(","):
+        for m in (int(v) for v in args.models.split(",")):
+            for r in (float(v) for v in args.r.split(",")):
+                res = np.array([one(args.n, n_bad, m, r, args.r_gt, args.k, method, s) for s in range(args.reps)])
+                auc, rho = res.mean(0)
+                print(f"{method:>10} {m:>7} {r:>5.2f} {auc:>6.3f} {rho:>6.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main(parse_args())
