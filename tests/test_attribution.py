@@ -223,3 +223,20 @@ def test_init_only_writes_the_seeded_untrained_model(tmp_path):
     fresh = ddpm.UNet(**ckpt["config"]).state_dict()
     assert ckpt["step"] == 0 and all(torch.equal(ckpt["ema"][k], v) and torch.equal(ckpt["model"][k], v)
                                      for k, v in fresh.items())
+
+
+def test_the_attribution_ceiling_bench_finds_a_planted_answer_only_when_it_is_there():
+    """bench/attribution_ceiling.py: with many models and a noiseless behaviour the corrupted images come
+    first (AUC 1) and the held-out ranking is recovered; with a behaviour of pure noise (r = 0) AUC is
+    chance and LDS near 0, whatever the model count."""
+    import importlib.util
+    import os
+    from conftest import ROOT
+    spec = importlib.util.spec_from_file_location("ceiling", os.path.join(ROOT, "bench", "attribution_ceiling.py"))
+    ceiling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ceiling)
+    auc, rho = ceiling.one(n=60, n_bad=6, m=3000, r=1.0, r_gt=1.0, k=24, method="banzhaf", seed=0)
+    assert auc == 1.0 and rho > 0.9
+    chance = np.array([ceiling.one(n=60, n_bad=6, m=800, r=0.0, r_gt=1.0, k=24, method="banzhaf", seed=s)
+                       for s in range(8)])
+    assert abs(chance[:, 0].mean() - 0.5) < 0.15 and abs(chance[:, 1].mean()) < 0.3
