@@ -39,7 +39,8 @@ case "$PRESET" in
     # tried in it: 4000 DDIM-5 samples gave 3.1x (noise 7.1, spread 21.8) at ~2.3x the sampling cost of 1000
     # DDIM-10 (~+600 s here, to be paid with fewer unlearned models or held-out subsets). The ceiling at this
     # size (bench/attribution_ceiling.py, a planted game): from 224 models even a noiseless behaviour finds the
-    # corrupted images with AUC 0.81; at the unlearned FID's measured correlation with their count (0.26), 0.55-0.60.
+    # corrupted images with AUC 0.8 and an LDS near 0; at the unlearned FID's measured correlation with their
+    # count (0.26), AUC 0.54-0.58.
     : "${RUN:=runs/default}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.1}"
     : "${TRAIN_STEPS:=500}" "${PRUNE_STEPS:=200}" "${UNLEARN_STEPS:=25}" "${BATCH:=64}"
     : "${UNLEARN_FLAGS:=--lr 1e-4 --warmup 0}"

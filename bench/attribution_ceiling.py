@@ -19,6 +19,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from data import make_masks  # noqa: E402
 from eval_lds import detection_auc, lds  # noqa: E402
 from fit_datamodel import attribute  # noqa: E402
 
@@ -33,22 +34,25 @@ def parse_args(argv=None):
     p.add_argument("--r-gt", type=float, default=0.7, help="the ground truth's correlation with the count")
     p.add_argument("--k", type=int, default=24, help="held-out subsets")
     p.add_argument("--methods", default="datamodel,banzhaf")
-    p.add_argument("--reps", type=int, default=2, help="repetitions (seeds 0..reps-1)")
+    p.add_argument("--reps", type=int, default=4, help="repetitions (seeds 0..reps-1)")
     return p.parse_args(argv)
 
 
 def planted(rng, X, bad, r):
     """r * (standardised number of bad images in each row) + sqrt(1 - r^2) * standard normal noise."""
+    n, s = X.shape[1], int(X[0].sum())
+    q = len(bad) / n  # a row of s images holds a Hypergeometric(n, len(bad), s) number of bad ones
     count = X[:, bad].sum(1)
-    z = (count - 0.5 * len(bad)) / np.sqrt(0.25 * len(bad))  # alpha = 0.5: Binomial(len(bad), 1/2)
+    z = (count - s * q) / np.sqrt(s * q * (1 - q) * (n - s) / (n - 1))
     return r * z + np.sqrt(1 - r * r) * rng.standard_normal(len(X))
 
 
 def one(n, n_bad, m, r, r_gt, k, method, seed):
+    """(AUC, LDS) of one planted game: subsets of half the images as the pipeline draws them."""
     rng = np.random.default_rng(seed)
     bad = rng.choice(n, n_bad, replace=False)
-    X = (rng.random((m, n)) < 0.5).astype(np.float64)
-    held = (rng.random((k, n)) < 0.5).astype(np.float64)
+    X = make_masks(n, m, 0.5, seed + 1).astype(np.float64)
+    held = make_masks(n, k, 0.5, seed + 2).astype(np.float64)
     scores, intercept, _ = attribute(X, planted(rng, X, bad, r), method, seed=seed)
     return detection_auc(scores, bad), lds(scores, intercept, held, planted(rng, held, bad, r_gt))
 

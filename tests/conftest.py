@@ -52,6 +52,15 @@ def write_pool(run, name, masks, fid, train_seconds):
              mask_sha256=np.array([data.row_sha256(r) for r in masks]), train_seconds=np.full(m, train_seconds))
 
 
+def load_bench(name):
+    """bench/NAME.py as a module (bench/ is a folder of scripts, not a package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", os.path.join(ROOT, "bench", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def pipeline(preset, run, **env):
     """`bash run_pipeline.sh PRESET` with RUN=run and the given settings, started in its own process group."""
     e = dict(os.environ, RUN=str(run), PYTHON=sys.executable, TQDM_DISABLE="1")

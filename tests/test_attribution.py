@@ -229,12 +229,8 @@ def test_the_attribution_ceiling_bench_finds_a_planted_answer_only_when_it_is_th
     """bench/attribution_ceiling.py: with many models and a noiseless behaviour the corrupted images come
     first (AUC 1) and the held-out ranking is recovered; with a behaviour of pure noise (r = 0) AUC is
     chance and LDS near 0, whatever the model count."""
-    import importlib.util
-    import os
-    from conftest import ROOT
-    spec = importlib.util.spec_from_file_location("ceiling", os.path.join(ROOT, "bench", "attribution_ceiling.py"))
-    ceiling = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ceiling)
+    from conftest import load_bench
+    ceiling = load_bench("attribution_ceiling")
     auc, rho = ceiling.one(n=60, n_bad=6, m=3000, r=1.0, r_gt=1.0, k=24, method="banzhaf", seed=0)
     assert auc == 1.0 and rho > 0.9
     chance = np.array([ceiling.one(n=60, n_bad=6, m=800, r=0.0, r_gt=1.0, k=24, method="banzhaf", seed=s)

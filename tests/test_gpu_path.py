@@ -107,12 +107,8 @@ def test_compiled_and_eager_give_the_same_loss(digits):
 
 def test_the_gpu_bench_prints_its_table(capsys):
     """bench/gpu.py end to end at the CPU sizes, with the small digits UNet standing in for cifar10."""
-    import importlib.util
-    import os
-    from conftest import ROOT
-    spec = importlib.util.spec_from_file_location("gpu_bench", os.path.join(ROOT, "bench", "gpu.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from conftest import load_bench
+    bench = load_bench("gpu")
     bench.main(bench.parse_args(["--small", "--device", "cpu", "--arch", "digits-small"]))
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert len(rows) == 2 + 6 + 1 + 3  # header, 6 training rows, one sampling row (fp32 on CPU), 3 unlearning rows
