@@ -1,4 +1,6 @@
 """fit_datamodel.py and eval_lds.py against planted answers and hand computations."""
+import warnings
+
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
@@ -62,6 +64,26 @@ def test_bootstrap_interval_contains_the_estimate_and_pairs_the_resamples():
     assert np.array_equal(boot[0], boot[1])  # the same resamples for both methods
     lo, hi = np.percentile(boot[0], [2.5, 97.5])
     assert lo < spearmanr(pred, y)[0] < hi
+
+
+def test_bootstrap_equals_spearmanr_on_each_resample_with_ties_and_constant_resamples():
+    """The vectorised bootstrap against scipy's spearmanr, one resample at a time with the same draws:
+    tied predictions and y, and resamples of 3 subsets that are often constant (those count as 0)."""
+    for k, seed in ((24, 1), (3, 0)):
+        rng = np.random.default_rng(seed)
+        y = np.round(rng.normal(size=k), 1)
+        preds = [rng.normal(size=k), rng.integers(0, 2, k).astype(float), np.full(k, 2.0)]
+        boot = bootstrap_lds(preds, y, seed=seed, n=300)
+        draws = np.random.default_rng(seed)
+        for b in range(300):
+            idx = draws.integers(0, k, k)
+            for i, p in enumerate(preds):
+                with np.errstate(all="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    rho = spearmanr(p[idx], y[idx])[0]
+                assert boot[i, b] == pytest.approx(0.0 if np.isnan(rho) else rho, abs=1e-12)
+        assert (boot[2] == 0).all()  # a constant prediction ranks nothing
+    assert (boot[0] == 0).any()  # of 3 subsets, some resamples draw one subset 3 times: constant, 0
 
 
 def test_budget_accounting_by_hand():
