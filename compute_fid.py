@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_args, at_least_two, images_sha256,
                   load_dataset, load_masks,
                   nonnegative_int, positive_int, row_sha256, run, save_npz, to_model_space)
-from ddpm import (InputError, Schedule, autocast, build_model, ddim_sample, file_sha256, load_checkpoint, pick_device,
+from ddpm import (Schedule, autocast, build_model, ddim_sample, file_sha256, load_checkpoint, pick_device,
                   save_checkpoint)
 
 PAPER_DDIM_STEPS = 100  # the paper samples with DDIM, 100 steps
@@ -462,4 +462,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    run(main, parse_args(), errors=(InputError,))
+    run(main, parse_args())

@@ -473,10 +473,16 @@ def add_speed_args(parser, stack_help, training=True):
                         "pays a compilation of tens of seconds first)")
 
 
-def run(main, args, errors=()):
-    """Run main(args); a user error ends with one line on stderr and exit code 2."""
+def run(main, args):
+    """Run main(args); a user error ends with one line on stderr and exit code 2: a DataError, or ddpm's
+    InputError (an unreadable checkpoint, a wrong architecture) wherever it comes from, even a script that
+    loads ddpm only inside a function. ddpm is looked up, not imported: a script that never loads a model
+    does not pay for importing torch."""
     try:
         return main(args)
-    except (DataError,) + tuple(errors) as e:
+    except Exception as e:
+        ddpm = sys.modules.get("ddpm")
+        if not (isinstance(e, DataError) or (ddpm is not None and isinstance(e, ddpm.InputError))):
+            raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -317,6 +317,10 @@ def evaluate_run(args):
     fid2, fid_seeds = _optional(run_dir, "fid2"), _optional(run_dir, "fid_seeds")
     corrupted_path = os.path.join(run_dir, "corrupted.npy")
     corrupted = np.load(corrupted_path) if os.path.exists(corrupted_path) else None
+    # every input is read before the first figure is written: bad input leaves the run folder as it was
+    ds = load_dataset(args.data, corrupt=args.corrupt, corrupt_seed=args.corrupt_seed)
+    groups = load_groups(os.path.join(run_dir, "masks", "unlearn.npy"), n=len(ds))
+    recipes = training_recipes(run_dir)
 
     pools_fid = {name: _pool(run_dir, name, "fid") for name in POOLS}
     held_fid = _pool(run_dir, "lds", "fid")
@@ -357,8 +361,6 @@ def evaluate_run(args):
 
     # attributions from every unlearned model: the images, and how well they find corrupted ones
     all_scores, _, all_info = fit("unlearn", "fid", pools_fid["unlearn"]["X"], pools_fid["unlearn"]["y"])
-    ds = load_dataset(args.data, corrupt=args.corrupt, corrupt_seed=args.corrupt_seed)
-    groups = load_groups(os.path.join(run_dir, "masks", "unlearn.npy"), n=len(ds))
     order = np.argsort(-all_scores)
     save_grid(examples(ds.images, order[:16], groups), os.path.join(fig_dir, "most_harmful.png"), nrow=8)
     save_grid(examples(ds.images, order[::-1][:16], groups), os.path.join(fig_dir, "most_helpful.png"), nrow=8)
@@ -390,7 +392,7 @@ def evaluate_run(args):
         t["fid2_ratio"] = t["fid2_unlearn_vs_retrain"][0] / t["fid_retrain_vs_retrain_other_seed"][0]
     held_seeds = np.bincount(held_fid["beh"]["index"].astype(int))
     t["ground_truth_seeds"] = [int(held_seeds[held_seeds > 0].min()), int(held_seeds.max())]
-    t["recipes"] = training_recipes(run_dir)
+    t["recipes"] = recipes
     results["table1"] = t
     results["unlearn_all_model"] = all_info["model"]
     atomic_write(os.path.join(run_dir, "results.json"), lambda f: f.write(json.dumps(results, indent=1).encode()))

@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from data import (ArgumentParser, DataError, add_data_args, fraction, load_dataset, nonnegative_int, open_fraction,
                   positive_float, positive_int, run, to_model_space)
-from ddpm import (AttnBlock, InputError, Schedule, build_model, file_sha256, fixed_noise_loss, layer_widths,
+from ddpm import (AttnBlock, Schedule, build_model, file_sha256, fixed_noise_loss, layer_widths,
                   load_checkpoint, pick_device, save_checkpoint)
 from train_ddpm import new_state, sample_grid, state_to_checkpoint, train
 
@@ -165,4 +165,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    run(main, parse_args(), errors=(InputError,))
+    run(main, parse_args())

@@ -23,7 +23,7 @@ from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_
                   load_groups, load_masks, nonnegative_float,
                   nonnegative_int, parse_range, positive_float, positive_int, row_sha256, run, save_grid, to_model_space,
                   to_uint8)
-from ddpm import (ARCHS, InputError, Schedule, UNet, apply_masks, autocast, count_params, ddim_sample, ddpm_loss,
+from ddpm import (ARCHS, Schedule, UNet, apply_masks, autocast, count_params, ddim_sample, ddpm_loss,
                   ema_update, load_checkpoint, pick_device, q_sample, save_checkpoint)
 
 
@@ -389,4 +389,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    run(main, parse_args(), errors=(InputError,))
+    run(main, parse_args())

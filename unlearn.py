@@ -16,7 +16,7 @@ import torch
 from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_args, fraction, images_of, load_dataset,
                   load_groups, load_masks, nonnegative_int,
                   parse_range, positive_float, positive_int, row_sha256, run, to_model_space)
-from ddpm import InputError, Schedule, build_model, file_sha256, load_checkpoint, pick_device, save_checkpoint
+from ddpm import Schedule, build_model, file_sha256, load_checkpoint, pick_device, save_checkpoint
 from train_ddpm import new_state, stack_states, state_to_checkpoint, train, train_stack, unstack
 
 
@@ -115,4 +115,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    run(main, parse_args(), errors=(InputError,))
+    run(main, parse_args())

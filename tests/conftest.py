@@ -28,12 +28,11 @@ def run_cli(script, *argv):
     import importlib
     import io
     import data
-    import ddpm
     module = importlib.import_module(script)
     out, err, code = io.StringIO(), io.StringIO(), 0
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            data.run(module.main, module.parse_args([str(a) for a in argv]), errors=(ddpm.InputError,))
+            data.run(module.main, module.parse_args([str(a) for a in argv]))
         except SystemExit as e:
             code = e.code
     return subprocess.CompletedProcess([script, *argv], code, out.getvalue(), err.getvalue())

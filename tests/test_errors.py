@@ -59,6 +59,8 @@ def bad(tmp_path_factory):
     from conftest import write_pool  # a run folder whose pools are fine but that has no untrained model
     for name in ("unlearn", "retrain", "lds"):
         write_pool(d / "shapley_run", name, masks, np.array([10.0, 11.0, 12.0]), 1.0)
+        write_pool(d / "garbage_ckpt_run", name, masks, np.array([10.0, 11.0, 12.0]), 1.0)
+    (d / "garbage_ckpt_run" / "full.pt").write_bytes(b"not a checkpoint")
     sha = np.array([data.row_sha256(r) for r in masks])
     good = dict(index=np.arange(3), mask_sha256=sha, fid=np.array([10.0, 11.0, 12.0]),
                 class_hist=np.ones((3, 10), dtype=np.int64), seconds=np.ones(3), train_seconds=np.ones(3))
@@ -158,6 +160,8 @@ CASES = [
     ("run folder missing", "eval_lds", ["--run", "@missing_run"], "run folder not found"),
     ("shapley run without an untrained model", "eval_lds", ["--run", "@shapley_run", "--method", "shapley"],
      "needs"),
+    ("run folder with an unreadable checkpoint", "eval_lds", ["--run", "@garbage_ckpt_run"], "cannot read checkpoint"),
+    ("report of an unknown dataset", "eval_lds", ["--run", "@shapley_run", "--data", "mnist"], "unknown dataset"),
     ("attributions not finite", "eval_lds", ["--attributions", "@att_nan.npz", "--masks", "@masks.npy",
                                              "--behaviors", "@beh.npz"], "scores must be finite"),
     ("attributions of another width", "eval_lds", ["--attributions", "@att_narrow.npz", "--masks", "@masks.npy",
@@ -175,6 +179,8 @@ def test_bad_input_is_refused_with_one_line(bad, tmp_path, capfd, name, script, 
     argv = [str(out) if a == OUT else a.replace("@", f"{bad}/") for a in args]
     if script in HAS_FORCE:
         argv.append("--force")  # even when told to redo, bad input overwrites nothing
+    run = bad / args[args.index("--run") + 1][1:] if "--run" in args else None
+    before = sorted(run.rglob("*")) if run and run.exists() else None
     r = run_cli(script, *argv)
     code, stderr = r.returncode, r.stderr + capfd.readouterr().err
     lines = stderr.strip().splitlines()
@@ -185,6 +191,8 @@ def test_bad_input_is_refused_with_one_line(bad, tmp_path, capfd, name, script, 
         assert not out.exists()
     else:
         assert out.read_bytes() == SENTINEL
+    if before is not None:  # eval_lds writes into the run folder: nothing there either
+        assert sorted(run.rglob("*")) == before
 
 
 def test_the_table_covers_at_least_20_classes_across_the_scripts():
