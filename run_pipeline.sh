@@ -110,6 +110,17 @@ stage() { echo; echo "=== [$(( $(date +%s) - START ))s] $*"; }
 mkdir -p "$RUN/masks" "$RUN/models" "$RUN/behaviors" "$RUN/attributions" "$RUN/logs"
 
 # ---- the stages ------------------------------------------------------------------------------------
+# `batched FN ARGS...` runs the shell function FN with its $PY calls collected, then makes them one Python
+# process (tools/one_process.py): every interpreter start imports torch, 3-4 s on a 2-core machine, more
+# than the work of a tiny preset's row range or a small pool. FN must run its calls one after another
+# (nothing in the background) and must not look at their outputs in between.
+queue() { CALLS+=(:: "$@"); }
+batched() {
+  local CALLS=() py=$PY
+  PY=queue "$@"
+  [ ${#CALLS[@]} = 0 ] || $py tools/one_process.py "${CALLS[@]:1}"
+}
+
 # Each per-row stage is a function of one row range A:B of its mask file; the local path runs JOBS
 # ranges side by side, the Slurm path gives each array task one range. Both call the same functions.
 stage_train() {
@@ -149,38 +160,42 @@ rows_lds() {  # every held-out subset with GT_SEEDS training seeds; its behaviou
 }
 
 # Behaviours: two lanes of THREADS threads each when JOBS >= 2 (small pools are dominated by start-up,
-# not arithmetic), sharing the largest pool (unlearn); FID2 and the seed pairs come last: they reuse the
-# pools' cached per-model statistics.
-fid() { OMP_NUM_THREADS=$THREADS $PY compute_fid.py "${FID_FLAGS[@]}" "$@"; }
+# not arithmetic), sharing the largest pool (unlearn), each lane one process; FID2 and the seed pairs come
+# last: they reuse the pools' cached per-model statistics.
+fid() { $PY compute_fid.py "${FID_FLAGS[@]}" "$@"; }
 pool() { fid --models "$RUN/models/$1" --masks "$RUN/masks/$1.npy" --out "$RUN/behaviors/$1.npz"; }
 fid2() { fid --models "$RUN/models/unlearn" --ref-models "$RUN/models/retrain" --masks "$RUN/masks/unlearn.npy" \
            --out "$RUN/behaviors/fid2.npz"; }
 fid_seeds() { fid --models "$RUN/models/retrain_seed1" --ref-models "$RUN/models/retrain" \
                 --masks "$RUN/masks/retrain.npy" --out "$RUN/behaviors/fid_seeds.npz"; }
 untrained() { [ "$METHOD" != shapley ] || fid --models "$RUN/untrained.pt" --out "$RUN/behaviors/untrained.npz"; }
+lane_a() { fid --models "$RUN/full.pt" --out "$RUN/behaviors/full.npz"; pool unlearn; }
+lane_b() {
+  fid --models "$RUN/pruned.pt" --out "$RUN/behaviors/pruned.npz"; pool retrain; pool lds; untrained
+  # then, when the unlearned pool outweighs this lane's pools twice (the default preset: 224 vs 64), this
+  # lane samples the unlearned models from the last one down until it meets the other lane
+  if [ "$M" -gt $(( 2 * (R + K * GT_SEEDS) )) ]; then
+    fid --models "$RUN/models/unlearn" --masks "$RUN/masks/unlearn.npy" --out "$RUN/behaviors/unlearn.npz" --stats-only
+  fi
+}
+last() { fid2; fid_seeds; }
 stage_behaviours() {
   if [ "$JOBS" -ge 2 ]; then
     local lane
-    { fid --models "$RUN/full.pt" --out "$RUN/behaviors/full.npz"; pool unlearn; } & lane=$!
-    fid --models "$RUN/pruned.pt" --out "$RUN/behaviors/pruned.npz"; pool retrain; pool lds; untrained
-    # then, when the unlearned pool outweighs this lane's pools twice (the default preset: 224 vs 64), this
-    # lane samples the unlearned models from the last one down until it meets the other lane
-    if [ "$M" -gt $(( 2 * (R + K * GT_SEEDS) )) ]; then
-      fid --models "$RUN/models/unlearn" --masks "$RUN/masks/unlearn.npy" --out "$RUN/behaviors/unlearn.npz" --stats-only
-    fi
+    OMP_NUM_THREADS=$THREADS batched lane_a & lane=$!
+    OMP_NUM_THREADS=$THREADS batched lane_b
     wait "$lane"
-    fid2 & lane=$!
-    fid_seeds
-    wait "$lane"
+    OMP_NUM_THREADS=$THREADS batched last  # sampled with the lanes' thread count, as every other model
   else
-    THREADS=$CORES
-    fid --models "$RUN/full.pt" --out "$RUN/behaviors/full.npz"
-    fid --models "$RUN/pruned.pt" --out "$RUN/behaviors/pruned.npz"
-    pool unlearn; pool retrain; pool lds; untrained; fid2; fid_seeds
+    batched all_behaviours
   fi
 }
-stage_report() {
-  stage "8/9 attributions ($METHOD on every model of each pool)"
+all_behaviours() {
+  fid --models "$RUN/full.pt" --out "$RUN/behaviors/full.npz"
+  fid --models "$RUN/pruned.pt" --out "$RUN/behaviors/pruned.npz"
+  pool unlearn; pool retrain; pool lds; untrained; fid2; fid_seeds
+}
+fits() {
   local pool ends
   for pool in unlearn retrain; do
     # Shapley values: v(all) is the pruned model fine-tuned on all data for unlearning, the full model for retraining
@@ -189,42 +204,55 @@ stage_report() {
     $PY fit_datamodel.py --masks "$RUN/masks/$pool.npy" --behaviors "$RUN/behaviors/$pool.npz" --method "$METHOD" \
       "${ends[@]}" --out "$RUN/attributions/$pool.npz"
   done
+}
+stage_report() {
+  stage "8/9 attributions ($METHOD on every model of each pool)"
+  batched fits
   stage "9/9 LDS, budget curve and report"
   $PY eval_lds.py --run "$RUN" --data "$DATA" --corrupt "$CORRUPT" --method "$METHOD"
 }
 
 # ---- on this machine -------------------------------------------------------------------------------
-# Run a per-row stage over rows FROM..TO-1 as JOBS processes of THREADS threads, each given one
-# contiguous range A:B; fails when any of them fails.
+# Run per-row stages as JOBS processes of THREADS threads: `chunks FN:N [FN:N ...]` takes the rows of the
+# given stages one after another (rows 0..N-1 of each), splits them into JOBS contiguous ranges, and each
+# process runs its share of every stage (FN A:B) in one interpreter; fails when any of them fails.
 chunks() {
-  local from=$1 to=$2 size a b pids=() status=0
-  shift 2
-  [ "$to" -gt "$from" ] || return 0
-  size=$(( (to - from + JOBS - 1) / JOBS ))
-  for (( a = from; a < to; a += size )); do
-    b=$(( a + size < to ? a + size : to ))
-    ( export OMP_NUM_THREADS=$THREADS; "$@" "$a:$b" ) &
+  local spec total=0 size a b pids=() status=0
+  for spec; do total=$(( total + ${spec##*:} )); done
+  [ "$total" -gt 0 ] || return 0
+  size=$(( (total + JOBS - 1) / JOBS ))
+  for (( a = 0; a < total; a += size )); do
+    b=$(( a + size < total ? a + size : total ))
+    ( export OMP_NUM_THREADS=$THREADS; batched share "$a" "$b" "$@" ) &
     pids+=($!)
   done
   for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
   return "$status"
 }
+share() {  # share A B FN:N...: rows A..B-1 of the stages' rows taken one after another
+  local a=$1 b=$2 offset=0 spec n lo hi
+  shift 2
+  for spec; do
+    n=${spec##*:} lo=$(( a > offset ? a - offset : 0 )) hi=$(( b - offset < n ? b - offset : n ))
+    [ "$hi" -le "$lo" ] || "${spec%%:*}" "$lo:$hi"
+    offset=$(( offset + n ))
+  done
+}
 
 run_local() {
   echo "preset $PRESET -> $RUN (JOBS=$JOBS parallel jobs of $THREADS threads)"
   stage "1/9 train on all data ($TRAIN_STEPS steps)"
-  stage_train
+  batched stage_train
   stage "2/9 prune (structured, ratio $RATIO) and fine-tune ($PRUNE_STEPS steps)"
   stage_prune
   stage "3/9 masks: $M unlearning subsets, the first $R of them for retraining, $K held-out LDS subsets"
-  stage_masks
+  batched stage_masks
   stage "4/9 sparsified unlearning: $M models, $UNLEARN_STEPS steps each"
-  chunks 0 "$M" rows_unlearn
+  chunks "rows_unlearn:$M"
   stage "5/9 retraining baseline: $R models from scratch (the same $TRAIN_STEPS steps), and $SEED_PAIRS with a second seed"
-  chunks 0 "$R" rows_retrain
-  chunks 0 "$SEED_PAIRS" rows_seed1
+  chunks "rows_retrain:$R" "rows_seed1:$SEED_PAIRS"
   stage "6/9 ground truth for LDS: $K held-out subsets retrained from scratch ($TRAIN_STEPS steps), $GT_SEEDS seeds each"
-  chunks 0 "$K" rows_lds
+  chunks "rows_lds:$K"
   stage "7/9 behaviours: FID ($FEATURES features, $N_SAMPLES DDIM-$DDIM_STEPS samples per model)"
   stage_behaviours
   stage_report
@@ -260,10 +288,10 @@ run_task() {  # inside a Slurm job: one stage, or one array task's rows of a per
     local a=$(( SLURM_ARRAY_TASK_ID * ROWS_PER_TASK )) b
     b=$(( a + ROWS_PER_TASK < n ? a + ROWS_PER_TASK : n ))
     echo "stage $name: rows $a:$b of $n ($CORES threads)"
-    "rows_$name" "$a:$b"
+    batched "rows_$name" "$a:$b"
   else
     echo "stage $name ($CORES threads)"
-    "stage_$name"
+    case $name in behaviours|report) "stage_$name" ;; *) batched "stage_$name" ;; esac
   fi
 }
 

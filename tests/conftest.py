@@ -21,18 +21,17 @@ TINY = dict(resolution=8, in_channels=1, ch=8, ch_mult=(1, 2), num_res_blocks=1,
 
 
 def run_cli(script, *argv):
-    """A script's __main__ in this process, without the seconds of a new interpreter: data.run(main,
-    parse_args(argv)) as its `if __name__ == "__main__"` does. Returns what run_script returns
-    (returncode: 0 when main returned, 2 for a user error; anything else raises, traceback and all)."""
+    """A script's __main__ in this process, without the seconds of a new interpreter: tools/one_process.py's
+    call, data.run(main, parse_args(argv)) as the script's `if __name__ == "__main__"` does. Returns what
+    run_script returns (returncode: 0 when main returned, 2 for a user error; anything else raises,
+    traceback and all)."""
     import contextlib
-    import importlib
     import io
-    import data
-    module = importlib.import_module(script)
+    from tools.one_process import call
     out, err, code = io.StringIO(), io.StringIO(), 0
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            data.run(module.main, module.parse_args([str(a) for a in argv]))
+            call(script, [str(a) for a in argv])
         except SystemExit as e:
             code = e.code
     return subprocess.CompletedProcess([script, *argv], code, out.getvalue(), err.getvalue())

@@ -36,11 +36,19 @@ def test_quick_preset_leaves_every_artifact(quick_run):
 
 
 def dry_run_commands(tmp_path, **env):
-    """The commands `bash run_pipeline.sh` (default preset) runs, printed instead of run (PYTHON=echo)."""
+    """The training commands `bash run_pipeline.sh` (default preset) runs, printed instead of run (PYTHON=echo);
+    the calls that tools/one_process.py runs in one process (separated by ::) one by one."""
     p = pipeline("default", tmp_path / "dry", PYTHON="echo", **env)
     out, _ = p.communicate(timeout=60)
     assert p.returncode == 0, out
-    return [line.split() for line in out.splitlines() if line.startswith("train_ddpm.py") and "--init-only" not in line]
+    calls = []
+    for line in out.splitlines():
+        words = line.split()
+        if words[:1] == ["tools/one_process.py"]:
+            calls += [c.split() for c in " ".join(words[1:]).split(" :: ")]
+        elif words:
+            calls.append(words)
+    return [c for c in calls if c[0] == "train_ddpm.py" and "--init-only" not in c]
 
 
 def test_full_model_baseline_and_ground_truth_read_one_recipe(tmp_path):

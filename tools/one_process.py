@@ -1,0 +1,57 @@
+"""Several calls of the project's scripts in one Python process, one after another, each as if it ran on
+its own:
+
+    python tools/one_process.py compute_fid.py --models a.pt --out a.npz :: compute_fid.py --models b ...
+
+Why: every interpreter start imports torch, 3-4 s on a 2-core machine, more than the work of a small pool
+or of a tiny preset's row range; run_pipeline.sh runs each lane of a stage this way. The calls share
+only the interpreter (every script seeds its own draws from its arguments), so their outputs are those of
+separate runs. Each call's arguments are parsed when its turn comes (it may read what an earlier one
+wrote); the first call that fails ends the process with its exit code: 2 and one line on stderr for bad
+input, as the script alone would.
+"""
+import importlib
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import data  # noqa: E402  (after the repository root is on the path)
+
+SCRIPTS = ("train_ddpm", "prune", "make_subsets", "unlearn", "compute_fid", "fit_datamodel", "eval_lds")
+SEPARATOR = "::"
+
+
+def split_calls(argv):
+    """['a.py', '-x', '::', 'b.py'] -> [('a', ['-x']), ('b', [])]; refuses a script that is not one of ours."""
+    calls, current = [], []
+    for arg in list(argv) + [SEPARATOR]:
+        if arg != SEPARATOR:
+            current.append(arg)
+            continue
+        if not current:
+            raise data.DataError(f"an empty call (two '{SEPARATOR}' in a row, or one at an end)")
+        name = os.path.splitext(os.path.basename(current[0]))[0]
+        if name not in SCRIPTS:
+            raise data.DataError(f"{current[0]!r} is not one of the scripts ({', '.join(s + '.py' for s in SCRIPTS)})")
+        calls.append((name, [str(a) for a in current[1:]]))
+        current = []
+    return calls
+
+
+def call(name, argv):
+    """What `python NAME.py ARGV...` does: data.run(main, parse_args(argv)) (a user error ends in one line on
+    stderr and SystemExit(2))."""
+    module = importlib.import_module(name)
+    return data.run(module.main, module.parse_args(argv))
+
+
+def main(argv):
+    for name, args in split_calls(argv):
+        call(name, args)
+
+
+if __name__ == "__main__":
+    data.run(main, sys.argv[1:])
