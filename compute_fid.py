@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from filelock import FileLock  # comes with torch
 from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_args, at_least_two, images_sha256,
                   load_dataset, load_masks,
                   nonnegative_int, positive_int, row_sha256, run, save_npz, to_model_space)
@@ -170,13 +171,16 @@ def cnn_extractor(ds, cache, seed, device, epochs=30):
     path = os.path.join(cache, f"fid_cnn_{_safe(ds.name)}.pt")
     num_classes = int(ds.labels.max()) + 1
     model = SmallCNN(ds.images.shape[1], num_classes).to(device)
-    if os.path.exists(path):
-        saved = torch.load(path, map_location=device, weights_only=True)
-        model.load_state_dict(saved["model"])
-        acc = saved["accuracy"]
-    else:
-        model, acc = train_cnn(ds, seed=seed, epochs=epochs, device=device)
-        save_checkpoint(path, dict(model=model.state_dict(), accuracy=acc, num_classes=num_classes, seed=seed))
+    os.makedirs(cache, exist_ok=True)
+    # the pipeline's two behaviour lanes start together: one trains (~10 s on a core), the other waits and loads
+    with FileLock(os.path.join(cache, f".fid_cnn_{_safe(ds.name)}.lock")):
+        if os.path.exists(path):
+            saved = torch.load(path, map_location=device, weights_only=True)
+            model.load_state_dict(saved["model"])
+            acc = saved["accuracy"]
+        else:
+            model, acc = train_cnn(ds, seed=seed, epochs=epochs, device=device)
+            save_checkpoint(path, dict(model=model.state_dict(), accuracy=acc, num_classes=num_classes, seed=seed))
     model.eval()
     print(f"cnn features: held-out accuracy {acc:.3f} ({path})")
 
@@ -347,6 +351,10 @@ def main(args):
     if os.path.exists(args.out) and not args.force and up_to_date(args, entries, masks, ref_sha):
         print(f"skip: {args.out} exists for these {len(entries)} models (use --force to recompute)")
         return
+    if masks is not None:  # every model's mask row first: a pool of another mask file writes nothing, not even a cache
+        for path, index, _ in (e for e in entries if e[1] >= 0):
+            for p in [path] + ([os.path.join(args.ref_models, os.path.basename(path))] if args.ref_models else []):
+                check_row(load_checkpoint(p, mmap=True), p, masks, index, args.masks)
     kind = args.features if args.features != "auto" else ("cnn" if clean.labels is not None else "inception")
     torch.manual_seed(args.seed)
     if kind == "cnn":

@@ -411,12 +411,13 @@ def save_checkpoint(path, ckpt):
 REQUIRED_KEYS = ("model", "ema", "config", "schedule", "step")
 
 
-def load_checkpoint(path):
-    """Load with weights_only=True (never unpickles code); raise CheckpointError with a clear message."""
+def load_checkpoint(path, mmap=False):
+    """Load with weights_only=True (never unpickles code); raise CheckpointError with a clear message.
+    mmap=True maps the tensors instead of reading them: cheap when only the metadata is needed."""
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):

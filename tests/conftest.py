@@ -20,6 +20,21 @@ TINY = dict(resolution=8, in_channels=1, ch=8, ch_mult=(1, 2), num_res_blocks=1,
             dropout=0.1, num_groups=4, mid_attn=True)
 
 
+# The longest files first, whole files per worker (pytest.ini: --dist loadfile --no-loadscope-reorder): the
+# two workers then finish together (longest-processing-time-first). pytest-xdist's default order, most
+# tests first, left the four pipeline runs to the end and one worker ~160 s behind the other. Seconds on a
+# slow day, the suite in two workers; the quick run (test_pipeline) is shared with test_slurm.
+LONGEST_FIRST = ["test_slurm.py",           # ~200: the quick preset through Slurm, interrupted and resubmitted
+                 "test_pipeline.py",        # ~200: the quick preset, and a killed and resumed copy
+                 "test_cifar_smoke.py",     # ~130: the cifar10 preset at tiny sizes, one process at a time
+                 "test_fid.py", "test_gpu_path.py", "test_tutorial.py", "test_prune_unlearn.py"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(os.path.basename(str(item.fspath)), len(rank)))  # stable: files stay whole
+
+
 def run_cli(script, *argv):
     """A script's __main__ in this process, without the seconds of a new interpreter: tools/one_process.py's
     call, data.run(main, parse_args(argv)) as the script's `if __name__ == "__main__"` does. Returns what
@@ -83,6 +98,29 @@ def quick_run(tmp_path_factory, worker_id):
             assert p.returncode == 0, out[-3000:]
             log.write_text(out)
     return run, log.read_text()
+
+
+@pytest.fixture(scope="session")
+def fid_cnn(tmp_path_factory, worker_id):
+    """compute_fid's digits feature network, trained once for the session (seeded, a function of the data
+    only; ~9 s on one core) under a file lock the pytest-xdist workers share. Returns seed(folder), which
+    copies it into a cache folder: compute_fid then loads it instead of training it again
+    (test_the_feature_network_is_seeded checks that a training repeats to the bit)."""
+    import shutil
+    from filelock import FileLock
+    import compute_fid
+    import data
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if worker_id != "master" else base) / "fid-cnn-shared"
+    with FileLock(str(shared) + ".lock"):
+        if not (shared / "fid_cnn_digits.pt").exists():
+            compute_fid.cnn_extractor(data.load_dataset("digits"), str(shared), 0, "cpu")
+
+    def seed(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(shared / "fid_cnn_digits.pt", folder / "fid_cnn_digits.pt")
+        return folder
+    return seed
 
 
 def copy_stages_1_to_5(reference, run):

@@ -99,6 +99,15 @@ def test_fid_orders_real_data_trained_and_untrained_models(tmp_path):
     assert real < fids[0] < fids[1], (real, fids)
 
 
+def test_the_feature_network_is_seeded():
+    """The FID network repeats to the bit for a seed (so a cache may hold the session's copy) and differs
+    for another; two epochs stand for thirty."""
+    ds = data.load_dataset("digits")
+    nets = [train_cnn(ds, seed=seed, epochs=2)[0].state_dict() for seed in (0, 0, 1)]
+    assert all(torch.equal(nets[0][k], nets[1][k]) for k in nets[0])
+    assert not all(torch.equal(nets[0][k], nets[2][k]) for k in nets[0])
+
+
 def test_inception_path_with_random_weights_and_the_missing_weights_error(tiny_run, tmp_path, monkeypatch):
     r = run_cli("compute_fid", "--models", str(tiny_run["full"]), "--out", str(tmp_path / "b" / "full.npz"),
                    "--features", "inception", "--inception-weights", "random", "--n-samples", "6", "--n-ref", "8",
@@ -115,13 +124,15 @@ def test_inception_path_with_random_weights_and_the_missing_weights_error(tiny_r
     assert "Inception weights not found" in r.stderr and "pt_inception-2015-12-05" in r.stderr
 
 
-def test_rerun_gives_identical_numbers_and_mismatched_rows_are_refused(tiny_run, tmp_path):
+def test_rerun_gives_identical_numbers_and_mismatched_rows_are_refused(tiny_run, tmp_path, fid_cnn):
     models = tmp_path / "unl"
     r = run_cli("unlearn", "--ckpt", str(tiny_run["pruned"]), "--masks", str(tiny_run["masks"]),
                    "--indices", "0:3", "--out", str(models), "--steps", "3", "--batch-size", "8")
     assert r.returncode == 0, r.stderr
     args = ["compute_fid", "--models", str(models), "--masks", str(tiny_run["masks"]), "--n-samples", "50",
             "--ddim-steps", "4", "--cache", str(tmp_path)]
+    for cache in ("c1", "c2", "c3"):  # the session's feature network; each cache makes its own statistics
+        fid_cnn(tmp_path / cache)
     outs = []
     for name, cache in (("a", "c1"), ("b", "c2"), ("a2", "c1")):  # a2 reuses a's per-model statistics
         r = run_cli(*args[:-1], str(tmp_path / cache), "--out", str(tmp_path / f"{name}.npz"))
@@ -150,6 +161,7 @@ def test_rerun_gives_identical_numbers_and_mismatched_rows_are_refused(tiny_run,
     np.save(other, data.make_masks(1797, 4, 0.5, seed=99))
     r = run_cli(*args[:4], str(other), *args[5:], "--out", str(tmp_path / "c.npz"))
     assert r.returncode == 2 and "sha256" in r.stderr
+    assert not [f for f in tmp_path.iterdir() if f.name.startswith(("fid_", "stats"))]  # refused before any cache
     r = run_cli("fit_datamodel", "--masks", str(other), "--behaviors", str(tmp_path / "a.npz"),
                    "--out", str(tmp_path / "att.npz"))
     assert r.returncode == 2 and "does not match" in r.stderr and not (tmp_path / "att.npz").exists()
@@ -161,13 +173,14 @@ def test_rerun_gives_identical_numbers_and_mismatched_rows_are_refused(tiny_run,
     assert r.returncode == 2 and "does not match" in r.stderr
 
 
-def test_ref_data_changes_the_reference_statistics_and_nothing_else(tiny_run, tmp_path):
+def test_ref_data_changes_the_reference_statistics_and_nothing_else(tiny_run, tmp_path, fid_cnn):
     """FID against a curated reference (here: the digits 0-4) instead of the training data: the FID
     changes; the samples (their cached statistics and sampling time), class shares and rows do not;
     the behaviours file names the reference by its sha256, and a run mixing references is refused."""
     ds = data.load_dataset("digits")
     np.savez(tmp_path / "curated.npz", images=ds.images[ds.labels < 5].transpose(0, 2, 3, 1), labels=ds.labels[ds.labels < 5])
-    args = ["compute_fid", "--models", tiny_run["full"], "--n-samples", "60", "--ddim-steps", "3", "--cache", tmp_path]
+    args = ["compute_fid", "--models", tiny_run["full"], "--n-samples", "60", "--ddim-steps", "3",
+            "--cache", fid_cnn(tmp_path)]
     r = run_cli(*args, "--out", tmp_path / "b" / "train.npz")
     assert r.returncode == 0, r.stderr
     r = run_cli(*args, "--ref-data", f"npz:{tmp_path / 'curated.npz'}", "--out", tmp_path / "b" / "curated.npz")

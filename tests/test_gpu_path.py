@@ -69,7 +69,7 @@ def test_a_stack_of_unlearned_models_equals_the_models_unlearned_one_by_one(prun
     assert any(not torch.equal(a0["model"][k], a1["model"][k]) for k in a0["model"])
 
 
-def test_stacked_retraining_and_stacked_sampling_equal_one_at_a_time(pruned_run, tmp_path):
+def test_stacked_retraining_and_stacked_sampling_equal_one_at_a_time(pruned_run, tmp_path, fid_cnn):
     d = pruned_run
     common = ["--masks", d / "masks.npy", "--indices", "0:2", "--steps", "10", "--batch-size", "16", "--grid", "0",
               "--arch", "digits-small"]
@@ -82,7 +82,7 @@ def test_stacked_retraining_and_stacked_sampling_equal_one_at_a_time(pruned_run,
     fids = {}
     for stack in ("1", "2"):
         r = run_cli("compute_fid", "--models", tmp_path / "alone", "--masks", d / "masks.npy", "--n-samples", "40",
-                    "--ddim-steps", "3", "--cache", tmp_path / f"cache{stack}", "--stack", stack,
+                    "--ddim-steps", "3", "--cache", fid_cnn(tmp_path / f"cache{stack}"), "--stack", stack,
                     "--out", tmp_path / f"beh{stack}.npz")
         assert r.returncode == 0, r.stderr
         fids[stack] = np.load(tmp_path / f"beh{stack}.npz")["fid"]
