@@ -31,7 +31,7 @@ def test_quick_preset_leaves_every_artifact(quick_run):
     report = (run / "report.md").read_text()
     assert "positive score means including that training image raises FID" in report and "AUC" in report
     # the recipe as the checkpoints recorded it: the same for the three stages that train from scratch
-    assert "80 steps, batch 32" in report and "one recipe for the full model, retraining baseline, ground truth" in report
+    assert "40 steps, batch 32" in report and "one recipe for the full model, retraining baseline, ground truth" in report
     assert "| FID2 ratio: unlearned vs retrained / two retraining seeds |" in report
 
 

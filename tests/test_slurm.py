@@ -24,7 +24,7 @@ def slurm_up():
     return any(s in ("idle", "mixed", "allocated") for s in states.split())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def slurm():
     if not slurm_up():
         if os.environ.get("REQUIRE_SLURM") == "1":
@@ -52,11 +52,13 @@ def squeue(job):
     return r.stdout.split()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def slurm_run(slurm, tmp_path_factory):
     """The quick preset through Slurm, interrupted once: when the first ground-truth model is written, the
     running task of the ground-truth array is cancelled (scancel), and once WAIT=1 has reported it the run
-    is submitted again and finishes. One run serves both tests below (a Slurm run costs minutes here)."""
+    is submitted again and finishes. One run serves both tests below (a Slurm run costs minutes here).
+    Session-scoped like quick_run, and named before it by the tests, so that it is made first: this worker
+    then runs the Slurm jobs while the other one makes the quick run, instead of waiting for it."""
     run = tmp_path_factory.mktemp("slurm") / "quick"
     p = pipeline("quick", run, **SLURM)
     wait_for_a_ground_truth_model(run, timeout=1200)
