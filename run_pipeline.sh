@@ -241,20 +241,52 @@ share() {  # share A B FN:N...: rows A..B-1 of the stages' rows taken one after 
   done
 }
 
+# A stage whose outputs all exist is not run (or submitted) again: its interpreter would start only to find
+# them (3-4 s each here; at cluster scale a job would also wait in the queue). Fitting and the report always
+# run. A partly done stage runs, and its scripts skip the finished rows.
+rows_done() {  # rows_done FOLDER N SUFFIX...: every row 0..N-1 has its checkpoint, for every suffix
+  local i suffix
+  for (( i = 0; i < $2; i++ )); do
+    for suffix in "${@:3}"; do [ -f "$(printf '%s/%05d%s.pt' "$1" "$i" "$suffix")" ] || return 1; done
+  done
+}
+stage_done() {
+  local suffixes=() seed
+  case "$1" in
+    train) [ -f "$RUN/full.pt" ] && { [ "$METHOD" != shapley ] || [ -f "$RUN/untrained.pt" ]; } ;;
+    prune) [ -f "$RUN/pruned.pt" ] ;;
+    masks) [ -f "$RUN/masks/unlearn.npy" ] && [ -f "$RUN/masks/retrain.npy" ] && [ -f "$RUN/masks/lds.npy" ] ;;
+    unlearn) rows_done "$RUN/models/unlearn" "$M" "" ;;
+    retrain) rows_done "$RUN/models/retrain" "$R" "" ;;
+    seed1) rows_done "$RUN/models/retrain_seed1" "$SEED_PAIRS" "" ;;
+    lds) for (( seed = 0; seed < GT_SEEDS; seed++ )); do suffixes+=("-s$seed"); done
+         rows_done "$RUN/models/lds" "$K" "${suffixes[@]}" ;;
+    *) return 1 ;;
+  esac
+}
+
+unless_done() {  # unless_done STAGE... -- CMD...: CMD unless every output of every STAGE exists
+  local stages=() stage done=1
+  while [ "$1" != -- ]; do stages+=("$1"); shift; done
+  shift
+  for stage in "${stages[@]}"; do stage_done "$stage" || done=0; done
+  if [ "$done" = 1 ]; then echo "skip: every output of this stage exists"; else "$@"; fi
+}
+
 run_local() {
   echo "preset $PRESET -> $RUN (JOBS=$JOBS parallel jobs of $THREADS threads)"
   stage "1/9 train on all data ($TRAIN_STEPS steps)"
-  batched stage_train
+  unless_done train -- batched stage_train
   stage "2/9 prune (structured, ratio $RATIO) and fine-tune ($PRUNE_STEPS steps)"
-  stage_prune
+  unless_done prune -- stage_prune
   stage "3/9 masks: $M unlearning subsets, the first $R of them for retraining, $K held-out LDS subsets"
-  batched stage_masks
+  unless_done masks -- batched stage_masks
   stage "4/9 sparsified unlearning: $M models, $UNLEARN_STEPS steps each"
-  chunks "rows_unlearn:$M"
+  unless_done unlearn -- chunks "rows_unlearn:$M"
   stage "5/9 retraining baseline: $R models from scratch (the same $TRAIN_STEPS steps), and $SEED_PAIRS with a second seed"
-  chunks "rows_retrain:$R" "rows_seed1:$SEED_PAIRS"
+  unless_done retrain seed1 -- chunks "rows_retrain:$R" "rows_seed1:$SEED_PAIRS"
   stage "6/9 ground truth for LDS: $K held-out subsets retrained from scratch ($TRAIN_STEPS steps), $GT_SEEDS seeds each"
-  chunks "rows_lds:$K"
+  unless_done lds -- chunks "rows_lds:$K"
   stage "7/9 behaviours: FID ($FEATURES features, $N_SAMPLES DDIM-$DDIM_STEPS samples per model)"
   stage_behaviours
   stage_report
@@ -295,29 +327,6 @@ run_task() {  # inside a Slurm job: one stage, or one array task's rows of a per
     echo "stage $name ($CORES threads)"
     case $name in behaviours|report) "stage_$name" ;; *) batched "stage_$name" ;; esac
   fi
-}
-
-# A stage whose outputs all exist is not submitted again: its job would start only to find them (at
-# cluster scale it would also wait in the queue). Fitting and the report always run.
-rows_done() {  # rows_done FOLDER N SUFFIX...: every row 0..N-1 has its checkpoint, for every suffix
-  local i suffix
-  for (( i = 0; i < $2; i++ )); do
-    for suffix in "${@:3}"; do [ -f "$(printf '%s/%05d%s.pt' "$1" "$i" "$suffix")" ] || return 1; done
-  done
-}
-stage_done() {
-  local suffixes=() seed
-  case "$1" in
-    train) [ -f "$RUN/full.pt" ] && { [ "$METHOD" != shapley ] || [ -f "$RUN/untrained.pt" ]; } ;;
-    prune) [ -f "$RUN/pruned.pt" ] ;;
-    masks) [ -f "$RUN/masks/unlearn.npy" ] && [ -f "$RUN/masks/retrain.npy" ] && [ -f "$RUN/masks/lds.npy" ] ;;
-    unlearn) rows_done "$RUN/models/unlearn" "$M" "" ;;
-    retrain) rows_done "$RUN/models/retrain" "$R" "" ;;
-    seed1) rows_done "$RUN/models/retrain_seed1" "$SEED_PAIRS" "" ;;
-    lds) for (( seed = 0; seed < GT_SEEDS; seed++ )); do suffixes+=("-s$seed"); done
-         rows_done "$RUN/models/lds" "$K" "${suffixes[@]}" ;;
-    *) return 1 ;;
-  esac
 }
 
 submit_all() {

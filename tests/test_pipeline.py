@@ -97,15 +97,17 @@ def test_killed_pipeline_resumes_to_the_same_numbers_without_redoing_models(quic
     reference, _ = quick_run
     run = tmp_path / "killed"
     copy_stages_1_to_5(reference, run)
-    # JOBS=1 (one process a per-row stage, fewer interpreter starts): the numbers must not depend on it
-    p = pipeline("quick", run, JOBS=1)
+    # JOBS=1 (one process a per-row stage, fewer interpreter starts): the numbers must not depend on it. One
+    # thread, as each lane of the quick run has (equal numbers to the last digit need equal thread counts;
+    # under pytest-xdist every worker has one anyway)
+    p = pipeline("quick", run, JOBS=1, OMP_NUM_THREADS=1)
     wait_for_a_ground_truth_model(run, timeout=600)
     os.killpg(p.pid, signal.SIGKILL)  # mid-stage: some LDS models done, others half-trained
     p.wait()
     assert not (run / "report.md").exists()
     done = {f: os.stat(f).st_mtime_ns for f in (run / "models").rglob("*.pt")}
     assert done
-    p = pipeline("quick", run, JOBS=1)
+    p = pipeline("quick", run, JOBS=1, OMP_NUM_THREADS=1)
     out, _ = p.communicate(timeout=900)
     assert p.returncode == 0, out[-3000:]
     assert all(os.stat(f).st_mtime_ns == t for f, t in done.items())  # finished models were not redone
