@@ -17,7 +17,7 @@ def test_cifar10_preset_smoke(tmp_path):
     weights (the real ones cannot be downloaded here)."""
     run = tmp_path / "cifar"
     p = pipeline("cifar10", run, DATA=f"npz:{CIFAR_NPZ}", INCEPTION_WEIGHTS="random", JOBS=1, TRAIN_STEPS=1, GT_SEEDS=1,
-                 UNLEARN_STEPS=1, BATCH=2, M=2, R=2, K=3, SEED_PAIRS=1, N_SAMPLES=3, N_REF=4, DDIM_STEPS=1, GRID=0)
+                 UNLEARN_STEPS=1, BATCH=2, M=2, R=2, K=3, SEED_PAIRS=1, N_SAMPLES=2, N_REF=2, DDIM_STEPS=1, GRID=0)
     out, _ = p.communicate(timeout=1200)
     assert p.returncode == 0, out[-3000:]
     assert "35.746M parameters" in out and "structured ratio 0.3" in out

@@ -68,7 +68,8 @@ def test_low_rank_factor_gives_the_dense_frechet_distance():
 
 
 def test_fid_orders_real_data_trained_and_untrained_models(tmp_path):
-    """FID(real half vs other half) < FID(trained model) < FID(untrained model), on digits."""
+    """FID(real half vs other half) < FID(trained model) < FID(untrained model), on digits (100 steps of
+    training: FID 82 against the untrained 154 and the real 4.3)."""
     import compute_fid
     import ddpm
     from train_ddpm import new_state, state_to_checkpoint, train
@@ -90,7 +91,7 @@ def test_fid_orders_real_data_trained_and_untrained_models(tmp_path):
     noise = torch.randn((500, 1, 8, 8), generator=torch.Generator().manual_seed(0))
     untrained = ddpm.UNet(**ddpm.ARCHS["digits-small"])
     state = new_state(ddpm.UNet(**ddpm.ARCHS["digits-small"]), lr=2e-3, seed=0, device="cpu")
-    train(state, schedule, x_all, steps=250, batch_size=64, lr=2e-3, warmup=20, lr_schedule="cosine",
+    train(state, schedule, x_all, steps=100, batch_size=64, lr=2e-3, warmup=20, lr_schedule="cosine",
           ema_decay=0.99, progress=False)
     fids = []
     for model in (state["ema"], untrained):
