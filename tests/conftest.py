@@ -20,18 +20,21 @@ TINY = dict(resolution=8, in_channels=1, ch=8, ch_mult=(1, 2), num_res_blocks=1,
             dropout=0.1, num_groups=4, mid_attn=True)
 
 
-# The longest files first, whole files per worker (pytest.ini: --dist loadfile --no-loadscope-reorder): the
-# two workers then finish together (longest-processing-time-first). pytest-xdist's default order, most
-# tests first, left the four pipeline runs to the end and one worker ~160 s behind the other. Seconds on a
-# slow day, the suite in two workers; the quick run (test_pipeline) is shared with test_slurm.
-LONGEST_FIRST = ["test_slurm.py",           # ~200: the quick preset through Slurm, interrupted and resubmitted
-                 "test_pipeline.py",        # ~200: the quick preset, and a killed and resumed copy
-                 "test_cifar_smoke.py",     # ~130: the cifar10 preset at tiny sizes, one process at a time
-                 "test_fid.py", "test_gpu_path.py", "test_tutorial.py", "test_prune_unlearn.py"]
+# The order in which the two pytest-xdist workers take whole files (pytest.ini: --dist loadfile
+# --no-loadscope-reorder), so that they finish together. The three pipeline files first (seconds on a slow
+# day, in the suite): test_slurm ~160 (the quick preset through Slurm, interrupted and resubmitted),
+# test_pipeline ~200 (the quick preset, shared with test_slurm, and a killed and resumed copy),
+# test_cifar_smoke ~130. A worker takes its next file as soon as only 2 of its tests are left, so the one
+# that takes the cifar smoke also takes the file after it before it is done: that is test_errors (66 fast
+# tests: no further file until they are run); the other worker runs everything after it.
+# pytest-xdist's default order, most tests first, left the pipelines to the end.
+FILE_ORDER = ["test_slurm.py", "test_pipeline.py", "test_cifar_smoke.py", "test_errors.py", "test_ddpm.py",
+              "test_attribution.py", "test_one_process.py", "test_fid.py", "test_gpu_path.py", "test_tutorial.py",
+              "test_prune_unlearn.py"]
 
 
 def pytest_collection_modifyitems(items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    rank = {name: i for i, name in enumerate(FILE_ORDER)}
     items.sort(key=lambda item: rank.get(os.path.basename(str(item.fspath)), len(rank)))  # stable: files stay whole
 
 
