@@ -351,7 +351,7 @@ def main(args):
     if os.path.exists(args.out) and not args.force and up_to_date(args, entries, masks, ref_sha):
         print(f"skip: {args.out} exists for these {len(entries)} models (use --force to recompute)")
         return
-    if masks is not None:  # every model's mask row first: a pool of another mask file writes nothing, not even a cache
+    if masks is not None:  # every model's mask row, once, first: a pool of another mask file writes nothing, not even a cache
         for path, index, _ in (e for e in entries if e[1] >= 0):
             for p in [path] + ([os.path.join(args.ref_models, os.path.basename(path))] if args.ref_models else []):
                 check_row(load_checkpoint(p, mmap=True), p, masks, index, args.masks)
@@ -402,9 +402,9 @@ def main(args):
 
     def behaviour(path, index):
         """(checkpoint, row sha256, feature mean, feature covariance, class histogram or None, sampling
-        seconds, low-rank factor of the covariance or None); the row is checked before anything is sampled."""
+        seconds, low-rank factor of the covariance or None); its row was checked before anything was built."""
         ckpt = load_checkpoint(path)
-        sha = check_row(ckpt, path, masks, index, args.masks) if index >= 0 else ""
+        sha = row_sha256(masks[index]) if index >= 0 else ""
         cached = cache_of(path)
         if not os.path.exists(cached):
             sample_and_cache([path], [ckpt])
@@ -418,8 +418,6 @@ def main(args):
             ckpt = None
             if path is not None and not os.path.exists(cache_of(path)):
                 ckpt = load_checkpoint(path)
-                if index >= 0:
-                    check_row(ckpt, path, masks, index, args.masks)
             if group and (ckpt is None or len(group) == args.stack or
                           (ckpt["config"], ckpt["schedule"]) != (group[0][1]["config"], group[0][1]["schedule"])):
                 sample_and_cache(*zip(*group))

@@ -18,7 +18,7 @@ import json
 import os
 
 import numpy as np
-from scipy.stats import rankdata, spearmanr
+from scipy.stats import rankdata
 
 from data import ArgumentParser, DataError, atomic_write, fraction, load_dataset, load_groups, load_masks, run, save_grid
 from fit_datamodel import aligned, attribute, behavior_values, load_behaviors, load_npz
@@ -68,11 +68,9 @@ def lds(scores, intercept, X, y):
 
 
 def spearman(pred, y):
-    """Spearman's rho; a constant prediction (a datamodel that chose all-zero scores) ranks
-    nothing, so it counts as 0 rather than undefined."""
-    if np.ptp(pred) == 0:
-        return 0.0
-    return float(spearmanr(pred, y)[0])
+    """Spearman's rho: Pearson's r of the ranks (ties averaged); a constant prediction (a datamodel that
+    chose all-zero scores) ranks nothing, so it counts as 0 rather than undefined."""
+    return float(pearson_rows(rankdata(pred)[None], rankdata(y)[None])[0])
 
 
 def bootstrap_lds(preds, y, seed=0, n=BOOTSTRAP):

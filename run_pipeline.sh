@@ -180,14 +180,14 @@ lane_b() {
     fid --models "$RUN/models/unlearn" --masks "$RUN/masks/unlearn.npy" --out "$RUN/behaviors/unlearn.npz" --stats-only
   fi
 }
-last() { fid2; fid_seeds; }
+fid_pairs() { fid2; fid_seeds; }
 stage_behaviours() {
   if [ "$JOBS" -ge 2 ]; then
     local lane
     OMP_NUM_THREADS=$THREADS batched lane_a & lane=$!
     OMP_NUM_THREADS=$THREADS batched lane_b
     wait "$lane"
-    OMP_NUM_THREADS=$THREADS batched last  # sampled with the lanes' thread count, as every other model
+    OMP_NUM_THREADS=$THREADS batched fid_pairs  # sampled with the lanes' thread count, as every other model
   else
     batched all_behaviours
   fi
