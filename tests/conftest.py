@@ -85,14 +85,19 @@ def pipeline(preset, run, **env):
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
+def shared_folder(tmp_path_factory, worker_id):
+    """The temporary folder all pytest-xdist workers of this session see (each worker's own is below it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if worker_id != "master" else base
+
+
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory, worker_id):
     """One local run of the quick preset for the whole session, shared by the pytest-xdist workers: the
     first worker to ask makes it under a file lock (filelock comes with torch), the others wait for it
     and read it. Returns (run folder, its log)."""
     from filelock import FileLock
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if worker_id != "master" else base
+    shared = shared_folder(tmp_path_factory, worker_id)
     run, log = shared / "quick-shared" / "quick", shared / "quick-shared" / "log.txt"
     with FileLock(str(shared / "quick-shared.lock")):
         if not (run / "report.md").exists():
@@ -110,14 +115,10 @@ def fid_cnn(tmp_path_factory, worker_id):
     copies it into a cache folder: compute_fid then loads it instead of training it again
     (test_the_feature_network_is_seeded checks that a training repeats to the bit)."""
     import shutil
-    from filelock import FileLock
     import compute_fid
     import data
-    base = tmp_path_factory.getbasetemp()
-    shared = (base.parent if worker_id != "master" else base) / "fid-cnn-shared"
-    with FileLock(str(shared) + ".lock"):
-        if not (shared / "fid_cnn_digits.pt").exists():
-            compute_fid.cnn_extractor(data.load_dataset("digits"), str(shared), 0, "cpu")
+    shared = shared_folder(tmp_path_factory, worker_id) / "fid-cnn-shared"
+    compute_fid.cnn_extractor(data.load_dataset("digits"), str(shared), 0, "cpu")  # trains under its own file lock
 
     def seed(folder):
         folder.mkdir(parents=True, exist_ok=True)
