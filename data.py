@@ -229,21 +229,24 @@ def make_masks(n, count, alpha, seed):
     return masks
 
 
-def make_kernel_masks(n, count, seed):
-    """(count, n) bool subsets for KernelSHAP: each subset's size s in 1..n-1 drawn with probability
-    proportional to the Shapley kernel's total weight of that size, (n - 1) / (s (n - s)), then a
-    uniform subset of that size (Lundberg & Lee 2017); paired (Covert & Lee 2021): every subset is followed
-    by its complement, whose size the symmetric kernel draws as often, so in every even prefix (the
-    retraining pool is one) each player is in exactly half of the subsets. (A v(empty) far from every
-    nonempty subset's behaviour is handled by fit_datamodel.fit_shapley, not by this pairing.)"""
+def make_kernel_masks(n, count, seed, sizes="kernel"):
+    """(count, n) bool subsets for Shapley values: each subset's size s in 1..n-1 drawn, then a uniform subset of
+    that size; paired (Covert & Lee 2021): every subset is followed by its complement, whose size the symmetric
+    distributions draw as often, so in every even prefix (the retraining pool is one) each player is in exactly
+    half of the subsets. `sizes`: "kernel", with probability proportional to the Shapley kernel's total weight
+    of that size, (n - 1) / (s (n - s)) (KernelSHAP, Lundberg & Lee 2017), or "leverage", every size equally
+    often (Leverage SHAP, Musco & Witter 2025: the leverage scores of KernelSHAP's regression, which sample the
+    middle sizes far more often and estimate with lower variance). fit_datamodel.fit_shapley weights each subset
+    by the kernel over how often its size was drawn, so either sampling gives the Shapley values. (A v(empty)
+    far from every nonempty subset's behaviour is handled by fit_shapley, not by this pairing.)"""
     if n < 2:
         raise DataError(f"Shapley subsets need at least 2 players, got {n}")
     rng = np.random.default_rng(seed)
     s = np.arange(1, n)
-    p = 1.0 / (s * (n - s))
-    sizes = rng.choice(s, size=(count + 1) // 2, p=p / p.sum())
-    masks = np.zeros((2 * len(sizes), n), dtype=bool)
-    for i, k in enumerate(sizes):
+    p = 1.0 / (s * (n - s)) if sizes == "kernel" else np.ones(n - 1)
+    drawn = rng.choice(s, size=(count + 1) // 2, p=p / p.sum())
+    masks = np.zeros((2 * len(drawn), n), dtype=bool)
+    for i, k in enumerate(drawn):
         masks[2 * i, rng.choice(n, size=k, replace=False)] = True
         masks[2 * i + 1] = ~masks[2 * i]
     return masks[:count]
@@ -323,6 +326,8 @@ def make_groups(spec, ds, seed=0):
     groups = load_array(spec, "--groups file")
     if groups.shape != (n,) or groups.dtype.kind not in "iu":
         raise DataError(f"--groups file {spec} must hold {n} integers, one contributor per image")
+    if (groups < 0).any():
+        raise DataError(f"--groups file {spec}: contributor ids must be non-negative integers, found {groups.min()}")
     return np.unique(groups, return_inverse=True)[1].astype(np.int64)  # numbered 0..G-1
 
 
@@ -375,9 +380,11 @@ def atomic_write(path, write):
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError):  # a full disk, a quota: nothing half-written is left, and one line says why
+            raise DataError(f"cannot write {path}: {e.strerror or e}") from e
         raise
 
 

@@ -6,7 +6,8 @@ exactly round(alpha * N) training images (the paper: alpha = 0.5).
     python make_subsets.py --n 20 --count 200 --alpha shapley --seed 3 --out runs/x/masks/shapley.npy
 
 `--alpha shapley` draws each subset's size from the Shapley kernel (KernelSHAP's sampling; for
-`fit_datamodel.py --method shapley`) instead of a fixed fraction.
+`fit_datamodel.py --method shapley`) instead of a fixed fraction; `--alpha leverage` draws every size equally
+often (Leverage SHAP's sampling: more middle-sized subsets, lower variance, the same fit).
 
 `--groups SPEC` makes the run contributor-level: SPEC is `classes` (the dataset's labels), `random:G`
 (G contributors of about equal size, seeded by --groups-seed; corrupted images, from --corrupt or an
@@ -30,8 +31,8 @@ PAPER_ALPHA = 0.5  # subset fraction used by the paper (and by LDS)
 
 
 def alpha_or_shapley(text):
-    """--alpha: a fraction in (0, 1), or `shapley` (sizes drawn from the Shapley kernel)."""
-    return text if text == "shapley" else open_fraction(text)
+    """--alpha: a fraction in (0, 1), or `shapley` / `leverage` (sizes drawn for Shapley values)."""
+    return text if text in ("shapley", "leverage") else open_fraction(text)
 
 
 def parse_args(argv=None):
@@ -40,7 +41,8 @@ def parse_args(argv=None):
     p.add_argument("--n", type=positive_int, default=None, help="number of training images (default: the dataset's size)")
     p.add_argument("--count", type=positive_int, required=True, help="number of subsets (rows)")
     p.add_argument("--alpha", type=alpha_or_shapley, default=PAPER_ALPHA,
-                   help="fraction of images in each subset (paper: 0.5), or shapley (kernel-distributed sizes)")
+                   help="fraction of images in each subset (paper: 0.5), or shapley (sizes drawn from the Shapley "
+                   "kernel) or leverage (every size equally often)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsets")
     p.add_argument("--groups", default=None, help="contributors: classes, random:G or FILE.npy (writes groups.npy "
                    "beside --out; the masks then choose contributors)")
@@ -74,7 +76,8 @@ def main(args):
         else:
             n = (groups.max() + 1 if groups is not None else
                  args.n if args.n is not None else len(load_dataset(args.data)))
-            masks = (make_kernel_masks(n, args.count, args.seed) if args.alpha == "shapley" else
+            masks = (make_kernel_masks(n, args.count, args.seed, "kernel" if args.alpha == "shapley" else "leverage")
+                     if args.alpha in ("shapley", "leverage") else
                      make_masks(n, args.count, args.alpha, args.seed))
         if groups is not None:
             save_npy(os.path.join(os.path.dirname(os.path.abspath(args.out)), "groups.npy"), groups)

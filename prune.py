@@ -24,9 +24,9 @@ import torch.nn as nn
 
 from data import (ArgumentParser, DataError, add_data_args, fraction, load_dataset, nonnegative_int, open_fraction,
                   positive_float, positive_int, run, to_model_space)
-from ddpm import (AttnBlock, Schedule, build_model, file_sha256, fixed_noise_loss, layer_widths,
+from ddpm import (AttnBlock, Schedule, build_model, file_sha256, fixed_noise_loss, forward_macs, layer_widths,
                   load_checkpoint, pick_device, save_checkpoint)
-from train_ddpm import new_state, sample_grid, state_to_checkpoint, train
+from train_ddpm import new_state, sample_grid, state_to_checkpoint, train, training_macs
 
 PAPER_RATIO = 0.3  # the paper's pruning ratio (following Fang et al. 2023)
 
@@ -156,8 +156,9 @@ def main(args):
         print(f"DDPM loss on fixed held-out noise: full {report['loss_full']:.4f}, pruned {report['loss_pruned']:.4f}, "
               f"fine-tuned {report['loss_finetuned']:.4f} ({report['loss_finetuned'] / report['loss_full'] - 1:+.1%} vs full)")
     state["seconds"] += seconds
-    state["step"] = 0  # unlearning counts its own steps
-    ckpt = state_to_checkpoint(state, schedule=schedule, args=vars(args), parent=file_sha256(args.ckpt), masks=masks)
+    fine_tune_steps, state["step"] = state["step"], 0  # unlearning counts its own steps
+    ckpt = state_to_checkpoint(state, schedule=schedule, args=vars(args), parent=file_sha256(args.ckpt), masks=masks,
+                               train_macs=training_macs(forward_macs(model), fine_tune_steps, args.batch_size))
     ckpt["prune"] = report
     save_checkpoint(args.out, ckpt)
     if args.grid:

@@ -24,7 +24,7 @@ from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_
                   nonnegative_int, parse_range, positive_float, positive_int, row_sha256, run, save_grid, to_model_space,
                   to_uint8)
 from ddpm import (ARCHS, Schedule, UNet, apply_masks, autocast, count_params, ddim_sample, ddpm_loss,
-                  ema_update, load_checkpoint, pick_device, q_sample, save_checkpoint)
+                  ema_update, forward_macs, load_checkpoint, pick_device, q_sample, save_checkpoint)
 
 
 def parse_args(argv=None):
@@ -60,8 +60,14 @@ def parse_args(argv=None):
     p.add_argument("--ddim-steps", type=positive_int, default=100, help="DDIM steps for the grid (the paper: 100)")
     add_speed_args(p, "with --indices: train this many rows together (vmap over stacked weights; a GPU gains, "
                    "2 CPU cores about break even); each row's checkpoint is what it would be alone")
+    p.add_argument("--recipe-from", default=None, help="a full model's checkpoint: train its architecture and noise "
+                   "schedule with the recipe it records (steps, batch size, lr, ...: what made it), or, for an imported "
+                   "model that records none, with this command line's")
     p.add_argument("--init-only", action="store_true", help="write the model at its initialisation (seeded), "
                    "untrained: the model that saw no data, v(empty) of contributor Shapley values")
+    p.add_argument("--keep-train-state", action="store_true", help="with --masks: keep the trained (non-EMA) weights "
+                   "in each finished row's checkpoint too (by default it keeps the EMA weights the later stages read: "
+                   "half the size; a killed row resumes from its .partial file, which keeps everything)")
     p.add_argument("--force", action="store_true", help="retrain even if --out exists")
     return p.parse_args(argv)
 
@@ -78,21 +84,47 @@ def lr_at(step, *, lr, warmup, steps, schedule):
     return 0.5 * lr * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
+class Batches:
+    """Minibatch indices into a set of n images, drawn from `generator`: "random" draws each minibatch with
+    replacement (train_ddpm.py's training); "epoch" takes them in turn from a shuffled order, reshuffled when it
+    runs out, so that every image is seen once an epoch (a DataLoader with shuffle=True, as the paper's authors
+    unlearn): over a short unlearning run, how often each image of the subset is seen then hardly varies."""
+
+    def __init__(self, n, batch_size, generator, mode="random"):
+        if mode not in ("random", "epoch"):
+            raise ValueError(f"unknown batch mode {mode!r}")
+        self.n, self.batch_size, self.g, self.mode = n, batch_size, generator, mode
+        self.order = torch.empty(0, dtype=torch.long, device=generator.device)
+
+    def next(self):
+        if self.mode == "random":
+            return torch.randint(0, self.n, (self.batch_size,), generator=self.g, device=self.g.device)
+        while len(self.order) < self.batch_size:
+            self.order = torch.cat([self.order, torch.randperm(self.n, generator=self.g, device=self.g.device)])
+        idx, self.order = self.order[:self.batch_size], self.order[self.batch_size:]
+        return idx
+
+
 def train(state, schedule, x0_all, *, steps, batch_size, lr, warmup, lr_schedule, ema_decay, grad_clip=1.0,
           hflip=False, masks=None, save_every=0, save=None, desc="train", progress=True, precision="fp32",
-          compile=False, channels_last=False):
+          compile=False, channels_last=False, terms=None, batches="random"):
     """Run Algorithm 1 from state["step"] to `steps`, in place on `state`: model, ema, optimizer,
-    generator (minibatch order and noise), step, seconds. Minibatches are drawn with replacement from
-    x0_all (N, C, H, W) in model space. With `masks` (unstructured pruning), pruned weights are
-    re-zeroed after every update. `save(state)` is called every `save_every` steps.
+    generator (minibatch order and noise), step, seconds. Minibatches are drawn from x0_all (N, C, H, W) in
+    model space (`batches`: "random" with replacement, or "epoch": see Batches). With `masks` (unstructured
+    pruning), pruned weights are re-zeroed after every update. `save(state)` is called every `save_every` steps.
+    `terms` (unlearning methods) replaces the one objective by a weighted sum: [(x0 set, weight, generator)], each
+    term's minibatch, t and eps drawn from its own generator, loss = sum weight x DDPM loss (a negative weight
+    ascends); the default is [(x0_all, 1, state's generator)].
     GPU options: `precision` "bf16" (autocast of the forward pass), `compile` (torch.compile of the
     forward pass), `channels_last` memory format. Nothing in the loop waits for the device except the
     progress bar's loss, read every 50 steps only when the bar is shown."""
     model, ema, opt, g = state["model"], state["ema"], state["optimizer"], state["generator"]
-    device = x0_all.device
+    terms = terms or [(x0_all, 1.0, g)]
+    device = terms[0][0].device
     if channels_last:
         model.to(memory_format=torch.channels_last)
-        x0_all = x0_all.contiguous(memory_format=torch.channels_last)
+        terms = [(x.contiguous(memory_format=torch.channels_last), w, gen) for x, w, gen in terms]
+    draws = [Batches(len(x), batch_size, gen, batches) for x, _, gen in terms]
     net = torch.compile(model) if compile else model  # shares model's weights
     model.train()
     # disable=None: no bar when the output is not a terminal (pipeline logs)
@@ -100,19 +132,21 @@ def train(state, schedule, x0_all, *, steps, batch_size, lr, warmup, lr_schedule
                mininterval=2.0, initial=state["step"], total=steps)
     t_start = time.perf_counter()
     for step in bar:
-        idx = torch.randint(0, len(x0_all), (batch_size,), generator=g, device=g.device)
-        x0 = x0_all[idx.to(device)]
-        if hflip:
-            flip = torch.rand(batch_size, generator=g, device=g.device).to(device) < 0.5
-            x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, lr=lr, warmup=warmup, steps=steps, schedule=lr_schedule)
-        with autocast(precision, device):
-            loss = ddpm_loss(net, schedule, x0, generator=g)
+        loss = 0.0
+        for (x_set, weight, gen), batch in zip(terms, draws):
+            x0 = x_set[batch.next().to(device)]
+            if hflip:
+                flip = torch.rand(batch_size, generator=gen, device=gen.device).to(device) < 0.5
+                x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
+            with autocast(precision, device):
+                term = ddpm_loss(net, schedule, x0, generator=gen)
+            loss = term if len(terms) == 1 and weight == 1.0 else loss + weight * term
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
         opt.step()
         if masks:
             apply_masks(model, masks)
@@ -140,12 +174,17 @@ def stack_states(models, *, lr, seeds, device):
 
 
 def train_stack(stack, schedule, subsets, *, steps, batch_size, lr, warmup, lr_schedule, ema_decay, grad_clip=1.0,
-                hflip=False, masks=None, precision="fp32"):
+                hflip=False, masks=None, precision="fp32", terms=None, batches="random"):
     """train() for G models at once (vmap over stacked weights): model g trains on subsets[g] only and
     draws its minibatches and noise from its own generator in train()'s order, so each model ends as
-    it would alone, up to float rounding (with dropout > 0 the dropout masks are drawn differently)."""
+    it would alone, up to float rounding (with dropout > 0 the dropout masks are drawn differently).
+    `terms[g]`, as train()'s terms for model g (every model the same number of terms and weights), replaces
+    subsets[g]."""
     params, buffers, opt, gens = stack["params"], stack["buffers"], stack["optimizer"], stack["generators"]
     G = len(gens)
+    terms = terms or [[(subsets[g], 1.0, gens[g])] for g in range(G)]
+    weights = [w for _, w, _ in terms[0]]
+    draws = [[Batches(len(x), batch_size, gen, batches) for x, _, gen in model_terms] for model_terms in terms]
     template = stack["template"]
 
     def eps_theta(p, b, xt, t):  # one model: (B, C, H, W), (B,) -> (B, C, H, W)
@@ -155,23 +194,26 @@ def train_stack(stack, schedule, subsets, *, steps, batch_size, lr, warmup, lr_s
     names = list(params)
     t_start = time.perf_counter()
     for step in range(stack["step"], steps):
-        x0s, ts, epss = [], [], []
-        for g, gen in enumerate(gens):  # the draws of train() and ddpm_loss(), in their order
-            idx = torch.randint(0, len(subsets[g]), (batch_size,), generator=gen, device=gen.device)
-            x0 = subsets[g][idx.to(subsets[g].device)]
-            if hflip:
-                flip = torch.rand(batch_size, generator=gen, device=gen.device).to(x0.device) < 0.5
-                x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
-            ts.append(torch.randint(0, schedule.T, (batch_size,), generator=gen, device=x0.device))
-            epss.append(torch.randn(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype))
-            x0s.append(x0)
-        x0, t, eps = torch.stack(x0s), torch.stack(ts), torch.stack(epss)  # (G, B, C, H, W), (G, B), (G, B, ...)
-        xt = q_sample(schedule, x0.flatten(0, 1), t.flatten(), eps.flatten(0, 1)).view_as(x0)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, lr=lr, warmup=warmup, steps=steps, schedule=lr_schedule)
-        with autocast(precision, x0.device):
-            pred = batched(params, buffers, xt, t)
-        loss = ((pred.float() - eps) ** 2).mean(dim=(1, 2, 3, 4))  # (G,): each model's DDPM loss
+        loss = 0.0
+        for k, weight in enumerate(weights):
+            x0s, ts, epss = [], [], []
+            for g in range(G):  # the draws of train() and ddpm_loss(), in their order
+                x_set, _, gen = terms[g][k]
+                x0 = x_set[draws[g][k].next().to(x_set.device)]
+                if hflip:
+                    flip = torch.rand(batch_size, generator=gen, device=gen.device).to(x0.device) < 0.5
+                    x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
+                ts.append(torch.randint(0, schedule.T, (batch_size,), generator=gen, device=x0.device))
+                epss.append(torch.randn(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype))
+                x0s.append(x0)
+            x0, t, eps = torch.stack(x0s), torch.stack(ts), torch.stack(epss)  # (G, B, C, H, W), (G, B), (G, B, ...)
+            xt = q_sample(schedule, x0.flatten(0, 1), t.flatten(), eps.flatten(0, 1)).view_as(x0)
+            with autocast(precision, x0.device):
+                pred = batched(params, buffers, xt, t)
+            term = ((pred.float() - eps) ** 2).mean(dim=(1, 2, 3, 4))  # (G,): each model's DDPM loss
+            loss = loss + weight * term
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()  # the models share no weights, so each gets its own loss's gradient
         if grad_clip:  # clip_grad_norm_ per model: the norm over that model's slice of every parameter
@@ -214,11 +256,25 @@ def new_state(model, *, lr, seed, device, ema=None):
                 seconds=0.0)
 
 
-def state_to_checkpoint(state, *, schedule, args, subset=None, parent=None, masks=None, partial=False):
-    """The checkpoint dict of DESIGN.md; a partial one also carries what resuming needs."""
-    ckpt = dict(model=state["model"].state_dict(), ema=state["ema"].state_dict(),
+def training_macs(macs, steps, batch_size, passes=1):
+    """Training compute of `steps` steps of `passes` minibatches of `batch_size` images each: forward and backward,
+    counted as 3 x the forward MACs per image (the backward pass costs about twice the forward)."""
+    return 3 * macs * batch_size * steps * passes
+
+
+def state_to_checkpoint(state, *, schedule, args, subset=None, parent=None, masks=None, partial=False, passes=1,
+                        train_macs=None, train_state=True):
+    """The checkpoint dict of DESIGN.md; a partial one also carries what resuming needs. `macs` (forward MACs per
+    image) and `train_macs` (the compute of this checkpoint's own training: its steps x batch x `passes`
+    minibatches a step) let budgets be counted in compute that no clock changes. train_state=False keeps only
+    what the later stages read, the EMA weights and the metadata (`model` is None): a finished per-row model at
+    half the size (the cifar10 preset's 374 models: ~76 GB -> ~38 GB)."""
+    macs = forward_macs(state["model"])
+    ckpt = dict(model=state["model"].state_dict() if train_state or partial else None, ema=state["ema"].state_dict(),
                 config=dict(state["model"].config), schedule=schedule.as_dict(), step=state["step"],
-                seconds=state["seconds"], subset=subset, parent=parent, masks=masks, args=dict(args))
+                seconds=state["seconds"], subset=subset, parent=parent, masks=masks, args=dict(args), macs=macs,
+                train_macs=train_macs if train_macs is not None else
+                training_macs(macs, state["step"], args.get("batch_size") or 0, passes))
     if partial:
         ckpt.update(optimizer=state["optimizer"].state_dict(), generator=state["generator"].get_state(),
                     torch_rng=torch.get_rng_state())
@@ -326,7 +382,8 @@ def train_one(args, ds, masks, index, out, schedule, config, device):
               lr_schedule=args.lr_schedule, ema_decay=args.ema_decay, grad_clip=args.grad_clip, hflip=args.hflip,
               save_every=args.ckpt_every, save=save, desc=os.path.basename(out), progress=index is None,
               precision=args.precision, compile=args.compile, channels_last=args.channels_last)
-    save_checkpoint(out, state_to_checkpoint(state, schedule=schedule, args=run_args, subset=subset))
+    save_checkpoint(out, state_to_checkpoint(state, schedule=schedule, args=run_args, subset=subset,
+                                             train_state=subset is None or args.keep_train_state))
     if os.path.exists(partial):
         os.remove(partial)
     if args.grid:
@@ -348,7 +405,8 @@ def train_group(args, ds, masks, group, schedule, config, device):
     results = []
     for (i, out), state, (images, subset) in zip(group, unstack(stack, model), subsets):
         run_args = dict(vars(args), out=out, index=i)
-        save_checkpoint(out, state_to_checkpoint(state, schedule=schedule, args=run_args, subset=subset))
+        save_checkpoint(out, state_to_checkpoint(state, schedule=schedule, args=run_args, subset=subset,
+                                                 train_state=args.keep_train_state))
         if args.grid:
             sample_grid(state["ema"], schedule, os.path.splitext(out)[0] + ".png", n=args.grid,
                         ddim_steps=args.ddim_steps, seed=args.seed, device=device)
@@ -356,14 +414,39 @@ def train_group(args, ds, masks, group, schedule, config, device):
     return results
 
 
+RECIPE = ("steps", "batch_size", "lr", "warmup", "lr_schedule", "ema_decay", "grad_clip", "hflip")
+
+
+def recipe_from(args, path, ds):
+    """(UNet config, Schedule) of the model at `path`, and its training recipe copied into args where the checkpoint
+    records one: retraining with what made a model (an imported one records none: the command line's recipe)."""
+    ckpt = load_checkpoint(path, mmap=True)
+    if ckpt["config"].get("widths") or ckpt.get("masks"):
+        raise DataError(f"--recipe-from {path} is pruned: give the full model")
+    config = dict(ckpt["config"], widths=None)
+    if (config["in_channels"], config["resolution"]) != tuple(ds.images.shape[1:3]):
+        raise DataError(f"--recipe-from {path} models {config['in_channels']}x{config['resolution']}^2 images, the "
+                        f"data has {ds.images.shape[1]}x{ds.images.shape[2]}^2")
+    recorded = {k: v for k, v in (ckpt.get("args") or {}).items() if k in RECIPE}
+    if recorded:
+        for k, v in recorded.items():
+            setattr(args, k, v)
+    else:
+        print(f"{path} records no training recipe (an imported model): retraining with the command line's "
+              f"({args.steps} steps, batch {args.batch_size}, lr {args.lr:g})")
+    return config, Schedule(**ckpt["schedule"])
+
+
 def main(args):
     device = pick_device(args.device)
     ds = load_dataset(args.data, corrupt=args.corrupt, corrupt_seed=args.corrupt_seed)
     masks, jobs = jobs_of(args, ds)
-    schedule = Schedule()  # T = 1000, beta 1e-4 .. 0.02 (Ho et al., Sec. 4)
+    if args.recipe_from:
+        config, schedule = recipe_from(args, args.recipe_from, ds)
+    else:
+        config, schedule = arch_config(args.arch, ds), Schedule()  # T = 1000, beta 1e-4 .. 0.02 (Ho et al., Sec. 4)
     if args.ddim_steps > schedule.T:
         raise DataError(f"--ddim-steps must lie in 1..{schedule.T}, got {args.ddim_steps}")
-    config = arch_config(args.arch, ds)
     todo = [(i, out) for i, out in jobs if args.force or not existing_done(out, subset_images(ds, masks, i, args.masks)[1])]
     if not todo:
         print(f"skip: {args.out if len(jobs) == 1 else f'all {len(jobs)} models in {args.out}'} exist "

@@ -4,80 +4,231 @@ from scratch without the other images (the paper: 4k steps, 2% of the 200k train
 
     python unlearn.py --ckpt runs/x/pruned.pt --data digits --masks runs/x/masks/unlearn.npy \\
         --indices 0:64 --out runs/x/models/unlearn
+    python unlearn.py --ckpt runs/x/pruned.pt --data digits --masks runs/x/masks/unlearn.npy \\
+        --out runs/x/models/neggrad --method neggrad --ascent-weight 0.5 --batches epoch
+    python unlearn.py --ckpt runs/x/full.pt --method gd-full ...        # from the unpruned model
+
+Methods (--method; METHODS below): gd (the paper's), gd-full (the same from the unpruned model: what
+pruning costs), ga (gradient ascent on the removed images, the complement of S_i), neggrad (descent on
+S_i plus a weighted ascent on the removed images), lora (gd through low-rank adapters, merged after).
 
 One process handles a range of rows, loading data and model once; it writes <out>/<row:05d>.pt per
-row, each with its row, the row's sha256 and its wall time, and skips rows already done. Every row
-uses the same seed for minibatch positions and noise (common random numbers), so two rows differ
-only by their data. Unstructured pruning masks stay applied (pruned weights stay exactly zero).
+row, each with its row, the row's sha256, its method and settings, its wall time and its training
+compute, and skips rows already done (refusing a row made for another subset or by another method).
+Every row uses the same seed for minibatch positions and noise (common random numbers), so two rows
+differ only by their data. Unstructured pruning masks stay applied (pruned weights stay exactly zero).
 """
+import math
 import os
+from dataclasses import dataclass
 
 import torch
+import torch.nn as nn
+import torch.nn.utils.parametrize as parametrize
+
 from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_args, fraction, images_of, load_dataset,
-                  load_groups, load_masks, nonnegative_int,
+                  load_groups, load_masks, nonnegative_float, nonnegative_int,
                   parse_range, positive_float, positive_int, row_sha256, run, to_model_space)
 from ddpm import Schedule, build_model, file_sha256, load_checkpoint, pick_device, save_checkpoint
 from train_ddpm import new_state, stack_states, state_to_checkpoint, train, train_stack, unstack
 
 
+# ----------------------------------------------------------------------------------------------
+# The methods: one table. A method says which checkpoint it starts from and its objective, a weighted sum
+# of DDPM losses over the kept images (S_i) and the removed ones (the rest): weight > 0 descends, < 0 ascends.
+
+@dataclass(frozen=True)
+class Method:
+    start: str  # "pruned" (prune.py's output: sparsified unlearning) or "full" (the unpruned trained model)
+    objective: tuple  # ((which set, weight), ...): "kept" or "removed"; weight "w" is --ascent-weight's negative
+    how: str
+    stack: bool = True  # --stack can unlearn several rows at once with this method
+
+
+METHODS = {
+    "gd": Method("pruned", (("kept", 1.0),), "gradient descent with the DDPM loss on S_i only, from the pruned model "
+                 "(the paper's sparsified unlearning)"),
+    "gd-full": Method("full", (("kept", 1.0),), "the same from the unpruned model: what pruning costs in fidelity"),
+    "ga": Method("pruned", (("removed", -1.0),), "gradient ascent on the removed images only (the authors' ga): "
+                 "unbounded, so keep it short and its learning rate small"),
+    "neggrad": Method("pruned", (("kept", 1.0), ("removed", "w")), "descent on S_i plus --ascent-weight x ascent on "
+                      "the removed images (NegGrad+, Kurmanji et al. 2023): contrasting the two halves moves the model "
+                      "further toward what S_i holds than descent alone in the same steps"),
+    "lora": Method("pruned", (("kept", 1.0),), "gd through low-rank adapters W + (alpha / r) B A on every convolution "
+                   "and linear weight (Hu et al. 2022; the authors' lora, there on attention only), merged into the "
+                   "weights when done: a low-rank update, so less of the minibatches' noise", stack=False),
+}
+
+
 def parse_args(argv=None):
     p = ArgumentParser(__doc__)
-    p.add_argument("--ckpt", required=True, help="pruned checkpoint (prune.py)")
+    p.add_argument("--ckpt", required=True, help="the checkpoint to start from: pruned (prune.py) for every method but "
+                   "gd-full, which starts from the unpruned model (train_ddpm.py)")
     add_data_args(p)
     p.add_argument("--masks", required=True, help="mask file (make_subsets.py)")
     p.add_argument("--indices", default=None, help="half-open range of rows START:STOP (default: all)")
     p.add_argument("--out", required=True, help="folder for one checkpoint per row")
+    p.add_argument("--method", choices=sorted(METHODS), default="gd", help="how to unlearn: " + "; ".join(
+        f"{name}: {m.how}" for name, m in METHODS.items()))
     p.add_argument("--steps", type=positive_int, default=100, help="unlearning steps per row (paper: 4k = 2%% of the "
-                   "training steps; run_pipeline.sh's default preset: 25 = 5%% of its 500-step recipe, 24x cheaper "
-                   "than a retraining in wall time; the contributors preset: 80 of 300)")
-    p.add_argument("--batch-size", type=positive_int, default=64)
+                   "training steps; run_pipeline.sh's presets: see their comments)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per minibatch of each term (neggrad "
+                   "draws one of the kept and one of the removed images a step)")
+    p.add_argument("--batches", choices=["random", "epoch"], default="random", help="random: each minibatch drawn "
+                   "with replacement (as train_ddpm.py trains); epoch: every image once an epoch, reshuffled (a "
+                   "DataLoader with shuffle=True, as the paper's authors unlearn)")
     p.add_argument("--lr", type=positive_float, default=3e-4, help="Adam learning rate, cosine decay to 0 (on digits, "
                    "100 steps: 1e-3 made unlearned FID mostly optimisation noise, Pearson with retrained FID 0.05 vs "
-                   "0.48 at 3e-4; the default preset's 25 steps use 1e-4: FID2 1.16x that of two retraining "
-                   "seeds in the default run)")
+                   "0.48 at 3e-4)")
     p.add_argument("--warmup", type=nonnegative_int, default=10)
-    p.add_argument("--ema-decay", type=fraction, default=0.999)
+    p.add_argument("--ema-decay", type=fraction, default=0.999, help="EMA of the unlearned weights (warmed up: decay "
+                   "min(d, (1 + step) / (10 + step))); 0: the last weights")
+    p.add_argument("--ascent-weight", type=nonnegative_float, default=0.5, help="neggrad: the ascent's weight against "
+                   "the descent's 1 (0: gd exactly)")
+    p.add_argument("--rank", type=positive_int, default=4, help="lora: rank r of each adapter (alpha = r)")
     p.add_argument("--seed", type=int, default=0, help="one seed for every row: minibatch positions and noise")
     p.add_argument("--device", default="auto")
     add_speed_args(p, "unlearn this many rows together (vmap over stacked weights: 12.6x on an H200 for 64 digits "
                    "models; 2 CPU cores about break even); each row's checkpoint is what it would be alone")
+    p.add_argument("--keep-train-state", action="store_true", help="keep the unlearned (non-EMA) weights in each "
+                   "row's checkpoint too (by default it keeps the EMA weights the later stages read: half the size)")
     p.add_argument("--force", action="store_true", help="redo rows whose checkpoint exists")
     return p.parse_args(argv)
+
+
+SETTINGS = ("method", "steps", "batch_size", "batches", "lr", "warmup", "ema_decay", "ascent_weight", "rank", "seed")
+
+
+def settings_of(args):
+    """What makes two unlearned models of one row the same: the method and the settings it uses."""
+    s = {k: getattr(args, k) for k in SETTINGS}
+    if args.method != "neggrad":
+        s.pop("ascent_weight")
+    if args.method != "lora":
+        s.pop("rank")
+    return s
 
 
 def row_path(out, i):
     return os.path.join(out, f"{i:05d}.pt")
 
 
-def check_done(path, sha):
-    """True if the row's checkpoint exists for this very row; refuse a checkpoint of another subset."""
+def check_done(path, sha, settings):
+    """True if the row's checkpoint exists for this very row and method; refuse one of another subset or method
+    (a pool of mixed methods would be attributed as one)."""
     if not os.path.exists(path):
         return False
     ckpt = load_checkpoint(path)
     if (ckpt.get("subset") or {}).get("sha256") != sha:
         raise DataError(f"{path} was made for another subset than its mask row (the mask file changed?); "
                         f"use --force to redo it")
+    made = {k: (ckpt.get("args") or {}).get(k, "gd" if k == "method" else None) for k in settings}
+    if made != settings:
+        differ = ", ".join(f"{k} {made[k]} (now {settings[k]})" for k in settings if made[k] != settings[k])
+        raise DataError(f"{path} was unlearned with other settings: {differ}; use another --out, or --force")
     return True
 
 
-def unlearn_row(pruned, schedule, x0_subset, args, device):
-    """One unlearned model: the pruned weights, fine-tuned on x0_subset only. Returns its state."""
-    model = build_model(pruned, "ema").to(device)
-    state = new_state(model, lr=args.lr, seed=args.seed, device=device)
-    train(state, schedule, x0_subset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-          warmup=args.warmup, lr_schedule="cosine", ema_decay=args.ema_decay, masks=_on(pruned.get("masks"), device),
-          progress=False, precision=args.precision, compile=args.compile, channels_last=args.channels_last)
+def check_start(method, ckpt, path):
+    """Each method starts from the model it names: refuse gd-full from a pruned checkpoint and the others from an
+    unpruned one (their names would misreport what was measured)."""
+    pruned = bool(ckpt["config"].get("widths") or ckpt.get("masks"))
+    if METHODS[method].start == "full" and pruned:
+        raise DataError(f"--method {method} starts from the unpruned model, but {path} is pruned: pass the "
+                        f"full model (train_ddpm.py's output)")
+    if METHODS[method].start == "pruned" and not pruned:
+        raise DataError(f"--method {method} starts from a pruned model (prune.py), but {path} is not pruned; "
+                        f"to unlearn from the unpruned model use --method gd-full")
+    if method == "lora" and ckpt.get("masks"):
+        raise DataError("--method lora adapts whole weights: not with unstructured pruning masks")
+
+
+def objective(method, kept, removed, args, device, seed):
+    """train()'s terms for one row: [(images, weight, generator)], the first term drawing from the row's
+    generator (seeded as gd's), the second from a generator of its own, so that the first term's draws are gd's."""
+    sets = {"kept": kept, "removed": removed}
+    terms = []
+    for k, (which, weight) in enumerate(METHODS[method].objective):
+        if len(sets[which]) == 0:
+            raise DataError(f"--method {method} needs {which} images, but a row has none")
+        g = torch.Generator(device=device).manual_seed(seed if k == 0 else seed + 1_000_003 * k)
+        terms.append((sets[which], -args.ascent_weight if weight == "w" else weight, g))
+    return terms
+
+
+class LoRA(nn.Module):
+    """A weight W0 (out, ...) as W0 + (alpha / r) B A, with A (r, fan_in) and B (out, r) trainable and W0 frozen
+    (Hu et al. 2022, as a parametrization: the layer itself is unchanged). B starts at 0, so the model starts as it
+    was; A as nn.Linear's default initialisation, from a seeded generator."""
+
+    def __init__(self, weight, rank, generator):
+        super().__init__()
+        out, fan_in = weight.shape[0], weight[0].numel()
+        bound = 1 / math.sqrt(fan_in)
+        a = (torch.rand((rank, fan_in), generator=generator, device=generator.device) * 2 - 1) * bound
+        self.A = nn.Parameter(a.to(weight.device, weight.dtype))
+        self.B = nn.Parameter(torch.zeros(out, rank, device=weight.device, dtype=weight.dtype))
+        self.scale = 1.0  # alpha = r
+
+    def forward(self, w0):
+        return w0 + self.scale * (self.B @ self.A).view_as(w0)
+
+
+def add_lora(model, rank, seed, device):
+    """Adapters on every convolution and linear weight of `model`, in place; only they train. Returns model."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            parametrize.register_parametrization(m, "weight", LoRA(m.weight, min(rank, *m.weight.flatten(1).shape), g))
+    return model
+
+
+def merge_lora(model):
+    """Fold the adapters into plain weights (W0 + (alpha / r) B A), so the checkpoint is an ordinary UNet."""
+    for m in model.modules():
+        if parametrize.is_parametrized(m, "weight"):
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def unlearn_row(start, schedule, kept, removed, args, device):
+    """One unlearned model: the start checkpoint's weights, trained on the method's objective. Returns its state."""
+    model = build_model(start, "ema").to(device)
+    if args.method != "lora":
+        state = new_state(model, lr=args.lr, seed=args.seed, device=device)
+    else:  # the EMA twin gets the same adapters (a parametrized module cannot be deep-copied); Adam trains them only
+        add_lora(model, args.rank, args.seed, device)
+        ema = add_lora(build_model(start, "ema").to(device), args.rank, args.seed, device)
+        state = new_state(model, lr=args.lr, seed=args.seed, device=device, ema=ema)
+        state["optimizer"] = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr,
+                                              foreach=True)
+    terms = objective(args.method, kept, removed, args, device, args.seed)
+    train(state, schedule, None, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+          warmup=args.warmup, lr_schedule="cosine", ema_decay=args.ema_decay, masks=_on(start.get("masks"), device),
+          progress=False, precision=args.precision, compile=args.compile, channels_last=args.channels_last,
+          terms=terms, batches=args.batches)
+    if args.method == "lora":
+        merge_lora(state["model"]), merge_lora(state["ema"])
     return state
 
 
-def unlearn_rows(pruned, schedule, x0_subsets, args, device):
-    """unlearn_row for several subsets at once (train_stack): every row starts from the same pruned
-    weights with the same seed, as unlearn_row starts it. Returns their states."""
-    model = build_model(pruned, "ema").to(device)
-    stack = stack_states([model] * len(x0_subsets), lr=args.lr, seeds=[args.seed] * len(x0_subsets), device=device)
-    train_stack(stack, schedule, x0_subsets, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+def unlearn_rows(start, schedule, sets, args, device):
+    """unlearn_row for several rows at once (train_stack): every row starts from the same weights with the same
+    seeds, as unlearn_row starts it. `sets`: [(kept, removed)] per row. Returns their states."""
+    model = build_model(start, "ema").to(device)
+    stack = stack_states([model] * len(sets), lr=args.lr, seeds=[args.seed] * len(sets), device=device)
+    terms = []
+    for g, (kept, removed) in enumerate(sets):
+        row_terms = objective(args.method, kept, removed, args, device, args.seed)
+        stack["generators"][g] = row_terms[0][2]  # the row's first term draws from the row's generator
+        terms.append(row_terms)
+    train_stack(stack, schedule, None, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                 warmup=args.warmup, lr_schedule="cosine", ema_decay=args.ema_decay,
-                masks=_on(pruned.get("masks"), device), precision=args.precision)
+                masks=_on(start.get("masks"), device), precision=args.precision, terms=terms, batches=args.batches)
     return unstack(stack, model)
 
 
@@ -87,31 +238,42 @@ def _on(masks, device):
 
 def main(args):
     device = pick_device(args.device)
-    pruned = load_checkpoint(args.ckpt)
+    if args.stack > 1 and not METHODS[args.method].stack:
+        raise DataError(f"--method {args.method} cannot be stacked (its adapters are not one UNet's weights): "
+                        f"use --stack 1")
+    start = load_checkpoint(args.ckpt)
+    check_start(args.method, start, args.ckpt)
     parent = file_sha256(args.ckpt)
-    schedule = Schedule(**pruned["schedule"])
+    schedule = Schedule(**start["schedule"])
     ds = load_dataset(args.data, corrupt=args.corrupt, corrupt_seed=args.corrupt_seed)
     masks = load_masks(args.masks, n=len(ds))
     groups = load_groups(args.masks)  # a contributor-level run: rows choose contributors
     rows = parse_range(args.indices, len(masks)) if args.indices else range(len(masks))
     x0_all = to_model_space(ds.images).to(device)
-    todo = [i for i in rows if args.force or not check_done(row_path(args.out, i), row_sha256(masks[i]))]
+    settings = settings_of(args)
+    todo = [i for i in rows if args.force or not check_done(row_path(args.out, i), row_sha256(masks[i]), settings)]
     seconds = 0.0
+    passes = len(METHODS[args.method].objective)  # minibatches a step: the training compute recorded
     progress = Progress(len(todo), f"unlearn {os.path.basename(args.masks)}")
-    for start in range(0, len(todo), args.stack):
-        group = todo[start:start + args.stack]
-        subsets = [x0_all[torch.from_numpy(images_of(masks[i], groups)).to(device)] for i in group]
-        states = ([unlearn_row(pruned, schedule, subsets[0], args, device)] if len(group) == 1 else
-                  unlearn_rows(pruned, schedule, subsets, args, device))
+    for begin in range(0, len(todo), args.stack):
+        group = todo[begin:begin + args.stack]
+        sets = []
+        for i in group:
+            kept = torch.from_numpy(images_of(masks[i], groups)).to(device)
+            sets.append((x0_all[kept], x0_all[~kept]))
+        states = ([unlearn_row(start, schedule, *sets[0], args, device)] if len(group) == 1 else
+                  unlearn_rows(start, schedule, sets, args, device))
         for i, state in zip(group, states):
             subset = dict(masks=os.path.basename(args.masks), index=i, sha256=row_sha256(masks[i]))
             save_checkpoint(row_path(args.out, i), state_to_checkpoint(
-                state, schedule=schedule, args=vars(args), subset=subset, parent=parent, masks=pruned.get("masks")))
+                state, schedule=schedule, args=vars(args), subset=subset, parent=parent, masks=start.get("masks"),
+                passes=passes, train_state=args.keep_train_state))
             seconds += state["seconds"]
             progress.update(f"row {i}", state["seconds"])
     progress.close()
     mean = f", {seconds / len(todo):.1f} s per row" if todo else ""
-    print(f"wrote {len(todo)} unlearned models to {args.out} ({len(rows) - len(todo)} already done{mean})")
+    print(f"wrote {len(todo)} unlearned models ({args.method}) to {args.out} ({len(rows) - len(todo)} already "
+          f"done{mean})")
 
 
 if __name__ == "__main__":

@@ -19,12 +19,16 @@ def digits():
 
 @pytest.fixture(scope="module")
 def pruned_run(tmp_path_factory):
-    """A structurally pruned digits-small checkpoint (as prune.py writes it) and a 4-row mask file."""
+    """A structurally pruned digits-small checkpoint (as prune.py writes it), an unpruned one, and a 4-row mask
+    file."""
     d = tmp_path_factory.mktemp("gpu")
     torch.manual_seed(0)
     model = prune.prune_structured(ddpm.UNet(**ddpm.ARCHS["digits-small"]), 0.3)
     ddpm.save_checkpoint(d / "pruned.pt", state_to_checkpoint(new_state(model, lr=1e-3, seed=0, device="cpu"),
                                                               schedule=ddpm.Schedule(), args={}))
+    full = ddpm.UNet(**ddpm.ARCHS["digits-small"])  # gd-full starts from an unpruned model
+    ddpm.save_checkpoint(d / "full.pt", state_to_checkpoint(new_state(full, lr=1e-3, seed=0, device="cpu"),
+                                                            schedule=ddpm.Schedule(), args={}))
     np.save(d / "masks.npy", data.make_masks(1797, 4, 0.5, seed=1))
     return d
 
@@ -32,6 +36,9 @@ def pruned_run(tmp_path_factory):
 def assert_same_weights(a, b, rel=1e-4):
     """Every tensor of checkpoint a within rel of that tensor's largest magnitude in b."""
     for which in ("model", "ema"):
+        if a[which] is None:  # a finished row keeps its EMA weights only
+            assert b[which] is None
+            continue
         assert a[which].keys() == b[which].keys()
         for k, v in a[which].items():
             scale = float(v.abs().max()) or 1.0
@@ -52,21 +59,33 @@ def test_bf16_training_follows_fp32(digits):
     assert abs(losses["bf16"] - losses["fp32"]) <= 0.05 * losses["fp32"], losses
 
 
-def test_a_stack_of_unlearned_models_equals_the_models_unlearned_one_by_one(pruned_run):
+@pytest.mark.parametrize("method, extra, rows", [("gd", [], 4), ("neggrad", ["--batches", "epoch"], 2), ("ga", [], 2),
+                                                 ("gd-full", ["--batches", "epoch"], 2)])
+def test_a_stack_of_unlearned_models_equals_the_models_unlearned_one_by_one(pruned_run, method, extra, rows):
     d = pruned_run
-    common = ["--ckpt", d / "pruned.pt", "--masks", d / "masks.npy", "--indices", "0:4", "--steps", "20",
-              "--batch-size", "16"]
-    for name, stack in (("alone", "1"), ("stacked", "4")):
-        r = run_cli("unlearn", *common, "--out", d / name, "--stack", stack)
+    start = d / ("full.pt" if method == "gd-full" else "pruned.pt")
+    common = ["--ckpt", start, "--masks", d / "masks.npy", "--indices", f"0:{rows}", "--steps", "20" if rows == 4 else "8",
+              "--batch-size", "16", "--method", method, *extra]
+    for name, stack in (("alone", "1"), ("stacked", str(rows))):
+        r = run_cli("unlearn", *common, "--out", d / method / name, "--stack", stack)
         assert r.returncode == 0, r.stderr
-    for i in range(4):
-        a, b = (torch.load(d / name / f"{i:05d}.pt", weights_only=True) for name in ("alone", "stacked"))
+    for i in range(rows):
+        a, b = (torch.load(d / method / name / f"{i:05d}.pt", weights_only=True) for name in ("alone", "stacked"))
         assert_same_weights(a, b)
         assert {k: v for k, v in a.items() if k not in ("model", "ema", "seconds", "args")} == \
                {k: v for k, v in b.items() if k not in ("model", "ema", "seconds", "args")}
     # and the rows differ from each other, so the comparison could fail
-    a0, a1 = (torch.load(d / "alone" / f"{i:05d}.pt", weights_only=True) for i in (0, 1))
-    assert any(not torch.equal(a0["model"][k], a1["model"][k]) for k in a0["model"])
+    a0, a1 = (torch.load(d / method / "alone" / f"{i:05d}.pt", weights_only=True) for i in (0, 1))
+    assert any(not torch.equal(a0["ema"][k], a1["ema"][k]) for k in a0["ema"])
+
+
+def test_lora_cannot_be_stacked(pruned_run, tmp_path):
+    d = pruned_run
+    r = run_cli("unlearn", "--ckpt", d / "pruned.pt", "--masks", d / "masks.npy", "--out", tmp_path / "u",
+                "--method", "lora", "--stack", "2")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == ["error: --method lora cannot be stacked (its "
+                                                                  "adapters are not one UNet's weights): use --stack 1"]
+    assert not (tmp_path / "u").exists()
 
 
 def test_stacked_retraining_and_stacked_sampling_equal_one_at_a_time(pruned_run, tmp_path, fid_cnn):

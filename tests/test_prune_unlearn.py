@@ -52,21 +52,24 @@ def test_unstructured_fraction_is_exactly_the_ratio_after_pruning_and_after_unle
     for path in (pruned, tmp_path / "unl" / "00000.pt"):
         c = torch.load(path, weights_only=True)
         for which in ("model", "ema"):
+            if c[which] is None:  # a finished unlearned row keeps its EMA weights only
+                continue
             zeros = sum(int((c[which][n][~m] == 0).sum()) for n, m in masks.items())
             assert zeros == removed, (path, which)
     # the unlearning really changed the surviving weights
     c = torch.load(tmp_path / "unl" / "00000.pt", weights_only=True)
-    assert any(not torch.equal(c["model"][n], ckpt["ema"][n]) for n in masks)
+    assert any(not torch.equal(c["ema"][n], ckpt["ema"][n]) for n in masks)
 
 
 def planted_images(tmp_path, n=40):
     """n distinct constant images (image k has every pixel = 5 k, so each minibatch image names its
-    index) as an npz dataset, and an untrained TINY checkpoint to unlearn from; returns the --data spec."""
+    index) as an npz dataset, and an untrained, structurally pruned TINY checkpoint to unlearn from; returns the --data spec."""
     images = (np.arange(n, dtype=np.uint8) * 5)[:, None, None, None].repeat(8, 2).repeat(8, 3)
     np.savez(tmp_path / "d.npz", images=images)
     from train_ddpm import new_state, state_to_checkpoint
-    ddpm.save_checkpoint(tmp_path / "p.pt", state_to_checkpoint(new_state(ddpm.UNet(**TINY), lr=1e-3, seed=0,
-                                                                          device="cpu"), schedule=ddpm.Schedule(), args={}))
+    model = prune.prune_structured(ddpm.UNet(**TINY), 0.3)  # unlearning starts from a pruned model
+    ddpm.save_checkpoint(tmp_path / "p.pt", state_to_checkpoint(new_state(model, lr=1e-3, seed=0, device="cpu"),
+                                                                schedule=ddpm.Schedule(), args={}))
     return f"npz:{tmp_path / 'd.npz'}"
 
 
@@ -122,6 +125,10 @@ def test_rerun_skips_finished_rows_and_a_changed_mask_row_is_refused(tiny_run, t
     r = run_cli(*args[:4], str(changed_path), *args[5:], "--indices", "0:3")
     assert r.returncode == 2 and "another subset" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert (out / "00001.pt").read_bytes() == before
+    # another method (or setting) into the same folder would make a pool of two methods: refused, nothing written
+    r = run_cli(*args, "--indices", "0:4", "--method", "neggrad")
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "method gd (now neggrad)" in r.stderr, r.stderr
+    assert (out / "00001.pt").read_bytes() == before and not (out / "00003.pt").exists()
 
 
 def test_two_rows_with_identical_masks_give_identical_checkpoints(tiny_run, tmp_path):
@@ -131,14 +138,14 @@ def test_two_rows_with_identical_masks_give_identical_checkpoints(tiny_run, tmp_
                    "--out", str(tmp_path / "u"), "--steps", "6", "--batch-size", "8")
     assert r.returncode == 0, r.stderr
     a, b = (torch.load(tmp_path / "u" / f"0000{i}.pt", weights_only=True) for i in (0, 1))
-    for which in ("model", "ema"):
-        for k in a[which]:
-            assert torch.equal(a[which][k], b[which][k])
+    assert a["model"] is None and b["model"] is None  # finished rows keep their EMA weights (what is sampled)
+    for k in a["ema"]:
+        assert torch.equal(a["ema"][k], b["ema"][k])
     # while another row gives other weights
     r = run_cli("unlearn", "--ckpt", str(tiny_run["pruned"]), "--masks", str(tiny_run["masks"]), "--indices",
                    "0:1", "--out", str(tmp_path / "v"), "--steps", "6", "--batch-size", "8")
     c = torch.load(tmp_path / "v" / "00000.pt", weights_only=True)
-    assert any(not torch.equal(a["model"][k], c["model"][k]) for k in a["model"])
+    assert any(not torch.equal(a["ema"][k], c["ema"][k]) for k in a["ema"])
 
 
 def test_make_subsets_first_of_copies_rows(tiny_run, tmp_path):
@@ -178,3 +185,93 @@ def test_contributor_masks_expand_to_exactly_the_images_of_the_chosen_contributo
     r = run_cli("train_ddpm", "--data", spec, "--arch", "digits-small", "--masks", tmp_path / "m" / "unlearn.npy",
                 "--index", "0", "--steps", "1", "--batch-size", "4", "--grid", "0", "--out", tmp_path / "r.pt")
     assert r.returncode == 0 and "1 steps on 20 images" in r.stdout, r.stdout + r.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# Unlearning methods (unlearn.METHODS)
+
+def test_neggrad_with_ascent_weight_0_is_gd_bit_for_bit(tiny_run, tmp_path):
+    """neggrad's descent term draws from the row's generator exactly as gd does, and its ascent term from a
+    generator of its own: at weight 0 the two methods write the same weights to the last bit (at weight 0.5 not)."""
+    common = ["--ckpt", tiny_run["pruned"], "--masks", tiny_run["masks"], "--indices", "0:1", "--steps", "6",
+              "--batch-size", "8", "--keep-train-state"]
+    for name, extra in (("gd", ["--method", "gd"]), ("ng0", ["--method", "neggrad", "--ascent-weight", "0"]),
+                        ("ng", ["--method", "neggrad", "--ascent-weight", "0.5"])):
+        r = run_cli("unlearn", *common, *extra, "--out", tmp_path / name)
+        assert r.returncode == 0, r.stderr
+    gd, ng0, ng = (torch.load(tmp_path / n / "00000.pt", weights_only=True) for n in ("gd", "ng0", "ng"))
+    for which in ("model", "ema"):  # --keep-train-state: the trained weights too
+        assert all(torch.equal(gd[which][k], ng0[which][k]) for k in gd[which])
+    assert not all(torch.equal(gd["model"][k], ng["model"][k]) for k in gd["model"])
+    assert ng["args"]["method"] == "neggrad" and ng["train_macs"] == 2 * gd["train_macs"] > 0  # two minibatches a step
+
+
+def test_ga_raises_the_loss_of_the_removed_images_and_barely_the_kept_ones():
+    """A model trained on digits and on noise images; gradient ascent on the noise images (removed) raises their
+    fixed-noise DDPM loss by more than 10%, while the loss of the digits (kept) rises by less than half as much."""
+    from argparse import Namespace
+    import unlearn
+    from train_ddpm import new_state, state_to_checkpoint, train
+    ds = data.load_dataset("digits", corrupt=0.1)
+    x0 = data.to_model_space(ds.images)
+    bad = np.zeros(len(ds), dtype=bool)
+    bad[ds.corrupted] = True
+    schedule = ddpm.Schedule()
+    torch.manual_seed(0)
+    state = new_state(ddpm.UNet(**ddpm.ARCHS["digits-small"]), lr=2e-3, seed=0, device="cpu")
+    train(state, schedule, x0, steps=80, batch_size=32, lr=2e-3, warmup=10, lr_schedule="cosine", ema_decay=0.9,
+          progress=False)
+    start = state_to_checkpoint(state, schedule=schedule, args={})
+    args = Namespace(method="ga", steps=10, batch_size=32, lr=1e-4, warmup=0, ema_decay=0.0, ascent_weight=0.5,
+                     rank=4, seed=0, batches="random", precision="fp32", compile=False, channels_last=False)
+    after = unlearn.unlearn_row(start, schedule, x0[~bad], x0[bad], args, "cpu")["ema"]
+    before = ddpm.build_model(start, "ema")
+    kept = [ddpm.fixed_noise_loss(m, schedule, x0[~bad], repeats=2) for m in (before, after)]
+    removed = [ddpm.fixed_noise_loss(m, schedule, x0[bad], repeats=8) for m in (before, after)]
+    assert removed[1] > 1.1 * removed[0], removed
+    assert abs(kept[1] - kept[0]) < (removed[1] - removed[0]) / 2, (kept, removed)
+
+
+def test_gd_full_starts_from_the_unpruned_weights(tiny_run, tmp_path):
+    """With a vanishing learning rate, gd-full's model is the full model's EMA weights (its shapes unpruned) and
+    records the full model as its parent; every other method refuses the unpruned model, gd-full a pruned one."""
+    r = run_cli("unlearn", "--ckpt", tiny_run["full"], "--masks", tiny_run["masks"], "--indices", "0:1", "--steps", "2",
+                "--batch-size", "8", "--lr", "1e-30", "--method", "gd-full", "--out", tmp_path / "u")
+    assert r.returncode == 0, r.stderr
+    full, unl = (torch.load(p, weights_only=True) for p in (tiny_run["full"], tmp_path / "u" / "00000.pt"))
+    assert unl["parent"] == ddpm.file_sha256(tiny_run["full"]) and not unl["config"].get("widths")
+    for k, v in full["ema"].items():
+        torch.testing.assert_close(unl["ema"][k], v, rtol=0, atol=1e-6)
+
+
+def test_lora_changes_each_weight_by_a_matrix_of_rank_at_most_r(tiny_run, tmp_path):
+    """The adapters W + B A are folded into plain weights: the checkpoint is an ordinary UNet whose every weight
+    moved by a matrix of rank <= r (the (r+1)-th singular value at float32 rounding), and moved at all."""
+    r = run_cli("unlearn", "--ckpt", tiny_run["pruned"], "--masks", tiny_run["masks"], "--indices", "0:1", "--steps",
+                "5", "--batch-size", "8", "--lr", "1e-3", "--method", "lora", "--rank", "2", "--out", tmp_path / "u")
+    assert r.returncode == 0, r.stderr
+    start, unl = (torch.load(p, weights_only=True) for p in (tiny_run["pruned"], tmp_path / "u" / "00000.pt"))
+    ddpm.build_model(unl, "ema")  # loads as it is
+    moved = 0
+    for k, w0 in start["ema"].items():  # the EMA of the adapters, merged: B_ema A_ema has rank <= r too
+        if k.endswith("bias") or w0.dim() < 2:
+            assert torch.equal(unl["ema"][k], w0), k  # biases and norms are not adapted
+            continue
+        s = torch.linalg.svdvals((unl["ema"][k].double() - w0.double()).flatten(1))
+        if len(s) > 2:
+            assert s[2] <= 1e-4 * s[0], (k, s[:4])
+        moved += int(s[0] > 1e-6)
+    assert moved > 5
+
+
+def test_forward_macs_agree_with_torch_pruning_s_counter():
+    """Budgets count compute in ddpm.forward_macs's units (every convolution and linear layer, and attention's two
+    products); torch-pruning's counter (which skips attention's products and counts normalisations) agrees within
+    5% on the full and pruned models of both sizes of architecture."""
+    for arch in ("digits-small", "cifar10"):
+        for pruned in (False, True):
+            model = ddpm.UNet(**ddpm.ARCHS[arch]).eval()
+            if pruned:
+                prune.prune_structured(model, 0.3)
+            ratio = ddpm.forward_macs(model) / prune.count_macs(model)[0]
+            assert 0.95 < ratio < 1.05, (arch, pruned, ratio)
