@@ -1,31 +1,45 @@
-"""The global behaviour of every model in a folder: sample it with DDIM from the same initial noise
-(common random numbers) and compute its FID against the real, uncorrupted training data (or the
-reference set --ref-data, recorded with its sha256 in the output), and the class histogram of its
-samples.
+"""The global behaviours of every model in a folder. One DDIM sampling pass per model, from the same
+initial noise for every model (common random numbers), gives FID against the real, uncorrupted training
+data (or the reference set --ref-data, recorded with its sha256 in the output) and the field's other
+sample-based behaviours; `loss` and `elbo` need no samples at all: the model's noise predictions on the
+reference images, with (t, eps) draws shared by every model.
 
     python compute_fid.py --data digits --models runs/x/models/unlearn --masks runs/x/masks/unlearn.npy \\
         --out runs/x/behaviors/unlearn.npz --n-samples 1000 --ddim-steps 100
     python compute_fid.py --data digits --models runs/x/full.pt --out runs/x/behaviors/full.npz
+    python compute_fid.py --data digits --models runs/x/models/unlearn --masks runs/x/masks/unlearn.npy \\
+        --out runs/x/behaviors/unlearn.npz --behaviors loss,elbo --loss-draws 16      # no sampling
     python compute_fid.py --data digits --models runs/x/models/unlearn --ref-models runs/x/models/retrain \\
         --masks runs/x/masks/retrain.npy --out runs/x/behaviors/fid2.npz        # the paper's FID2
 
+Behaviours (--behaviors, keys of the output; BEHAVIORS below says how each is computed and which way is
+better): fid, kid, is, precision, recall, density, coverage, class (soft class shares class:K), entropy
+(from the samples), loss, elbo (from the reference images, no sampling).
+
 Features (--features):
     cnn        a small classifier trained here on the real training data (seeded, cached in the run
-               folder, held-out accuracy printed); its penultimate layer (64-d) gives FID features and
-               its predictions each model's class histogram. Default for data with labels (digits).
-    inception  pytorch-fid's InceptionV3 pool features (2048-d), the paper's FID. Weights from the
-               torch hub cache or --inception-weights PATH (`random`: random weights, to test plumbing).
+               folder, held-out accuracy printed); its penultimate layer (64-d) gives the features and
+               its softmax the class shares and the Inception Score. Default for data with labels (digits).
+    inception  pytorch-fid's InceptionV3 pool features (2048-d), the paper's FID, and its classifier's
+               logits for the Inception Score. Weights from the torch hub cache or --inception-weights PATH
+               (`random`: random weights, to test plumbing).
 
-Each model's feature mean and covariance are cached under <run>/stats/ by checkpoint sha256 and
-sampling settings: FID2 reuses the pools' samples, and a killed run resumes model by model.
+Each model's behaviours are cached under <run>/stats/ by checkpoint sha256 and settings: FID2 reuses
+the pools' samples, and a killed run resumes model by model.
 
-Output npz, one entry per checkpoint: index (mask row), seed (training seed), fid, class_hist (if
-classes), seconds (sampling), train_seconds (the checkpoint's), mask_sha256, files.
+Output npz, one entry per checkpoint: index (mask row), seed (training seed), one array per behaviour
+(class_share (models, classes) for class, and class_hist, the argmax counts), seconds (sampling) and
+loss_seconds, train_seconds and train_macs (the checkpoint's), macs (forward, per image), args (JSON of
+each checkpoint's arguments: the recipe and the method), mask_sha256, files; behaviors and
+behavior_table (JSON: each key's better direction and how it is computed), method.
 """
+import argparse
 import copy
+import json
 import os
 import re
 import time
+from dataclasses import dataclass
 from unittest import mock
 
 import numpy as np
@@ -36,8 +50,8 @@ from filelock import FileLock  # comes with torch
 from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_args, at_least_two, images_sha256,
                   load_dataset, load_masks,
                   nonnegative_int, positive_int, row_sha256, run, save_npz, to_model_space)
-from ddpm import (Schedule, autocast, build_model, ddim_sample, file_sha256, load_checkpoint, pick_device,
-                  save_checkpoint)
+from ddpm import (Schedule, autocast, build_model, ddim_sample, denoising_errors, elbo_weights, file_sha256,
+                  load_checkpoint, pick_device, save_checkpoint)
 
 PAPER_DDIM_STEPS = 100  # the paper samples with DDIM, 100 steps
 MODEL_FILE = re.compile(r"^(\d{5})(?:-s(\d+))?\.pt$")  # 00042.pt or 00003-s0.pt
@@ -59,8 +73,18 @@ def parse_args(argv=None):
     p.add_argument("--features", choices=["auto", "cnn", "inception"], default="auto",
                    help="auto: cnn when the data has labels, else inception")
     p.add_argument("--inception-weights", default=None, help="pt_inception-2015-12-05-6726825d.pth, or `random`")
-    p.add_argument("--n-ref", type=nonnegative_int, default=0, help="reference statistics from this many real images "
-                   "(seeded choice; 0: all)")
+    p.add_argument("--behaviors", type=parse_behaviors, default=list(BEHAVIORS),
+                   help="comma-separated behaviours (default all: " + ", ".join(BEHAVIORS) + "); the sampled ones "
+                   "cost one sampling pass together, loss and elbo one pass of forward calls on the reference "
+                   "images together; with --ref-models only fid (FID2)")
+    p.add_argument("--loss-draws", type=positive_int, default=4, help="(t, eps) draws per reference image for loss "
+                   "and elbo (their noise falls as 1/sqrt(draws); bench/behaviour_noise.py)")
+    p.add_argument("--loss-seed", type=int, default=0, help="seed of the (t, eps) draws shared by every model")
+    p.add_argument("--n-ref", type=nonnegative_int, default=0, help="reference statistics (and the loss) from this many "
+                   "real images (seeded choice; 0: all)")
+    p.add_argument("--n-ref-knn", type=nonnegative_int, default=10000, help="kid, precision, recall, density and "
+                   "coverage against at most this many reference images (and at most --n-ref; seeded choice; 0: all): "
+                   "their kNN radii cost n^2 distances")
     p.add_argument("--cache", default=None, help="where the feature network, the reference statistics and each "
                    "model's feature statistics (stats/, keyed by checkpoint sha256; d^2 floats a model: 32 KB for "
                    "cnn, 32 MB for Inception) are cached (default: the run folder, the parent of --out's folder)")
@@ -118,6 +142,149 @@ def low_rank_factor(features):
     if len(f) >= f.shape[1]:
         return None
     return (f - f.mean(0)) / np.sqrt(len(f) - 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# The behaviours: one table. A key is one array of the behaviours file (class: one per class, class:K).
+# `source`: "samples" (from the one DDIM sampling pass per model, common random numbers) or "reference"
+# (from the model's noise predictions on the reference images: no sampling); `better`: which way is better,
+# or None where neither is (a class share); it sets the sign of "harmful" in the report.
+
+@dataclass(frozen=True)
+class Behavior:
+    source: str
+    better: str  # "lower", "higher" or None
+    how: str
+
+
+PR_K, DC_K = 3, 5  # nearest neighbours: precision/recall (Kynkaanniemi et al. 2019), density/coverage (Naeem et al. 2020)
+BEHAVIORS = {
+    "fid": Behavior("samples", "lower", "Frechet distance between Gaussian fits of the sample and reference features "
+                    "(Heusel et al. 2017)"),
+    "kid": Behavior("samples", "lower", "kernel inception distance: the unbiased MMD^2 between sample and reference "
+                    "features with the kernel (x.y / d + 1)^3, over all pairs (Binkowski et al. 2018)"),
+    "is": Behavior("samples", "higher", "Inception Score exp(E_x KL(p(y|x) || p(y))) from the feature network's "
+                   "classifier (the digits CNN's classes, or Inception's 1008 logits), one split (Salimans et al. 2016)"),
+    "precision": Behavior("samples", "higher", f"share of samples inside the reference manifold (balls reaching each "
+                          f"reference feature's {PR_K}rd nearest neighbour; Kynkaanniemi et al. 2019)"),
+    "recall": Behavior("samples", "higher", f"share of reference images inside the samples' manifold (k = {PR_K}; "
+                       f"Kynkaanniemi et al. 2019)"),
+    "density": Behavior("samples", "higher", f"how many reference balls (k = {DC_K}) a sample falls in, on average, "
+                        f"over k (Naeem et al. 2020)"),
+    "coverage": Behavior("samples", "higher", f"share of reference balls (k = {DC_K}) that hold a sample "
+                         f"(Naeem et al. 2020)"),
+    "class": Behavior("samples", None, "class:K, the soft share of class K: the mean softmax probability of K over "
+                      "the samples (less noisy than counting argmax labels; data with labels only)"),
+    "entropy": Behavior("samples", "higher", "entropy (nats) of the soft class shares: diversity over classes"),
+    "loss": Behavior("reference", "lower", "the DDPM loss (mean squared error per pixel) on the reference images, with "
+                     "(t, eps) drawn from --loss-seed and shared by every model, --loss-draws per image (t stratified)"),
+    "elbo": Behavior("reference", "lower", "the variational bound in nats per pixel (up to a constant): the same "
+                     "draws, each weighted by ddpm.elbo_weights (Ho et al. eq. (5) with sigma_t^2 = beta_t)"),
+}
+KNN_KEYS = ("kid", "precision", "recall", "density", "coverage")  # the sampled behaviours that need reference features
+
+
+def parse_behaviors(text):
+    """--behaviors: comma-separated keys of BEHAVIORS, or `all` (an argparse type)."""
+    keys = list(BEHAVIORS) if text == "all" else [k.strip() for k in text.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in BEHAVIORS]
+    if unknown or not keys:
+        raise argparse.ArgumentTypeError(f"unknown behaviour {', '.join(unknown) or repr(text)}: use all or some of "
+                                         f"{', '.join(BEHAVIORS)}")
+    return [k for k in BEHAVIORS if k in keys]  # the table's order
+
+
+def behavior_table(keys):
+    """{key: {better, how}} of the computed behaviours, as the behaviours file records it (JSON)."""
+    return {k: dict(better=BEHAVIORS[k].better, how=BEHAVIORS[k].how) for k in keys}
+
+
+BLOCK = 2048  # rows of a block of distances or kernel values (2048 x 10,000 float64: 160 MB)
+
+
+def _blocks(a, b):
+    """(row offset, squared Euclidean distances of a block of a's rows to every row of b), float64, block by block:
+    features of 10,000 images would make dense matrices of gigabytes."""
+    a = torch.as_tensor(np.asarray(a), dtype=torch.float64)
+    b = torch.as_tensor(np.asarray(b), dtype=torch.float64)
+    for i in range(0, len(a), BLOCK):
+        yield i, (torch.cdist(a[i:i + BLOCK], b, compute_mode="donot_use_mm_for_euclid_dist") ** 2).numpy()
+
+
+def knn_radii(features, k):
+    """Each feature's distance to its k-th nearest neighbour among the others (the ball of the manifold
+    estimates of Kynkaanniemi et al. 2019 and Naeem et al. 2020)."""
+    radii = np.empty(len(features))
+    for i, d in _blocks(features, features):
+        radii[i:i + len(d)] = np.sqrt(np.partition(d, k, axis=1)[:, k])  # column 0 is the point itself
+    return radii
+
+
+def precision_recall(sample, ref, ref_radii, k=PR_K):
+    """(precision, recall): the share of samples within some reference ball, and of reference features
+    within some sample ball; a ball reaches its centre's k-th nearest neighbour in its own set."""
+    inside_ref = np.zeros(len(sample), dtype=bool)
+    for i, d in _blocks(sample, ref):
+        inside_ref[i:i + len(d)] = (np.sqrt(d) <= ref_radii[None, :]).any(1)
+    sample_radii = knn_radii(sample, k)
+    inside_sample = np.zeros(len(ref), dtype=bool)
+    for i, d in _blocks(ref, sample):
+        inside_sample[i:i + len(d)] = (np.sqrt(d) <= sample_radii[None, :]).any(1)
+    return float(inside_ref.mean()), float(inside_sample.mean())
+
+
+def density_coverage(sample, ref, ref_radii, k=DC_K):
+    """(density, coverage) of Naeem et al. (2020): density = (1 / (k n)) sum over samples of the number of
+    reference balls holding it; coverage = the share of reference balls holding at least one sample."""
+    held, covered = 0, np.zeros(len(ref), dtype=bool)
+    for _, d in _blocks(sample, ref):
+        inside = np.sqrt(d) <= ref_radii[None, :]
+        held += int(inside.sum())
+        covered |= inside.any(0)
+    return float(held / (k * len(sample))), float(covered.mean())
+
+
+def kid_kernel(a, b):
+    """The polynomial kernel of KID, (a.b / d + 1)^3, for all pairs."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return (a @ b.T / a.shape[1] + 1.0) ** 3
+
+
+def _kernel_sum(a, b):
+    return sum(float(kid_kernel(a[i:i + BLOCK], b).sum()) for i in range(0, len(a), BLOCK))
+
+
+def kid_ref_term(ref):
+    """The reference's share of the unbiased MMD^2: the mean of k(y_i, y_j) over pairs i != j."""
+    ref = np.asarray(ref, np.float64)
+    m = len(ref)
+    diag = ((ref ** 2).sum(1) / ref.shape[1] + 1.0) ** 3
+    return (_kernel_sum(ref, ref) - float(diag.sum())) / (m * (m - 1))
+
+
+def kid(sample, ref, ref_term=None):
+    """Unbiased MMD^2 (Binkowski et al. 2018, eq. (3)) between sample and reference features, over all pairs:
+    mean_{i != j} k(x_i, x_j) + mean_{i != j} k(y_i, y_j) - 2 mean_{i, j} k(x_i, y_j)."""
+    sample = np.asarray(sample, np.float64)
+    n = len(sample)
+    xx = kid_ref_term(sample)  # the same U-statistic, of the samples
+    yy = kid_ref_term(ref) if ref_term is None else ref_term
+    return float(xx + yy - 2 * _kernel_sum(sample, ref) / (n * len(ref)))
+
+
+def inception_score(probs):
+    """exp(E_x KL(p(y|x) || p(y))) with p(y) the mean of p(y|x) over the samples (Salimans et al. 2016), one split."""
+    p = np.asarray(probs, np.float64)
+    marginal = p.mean(0, keepdims=True)
+    kl = (p * (np.log(np.clip(p, 1e-30, None)) - np.log(np.clip(marginal, 1e-30, None)))).sum(1)
+    return float(np.exp(kl.mean()))
+
+
+def entropy(shares):
+    """-sum_k s_k log s_k (nats) of a vector of shares."""
+    s = np.asarray(shares, np.float64)
+    s = s[s > 0]
+    return float(-(s * np.log(s)).sum())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -185,19 +352,25 @@ def cnn_extractor(ds, cache, seed, device, epochs=30):
     print(f"cnn features: held-out accuracy {acc:.3f} ({path})")
 
     @torch.no_grad()
-    def extract(x):  # x in [-1, 1] -> (features, predicted classes)
+    def extract(x):  # x in [-1, 1] -> (features (B, 64), logits over the data's classes (B, classes))
         f, logits = model(x.to(device))
-        return f.cpu().numpy(), logits.argmax(1).cpu().numpy()
+        return f.cpu().numpy(), logits.double().cpu().numpy()
     return extract, num_classes, dict(kind="cnn", accuracy=acc)
 
 
 def inception_extractor(weights, device):
-    """pytorch-fid's InceptionV3 (2048-d pool features); `weights` is a path or 'random'."""
+    """pytorch-fid's InceptionV3 (2048-d pool features) and the FID network's classifier on them (its 1008
+    logits, for the Inception Score); `weights` is a path or 'random' (a seeded random classifier too)."""
     import pytorch_fid.inception as pi
     import torchvision
     if weights == "random":  # plumbing tests: the real network, random weights
         patches = [mock.patch.object(pi, "load_state_dict_from_url", lambda *a, **k: {}),
                    mock.patch.object(torchvision.models.Inception3, "load_state_dict", lambda *a, **k: None)]
+        fc = nn.Linear(2048, 1008)
+        with torch.no_grad():
+            g = torch.Generator().manual_seed(0)
+            fc.weight.copy_(torch.randn(fc.weight.shape, generator=g) * 0.02)
+            fc.bias.zero_()
     else:
         path = weights or os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(pi.FID_WEIGHTS_URL))
         if not os.path.isfile(path):
@@ -208,6 +381,8 @@ def inception_extractor(weights, device):
         except Exception as e:
             raise DataError(f"cannot read Inception weights {path}: {type(e).__name__}")
         patches = [mock.patch.object(pi, "load_state_dict_from_url", lambda *a, **k: state)]
+        fc = nn.Linear(2048, state["fc.weight"].shape[0])  # the classifier pytorch-fid's InceptionV3 drops
+        fc.load_state_dict({"weight": state["fc.weight"], "bias": state["fc.bias"]})
     for p in patches:
         p.start()
     try:
@@ -215,13 +390,16 @@ def inception_extractor(weights, device):
     finally:
         for p in patches:
             p.stop()
+    fc = fc.to(device).eval()
 
     @torch.no_grad()
-    def extract(x):  # x in [-1, 1], 1 or 3 channels -> (features (B, 2048), no classes)
+    def extract(x):  # x in [-1, 1], 1 or 3 channels -> (features (B, 2048), Inception's logits (B, 1008))
         x = (x.to(device) + 1) / 2  # InceptionV3 expects [0, 1] and resizes to 299 itself
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
-        return model(x)[0][:, :, 0, 0].cpu().numpy(), None
+        f = model(x)[0][:, :, 0, 0]
+        return f.cpu().numpy(), fc(f).double().cpu().numpy()
+    # no data classes: Inception's logits give the Inception Score, not class shares of the data
     return extract, None, dict(kind="inception", weights=str(weights or "hub cache"))
 
 
@@ -230,14 +408,19 @@ def _safe(name):
 
 
 def features_of(extract, images, batch_size):
-    """Features (and predicted classes) of model-space images, in batches."""
-    feats, classes = [], []
+    """Features and classifier logits of model-space images, in batches."""
+    feats, logits = [], []
     for i in range(0, len(images), batch_size):
-        f, c = extract(images[i:i + batch_size])
+        f, z = extract(images[i:i + batch_size])
         feats.append(f)
-        if c is not None:
-            classes.append(c)
-    return np.concatenate(feats), (np.concatenate(classes) if classes else None)
+        logits.append(z)
+    return np.concatenate(feats), np.concatenate(logits)
+
+
+def softmax(logits):
+    z = np.asarray(logits, np.float64)
+    z = np.exp(z - z.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
 
 
 def reference_stats(extract, ref, cache, kind, batch_size, n_ref=0, seed=0):
@@ -318,12 +501,96 @@ def sample_models(ckpts, schedule, noise, ddim_steps, batch_size, device, precis
     return [torch.cat([o[g] for o in out]).clamp(-1, 1) for g in range(G)]
 
 
-def up_to_date(args, entries, masks, ref_sha):
-    """An existing behaviours file covers the same checkpoints, rows, sample count and FID reference."""
+def reference_knn(extract, ref, cache, kind, batch_size, n_knn, seed=0):
+    """What the kNN behaviours need of the reference (cached with the images' sha256): the features of all
+    reference images, or of a seeded choice of n_knn (kNN radii cost n_knn^2 distances), their kNN radii for
+    k = PR_K and DC_K, and the reference's term of the unbiased MMD^2 (KID)."""
+    n = n_knn if 0 < n_knn < len(ref) else len(ref)
+    path = os.path.join(cache, f"knn_ref_{kind}_{_safe(ref.name)}_{n}.npz")
+    sha = images_sha256(ref.images)
+    if os.path.exists(path):
+        with np.load(path) as f:
+            if "sha256" in f.files and str(f["sha256"]) == sha:
+                return {k: f[k] for k in ("features", "radii_pr", "radii_dc", "kid_yy")}
+    images = ref.images if n == len(ref) else ref.images[np.random.default_rng(seed).choice(len(ref), n, replace=False)]
+    feats, _ = features_of(extract, to_model_space(images), batch_size)
+    knn = dict(features=feats.astype(np.float64), radii_pr=knn_radii(feats, PR_K), radii_dc=knn_radii(feats, DC_K),
+               kid_yy=np.float64(kid_ref_term(feats)))
+    save_npz(path, **knn, sha256=sha)
+    return knn
+
+
+FEATURES_KEPT = 1 << 22  # a model's sample features (float32) are cached up to this many numbers (16 MB): the CNN's
+# 64-d features of up to 65k samples, Inception's 2048-d of up to 2k; another reference's kNN behaviours then need
+# no new samples. Larger sets (the cifar10 preset's 10,000 Inception features: 80 MB a model) keep their kNN
+# behaviours per reference only.
+
+
+def knn_values(feats, knn, ref_key):
+    """The kNN behaviours of one model's sample features against the reference `ref_key`."""
+    values = {f"kid@{ref_key}": kid(feats, knn["features"], float(knn["kid_yy"]))}
+    values[f"precision@{ref_key}"], values[f"recall@{ref_key}"] = precision_recall(feats, knn["features"],
+                                                                                 knn["radii_pr"])
+    values[f"density@{ref_key}"], values[f"coverage@{ref_key}"] = density_coverage(feats, knn["features"],
+                                                                                 knn["radii_dc"])
+    return values
+
+
+def sampled_values(feats, logits, num_classes, knn, ref_key):
+    """Every sampled behaviour of one model's samples (features, classifier logits), as cached: the Gaussian fit
+    for FID (and its low-rank factor when n < d), the class shares and their entropy (data classes), the
+    Inception Score, and the kNN behaviours against the reference `ref_key` (when knn is given)."""
+    mu, sigma = feature_stats(feats)
+    values = dict(mu=mu, sigma=sigma)
+    factor = low_rank_factor(feats)
+    if factor is not None:
+        values["factor"] = factor
+    probs = softmax(logits)
+    values["is"] = inception_score(probs)
+    if num_classes:
+        values["class_hist"] = np.bincount(probs.argmax(1), minlength=num_classes)
+        values["class_share"] = probs.mean(0)
+        values["entropy"] = entropy(values["class_share"])
+    if knn is not None:
+        values.update(knn_values(feats, knn, ref_key))
+    if feats.size <= FEATURES_KEPT:
+        values["features"] = np.asarray(feats, np.float32)
+    return values
+
+
+def denoising_values(ckpt, x0, *, seed, draws, batch_size, device):
+    """`loss` and `elbo` of a checkpoint's EMA weights on the reference images x0, from ddpm.denoising_errors's
+    shared draws: the mean squared error per pixel, and the variational bound's weighted mean per pixel."""
+    schedule = Schedule(**ckpt["schedule"])
+    model = build_model(ckpt, "ema").to(device)
+    t, errors = denoising_errors(model, schedule, x0, seed=seed, draws=draws, batch_size=batch_size)
+    dims = x0[0].numel()
+    weights = elbo_weights(schedule)[t]  # (draws, N)
+    return dict(loss=float(errors.mean()) / dims, elbo=float((schedule.T * weights * errors).mean()) / dims)
+
+
+def entry_args(ckpt):
+    """A checkpoint's recorded arguments as JSON (the recipe and method the report reads without torch)."""
+    return json.dumps(ckpt.get("args") or {}, sort_keys=True, default=str)
+
+
+def method_of(ckpt):
+    """How a model was made: the unlearning method of an unlearned model (older checkpoints: gd), else `train`."""
+    a = ckpt.get("args") or {}
+    if "method" in a or ckpt.get("parent") and ckpt.get("subset"):
+        return str(a.get("method", "gd"))
+    return "train"
+
+
+def up_to_date(args, entries, masks, ref_sha, keys):
+    """An existing behaviours file covers the same checkpoints, rows, behaviours and settings."""
     try:
         with np.load(args.out, allow_pickle=False) as f:
             files, shas, n = [str(p) for p in f["files"]], [str(s) for s in f["mask_sha256"]], int(f["n_samples"])
-            if str(f["ref_sha256"]) != ref_sha:
+            if str(f["ref_sha256"]) != ref_sha or "behaviors" not in f.files:
+                return False
+            if json.loads(str(f["behaviors"])) != keys or int(f["loss_draws"]) != args.loss_draws or \
+                    int(f["loss_seed"]) != args.loss_seed or int(f["ddim_steps"]) != args.ddim_steps:
                 return False
     except Exception:
         return False
@@ -341,49 +608,94 @@ def main(args):
     if ref.images.shape[1:] != clean.images.shape[1:]:
         raise DataError(f"--ref-data {args.ref_data} has images of shape {ref.images.shape[1:]}, the training data "
                         f"{clean.images.shape[1:]}")
+    kind = args.features if args.features != "auto" else ("cnn" if clean.labels is not None else "inception")
+    keys = ["fid"] if args.ref_models else list(args.behaviors)  # FID2: the Frechet distance between two models
+    if kind != "cnn" and any(k in keys for k in ("class", "entropy")):  # Inception knows ImageNet's classes only
+        keys = [k for k in keys if k not in ("class", "entropy")]
+        print("class shares and entropy need the data's classes (--features cnn): not computed")
+    if not keys:
+        raise DataError("no behaviour left to compute (class and entropy need --features cnn)")
+    n_knn_ref = min(len(ref), args.n_ref or len(ref), args.n_ref_knn or len(ref))
+    if min(args.n_samples, n_knn_ref) <= DC_K and any(k in KNN_KEYS for k in keys):
+        keys = [k for k in keys if k not in KNN_KEYS]  # a ball reaches the k-th neighbour: k + 1 points at least
+        print(f"kid, precision, recall, density and coverage need more than {DC_K} samples and reference images: "
+              f"not computed")
+    sampled = [k for k in keys if BEHAVIORS[k].source == "samples"]
+    denoising = [k for k in keys if BEHAVIORS[k].source == "reference"]
     ref_sha = "" if args.ref_models else images_sha256(ref.images)
+    ref_key = ref_sha[:16]
     masks = load_masks(args.masks, n=len(clean)) if args.masks else None
     entries = list_models(args.models, args.masks)
     if args.ref_models:  # FID2 only where both folders have the row
         entries = [e for e in entries if os.path.exists(os.path.join(args.ref_models, os.path.basename(e[0])))]
         if not entries:
             raise DataError(f"no model of {args.models} has a partner in {args.ref_models}")
-    if os.path.exists(args.out) and not args.force and up_to_date(args, entries, masks, ref_sha):
+    if os.path.exists(args.out) and not args.force and up_to_date(args, entries, masks, ref_sha, keys):
         print(f"skip: {args.out} exists for these {len(entries)} models (use --force to recompute)")
         return
-    if masks is not None:  # every model's mask row, once, first: a pool of another mask file writes nothing, not even a cache
-        for path, index, _ in (e for e in entries if e[1] >= 0):
-            for p in [path] + ([os.path.join(args.ref_models, os.path.basename(path))] if args.ref_models else []):
-                check_row(load_checkpoint(p, mmap=True), p, masks, index, args.masks)
-    kind = args.features if args.features != "auto" else ("cnn" if clean.labels is not None else "inception")
-    torch.manual_seed(args.seed)
-    if kind == "cnn":
-        extract, num_classes, meta = cnn_extractor(clean, cache, args.seed, device)
-    else:
-        extract, num_classes, meta = inception_extractor(args.inception_weights, device)
-    mu_ref, sigma_ref = (None, None) if args.ref_models else reference_stats(extract, ref, cache, kind, args.batch_size,
-                                                                                  args.n_ref, args.seed)
+    # every model's mask row and method, once, first: a pool of another mask file, or of two unlearning methods,
+    # writes nothing, not even a cache
+    methods = {}
+    for path, index, _ in entries:
+        for p in [path] + ([os.path.join(args.ref_models, os.path.basename(path))] if args.ref_models else []):
+            ckpt = load_checkpoint(p, mmap=True)
+            if masks is not None and index >= 0:
+                check_row(ckpt, p, masks, index, args.masks)
+            if p == path:
+                methods.setdefault(method_of(ckpt), os.path.basename(p))
+    if len(methods) > 1:
+        raise DataError(f"{args.models} mixes models made by different methods ("
+                        + ", ".join(f"{m}: {f}" for m, f in sorted(methods.items())) + "): one pool, one method")
+
+    extract, num_classes, meta = None, None, dict(kind="none")
+    mu_ref = sigma_ref = knn = None
+    if sampled:
+        torch.manual_seed(args.seed)
+        if kind == "cnn":
+            extract, num_classes, meta = cnn_extractor(clean, cache, args.seed, device)
+        else:
+            extract, num_classes, meta = inception_extractor(args.inception_weights, device)
+        if not args.ref_models:
+            mu_ref, sigma_ref = reference_stats(extract, ref, cache, kind, args.batch_size, args.n_ref, args.seed)
+            if any(k in KNN_KEYS for k in keys):
+                knn = reference_knn(extract, ref, cache, kind, args.batch_size, n_knn_ref, args.seed)
     root_ref = None  # sqrt_psd(sigma_ref), once for all models that need it (those without a low-rank factor)
     c, h = clean.images.shape[1:3]
     noise = torch.randn((args.n_samples, c, h, h), generator=torch.Generator().manual_seed(args.seed))
+    x0_ref = None
+    if denoising:  # the reference images the loss is measured on: all, or the seeded choice of --n-ref
+        n = args.n_ref if 0 < args.n_ref < len(ref) else len(ref)
+        images = ref.images if n == len(ref) else ref.images[np.random.default_rng(args.seed).choice(len(ref), n,
+                                                                                                      replace=False)]
+        x0_ref = to_model_space(images).to(device)
 
-    # A model's statistics depend only on its weights and the sampling settings, so they are cached
-    # per checkpoint: FID2 and the seed pairs reuse the samples of the pools, and a killed stage
-    # resumes model by model.
+    # A model's behaviours depend only on its weights and the settings, so they are cached per checkpoint:
+    # FID2 and the seed pairs reuse the samples of the pools, and a killed stage resumes model by model.
     weights = _safe(os.path.basename(meta.get("weights", "")))
     setting = f"{meta['kind']}-{weights}-n{args.n_samples}-ddim{args.ddim_steps}-seed{args.seed}"
+    loss_setting = f"loss-d{args.loss_draws}-seed{args.loss_seed}-n{0 if x0_ref is None else len(x0_ref)}-{ref_key}"
     stats_dir = os.path.join(cache, "stats")
+    shas = {}
 
-    cache_paths = {}
+    def cached(path, what):  # hashed once per checkpoint (286 MB each for cifar10)
+        if path not in shas:
+            shas[path] = file_sha256(path)[:32]
+        return os.path.join(stats_dir, f"{shas[path]}-{setting if what == 'samples' else loss_setting}.npz")
 
-    def cache_of(path):  # hashed once per checkpoint (286 MB each for cifar10)
-        if path not in cache_paths:
-            cache_paths[path] = os.path.join(stats_dir, f"{file_sha256(path)[:32]}-{setting}.npz")
-        return cache_paths[path]
+    needed = ["mu", "sigma", "is"] + (["class_share", "entropy"] if num_classes else []) + \
+             ([f"{k}@{ref_key}" for k in KNN_KEYS] if knn is not None else [])
+
+    def needs_sampling(path):
+        if not sampled:
+            return False
+        if not os.path.exists(cached(path, "samples")):
+            return True
+        with np.load(cached(path, "samples")) as f:  # kNN behaviours of another reference come from kept features
+            return any(k not in f.files and not ("@" in k and "features" in f.files) for k in needed)
 
     def sample_and_cache(paths, ckpts):
-        """Sample G checkpoints of one architecture together; cache each one's feature statistics
-        (sampling seconds: the group's wall time / G)."""
+        """Sample G checkpoints of one architecture together; cache each one's sampled behaviours (sampling
+        seconds: the group's wall time / G), beside what the cache holds for other references."""
         schedule = Schedule(**ckpts[0]["schedule"])
         if args.ddim_steps > schedule.T:
             raise DataError(f"--ddim-steps must lie in 1..{schedule.T} (the model's T), got {args.ddim_steps}")
@@ -392,31 +704,43 @@ def main(args):
         seconds = (time.perf_counter() - t0) / len(ckpts)
         os.makedirs(stats_dir, exist_ok=True)
         for path, x in zip(paths, xs):
-            feats, classes = features_of(extract, x, args.batch_size)
-            mu, sigma = feature_stats(feats)
-            extra = {"class_hist": np.bincount(classes, minlength=num_classes)} if classes is not None else {}
-            factor = low_rank_factor(feats)
-            if factor is not None:
-                extra["factor"] = factor
-            save_npz(cache_of(path), mu=mu, sigma=sigma, seconds=seconds, **extra)
+            feats, logits = features_of(extract, x, args.batch_size)
+            values = {}
+            if os.path.exists(cached(path, "samples")):  # other references' kNN behaviours; or, where the pipeline's
+                with np.load(cached(path, "samples")) as f:  # two lanes meet, the other lane's equal values
+                    values = {k: f[k] for k in f.files if "@" in k}
+            values.update(sampled_values(feats, logits, num_classes, knn, ref_key), seconds=seconds)
+            save_npz(cached(path, "samples"), **values)
 
-    def behaviour(path, index):
-        """(checkpoint, row sha256, feature mean, feature covariance, class histogram or None, sampling
-        seconds, low-rank factor of the covariance or None); its row was checked before anything was built."""
+    def loss_values(path, ckpt=None):
+        if not os.path.exists(cached(path, "loss")):
+            t0 = time.perf_counter()
+            values = denoising_values(ckpt or load_checkpoint(path), x0_ref, seed=args.loss_seed,
+                                      draws=args.loss_draws, batch_size=args.batch_size, device=device)
+            os.makedirs(stats_dir, exist_ok=True)
+            save_npz(cached(path, "loss"), **values, seconds=time.perf_counter() - t0)
+        with np.load(cached(path, "loss")) as f:
+            return {k: float(f[k]) for k in f.files}
+
+    def behaviour(path):
+        """(checkpoint, the cached sampled values or {}, the cached loss values or {})."""
         ckpt = load_checkpoint(path)
-        sha = row_sha256(masks[index]) if index >= 0 else ""
-        cached = cache_of(path)
-        if not os.path.exists(cached):
+        if needs_sampling(path):
             sample_and_cache([path], [ckpt])
-        with np.load(cached) as f:
-            return (ckpt, sha, f["mu"], f["sigma"], (f["class_hist"] if num_classes else None), float(f["seconds"]),
-                    f["factor"] if "factor" in f.files else None)
+        values = {}
+        if sampled:
+            with np.load(cached(path, "samples")) as f:
+                values = {k: f[k] for k in f.files}
+            if knn is not None and f"kid@{ref_key}" not in values:  # a new reference: the kept sample features
+                values.update(knn_values(values["features"].astype(np.float64), knn, ref_key))
+                save_npz(cached(path, "samples"), **values)
+        return ckpt, values, (loss_values(path, ckpt) if denoising else {})
 
-    if args.stack > 1:  # sample the models not cached yet in groups of --stack, one architecture a group
+    if args.stack > 1 and sampled:  # sample the models not cached yet in groups of --stack, one architecture a group
         group = []
         for path, index, _ in entries + [(None, -1, -1)]:
             ckpt = None
-            if path is not None and not os.path.exists(cache_of(path)):
+            if path is not None and needs_sampling(path):
                 ckpt = load_checkpoint(path)
             if group and (ckpt is None or len(group) == args.stack or
                           (ckpt["config"], ckpt["schedule"]) != (group[0][1]["config"], group[0][1]["schedule"])):
@@ -429,42 +753,67 @@ def main(args):
         progress = Progress(len(entries), f"statistics of {os.path.basename(os.path.normpath(args.models))}, last first")
         for path, index, _ in reversed(entries):
             t0 = time.perf_counter()
-            behaviour(path, index)
+            behaviour(path)
             progress.update(os.path.basename(path), time.perf_counter() - t0)
         progress.close()
-        print(f"cached the statistics of {len(entries)} models of {args.models}")
+        print(f"cached the behaviours of {len(entries)} models of {args.models}")
         return
 
-    rows = {k: [] for k in ("index", "seed", "fid", "class_hist", "seconds", "train_seconds", "mask_sha256", "files")}
+    rows = {k: [] for k in ("index", "seed", "seconds", "loss_seconds", "train_seconds", "train_macs", "macs",
+                            "behavior_macs", "mask_sha256", "files", "args")}
+    # forward passes per model of the behaviours: DDIM steps x samples, and draws x reference images for the loss
+    passes = (args.n_samples * args.ddim_steps if sampled else 0) + (len(x0_ref) * args.loss_draws if denoising else 0)
+    values = {k: [] for k in keys}
     progress = Progress(len(entries), f"behaviours {os.path.basename(args.out)}")
     for path, index, seed in entries:
         t0 = time.perf_counter()
-        ckpt, sha, mu, sigma, hist, seconds, factor = behaviour(path, index)
-        if args.ref_models:
-            _, _, mu_other, sigma_other, _, _, factor_other = behaviour(
-                os.path.join(args.ref_models, os.path.basename(path)), index)
-            fid = frechet_distance(mu, sigma, mu_other, sigma_other, factor2=factor_other)
-        else:
-            if factor is None and root_ref is None:
-                root_ref = sqrt_psd(sigma_ref)
-            fid = frechet_distance(mu_ref, sigma_ref, mu, sigma, root1=root_ref, factor2=factor)
+        ckpt, sample, denoised = behaviour(path)
+        for k in keys:
+            if k == "fid" and args.ref_models:
+                _, other, _ = behaviour(os.path.join(args.ref_models, os.path.basename(path)))
+                values[k].append(frechet_distance(sample["mu"], sample["sigma"], other["mu"], other["sigma"],
+                                                  factor2=other.get("factor")))
+            elif k == "fid":
+                if "factor" not in sample and root_ref is None:
+                    root_ref = sqrt_psd(sigma_ref)
+                values[k].append(frechet_distance(mu_ref, sigma_ref, sample["mu"], sample["sigma"], root1=root_ref,
+                                                  factor2=sample.get("factor")))
+            elif k == "class":
+                values[k].append(sample["class_share"])
+            elif k in KNN_KEYS:
+                values[k].append(float(sample[f"{k}@{ref_key}"]))
+            elif k in denoised:
+                values[k].append(denoised[k])
+            else:
+                values[k].append(float(sample[k]))
         rows["index"].append(index)
         rows["seed"].append(seed if seed >= 0 else (ckpt.get("args") or {}).get("seed", -1))
-        rows["fid"].append(fid)
-        rows["class_hist"].append(hist if hist is not None else [])
-        rows["seconds"].append(seconds)
+        rows["seconds"].append(float(sample["seconds"]) if sample else 0.0)
+        rows["loss_seconds"].append(denoised.get("seconds", 0.0))
         rows["train_seconds"].append(float(ckpt.get("seconds", 0.0)))
-        rows["mask_sha256"].append(sha)
+        rows["train_macs"].append(float(ckpt.get("train_macs", np.nan)))
+        rows["macs"].append(float(ckpt.get("macs", np.nan)))
+        rows["behavior_macs"].append(rows["macs"][-1] * passes)
+        rows["mask_sha256"].append(row_sha256(masks[index]) if index >= 0 else "")
         rows["files"].append(os.path.basename(path))
+        rows["args"].append(entry_args(ckpt))
+        if num_classes and sample:
+            values.setdefault("class_hist", []).append(sample["class_hist"])
         progress.update(os.path.basename(path), time.perf_counter() - t0)
     progress.close()
-    out = {k: np.asarray(v) for k, v in rows.items() if not (k == "class_hist" and num_classes is None)}
+    out = {k: np.asarray(v) for k, v in rows.items()}
+    out.update({("class_share" if k == "class" else k): np.asarray(v, dtype=np.float64 if k != "class_hist" else None)
+                for k, v in values.items()})
     save_npz(args.out, **out, features=meta["kind"], n_samples=args.n_samples, ddim_steps=args.ddim_steps,
+             loss_draws=args.loss_draws, loss_seed=args.loss_seed, behaviors=json.dumps(keys),
+             behavior_table=json.dumps(behavior_table(keys)), method=next(iter(methods)),
              masks=os.path.basename(args.masks) if args.masks else "", ref_models=args.ref_models or "",
              ref_data="" if args.ref_models else ref.name, ref_sha256=ref_sha)
-    fids = out["fid"]
-    print(f"wrote {args.out}: {len(fids)} models, FID{'2' if args.ref_models else ''} mean {fids.mean():.2f} "
-          f"(min {fids.min():.2f}, max {fids.max():.2f}), {np.mean(rows['seconds']):.1f} s sampling per model")
+    summary = ", ".join(f"{'FID2' if args.ref_models else k} mean {np.mean(out['class_share' if k == 'class' else k]):.4g}"
+                        for k in keys if k != "class")
+    cost = ", ".join(f"{np.mean(rows[s]):.2f} s {what} per model" for s, what in
+                     (("seconds", "sampling"), ("loss_seconds", "loss")) if np.mean(rows[s]) > 0)
+    print(f"wrote {args.out}: {len(entries)} models; {summary}{'; ' + cost if cost else ''}")
 
 
 if __name__ == "__main__":

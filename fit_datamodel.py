@@ -14,12 +14,14 @@ shapley    Shapley values by KernelSHAP (Lundberg & Lee 2017): the Shapley-kerne
            `make_subsets.py --alpha shapley`; v(empty) and v(full) from all-zero and all-one mask rows,
            or --v-empty and --v-full.
 
-Behaviours: `fid` (the paper's) or `class:K`, the share of generated images classified as class K.
-Sign convention: gamma = FID, lower is better, so a positive score means including the image raises
-FID (harmful). For class:K a positive score means the image makes class K more frequent.
+Behaviours (--behavior): any key of the behaviours file (compute_fid.py: fid, the paper's, kid, is, precision,
+recall, density, coverage, entropy, loss, elbo) or class:K, the share of generated images of class K.
+Sign convention: a positive score means including the image raises the behaviour. For FID (lower is
+better) that is harmful; for a behaviour where higher is better (precision, ...) it is helpful.
 Rows with several models (training seeds) are averaged. numpy/scipy/scikit-learn only.
 """
 import argparse
+import json
 import warnings
 
 import numpy as np
@@ -39,7 +41,8 @@ def parse_args(argv=None):
                    "default: that of an all-zero mask row")
     p.add_argument("--v-full", type=number_or_file, default=None, help="shapley: the behaviour with all training "
                    "data, a number or a behaviours file of one model; default: that of an all-one mask row")
-    p.add_argument("--behavior", default="fid", help="fid, or class:K (share of samples classified as K)")
+    p.add_argument("--behavior", default="fid", help="a key of the behaviours file (fid, loss, kid, ...), "
+                   "or class:K (the share of samples of class K)")
     p.add_argument("--max-models", type=positive_int, default=None, help="use the first n rows only")
     p.add_argument("--folds", type=at_least_two, default=5, help="cross-validation folds choosing the regularisation")
     p.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds")
@@ -82,39 +85,78 @@ def load_npz(path, what, required=()):
     return arrays
 
 
+def behavior_keys(beh):
+    """The behaviours a behaviours file holds, in its order: its `behaviors` list (compute_fid.py), or fid and
+    class for a file written before there were others."""
+    if "behaviors" in beh:
+        return [str(k) for k in json.loads(str(beh["behaviors"]))]
+    return ["fid"] + (["class"] if "class_hist" in beh and beh["class_hist"].size else [])
+
+
+def better(beh, key):
+    """Which way the behaviour `key` is better ("lower", "higher"), or None (a class share), as the file says."""
+    if key.startswith("class:"):
+        return None
+    table = json.loads(str(beh["behavior_table"])) if "behavior_table" in beh else {"fid": {"better": "lower"}}
+    return (table.get(key) or {}).get("better")
+
+
+def _per_entry(beh, key):
+    """The array behind a behaviour key (class: the soft shares, or the argmax counts of an older file)."""
+    if key == "class":
+        return beh["class_share"] if "class_share" in beh else beh.get("class_hist")
+    return beh.get(key)
+
+
 def load_behaviors(path):
-    """A behaviours file of compute_fid.py, checked: one finite FID per entry, every per-entry array
-    of the same length, class histograms with at least one sample."""
-    beh = load_npz(path, "behaviours file", ("index", "mask_sha256", "fid"))
-    m = len(beh["fid"])
-    for key in ("index", "mask_sha256", "fid", "class_hist", "seconds", "train_seconds"):
-        if key in beh and (beh[key].ndim == 0 or len(beh[key]) != m):
-            raise DataError(f"{path}: '{key}' has {beh[key].size} entries but 'fid' has {m}")
-    if beh["fid"].dtype.kind not in "fiu" or not np.isfinite(beh["fid"]).all():
-        raise DataError(f"{path}: FID must be finite numbers ({int(np.sum(~np.isfinite(beh['fid'].astype(float))))} "
-                        f"are not)")
-    if "class_hist" in beh and beh["class_hist"].size and (beh["class_hist"].ndim != 2 or
-                                                           (beh["class_hist"].sum(1) <= 0).any()):
-        raise DataError(f"{path}: 'class_hist' must be (models, classes) counts with at least one sample per model")
+    """A behaviours file of compute_fid.py, checked: every behaviour it lists is there, finite, one entry per
+    model, and class shares or counts have at least one sample per model."""
+    beh = load_npz(path, "behaviours file", ("index", "mask_sha256"))
+    keys = behavior_keys(beh)
+    missing = [k for k in keys if _per_entry(beh, k) is None]
+    if missing or not keys:
+        raise DataError(f"{path} is not a behaviours file (no {', '.join(missing) or 'behaviour'})")
+    m = len(beh["index"])
+    for key in ["mask_sha256", "seconds", "train_seconds"] + keys:
+        a = _per_entry(beh, key) if key in keys else beh.get(key)
+        if a is not None and (a.ndim == 0 or len(a) != m):
+            raise DataError(f"{path}: '{key}' has {a.size} entries but 'index' has {m}")
+    for key in keys:
+        a = _per_entry(beh, key)
+        if a.dtype.kind not in "fiu" or not np.isfinite(a.astype(float)).all():
+            raise DataError(f"{path}: '{key}' must be finite numbers ({int(np.sum(~np.isfinite(a.astype(float))))} "
+                            f"are not)")
+    if "class" in keys and (_per_entry(beh, "class").ndim != 2 or (_per_entry(beh, "class").sum(1) <= 0).any()):
+        raise DataError(f"{path}: class shares must be (models, classes) with at least one sample per model")
     return beh
 
 
 def behavior_values(beh, behavior):
-    """The chosen behaviour per entry: FID, or the share of samples of class K."""
-    if behavior == "fid":
-        return beh["fid"].astype(np.float64)
+    """The chosen behaviour per entry: a key of the file (fid, loss, ...), or class:K, the share of class K
+    among the samples (soft: the mean softmax probability; older files: the share of argmax labels)."""
+    keys = behavior_keys(beh)
     if behavior.startswith("class:"):
-        if "class_hist" not in beh:
-            raise DataError("these behaviours have no class histogram (computed with inception features?)")
+        if "class" not in keys:
+            raise DataError("these behaviours have no class shares (computed with inception features?)")
         try:
             k = int(behavior[6:])
         except ValueError:
             raise DataError(f"bad behaviour {behavior!r}: use class:K with an integer K")
-        hist = beh["class_hist"].astype(np.float64)
-        if not 0 <= k < hist.shape[1]:
-            raise DataError(f"class {k} is out of range 0..{hist.shape[1] - 1}")
-        return hist[:, k] / hist.sum(1)
-    raise DataError(f"unknown behaviour {behavior!r}: use fid or class:K")
+        shares = _per_entry(beh, "class").astype(np.float64)
+        if not 0 <= k < shares.shape[1]:
+            raise DataError(f"class {k} is out of range 0..{shares.shape[1] - 1}")
+        return shares[:, k] / shares.sum(1)
+    if behavior == "class" or behavior not in keys:
+        raise DataError(f"unknown behaviour {behavior!r}: this file has "
+                        + ", ".join(k if k != "class" else "class:K" for k in keys))
+    return beh[behavior].astype(np.float64)
+
+
+def values_by_row(beh, behavior, seed=None):
+    """{mask row: behaviour} of a behaviours file's models: one training seed's, or the mean over its seeds."""
+    values, rows = behavior_values(beh, behavior), beh["index"].astype(int)
+    keep = np.ones(len(rows), dtype=bool) if seed is None else beh["seed"].astype(int) == seed
+    return {int(r): float(values[keep & (rows == r)].mean()) for r in np.unique(rows[keep])}
 
 
 def aligned(masks, beh, behavior, masks_name="masks"):
@@ -223,10 +265,14 @@ def main(args):
     scores, intercept, info = attribute(X, y, args.method, args.folds, args.seed, v_empty, v_full)
     save_npz(args.out, scores=scores, intercept=intercept, method=args.method, behavior=args.behavior,
              model=info["model"], alpha=info["alpha"], rows=rows, n_models=len(rows))
-    top = np.argsort(-scores)[:5]
+    direction = better(beh, args.behavior)
+    unit = "contributors" if load_groups(args.masks) is not None else "images"
+    # harmful: raises a behaviour where lower is better, lowers one where higher is better
+    harm = {"lower": scores, "higher": -scores}.get(direction)
+    where = (f"most harmful {unit} {np.argsort(-harm)[:5].tolist()}" if harm is not None else
+             f"{unit} that raise it most {np.argsort(-scores)[:5].tolist()}")
     print(f"wrote {args.out}: {args.method} ({info['model']}, alpha {info['alpha']:.3g}) on {len(rows)} models, "
-          f"{args.behavior}; most harmful {'contributors' if load_groups(args.masks) is not None else 'images'} "
-          f"{top.tolist()}")
+          f"{args.behavior}; {where}")
 
 
 if __name__ == "__main__":

@@ -2,12 +2,15 @@
 # The whole method, stage by stage, for one preset; resumable (finished outputs are skipped, so a
 # killed run continues where it stopped):
 #
-#   bash run_pipeline.sh            # default: digits with 5% corrupted images, LDS for both methods
+#   bash run_pipeline.sh            # default: 20 contributors of digits (2 gave noise images), Banzhaf values,
+#                                   # LDS for unlearning and retraining at equal compute
+#   bash run_pipeline.sh images     # the image level: one score per digit (10% noise images)
 #   bash run_pipeline.sh quick      # the whole chain in a couple of minutes (used by the tests)
-#   bash run_pipeline.sh contributors   # 20 contributors (2 gave corrupted images), Shapley values
 #   bash run_pipeline.sh cifar10    # the paper's settings (GPU / cluster)
 #   RUN=runs/mine JOBS=4 K=48 bash run_pipeline.sh     # any setting below can be overridden
 #   REF_DATA=npz:curated.npz bash run_pipeline.sh       # FID against a chosen reference set
+#   FULL=x.pt K=0 R=0 bash run_pipeline.sh             # attribute a model you have (tools/import_model.py):
+#                                                      # no retraining, no ground truth, no LDS
 #   SCHEDULER=slurm bash run_pipeline.sh quick         # every stage a Slurm job (arrays for per-row
 #                                                      # stages); prints the job ids and returns at once
 #
@@ -23,43 +26,38 @@ case "$PRESET" in
     # numbers are noise
     : "${RUN:=runs/quick}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.05}"
     : "${TRAIN_STEPS:=40}" "${PRUNE_STEPS:=20}" "${UNLEARN_STEPS:=15}" "${BATCH:=32}"
-    : "${M:=8}" "${R:=3}" "${K:=4}" "${GT_SEEDS:=1}" "${SEED_PAIRS:=1}" "${N_SAMPLES:=64}" "${DDIM_STEPS:=5}" "${GRID:=16}"
+    : "${M:=8}" "${R:=3}" "${K:=4}" "${GT_SEEDS:=1}" "${SEED_PAIRS:=1}" "${N_SAMPLES:=64}" "${DDIM_STEPS:=5}"; grid=16
     : "${ROWS_PER_TASK:=4}" ;;
   default)
-    # One recipe of 500 steps for the full model, the baseline and the ground truth (a retraining: ~40 s on
-    # one core of a slow day); unlearning 25 steps (5%) from the pruned model, ~1.4 s: >= 20x cheaper.
-    # The 40 minutes of 2 cores (~4,700 core-seconds), as measured on a slow day: ground truth 24 x 2 seeds
-    # x ~38 s = 1,820; baseline 16 + 4 second seeds = 760; unlearning 224 x 1.4 = 310; behaviours ~320
-    # models x 2.8 s = 900; full model, pruning, fits and report ~200 s of wall time. Measured: 1,980 s.
-    # Unlearning lr 1e-4 without warm-up: on these 24 subsets, lr 3e-4 (warm-up 10) gave FID2 1.9x that of
-    # two retraining seeds and lr 1e-3 3.0x, lr 1e-4 1.3x; none of them (nor 50 steps, batch 32, or Adam
-    # moments carried over from a fine-tune on all data) tracked the retrained FID better than Pearson 0.27.
-    # 1000 DDIM-10 samples per model, and this is where the default is weakest (bench/fid_noise.py on 16
-    # unlearned models): FID's sampling noise (std over noise seeds) 13.6 / 14.7 / 11.9 at 500 / 1000 / 2000
-    # samples against a spread across models of 14.8 / 17.4 / 16.2: 1.1x / 1.2x / 1.4x. At FID ~170 a
-    # model's FID moves with how many of its samples come out as noise images. Measured after the run, not yet
-    # tried in it: 4000 DDIM-5 samples gave 3.1x (noise 7.1, spread 21.8) at ~2.3x the sampling cost of 1000
-    # DDIM-10 (~+600 s here, to be paid with fewer unlearned models or held-out subsets). The ceiling at this
-    # size (bench/attribution_ceiling.py, a planted game): from 224 models even a noiseless behaviour finds the
-    # corrupted images with AUC 0.8 and an LDS near 0; at the unlearned FID's measured correlation with their
-    # count (0.26), AUC 0.54-0.58.
+    # The main job, at the contributor level (Lin, Lu et al., ICLR 2025): 20 contributors of ~90 digits each, two of
+    # whom gave only noise images (10% of the data). At the image level the method's effect does not show at this
+    # size (the `images` preset and README say why: an unlearned model's behaviour tracks retraining too loosely for
+    # 1,797 separate scores); one contributor moves the behaviour far more than one image.
+    # Estimator: Banzhaf values on half-subsets of contributors (Wang & Jia 2023, the semivalue most robust to noisy
+    # behaviours): in bench/attribution_ceiling.py's planted game with contributors who mixed two thirds bad images
+    # with clean ones, Banzhaf on 64 half-subsets found them with AUC 0.998 / 0.93 at fidelity r = 0.7 / 0.4, where
+    # KernelSHAP on 64 kernel-sampled subsets reached 0.77 / 0.62 (it weighs the extreme sizes most, where a
+    # share-driven behaviour is least additive). METHOD=shapley gives Shapley values instead.
+    # Unlearning: neggrad (descent on S plus 0.5 x ascent on the removed contributors, epoch batches), what
+    # bench/unlearn_fidelity.py found best (Pearson with retrained behaviour 0.51 against gd's 0.11 on the image
+    # level's 24 held-out subsets), 10 steps of two minibatches: see the preset's measured cost ratio in README.
     : "${RUN:=runs/default}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.1}"
-    : "${TRAIN_STEPS:=500}" "${PRUNE_STEPS:=200}" "${UNLEARN_STEPS:=25}" "${BATCH:=64}"
-    : "${UNLEARN_FLAGS:=--lr 1e-4 --warmup 0}"
+    : "${CONTRIBUTORS:=random:20}" "${METHOD:=banzhaf}"
+    : "${TRAIN_STEPS:=400}" "${PRUNE_STEPS:=300}" "${UNLEARN_STEPS:=10}" "${BATCH:=64}" "${UNLEARN_METHOD:=neggrad}"
+    : "${UNLEARN_FLAGS:=--lr 3e-4 --warmup 0 --ascent-weight 0.5 --batches epoch}"
+    : "${M:=96}" "${R:=16}" "${K:=24}" "${GT_SEEDS:=1}" "${SEED_PAIRS:=2}" "${N_SAMPLES:=2000}" "${DDIM_STEPS:=5}" ;;
+  images)
+    # The image level (the paper's setting): 1,797 digits, 10% replaced by noise; one datamodel score per image.
+    # One recipe of 500 steps for the full model, the baseline and the ground truth (24 held-out subsets x 2 seeds).
+    # Unlearning: neggrad, 13 steps of two minibatches (about gd's 25 steps of compute; >= 20x cheaper than a
+    # retraining), bench/unlearn_fidelity.py's best at this size. What it shows, measured, is in README: the method's
+    # effect is not shown at the image level at this size; bench/attribution_ceiling.py says why (at the unlearned
+    # behaviour's correlation with a subset's corrupted count, ~0.4, 224 models find the corrupted images with AUC
+    # ~0.6 and an LDS near 0 whatever the estimator).
+    : "${RUN:=runs/images}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.1}"
+    : "${TRAIN_STEPS:=500}" "${PRUNE_STEPS:=200}" "${UNLEARN_STEPS:=13}" "${BATCH:=64}" "${UNLEARN_METHOD:=neggrad}"
+    : "${UNLEARN_FLAGS:=--lr 3e-4 --warmup 0 --ascent-weight 0.5 --batches epoch}"
     : "${M:=224}" "${R:=16}" "${K:=24}" "${GT_SEEDS:=2}" "${SEED_PAIRS:=4}" "${N_SAMPLES:=1000}" "${DDIM_STEPS:=10}" ;;
-  contributors)
-    # contributor-level attribution with Shapley values (Lin, Lu et al., ICLR 2025): 20 contributors of
-    # ~90 digits each, two of whom gave only corrupted images (10% of the data); unlearned and retrained
-    # models on subsets of contributors whose sizes follow the Shapley kernel, LDS on half-subsets.
-    # Sized for 20 minutes of 2 cores. Measured (slow day, nothing else running): 1,007 s; unlearning 64 x
-    # 5.4 s, retraining 42 x 22.7 s (half of the run), behaviours 2000 DDIM-5 samples, 3.8 / 2.5 s per model.
-    # LDS at budget 16: unlearning 0.91 vs retraining 0.22 (p < 0.001), bad-contributor AUC 1.0 (retraining
-    # 0.67). The 300-step recipe makes poor digits (full model FID 268 with DDIM-5) but the bad contributors'
-    # noise images dominate FID. 400 steps and 2000 DDIM-10 samples took 1,402 s (LDS 0.80 vs 0.41, p = 0.05).
-    : "${RUN:=runs/contributors}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.1}"
-    : "${CONTRIBUTORS:=random:20}" "${METHOD:=shapley}"
-    : "${TRAIN_STEPS:=300}" "${PRUNE_STEPS:=300}" "${UNLEARN_STEPS:=80}" "${BATCH:=64}"
-    : "${M:=64}" "${R:=16}" "${K:=24}" "${GT_SEEDS:=1}" "${SEED_PAIRS:=2}" "${N_SAMPLES:=2000}" "${DDIM_STEPS:=5}" ;;
   cifar10)
     # the paper: Ho et al.'s 35.7M UNet, 200k steps, prune ratio 0.3, 4k unlearning steps (2%), DDIM 100,
     # Inception FID, alpha 0.5
@@ -70,7 +68,7 @@ case "$PRESET" in
     : "${UNLEARN_FLAGS:=--lr 2e-4 --ema-decay 0.9999}" "${FEATURES:=inception}"
     # Slurm: one GPU per task, one retraining (~20 GPU-hours at the paper's size) per task
     : "${ROWS_PER_TASK:=1}" "${GPUS:=1}" "${CPUS:=8}"; task_time=2-00:00:00 task_mem=32G ;;
-  *) echo "error: unknown preset '$PRESET' (quick, default, contributors, cifar10)" >&2; exit 2 ;;
+  *) echo "error: unknown preset '$PRESET' (quick, default, images, cifar10)" >&2; exit 2 ;;
 esac
 # One recipe: the full model (stage 1), the retraining baseline (stage 5) and the ground truth (stage 6) are
 # all trained by train_ddpm.py with TRAIN_STEPS, BATCH and TRAIN_FLAGS, as the paper retrains from scratch
@@ -86,12 +84,32 @@ esac
 [ -n "${SBATCH_TIMELIMIT:-}" ] && : "${WALLTIME:=}" || : "${WALLTIME:=${task_time:-12:00:00}}"
 [ -n "${SBATCH_MEM_PER_NODE:-}${SBATCH_MEM_PER_CPU:-}" ] && : "${MEM:=}" || : "${MEM:=${task_mem:-8G}}"
 : "${JOBS:=2}" "${ALPHA:=0.5}" "${RATIO:=0.3}" "${FEATURES:=auto}" "${N_REF:=0}" "${INCEPTION_WEIGHTS:=}" "${REF_DATA:=}"
-: "${TRAIN_FLAGS:=}" "${UNLEARN_FLAGS:=}" "${DEVICE:=auto}" "${GRID:=100}"
+: "${TRAIN_FLAGS:=}" "${UNLEARN_FLAGS:=}" "${DEVICE:=auto}"
+# BEHAVIORS: what compute_fid.py computes for every model (all, or keys: fid kid is precision recall density coverage
+# class entropy from one sampling pass, loss elbo from the reference images without sampling); HEADLINE: the one the
+# report leads with (auto: fid when computed, else the first); LOSS_DRAWS: (t, eps) draws per image of loss and elbo.
+: "${BEHAVIORS:=all}" "${HEADLINE:=auto}" "${LOSS_DRAWS:=4}"
+SAMPLED=1; [[ ",$BEHAVIORS," =~ ^(,(loss|elbo))+,$ ]] && SAMPLED=0  # loss and elbo only: no sample is ever drawn
+if [ "$HEADLINE" = auto ]; then
+  if [ "$BEHAVIORS" = all ] || [[ ",$BEHAVIORS," == *",fid,"* ]]; then HEADLINE=fid; else HEADLINE=${BEHAVIORS%%,*}; fi
+fi
+[ "$SAMPLED" = 1 ] && : "${GRID:=${grid:-100}}" || : "${GRID:=0}"  # the sample grids beside checkpoints
+# UNLEARN_METHOD: unlearn.py --method (gd, the paper's, from the pruned model; gd-full starts from the full model)
+: "${UNLEARN_METHOD:=gd}"
+# FULL=path.pt: stage 1 takes that model (a checkpoint of this project, or tools/import_model.py's) instead of
+# training one; retrainings then use its architecture, schedule and the recipe it records (an imported model
+# records none: TRAIN_STEPS, BATCH, TRAIN_FLAGS). K=0 R=0 (no held-out retrainings, no baseline) make the run
+# attribution-only: the report gives the attributions and says that no LDS was measured.
+: "${FULL:=}"
+[ -z "$FULL" ] || [ -f "$FULL" ] || { echo "error: FULL=$FULL: no such checkpoint" >&2; exit 2; }
+[ "$R" -gt 0 ] || SEED_PAIRS=0  # the second-seed pairs retrain the baseline's first rows
+RECIPE_FLAGS=(); [ -z "$FULL" ] || RECIPE_FLAGS=(--recipe-from "$RUN/full.pt")
+UNLEARN_START=$RUN/pruned.pt; [ "$UNLEARN_METHOD" != gd-full ] || UNLEARN_START=$RUN/full.pt
 # CONTRIBUTORS=SPEC makes the run contributor-level (make_subsets.py --groups: classes, random:G or FILE.npy);
 # METHOD=shapley fits Shapley values (the unlearning and retraining masks then follow the Shapley kernel,
-# and an untrained model gives v(empty)) instead of datamodels.
+# and an untrained model gives v(empty)); METHOD=banzhaf Banzhaf values (on half-subsets, as datamodels).
 : "${CONTRIBUTORS:=}" "${METHOD:=datamodel}"
-case "$METHOD" in datamodel|shapley) ;; *) echo "error: METHOD must be datamodel or shapley, got '$METHOD'" >&2; exit 2 ;; esac
+case "$METHOD" in datamodel|banzhaf|shapley) ;; *) echo "error: METHOD must be datamodel, banzhaf or shapley, got '$METHOD'" >&2; exit 2 ;; esac
 GROUP_FLAGS=(); [ -z "$CONTRIBUTORS" ] || GROUP_FLAGS=(--groups "$CONTRIBUTORS")
 POOL_ALPHA=$ALPHA; [ "$METHOD" != shapley ] || POOL_ALPHA=shapley
 # Single-process stages use every core; per-row stages run JOBS processes at a time, each with an
@@ -102,7 +120,8 @@ export OMP_NUM_THREADS=$CORES
 
 DATA_FLAGS=(--data "$DATA" --corrupt "$CORRUPT")
 COMMON_TRAIN=(--arch "$ARCH" --batch-size "$BATCH" --device "$DEVICE" $TRAIN_FLAGS)
-FID_FLAGS=(--data "$DATA" --n-samples "$N_SAMPLES" --ddim-steps "$DDIM_STEPS" --features "$FEATURES" --device "$DEVICE")
+FID_FLAGS=(--data "$DATA" --n-samples "$N_SAMPLES" --ddim-steps "$DDIM_STEPS" --features "$FEATURES" --device "$DEVICE"
+           --behaviors "$BEHAVIORS" --loss-draws "$LOSS_DRAWS")
 [ "$N_REF" != 0 ] && FID_FLAGS+=(--n-ref "$N_REF")
 [ -n "$REF_DATA" ] && FID_FLAGS+=(--ref-data "$REF_DATA")
 [ -n "$INCEPTION_WEIGHTS" ] && FID_FLAGS+=(--inception-weights "$INCEPTION_WEIGHTS")
@@ -126,10 +145,16 @@ batched() {
 # Each per-row stage is a function of one row range A:B of its mask file; the local path runs JOBS
 # ranges side by side, the Slurm path gives each array task one range. Both call the same functions.
 stage_train() {
-  $PY train_ddpm.py "${DATA_FLAGS[@]}" "${COMMON_TRAIN[@]}" --steps "$TRAIN_STEPS" --seed 0 --out "$RUN/full.pt" \
-    --grid "$GRID" --ddim-steps "$DDIM_STEPS"
+  if [ -n "$FULL" ]; then  # the model to attribute is given: a copy of it is the run's full model
+    [ -f "$RUN/full.pt" ] || { cp "$FULL" "$RUN/.full.pt.tmp" && mv "$RUN/.full.pt.tmp" "$RUN/full.pt"; }
+    echo "full model: $FULL"
+  else
+    $PY train_ddpm.py "${DATA_FLAGS[@]}" "${COMMON_TRAIN[@]}" --steps "$TRAIN_STEPS" --seed 0 --out "$RUN/full.pt" \
+      --grid "$GRID" --ddim-steps "$DDIM_STEPS"
+  fi
   if [ "$METHOD" = shapley ]; then  # v(empty): the model that saw no data
-    $PY train_ddpm.py "${DATA_FLAGS[@]}" "${COMMON_TRAIN[@]}" --init-only --seed 0 --out "$RUN/untrained.pt" --grid 0
+    $PY train_ddpm.py "${DATA_FLAGS[@]}" "${COMMON_TRAIN[@]}" "${RECIPE_FLAGS[@]}" --init-only --seed 0 \
+      --out "$RUN/untrained.pt" --grid 0
   fi
 }
 stage_prune() {
@@ -140,19 +165,20 @@ stage_prune() {
 stage_masks() {
   $PY make_subsets.py "${DATA_FLAGS[@]}" "${GROUP_FLAGS[@]}" --count "$M" --alpha "$POOL_ALPHA" --seed 1 \
     --out "$RUN/masks/unlearn.npy" --corrupted-out "$RUN/corrupted.npy"
-  $PY make_subsets.py --count "$R" --first-of "$RUN/masks/unlearn.npy" --out "$RUN/masks/retrain.npy"
-  $PY make_subsets.py "${DATA_FLAGS[@]}" "${GROUP_FLAGS[@]}" --count "$K" --alpha "$ALPHA" --seed 2 \
+  [ "$R" = 0 ] || $PY make_subsets.py --count "$R" --first-of "$RUN/masks/unlearn.npy" --out "$RUN/masks/retrain.npy"
+  [ "$K" = 0 ] || $PY make_subsets.py "${DATA_FLAGS[@]}" "${GROUP_FLAGS[@]}" --count "$K" --alpha "$ALPHA" --seed 2 \
     --out "$RUN/masks/lds.npy"
 }
 rows_unlearn() {
-  $PY unlearn.py --ckpt "$RUN/pruned.pt" "${DATA_FLAGS[@]}" --masks "$RUN/masks/unlearn.npy" --indices "$1" \
-    --out "$RUN/models/unlearn" --steps "$UNLEARN_STEPS" --batch-size "$BATCH" --device "$DEVICE" $UNLEARN_FLAGS
+  $PY unlearn.py --ckpt "$UNLEARN_START" "${DATA_FLAGS[@]}" --masks "$RUN/masks/unlearn.npy" --indices "$1" \
+    --out "$RUN/models/unlearn" --method "$UNLEARN_METHOD" --steps "$UNLEARN_STEPS" --batch-size "$BATCH" \
+    --device "$DEVICE" $UNLEARN_FLAGS
 }
 # train_ddpm.py from scratch on a row range of a mask file, with the recipe of the full model:
 # retrain MASKS SEED FOLDER SUFFIX A:B
 retrain() {
-  $PY train_ddpm.py "${DATA_FLAGS[@]}" "${COMMON_TRAIN[@]}" --steps "$TRAIN_STEPS" --seed "$2" --grid 0 \
-    --masks "$1" --indices "$5" --out "$3" --suffix="$4"
+  $PY train_ddpm.py "${DATA_FLAGS[@]}" "${COMMON_TRAIN[@]}" --steps "$TRAIN_STEPS" "${RECIPE_FLAGS[@]}" --seed "$2" \
+    --grid 0 --masks "$1" --indices "$5" --out "$3" --suffix="$4"
 }
 rows_retrain() { retrain "$RUN/masks/retrain.npy" 0 "$RUN/models/retrain" "" "$1"; }
 rows_seed1() { retrain "$RUN/masks/retrain.npy" 1 "$RUN/models/retrain_seed1" "" "$1"; }
@@ -172,15 +198,19 @@ fid_seeds() { fid --models "$RUN/models/retrain_seed1" --ref-models "$RUN/models
                 --masks "$RUN/masks/retrain.npy" --out "$RUN/behaviors/fid_seeds.npz"; }
 untrained() { [ "$METHOD" != shapley ] || fid --models "$RUN/untrained.pt" --out "$RUN/behaviors/untrained.npz"; }
 lane_a() { fid --models "$RUN/full.pt" --out "$RUN/behaviors/full.npz"; pool unlearn; }
+pools_rk() { [ "$R" = 0 ] || pool retrain; [ "$K" = 0 ] || pool lds; }  # the baseline's and the ground truth's
 lane_b() {
-  fid --models "$RUN/pruned.pt" --out "$RUN/behaviors/pruned.npz"; pool retrain; pool lds; untrained
+  fid --models "$RUN/pruned.pt" --out "$RUN/behaviors/pruned.npz"; pools_rk; untrained
   # then, when the unlearned pool outweighs this lane's pools twice (the default preset: 224 vs 64), this
   # lane samples the unlearned models from the last one down until it meets the other lane
   if [ "$M" -gt $(( 2 * (R + K * GT_SEEDS) )) ]; then
     fid --models "$RUN/models/unlearn" --masks "$RUN/masks/unlearn.npy" --out "$RUN/behaviors/unlearn.npz" --stats-only
   fi
 }
-fid_pairs() { fid2; fid_seeds; }
+fid_pairs() {  # FID2: FID between two models, so only when samples are drawn
+  [ "$SAMPLED" = 0 ] || [ "$R" = 0 ] || fid2
+  [ "$SAMPLED" = 0 ] || [ "$SEED_PAIRS" = 0 ] || fid_seeds
+}
 stage_behaviours() {
   if [ "$JOBS" -ge 2 ]; then
     local lane
@@ -195,23 +225,23 @@ stage_behaviours() {
 all_behaviours() {
   fid --models "$RUN/full.pt" --out "$RUN/behaviors/full.npz"
   fid --models "$RUN/pruned.pt" --out "$RUN/behaviors/pruned.npz"
-  pool unlearn; pool retrain; pool lds; untrained; fid2; fid_seeds
+  pool unlearn; pools_rk; untrained; fid_pairs
 }
 fits() {
   local pool ends
-  for pool in unlearn retrain; do
+  for pool in unlearn $([ "$R" = 0 ] || echo retrain); do
     # Shapley values: v(all) is the pruned model fine-tuned on all data for unlearning, the full model for retraining
     ends=(); [ "$METHOD" != shapley ] || ends=(--v-empty "$RUN/behaviors/untrained.npz"
                                                --v-full "$RUN/behaviors/$([ $pool = unlearn ] && echo pruned || echo full).npz")
     $PY fit_datamodel.py --masks "$RUN/masks/$pool.npy" --behaviors "$RUN/behaviors/$pool.npz" --method "$METHOD" \
-      "${ends[@]}" --out "$RUN/attributions/$pool.npz"
+      --behavior "$HEADLINE" "${ends[@]}" --out "$RUN/attributions/$pool.npz"
   done
 }
 stage_report() {
   stage "8/9 attributions ($METHOD on every model of each pool)"
   batched fits
   stage "9/9 LDS, budget curve and report"
-  $PY eval_lds.py --run "$RUN" --data "$DATA" --corrupt "$CORRUPT" --method "$METHOD"
+  $PY eval_lds.py --run "$RUN" --data "$DATA" --corrupt "$CORRUPT" --method "$METHOD" --headline "$HEADLINE"
 }
 
 # ---- on this machine -------------------------------------------------------------------------------
@@ -255,7 +285,8 @@ stage_done() {
   case "$1" in
     train) [ -f "$RUN/full.pt" ] && { [ "$METHOD" != shapley ] || [ -f "$RUN/untrained.pt" ]; } ;;
     prune) [ -f "$RUN/pruned.pt" ] ;;
-    masks) [ -f "$RUN/masks/unlearn.npy" ] && [ -f "$RUN/masks/retrain.npy" ] && [ -f "$RUN/masks/lds.npy" ] ;;
+    masks) [ -f "$RUN/masks/unlearn.npy" ] && { [ "$R" = 0 ] || [ -f "$RUN/masks/retrain.npy" ]; } &&
+           { [ "$K" = 0 ] || [ -f "$RUN/masks/lds.npy" ]; } ;;
     unlearn) rows_done "$RUN/models/unlearn" "$M" "" ;;
     retrain) rows_done "$RUN/models/retrain" "$R" "" ;;
     seed1) rows_done "$RUN/models/retrain_seed1" "$SEED_PAIRS" "" ;;
@@ -275,19 +306,23 @@ unless_done() {  # unless_done STAGE... -- CMD...: CMD unless every output of ev
 
 run_local() {
   echo "preset $PRESET -> $RUN (JOBS=$JOBS parallel jobs of $THREADS threads)"
-  stage "1/9 train on all data ($TRAIN_STEPS steps)"
+  if [ -n "$FULL" ]; then stage "1/9 the full model: $FULL"; else stage "1/9 train on all data ($TRAIN_STEPS steps)"; fi
   unless_done train -- batched stage_train
   stage "2/9 prune (structured, ratio $RATIO) and fine-tune ($PRUNE_STEPS steps)"
   unless_done prune -- stage_prune
   stage "3/9 masks: $M unlearning subsets, the first $R of them for retraining, $K held-out LDS subsets"
   unless_done masks -- batched stage_masks
-  stage "4/9 sparsified unlearning: $M models, $UNLEARN_STEPS steps each"
+  stage "4/9 sparsified unlearning ($UNLEARN_METHOD): $M models, $UNLEARN_STEPS steps each"
   unless_done unlearn -- chunks "rows_unlearn:$M"
   stage "5/9 retraining baseline: $R models from scratch (the same $TRAIN_STEPS steps), and $SEED_PAIRS with a second seed"
   unless_done retrain seed1 -- chunks "rows_retrain:$R" "rows_seed1:$SEED_PAIRS"
   stage "6/9 ground truth for LDS: $K held-out subsets retrained from scratch ($TRAIN_STEPS steps), $GT_SEEDS seeds each"
   unless_done lds -- chunks "rows_lds:$K"
-  stage "7/9 behaviours: FID ($FEATURES features, $N_SAMPLES DDIM-$DDIM_STEPS samples per model)"
+  if [ "$SAMPLED" = 1 ]; then
+    stage "7/9 behaviours $BEHAVIORS ($FEATURES features, $N_SAMPLES DDIM-$DDIM_STEPS samples per model)"
+  else
+    stage "7/9 behaviours $BEHAVIORS ($LOSS_DRAWS draws per reference image; no sampling)"
+  fi
   stage_behaviours
   stage_report
   echo

@@ -30,7 +30,7 @@ TINY = dict(resolution=8, in_channels=1, ch=8, ch_mult=(1, 2), num_res_blocks=1,
 # pytest-xdist's default order, most tests first, left the pipelines to the end.
 FILE_ORDER = ["test_slurm.py", "test_pipeline.py", "test_cifar_smoke.py", "test_errors.py", "test_ddpm.py",
               "test_attribution.py", "test_one_process.py", "test_fid.py", "test_gpu_path.py", "test_tutorial.py",
-              "test_prune_unlearn.py"]
+              "test_prune_unlearn.py", "test_behaviors.py"]
 
 
 def pytest_collection_modifyitems(items):

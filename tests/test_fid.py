@@ -140,17 +140,23 @@ def test_rerun_gives_identical_numbers_and_mismatched_rows_are_refused(tiny_run,
         assert r.returncode == 0, r.stderr
         outs.append(dict(np.load(tmp_path / f"{name}.npz")))
     a, b, a2 = outs
-    # two caches computed from scratch agree: the numbers do not depend on the cache
-    assert np.array_equal(a["fid"], b["fid"]) and np.array_equal(a["class_hist"], b["class_hist"])
+    # two caches computed from scratch agree: the numbers do not depend on the cache, for every behaviour
+    import compute_fid
+    keys = [("class_share" if k == "class" else k) for k in compute_fid.BEHAVIORS]
+    for k in keys + ["class_hist"]:
+        assert np.isfinite(a[k]).all() and np.array_equal(a[k], b[k]), k
+    assert np.allclose(a["class_share"].sum(1), 1.0) and ((a["precision"] >= 0) & (a["coverage"] <= 1)).all()
+    assert (a["loss_seconds"] > 0).all() and (a["behavior_macs"] > 0).all()
     assert list(a["index"]) == [0, 1, 2] and a["class_hist"].sum(1).tolist() == [50] * 3
     # the cached run did not sample again: its sampling times are the first run's, to the bit
     assert np.array_equal(a2["fid"], a["fid"]) and np.array_equal(a2["seconds"], a["seconds"])
     assert not np.array_equal(b["seconds"], a["seconds"])
-    assert len(list((tmp_path / "c1" / "stats").iterdir())) == 3
+    samples = lambda cache: [p for p in (tmp_path / cache / "stats").iterdir() if "-loss-" not in p.name]  # noqa: E731
+    assert len(samples("c1")) == 3
     # --stats-only (the pipeline's second lane): fills a cache, last model first, and writes no behaviours
     r = run_cli(*args[:-1], str(tmp_path / "c3"), "--out", str(tmp_path / "s.npz"), "--stats-only")
     assert r.returncode == 0 and not (tmp_path / "s.npz").exists(), r.stderr
-    assert len(list((tmp_path / "c3" / "stats").iterdir())) == 3
+    assert len(samples("c3")) == 3
     r = run_cli(*args[:-1], str(tmp_path / "c3"), "--out", str(tmp_path / "s.npz"))
     assert r.returncode == 0 and np.array_equal(np.load(tmp_path / "s.npz")["fid"], a["fid"])
     # FID2 of the folder against itself: every model against its own cached statistics
@@ -226,3 +232,30 @@ def test_an_npz_corrupted_array_names_the_known_bad_images(tmp_path):
     import json
     auc = json.loads((run / "results.json").read_text())["auc"]
     assert auc["unlearn_all_banzhaf"] > 0.9 and "3 of 200 training images" in (run / "report.md").read_text()
+
+
+def test_loss_behaviours_draw_no_samples_and_equal_a_direct_computation(tiny_run, tmp_path, monkeypatch):
+    """--behaviors loss,elbo: no sample is drawn and no feature network trained; the values are ddpm's
+    denoising errors of the EMA weights on the clean digits with the shared draws (seed, draws), averaged per
+    pixel, and the ELBO the same errors weighted by T w_t; a second computation from scratch repeats them."""
+    import compute_fid
+    import ddpm
+
+    def no_sampling(*a, **k):
+        raise AssertionError("sampled")
+    monkeypatch.setattr(compute_fid, "sample_models", no_sampling)
+    monkeypatch.setattr(compute_fid, "cnn_extractor", no_sampling)
+    args = ["compute_fid", "--models", tiny_run["full"], "--behaviors", "loss,elbo", "--loss-draws", "2",
+            "--loss-seed", "5"]
+    for cache in ("c1", "c2"):
+        r = run_cli(*args, "--cache", tmp_path / cache, "--out", tmp_path / f"{cache}.npz")
+        assert r.returncode == 0, r.stderr
+    a, b = (dict(np.load(tmp_path / f"{c}.npz")) for c in ("c1", "c2"))
+    assert a["loss"] == b["loss"] and a["elbo"] == b["elbo"] and a["seconds"][0] == 0 and a["loss_seconds"][0] > 0
+    assert "fid" not in a and not list(tmp_path.glob("c1/fid_*"))
+    ckpt = torch.load(tiny_run["full"], weights_only=True)
+    model, schedule = ddpm.build_model(ckpt, "ema"), ddpm.Schedule(**ckpt["schedule"])
+    x0 = data.to_model_space(data.load_dataset("digits").images)
+    t, errors = ddpm.denoising_errors(model, schedule, x0, seed=5, draws=2)
+    assert a["loss"][0] == pytest.approx(float(errors.mean()) / 64, rel=1e-12)
+    assert a["elbo"][0] == pytest.approx(float((1000 * ddpm.elbo_weights(schedule)[t] * errors).mean()) / 64, rel=1e-12)

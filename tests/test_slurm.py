@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import pipeline, wait_for_a_ground_truth_model
-from test_pipeline import ARTIFACTS, lds_numbers
+from test_pipeline import ARTIFACTS, budget_numbers
 
 SLURM = dict(SCHEDULER="slurm", WAIT=1, CPUS=1, MEM="1G", WALLTIME="00:30:00")
 STAGES = ["train", "prune", "masks", "unlearn", "retrain", "seed1", "lds", "behaviours", "report"]
@@ -44,7 +44,7 @@ def same_numbers(run, reference):
     for pool in ("unlearn", "retrain", "lds", "fid2", "fid_seeds"):
         a, b = (dict(np.load(r / "behaviors" / f"{pool}.npz")) for r in (run, reference))
         assert np.array_equal(a["fid"], b["fid"]), pool
-    assert lds_numbers(run) == lds_numbers(reference)
+    assert budget_numbers(run) == budget_numbers(reference)
 
 
 def squeue(job):
