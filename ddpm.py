@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import math
 import os
+import shutil
 import tempfile
 
 import torch
@@ -27,7 +28,10 @@ import torch.nn.functional as F
 ARCHS = {
     # Ho et al. (2020), Appendix B: the CIFAR-10 model, 35.7M parameters.
     "cifar10": dict(resolution=32, in_channels=3, ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2,
-                    attn_resolutions=(16,), dropout=0.1, num_groups=32, mid_attn=True),
+                    attn_resolutions=(16,), dropout=0.1, num_groups=32, mid_attn=True,
+                    # Ho et al.'s TensorFlow code: stride-2 convolutions pad "SAME" (0 before, 1 after) and
+                    # GroupNorm eps 1e-6; with these the UNet computes their function (google/ddpm-cifar10-32)
+                    downsample_pad="same", norm_eps=1e-6),
     # Sized for scikit-learn's 8x8 digits on 2 CPU cores: two resolutions (8x8, 4x4), no attention.
     # Two GroupNorm groups: structured pruning removes the same share of every group, and 16-channel
     # groups let ratio 0.3 remove 5 of 16 (31%) where 4-channel groups would allow only 25% or 50%.
@@ -49,12 +53,12 @@ def timestep_embedding(t, dim):
 
 
 class ResnetBlock(nn.Module):
-    def __init__(self, in_ch, out_ch, temb_ch, dropout, num_groups):
+    def __init__(self, in_ch, out_ch, temb_ch, dropout, num_groups, eps=1e-5):
         super().__init__()
-        self.norm1 = nn.GroupNorm(num_groups, in_ch)
+        self.norm1 = nn.GroupNorm(num_groups, in_ch, eps=eps)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.temb_proj = nn.Linear(temb_ch, out_ch)
-        self.norm2 = nn.GroupNorm(num_groups, out_ch)
+        self.norm2 = nn.GroupNorm(num_groups, out_ch, eps=eps)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         # 1x1 "network-in-network" shortcut when the width changes (Ho et al.'s nin_shortcut)
@@ -72,9 +76,9 @@ class ResnetBlock(nn.Module):
 class AttnBlock(nn.Module):
     """Single-head self-attention over the H*W positions, with 1x1 convolutions as projections."""
 
-    def __init__(self, ch, num_groups):
+    def __init__(self, ch, num_groups, eps=1e-5):
         super().__init__()
-        self.norm = nn.GroupNorm(num_groups, ch)
+        self.norm = nn.GroupNorm(num_groups, ch, eps=eps)
         self.q = nn.Conv2d(ch, ch, 1)
         self.k = nn.Conv2d(ch, ch, 1)
         self.v = nn.Conv2d(ch, ch, 1)
@@ -94,11 +98,20 @@ class AttnBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    def __init__(self, ch):
+    """A stride-2 3x3 convolution. pad "symmetric": 1 pixel on every side (torch's usual); "same": TensorFlow's
+    "SAME" for a stride of 2 on an even size, 0 before and 1 after (Ho et al.'s code, diffusers' F.pad(x, (0, 1,
+    0, 1)) with downsample_padding=0)."""
+
+    def __init__(self, ch, pad="symmetric"):
         super().__init__()
-        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
+        if pad not in ("symmetric", "same"):
+            raise ValueError(f"downsample_pad must be symmetric or same, got {pad!r}")
+        self.pad = pad
+        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1 if pad == "symmetric" else 0)
 
     def forward(self, x):
+        if self.pad == "same":
+            x = F.pad(x, (0, 1, 0, 1))
         return self.conv(x)
 
 
@@ -117,12 +130,16 @@ class UNet(nn.Module):
     `UNet(**checkpoint["config"])` rebuilds a pruned model with exactly the saved shapes."""
 
     def __init__(self, *, resolution, in_channels, ch, ch_mult, num_res_blocks, attn_resolutions,
-                 dropout, num_groups, mid_attn=True, widths=None):
+                 dropout, num_groups, mid_attn=True, widths=None, downsample_pad="symmetric", norm_eps=1e-5):
         super().__init__()
+        # the defaults of downsample_pad and norm_eps are what every checkpoint written before they existed
+        # computes, so such a checkpoint (its config without them) rebuilds exactly
         self.config = dict(resolution=resolution, in_channels=in_channels, ch=ch,
                            ch_mult=tuple(ch_mult), num_res_blocks=num_res_blocks,
                            attn_resolutions=tuple(attn_resolutions), dropout=dropout,
-                           num_groups=num_groups, mid_attn=mid_attn, widths=widths)
+                           num_groups=num_groups, mid_attn=mid_attn, widths=widths,
+                           downsample_pad=downsample_pad, norm_eps=norm_eps)
+        eps = norm_eps
         self.ch = ch
         temb_ch = 4 * ch
         self.temb = nn.ModuleDict(dict(dense0=nn.Linear(ch, temb_ch), dense1=nn.Linear(temb_ch, temb_ch)))
@@ -135,22 +152,22 @@ class UNet(nn.Module):
             stage = nn.Module()
             stage.block, stage.attn = nn.ModuleList(), nn.ModuleList()
             for _ in range(num_res_blocks):
-                stage.block.append(ResnetBlock(block_in, ch * mult, temb_ch, dropout, num_groups))
+                stage.block.append(ResnetBlock(block_in, ch * mult, temb_ch, dropout, num_groups, eps))
                 block_in = ch * mult
                 if res in attn_resolutions:
-                    stage.attn.append(AttnBlock(block_in, num_groups))
+                    stage.attn.append(AttnBlock(block_in, num_groups, eps))
                 skip_chs.append(block_in)
             if level != len(ch_mult) - 1:
-                stage.downsample = Downsample(block_in)
+                stage.downsample = Downsample(block_in, downsample_pad)
                 res //= 2
                 skip_chs.append(block_in)
             self.down.append(stage)
 
         self.mid = nn.Module()
-        self.mid.block_1 = ResnetBlock(block_in, block_in, temb_ch, dropout, num_groups)
+        self.mid.block_1 = ResnetBlock(block_in, block_in, temb_ch, dropout, num_groups, eps)
         # Ho et al. always attend in the middle; the small digits model skips it (4x4, little to gain)
-        self.mid.attn_1 = AttnBlock(block_in, num_groups) if mid_attn else nn.Identity()
-        self.mid.block_2 = ResnetBlock(block_in, block_in, temb_ch, dropout, num_groups)
+        self.mid.attn_1 = AttnBlock(block_in, num_groups, eps) if mid_attn else nn.Identity()
+        self.mid.block_2 = ResnetBlock(block_in, block_in, temb_ch, dropout, num_groups, eps)
 
         # Upsampling: num_res_blocks + 1 ResnetBlocks per resolution, each taking one skip connection
         self.up = nn.ModuleList()
@@ -159,22 +176,22 @@ class UNet(nn.Module):
             stage.block, stage.attn = nn.ModuleList(), nn.ModuleList()
             for _ in range(num_res_blocks + 1):
                 stage.block.append(ResnetBlock(block_in + skip_chs.pop(), ch * mult, temb_ch, dropout,
-                                               num_groups))
+                                               num_groups, eps))
                 block_in = ch * mult
                 if res in attn_resolutions:
-                    stage.attn.append(AttnBlock(block_in, num_groups))
+                    stage.attn.append(AttnBlock(block_in, num_groups, eps))
             if level != 0:
                 stage.upsample = Upsample(block_in)
                 res *= 2
             self.up.insert(0, stage)  # so that self.up[level] matches self.down[level]
 
-        self.norm_out = nn.GroupNorm(num_groups, block_in)
+        self.norm_out = nn.GroupNorm(num_groups, block_in, eps=eps)
         self.conv_out = nn.Conv2d(block_in, in_channels, 3, padding=1)
         if widths:
             resize_layers(self, widths)
 
     def forward(self, x, t):  # x (B, C, H, W) in [-1, 1]; t (B,) integer timesteps -> eps (B, C, H, W)
-        temb = timestep_embedding(t, self.temb.dense0.in_features)
+        temb = timestep_embedding(t, self.temb.dense0.in_features).to(self.temb.dense0.weight.dtype)  # a float64 UNet too
         temb = self.temb.dense1(F.silu(self.temb.dense0(temb)))
         hs = [self.conv_in(x)]
         for stage in self.down:
@@ -237,6 +254,39 @@ def count_params(model):
     return sum(p.numel() for p in model.parameters())
 
 
+@torch.no_grad()
+def forward_macs(model):
+    """Multiply-accumulates of one forward pass on one image: every convolution and linear layer, and the two
+    matrix products of each attention block (HW x HW x C each). Budgets count training compute in these
+    units (3 x forward per image seen: forward and backward), which no clock or machine changes."""
+    total = [0]
+
+    def conv(m, inputs, out):
+        total[0] += out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+
+    def linear(m, inputs, out):
+        total[0] += out.numel() * m.in_features
+
+    def attention(m, inputs, out):
+        _, C, H, W = inputs[0].shape
+        total[0] += 2 * (H * W) ** 2 * m.q.out_channels
+
+    hooks = [m.register_forward_hook(conv if isinstance(m, nn.Conv2d) else linear if isinstance(m, nn.Linear)
+                                     else attention)
+             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear, AttnBlock))]
+    training = model.training
+    try:  # in eval mode: a training model's dropout would draw from the global generator and change its run
+        c, r = model.config["in_channels"], model.config["resolution"]
+        p = next(model.parameters())
+        model.eval()(torch.zeros(1, c, r, r, device=p.device, dtype=p.dtype),
+                     torch.zeros(1, dtype=torch.long, device=p.device))
+    finally:
+        model.train(training)
+        for h in hooks:
+            h.remove()
+    return int(total[0])
+
+
 # ----------------------------------------------------------------------------------------------
 # Noise schedule and the DDPM loss
 
@@ -275,21 +325,46 @@ def ddpm_loss(model, schedule, x0, generator=None):
     return F.mse_loss(model(q_sample(schedule, x0, t, eps), t), eps)
 
 
+def elbo_weights(schedule):
+    """w_t of the variational bound for eps-prediction with reverse variance sigma_t^2 = beta_t (Ho et al.,
+    eq. (12)): L_{t-1} = w_t E || eps - eps_theta(x_t, t) ||^2 + const, w_t = beta_t / (2 alpha_t (1 - alpha-bar_t)),
+    float64 (T,). With sigma_1^2 = beta_1 the same formula gives the decoder term L_0 of a continuous
+    Gaussian decoder, so sum_t w_t E||...||^2 is the whole bound up to a constant no model changes."""
+    return schedule.betas / (2 * schedule.alphas * (1 - schedule.alphas_cumprod))
+
+
+LOSS_CHUNK = 1024  # images per block of shared draws: fixed, so the draws never depend on a batch size
+
+
 @torch.no_grad()
-def fixed_noise_loss(model, schedule, x0, *, seed=0, repeats=4, batch_size=512):
-    """The DDPM loss of `model` on x0 with (t, eps) drawn once from `seed`: the same draws for
-    every model, so two models' losses differ only by the models (used to judge pruning)."""
-    g = torch.Generator(device="cpu").manual_seed(seed)
+def denoising_errors(model, schedule, x0, *, seed=0, draws=4, batch_size=512):
+    """|| eps - eps_theta(x_t, t) ||^2 summed over pixels, for every image of x0 (N, C, H, W) and `draws` shared
+    draws of (t, eps): the same draws for every model (common random numbers), so two models' errors differ
+    only by the models. t is stratified: draw d of image i lies in [d T / D, (d + 1) T / D), so the D draws of
+    an image cover every part of the schedule. Returns (t, errors), both (draws, N) on the CPU."""
     model.eval()
-    total, count = 0.0, 0
-    for _ in range(repeats):
-        t = torch.randint(0, schedule.T, (len(x0),), generator=g)
-        eps = torch.randn(x0.shape, generator=g)
-        for i in range(0, len(x0), batch_size):
-            xb, tb, eb = x0[i:i + batch_size], t[i:i + batch_size].to(x0.device), eps[i:i + batch_size].to(x0.device)
-            total += F.mse_loss(model(q_sample(schedule, xb, tb, eb), tb), eb, reduction="sum").item()
-            count += eb.numel()
-    return total / count
+    n, T = len(x0), schedule.T
+    ts, errors = torch.empty(draws, n, dtype=torch.long), torch.empty(draws, n, dtype=torch.float64)
+    for start in range(0, n, LOSS_CHUNK):
+        stop = min(n, start + LOSS_CHUNK)
+        g = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + start)
+        for d in range(draws):
+            u = torch.rand(stop - start, generator=g, dtype=torch.float64)
+            ts[d, start:stop] = ((d + u) * T / draws).long().clamp(max=T - 1)
+            eps = torch.randn((stop - start,) + tuple(x0.shape[1:]), generator=g)
+            for i in range(start, stop, batch_size):
+                j = min(stop, i + batch_size)
+                xb, tb, eb = x0[i:j], ts[d, i:j].to(x0.device), eps[i - start:j - start].to(x0.device)
+                err = (model(q_sample(schedule, xb, tb, eb), tb).float() - eb) ** 2
+                errors[d, i:j] = err.flatten(1).sum(1).double().cpu()
+    return ts, errors
+
+
+def fixed_noise_loss(model, schedule, x0, *, seed=0, repeats=4, batch_size=512):
+    """The DDPM loss of `model` on x0 (mean squared error per pixel) with (t, eps) drawn once from `seed`:
+    the same draws for every model, so two models' losses differ only by the models (used to judge pruning)."""
+    _, errors = denoising_errors(model, schedule, x0, seed=seed, draws=repeats, batch_size=batch_size)
+    return float(errors.mean()) / x0[0].numel()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -316,7 +391,9 @@ def ddim_sample(model, schedule, *, shape=None, noise=None, steps=100, eta=0.0, 
     x_{t'} = sqrt(a_{t'}) x0_pred + sqrt(1 - a_{t'} - sigma^2) eps + sigma z, with
     sigma = eta sqrt((1 - a_{t'}) / (1 - a_t)) sqrt(1 - a_t / a_{t'}) (eq. (16)); t' is the next
     timestep of the strided sequence and the last step goes to a = 1 (x0 itself).
-    Initial noise comes from `noise` or is drawn from `generator`; so is each z (drawn only when sigma > 0)."""
+    Initial noise comes from `noise` or is drawn from `generator`; so is each z (drawn only when sigma > 0).
+    clip_x0 clamps x0_pred to [-1, 1] and keeps the model's eps for the direction term, as diffusers'
+    DDIMScheduler does with clip_sample=True (the sampler google/ddpm-cifar10-32's scheduler config asks for)."""
     x = _initial_noise(shape, noise, generator, device)
     ts = ddim_timesteps(schedule.T, steps)
     trajectory = [x]
@@ -328,7 +405,6 @@ def ddim_sample(model, schedule, *, shape=None, noise=None, steps=100, eta=0.0, 
         x0 = (x - (1 - a_t).sqrt().item() * eps) / a_t.sqrt().item()  # eq. (9) solved for x0
         if clip_x0:
             x0 = x0.clamp(-1, 1)
-            eps = (x - a_t.sqrt().item() * x0) / (1 - a_t).sqrt().item()
         sigma = (eta * ((1 - a_next) / (1 - a_t)).sqrt() * (1 - a_t / a_next).sqrt()).item()
         x = a_next.sqrt().item() * x0 + (1 - a_next - sigma ** 2).clamp(min=0).sqrt().item() * eps
         if sigma > 0:
@@ -402,9 +478,15 @@ def save_checkpoint(path, ckpt):
     try:
         torch.save(ckpt, tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        # a full disk, a quota: nothing half-written is left, and one line says why (torch's zip writer reports a
+        # full disk as "RuntimeError: [enforce fail at inline_container.cc] unexpected pos ...")
+        if isinstance(e, OSError):
+            raise CheckpointError(f"cannot write {path}: {e.strerror or e}") from e
+        if isinstance(e, RuntimeError) and shutil.disk_usage(folder).free < (1 << 20):
+            raise CheckpointError(f"cannot write {path}: no space left on device") from e
         raise
 
 
@@ -427,6 +509,9 @@ def load_checkpoint(path, mmap=False):
 
 def build_model(ckpt, which="ema"):
     """The UNet of a checkpoint, with its `which` weights ("ema" or "model") and pruning masks applied."""
+    if ckpt.get(which) is None:
+        raise CheckpointError(f"this checkpoint keeps only its EMA weights, not its {which!r} weights (written without "
+                              f"--keep-train-state)")
     try:
         model = UNet(**ckpt["config"])
         model.load_state_dict(ckpt[which])

@@ -24,3 +24,9 @@ def test_cifar10_preset_smoke(tmp_path):
     with np.load(run / "behaviors" / "lds.npz") as f:
         assert str(f["features"]) == "inception" and int(f["ddim_steps"]) == 1
     assert (run / "report.md").exists()
+    # finished per-row checkpoints of the real architecture keep the EMA weights and metadata: about half the size
+    # of the full and pruned models' (which keep their trained weights too)
+    for row, whole in (("models/lds/00000-s0.pt", "full.pt"), ("models/retrain/00000.pt", "full.pt"),
+                       ("models/unlearn/00000.pt", "pruned.pt")):
+        ratio = os.path.getsize(run / row) / os.path.getsize(run / whole)
+        assert 0.45 < ratio < 0.55, (row, ratio)

@@ -193,3 +193,59 @@ def test_folder_dataset(tmp_path):
         Image.fromarray(np.full((8, 8, 3), 40 * i, dtype=np.uint8)).save(tmp_path / f"{i}.png")
     ds = data.load_dataset(f"folder:{tmp_path}")
     assert ds.images.shape == (3, 3, 8, 8) and ds.images[2].max() == 80
+
+
+def test_a_killed_row_resumes_from_its_partial_file_and_keeps_its_ema_weights(tmp_path):
+    """A mask row's training killed after its step-5 checkpoint: the .partial file holds everything resuming needs
+    (trained weights, optimizer, generator); the resumed row equals an uninterrupted one, and its finished
+    checkpoint keeps the EMA weights only (what the later stages read), unless --keep-train-state."""
+    import data
+    import train_ddpm
+    np.save(tmp_path / "m.npy", data.make_masks(1797, 2, 0.5, seed=0))
+    common = ["--masks", str(tmp_path / "m.npy"), "--index", "1", "--steps", "8", "--batch-size", "8", "--grid", "0",
+              "--ckpt-every", "5"]
+    r = run_cli("train_ddpm", *common, "--out", tmp_path / "a.pt")
+    assert r.returncode == 0, r.stderr
+
+    def killing_save(path, ckpt):
+        ddpm.save_checkpoint(path, ckpt)
+        raise KeyboardInterrupt  # killed right after the step-5 checkpoint
+    train_ddpm.save_checkpoint, original = killing_save, train_ddpm.save_checkpoint
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_ddpm.main(train_ddpm.parse_args(common + ["--out", str(tmp_path / "c.pt")]))
+    finally:
+        train_ddpm.save_checkpoint = original
+    partial = load_state(str(tmp_path / "c.pt") + ".partial")
+    assert partial["step"] == 5 and partial["model"] is not None and "optimizer" in partial
+    r = run_cli("train_ddpm", *common, "--out", tmp_path / "c.pt")
+    assert r.returncode == 0 and "resuming" in r.stdout, r.stderr
+    a, c = load_state(tmp_path / "a.pt"), load_state(tmp_path / "c.pt")
+    assert a["model"] is None and c["model"] is None and c["subset"]["index"] == 1
+    assert all(torch.equal(a["ema"][k], c["ema"][k]) for k in a["ema"])
+    r = run_cli("train_ddpm", *common, "--out", tmp_path / "k.pt", "--keep-train-state")
+    assert r.returncode == 0 and load_state(tmp_path / "k.pt")["model"] is not None
+
+
+def test_a_cifar10_checkpoint_written_before_ho_padding_computes_what_it_did(tmp_path):
+    """A checkpoint of the cifar10 architecture written before downsample_pad and norm_eps existed (its config lacks
+    them) rebuilds the UNet it was: stride-2 convolutions padded 1 on every side, GroupNorm eps 1e-5. Its outputs
+    equal what the previous ddpm.py (commit 2361c05) computed for these seeded weights and input: the sum of
+    absolute values and the first three outputs, recorded from that version. New cifar10 models use Ho et al.'s."""
+    from train_ddpm import new_state, state_to_checkpoint
+    old_config = dict(resolution=32, in_channels=3, ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2,
+                      attn_resolutions=(16,), dropout=0.1, num_groups=32, mid_attn=True)
+    torch.manual_seed(0)
+    ckpt = state_to_checkpoint(new_state(ddpm.UNet(**old_config), lr=1e-3, seed=0, device="cpu"),
+                               schedule=ddpm.Schedule(), args={})
+    for key in ("downsample_pad", "norm_eps"):  # as the older checkpoint's config was written
+        del ckpt["config"][key]
+    ddpm.save_checkpoint(tmp_path / "old.pt", ckpt)
+    model = ddpm.build_model(ddpm.load_checkpoint(tmp_path / "old.pt"), "model").eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = model(x, torch.tensor([10, 700]))
+    assert float(out.double().abs().sum()) == pytest.approx(1632.5357997529209, rel=1e-6)
+    assert out.flatten()[:3].tolist() == pytest.approx([0.008822865784168243, 0.11666712164878845, 0.3487127423286438],
+                                                       rel=1e-5)
+    assert ddpm.ARCHS["cifar10"]["downsample_pad"] == "same" and ddpm.ARCHS["cifar10"]["norm_eps"] == 1e-6

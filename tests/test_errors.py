@@ -47,6 +47,7 @@ def bad(tmp_path_factory):
     np.save(d / "int.npy", masks.astype(np.int64))
     np.savez(d / "masks_npz.npz", masks=masks)
     np.save(d / "empty.npy", np.zeros((0, N), dtype=bool))
+    np.save(d / "neg_groups.npy", -1 - np.arange(N) % 5)
     (d / "garbage.pt").write_bytes(b"not a checkpoint")
     torch.save({"weights": torch.zeros(3)}, d / "foreign.pt")
     tiny_checkpoint(d / "misfit.pt")
@@ -55,12 +56,16 @@ def bad(tmp_path_factory):
     torch.save(misfit, d / "misfit.pt")
     tiny_checkpoint(d / "full.pt")
     tiny_checkpoint(d / "pruned.pt", pruned=True)
+    for row, method in ((0, "gd"), (1, "neggrad")):  # a pool whose rows were unlearned by two methods
+        r = run_cli("unlearn", "--ckpt", d / "pruned.pt", "--masks", d / "masks.npy", "--indices", f"{row}:{row + 1}",
+                    "--steps", "1", "--batch-size", "2", "--method", method, "--out", d / "mixed")
+        assert r.returncode == 0, r.stderr
     (d / "no_models").mkdir()
     from conftest import write_pool  # a run folder whose pools are fine but that has no untrained model
     for name in ("unlearn", "retrain", "lds"):
         write_pool(d / "shapley_run", name, masks, np.array([10.0, 11.0, 12.0]), 1.0)
-        write_pool(d / "garbage_ckpt_run", name, masks, np.array([10.0, 11.0, 12.0]), 1.0)
-    (d / "garbage_ckpt_run" / "full.pt").write_bytes(b"not a checkpoint")
+        write_pool(d / "garbage_beh_run", name, masks, np.array([10.0, 11.0, 12.0]), 1.0)
+    (d / "garbage_beh_run" / "behaviors" / "full.npz").write_bytes(b"not a behaviours file")
     sha = np.array([data.row_sha256(r) for r in masks])
     good = dict(index=np.arange(3), mask_sha256=sha, fid=np.array([10.0, 11.0, 12.0]),
                 class_hist=np.ones((3, 10), dtype=np.int64), seconds=np.ones(3), train_seconds=np.ones(3))
@@ -124,6 +129,8 @@ CASES = [
     ("subset alpha of 1.5", "make_subsets", ["--count", "2", "--alpha", "1.5", "--out", OUT], "--alpha: must be in"),
     ("subset alpha neither a number nor shapley", "make_subsets", ["--count", "2", "--alpha", "kernel", "--out", OUT],
      "'kernel' is not a number"),
+    ("contributor ids negative", "make_subsets", ["--groups", "@neg_groups.npy", "--count", "2", "--out", OUT],
+     "contributor ids must be non-negative integers, found -5"),
     ("more rows than the source", "make_subsets", ["--count", "9", "--first-of", "@masks.npy", "--out", OUT],
      "exceeds the 3 rows"),
     ("zero samples", "compute_fid", ["--models", "@full.pt", "--n-samples", "0", "--out", OUT], "--n-samples: must be at"),
@@ -134,9 +141,24 @@ CASES = [
     ("one reference image", "compute_fid", ["--models", "@full.pt", "--n-ref", "1", "--out", OUT], "--n-ref must be 0"),
     ("folder without checkpoints", "compute_fid", ["--models", "@no_models", "--out", OUT], "no checkpoints named"),
     ("behaviours with a NaN", "fit_datamodel", ["--masks", "@masks.npy", "--behaviors", "@beh_nan.npz", "--out", OUT],
-     "FID must be finite"),
+     "'fid' must be finite"),
+    ("a behaviour the file does not have", "fit_datamodel", ["--masks", "@masks.npy", "--behaviors", "@beh.npz",
+                                                             "--behavior", "loss", "--out", OUT],
+     "unknown behaviour 'loss': this file has fid, class:K"),
+    ("unknown behaviour to compute", "compute_fid", ["--models", "@full.pt", "--behaviors", "fid,beauty", "--out", OUT],
+     "unknown behaviour beauty"),
+    ("a pool of two unlearning methods", "compute_fid", ["--models", "@mixed", "--masks", "@masks.npy", "--out", OUT],
+     "mixes models made by different methods (gd: 00000.pt, neggrad: 00001.pt)"),
+    ("headline behaviour the run lacks", "eval_lds", ["--run", "@shapley_run", "--headline", "loss"],
+     "headline behaviour 'loss' is not in every pool's behaviours"),
+    ("gd from an unpruned model", "unlearn", ["--ckpt", "@full.pt", "--masks", "@masks.npy", "--out", OUT],
+     "--method gd starts from a pruned model"),
+    ("gd-full from a pruned model", "unlearn", ["--ckpt", "@pruned.pt", "--masks", "@masks.npy", "--method", "gd-full",
+                                                "--out", OUT], "--method gd-full starts from the unpruned model"),
+    ("unknown unlearning method", "unlearn", ["--ckpt", "@pruned.pt", "--masks", "@masks.npy", "--method", "forget",
+                                              "--out", OUT], "invalid choice: 'forget'"),
     ("behaviours of unequal lengths", "fit_datamodel", ["--masks", "@masks.npy", "--behaviors", "@beh_short.npz",
-                                                        "--out", OUT], "has 3 entries but 'fid' has 2"),
+                                                        "--out", OUT], "'fid' has 2 entries but 'index' has 3"),
     ("behaviours of more rows than masks", "fit_datamodel", ["--masks", "@masks.npy", "--behaviors", "@beh_rows.npz",
                                                              "--out", OUT], "outside the 3 rows"),
     ("empty class histograms", "fit_datamodel", ["--masks", "@masks.npy", "--behaviors", "@beh_hist.npz",
@@ -160,7 +182,8 @@ CASES = [
     ("run folder missing", "eval_lds", ["--run", "@missing_run"], "run folder not found"),
     ("shapley run without an untrained model", "eval_lds", ["--run", "@shapley_run", "--method", "shapley"],
      "needs"),
-    ("run folder with an unreadable checkpoint", "eval_lds", ["--run", "@garbage_ckpt_run"], "cannot read checkpoint"),
+    ("run folder with an unreadable behaviours file", "eval_lds", ["--run", "@garbage_beh_run"],
+     "cannot read behaviours file"),
     ("report of an unknown dataset", "eval_lds", ["--run", "@shapley_run", "--data", "mnist"], "unknown dataset"),
     ("attributions not finite", "eval_lds", ["--attributions", "@att_nan.npz", "--masks", "@masks.npy",
                                              "--behaviors", "@beh.npz"], "scores must be finite"),
@@ -211,3 +234,36 @@ def test_a_script_run_as_a_process_refuses_the_same_way(tmp_path):
         r = run_script("train_ddpm.py", *args, "--out", str(out), "--force")
         assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
         assert words in r.stderr and out.read_bytes() == SENTINEL
+
+
+def test_a_full_disk_ends_in_one_line_and_leaves_nothing_half_written(tmp_path, monkeypatch):
+    """What a full disk does, as seen on a 512 KB tmpfs: np.save raises OSError(ENOSPC) after writing part of the
+    file, torch.save's zip writer RuntimeError('[enforce fail at inline_container.cc:672] . unexpected pos 576 vs
+    534'). Each ends with one error line and exit 2, no temporary file is left, the previous output is untouched."""
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    def full_numpy(f, *a, **k):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_torch(obj, f, *a, **k):
+        with open(f, "wb") as out:
+            out.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 19, 1 << 19, 0))
+    for script, args, patch in (("make_subsets", ["--count", "2"], (np, "save", full_numpy)),
+                                ("train_ddpm", ["--steps", "1", "--batch-size", "2", "--grid", "0"],
+                                 (torch, "save", full_torch))):
+        out = tmp_path / script / "out"
+        out.parent.mkdir()
+        out.write_bytes(SENTINEL)
+        with monkeypatch.context() as m:
+            m.setattr(*patch)
+            r = run_cli(script, *args, "--out", out, "--force")
+        assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
+        assert r.stderr.startswith(f"error: cannot write {out}: ") and \
+            ("No space left on device" in r.stderr or "no space left on device" in r.stderr), r.stderr
+        assert out.read_bytes() == SENTINEL and sorted(p.name for p in out.parent.iterdir()) == ["out"]

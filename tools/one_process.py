@@ -20,7 +20,7 @@ if ROOT not in sys.path:
 
 import data  # noqa: E402  (after the repository root is on the path)
 
-SCRIPTS = ("train_ddpm", "prune", "make_subsets", "unlearn", "compute_fid", "fit_datamodel", "eval_lds")
+SCRIPTS = ("train_ddpm", "prune", "make_subsets", "unlearn", "compute_fid", "fit_datamodel", "eval_lds", "import_model")
 SEPARATOR = "::"
 
 
@@ -43,8 +43,8 @@ def split_calls(argv):
 
 def call(name, argv):
     """What `python NAME.py ARGV...` does: data.run(main, parse_args(argv)) (a user error ends in one line on
-    stderr and SystemExit(2))."""
-    module = importlib.import_module(name)
+    stderr and SystemExit(2)). import_model lives in tools/."""
+    module = importlib.import_module(f"tools.{name}" if name == "import_model" else name)
     return data.run(module.main, module.parse_args(argv))
 
 
