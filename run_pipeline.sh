@@ -2,7 +2,7 @@
 # The whole method, stage by stage, for one preset; resumable (finished outputs are skipped, so a
 # killed run continues where it stopped):
 #
-#   bash run_pipeline.sh            # default: 20 contributors of digits (2 gave noise images), Banzhaf values,
+#   bash run_pipeline.sh            # default: 20 contributors of digits (2 gave noise images), Shapley values,
 #                                   # LDS for unlearning and retraining at equal compute
 #   bash run_pipeline.sh images     # the image level: one score per digit (10% noise images)
 #   bash run_pipeline.sh quick      # the whole chain in a couple of minutes (used by the tests)
@@ -30,30 +30,35 @@ case "$PRESET" in
     : "${ROWS_PER_TASK:=4}" ;;
   default)
     # The main job, at the contributor level (Lin, Lu et al., ICLR 2025): 20 contributors of ~90 digits each, two of
-    # whom gave only noise images (10% of the data). At the image level the method's effect does not show at this
-    # size (the `images` preset and README say why: an unlearned model's behaviour tracks retraining too loosely for
-    # 1,797 separate scores); one contributor moves the behaviour far more than one image.
-    # Estimator: Banzhaf values on half-subsets of contributors (Wang & Jia 2023, the semivalue most robust to noisy
-    # behaviours): in bench/attribution_ceiling.py's planted game with contributors who mixed two thirds bad images
-    # with clean ones, Banzhaf on 64 half-subsets found them with AUC 0.998 / 0.93 at fidelity r = 0.7 / 0.4, where
-    # KernelSHAP on 64 kernel-sampled subsets reached 0.77 / 0.62 (it weighs the extreme sizes most, where a
-    # share-driven behaviour is least additive). METHOD=shapley gives Shapley values instead.
-    # Unlearning: neggrad (descent on S plus 0.5 x ascent on the removed contributors, epoch batches), what
-    # bench/unlearn_fidelity.py found best (Pearson with retrained behaviour 0.51 against gd's 0.11 on the image
-    # level's 24 held-out subsets), 10 steps of two minibatches: see the preset's measured cost ratio in README.
+    # whom gave only noise images (10% of the data); Shapley values by KernelSHAP from unlearned and from retrained
+    # models on Shapley-kernel subsets of contributors, LDS on 24 held-out half-subsets. At the image level the
+    # method's effect does not show at this size (the `images` preset and README say why); one contributor moves
+    # the behaviour far more than one image.
+    # Unlearning: gd, 12 steps of the pruned model (lr 3e-4, warm-up 10): 300 x 3.76 / (12 x 1.97) MMACs = ~48x less
+    # training compute than a 300-step retraining (~25x in wall time, one thread). On the 16 subsets both pools share,
+    # 15 such steps tracked retraining with FID Pearson 0.92 (runs of a 400-step recipe); neggrad, which tracks
+    # retraining best at the image level (bench/unlearn_fidelity.py), did not here: 0.55 with Banzhaf values on
+    # half-subsets (FID2 5.0x), whose LDS stayed below retraining's at budget 16. 300 steps, not 400: better
+    # retrained models make a stronger baseline (400 steps: unlearning 0.70 vs retraining 0.46-0.58, p >= 0.2 with
+    # K = 24). Measured on a fast day of 2 cores, nothing else running: 481 s; LDS (FID) unlearning 0.64 / 0.83 / 0.83
+    # / 0.83 vs retraining 0.35 / 0.43 / 0.36 / 0.46 at budgets 2 / 4 / 8 / 16 (p = 0.12 / 0.003 / < 0.001 / 0.019);
+    # 216.6 vs 4.4 GMACs a model (48.9x), 10.2 vs 0.38 s (26.8x); bad-contributor AUC 1.0; on contributors who gave a
+    # mix (bench/mixed_contributors.py: 3 of 20 gave two thirds rotated digits) AUC 0.98.
     : "${RUN:=runs/default}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.1}"
-    : "${CONTRIBUTORS:=random:20}" "${METHOD:=banzhaf}"
-    : "${TRAIN_STEPS:=400}" "${PRUNE_STEPS:=300}" "${UNLEARN_STEPS:=10}" "${BATCH:=64}" "${UNLEARN_METHOD:=neggrad}"
-    : "${UNLEARN_FLAGS:=--lr 3e-4 --warmup 0 --ascent-weight 0.5 --batches epoch}"
+    : "${CONTRIBUTORS:=random:20}" "${METHOD:=shapley}"
+    : "${TRAIN_STEPS:=300}" "${PRUNE_STEPS:=300}" "${UNLEARN_STEPS:=12}" "${BATCH:=64}" "${UNLEARN_METHOD:=gd}"
     : "${M:=96}" "${R:=16}" "${K:=24}" "${GT_SEEDS:=1}" "${SEED_PAIRS:=2}" "${N_SAMPLES:=2000}" "${DDIM_STEPS:=5}" ;;
   images)
     # The image level (the paper's setting): 1,797 digits, 10% replaced by noise; one datamodel score per image.
     # One recipe of 500 steps for the full model, the baseline and the ground truth (24 held-out subsets x 2 seeds).
-    # Unlearning: neggrad, 13 steps of two minibatches (about gd's 25 steps of compute; >= 20x cheaper than a
-    # retraining), bench/unlearn_fidelity.py's best at this size. What it shows, measured, is in README: the method's
-    # effect is not shown at the image level at this size; bench/attribution_ceiling.py says why (at the unlearned
-    # behaviour's correlation with a subset's corrupted count, ~0.4, 224 models find the corrupted images with AUC
-    # ~0.6 and an LDS near 0 whatever the estimator).
+    # Unlearning: neggrad with epoch batches, 13 steps of two minibatches (about gd's 25 steps of compute: 361.0 vs
+    # 9.6 GMACs a model, 37.6x; 17.1 vs 0.81 s, 21.1x), bench/unlearn_fidelity.py's best at this size (Pearson with
+    # the retrained loss 0.51 on 24 held-out subsets, where gd at lr 1e-4 reached 0.11 and a third retraining seed
+    # would reach ~0.54). Measured on a fast day: 1,171 s; LDS (FID) unlearning 0.00 / 0.37 / 0.38 / 0.38 vs
+    # retraining 0.08 / -0.10 / -0.34 / -0.06 at budgets 2 / 4 / 8 / 16 (p = 0.72 / 0.17 / 0.003 / 0.22); corrupted-image
+    # AUC 0.57: the method's effect is not shown at the image level at this size. bench/attribution_ceiling.py says
+    # why: at the unlearned behaviour's correlation with a subset's corrupted count (~0.4), 224 models find the
+    # corrupted images with AUC ~0.6 and an LDS near 0 whatever the estimator.
     : "${RUN:=runs/images}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.1}"
     : "${TRAIN_STEPS:=500}" "${PRUNE_STEPS:=200}" "${UNLEARN_STEPS:=13}" "${BATCH:=64}" "${UNLEARN_METHOD:=neggrad}"
     : "${UNLEARN_FLAGS:=--lr 3e-4 --warmup 0 --ascent-weight 0.5 --batches epoch}"

@@ -72,9 +72,19 @@ def test_full_model_baseline_and_ground_truth_read_one_recipe(tmp_path):
         assert set(found) == {"full", "retrain", "retrain_seed1", "lds"}
         (recipe,) = set.union(*found.values())  # one recipe, whichever stage trains
         steps = recipe[recipe.index("--steps") + 1]
-        assert steps == str(env.get("TRAIN_STEPS", 400))
+        assert steps == str(env.get("TRAIN_STEPS", 300))
         if env:
             assert "--lr" in recipe and "1e-3" in recipe and "17" in recipe
+    # BEHAVIORS=loss: no sample is drawn anywhere (no grid beside a checkpoint, no FID2), every behaviour call asks
+    # for the loss only
+    p = pipeline("default", tmp_path / "dry-loss", PYTHON="echo", BEHAVIORS="loss")
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 0, out
+    calls = [c.split() for line in out.splitlines() if line.startswith(("tools/one_process.py", "train_ddpm", "prune"))
+             for c in line.replace("tools/one_process.py ", "").split(" :: ")]
+    behaviours = [c for c in calls if c[0] == "compute_fid.py"]
+    assert behaviours and all(c[c.index("--behaviors") + 1] == "loss" and "--ref-models" not in c for c in behaviours)
+    assert all(c[c.index("--grid") + 1] == "0" for c in calls if "--grid" in c)
     # every held-out subset is retrained with GT_SEEDS seeds (its behaviour is their mean)
     lds = [c for c in dry_run_commands(tmp_path, GT_SEEDS=3, K=10) if c[c.index("--out") + 1].endswith("lds")]
     seeds = sorted((c[c.index("--seed") + 1], c[c.index("--indices") + 1]) for c in lds)
