@@ -1,12 +1,12 @@
 """How far can image-level attribution get at a given size, even with a faithful behaviour? A planted
-game at the default preset's size: n training images, a fraction of them corrupted, and a subset's
+game at the image level's size (the images preset): n training images, a fraction of them corrupted, and a subset's
 behaviour that tracks the number of corrupted images it holds (as the default run's FIDs do, measured:
 a retraining's FID correlates 0.65 with that count, an unlearned model's 0.26, the two-seed ground
 truth's 0.63-0.73). Each model's behaviour is r * z + sqrt(1 - r^2) * noise, z the standardised count;
 the ground truth of the K held-out subsets has its own r_gt. The project's estimators are fitted on M
 such models; printed: the corrupted-image detection AUC and the LDS, mean over repetitions.
 
-    python bench/attribution_ceiling.py                             # the default preset's sizes
+    python bench/attribution_ceiling.py                             # the images preset's sizes
     python bench/attribution_ceiling.py --models 224,1000,4000 --r 1,0.26 --r-gt 0.7
     python bench/attribution_ceiling.py --contributors 20 --bad-share 0.67 --models 64 --r 1,0.7,0.4
 

@@ -12,9 +12,9 @@ per image for loss and elbo), print:
   the behaviour a subset decides, whatever the evaluation (training noise, which no evaluation size removes);
 - seconds per model of the behaviour.
 
-    bash run_pipeline.sh                                     # makes runs/default (GT_SEEDS >= 2)
-    python bench/behaviour_noise.py --run runs/default
-    python bench/behaviour_noise.py --run runs/default --samples 1000,4000 --draws 4,16,64 --pool 24
+    bash run_pipeline.sh images                              # makes runs/images (GT_SEEDS >= 2)
+    python bench/behaviour_noise.py                          # on runs/images
+    python bench/behaviour_noise.py --run runs/images --samples 1000,4000 --draws 4,16,64 --pool 24
 
 Everything goes through compute_fid.py (its caches under <run>/bench/noise/), so the numbers are the
 pipeline's.
@@ -35,7 +35,7 @@ from tools.one_process import call  # noqa: E402
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", default="runs/default", help="a finished run: models/unlearn, masks/unlearn.npy, "
+    p.add_argument("--run", default="runs/images", help="a finished run: models/unlearn, masks/unlearn.npy, "
                    "models/lds with 2+ seeds, masks/lds.npy")
     p.add_argument("--data", default="digits")
     p.add_argument("--samples", default="500,1000,2000", help="samples per model for the sampled behaviours")

@@ -1,11 +1,11 @@
 """What pruning buys: ms per training step of the full and the structurally pruned digits model, and
 the wall time of one retraining from scratch against one unlearning at 2%, 5% and 10% of the
 training steps (the paper: 2% of the steps, 1/64 of the time), all measured in this one run.
-With --run, the same two figures as a finished pipeline run measured them: the cost ratio per model
-(retraining / unlearning wall time) and the FID2 ratio (unlearned vs retrained on the same subset,
+With --run, the figures a finished pipeline run measured: the cost ratio per model (retraining /
+unlearning wall time, and training compute) and the FID2 ratio (unlearned vs retrained on the same subset,
 against two retrainings of one subset with different seeds).
 
-    python bench/unlearn_cost.py                          # the default preset's recipe (digits-small, 500 steps)
+    python bench/unlearn_cost.py                          # the images preset's recipe (digits-small, 500 steps)
     python bench/unlearn_cost.py --retrain-steps 2000 --arch digits
     python bench/unlearn_cost.py --run runs/default       # what the run measured (instant)
 """
@@ -25,8 +25,8 @@ from train_ddpm import new_state, train  # noqa: E402
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", default=None, help="print the cost and FID2 ratios a finished run measured, and stop")
-    p.add_argument("--arch", choices=sorted(ARCHS), default="digits-small", help="the default preset's")
-    p.add_argument("--retrain-steps", type=int, default=500, help="the default preset's TRAIN_STEPS")
+    p.add_argument("--arch", choices=sorted(ARCHS), default="digits-small", help="the images preset's")
+    p.add_argument("--retrain-steps", type=int, default=500, help="the images preset's TRAIN_STEPS")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--ratio", type=float, default=PAPER_RATIO)
     p.add_argument("--repeats", type=int, default=5, help="alternating timing blocks per model")
@@ -66,6 +66,12 @@ def main(args):
               f"{ratio:.1f}x (goal >= 20x; the paper 64x)")
         print(f"{args.run}: FID2 unlearned vs retrained {fid2:.2f} / two retraining seeds {seeds:.2f} = "
               f"{fid2_ratio:.2f} (goal <= 1.5)")
+        import json
+        with open(os.path.join(args.run, "results.json")) as f:
+            t = json.load(f)["table1"]
+        if "compute_ratio" in t:  # what the budgets count: training MACs, the same on any day
+            print(f"{args.run}: training compute per model, retraining {t['macs_retrain'] / 1e9:.1f} / unlearning "
+                  f"{t['macs_unlearn'] / 1e9:.1f} GMACs = {t['compute_ratio']:.1f}x")
         return
     torch.manual_seed(0)
     schedule = Schedule()

@@ -10,9 +10,9 @@ attribution_ceiling.py's planted game says (the image-level AUC and LDS at that 
 The ceiling row is two retraining seeds against each other; against the mean of two seeds, a perfect
 unlearner (a third seed) would reach rho / sqrt((1 + rho) / 2), rho the ceiling row's Pearson.
 
-    bash run_pipeline.sh                                    # makes runs/default (or any run with GT_SEEDS >= 2)
-    python bench/unlearn_fidelity.py --run runs/default     # every method below
-    python bench/unlearn_fidelity.py --run runs/default --configs "gd-epoch=--method gd --batches epoch --steps 25"
+    bash run_pipeline.sh images                             # makes runs/images (or any run with GT_SEEDS >= 2)
+    python bench/unlearn_fidelity.py                        # every method below, on runs/images
+    python bench/unlearn_fidelity.py --run runs/images --configs "gd-epoch=--method gd --batches epoch --steps 25"
 
 Models and behaviours land in <run>/bench/fidelity/ and are reused by a rerun; behaviours go through
 compute_fid.py (its caches), unlearning through unlearn.py, so every number is what the pipeline computes.
@@ -34,19 +34,20 @@ from tools.one_process import call  # noqa: E402
 # name -> unlearn.py flags. Sized at about equal training compute: gd's 25 steps of batch 64 on the pruned
 # model (neggrad draws two minibatches a step, gd-full's unpruned model costs twice a pruned step: 13 steps).
 CONFIGS = {
-    "gd (lr 1e-4, the default before)": "--method gd --steps 25 --lr 1e-4 --warmup 0",
+    "gd, lr 1e-4 (the image level's setting before)": "--method gd --steps 25 --lr 1e-4 --warmup 0",
     "gd, epoch batches": "--method gd --steps 25 --lr 1e-4 --warmup 0 --batches epoch",
     "gd-full, epoch batches": "--method gd-full --steps 13 --lr 1e-4 --warmup 0 --batches epoch",
     "ga (lr 1e-5)": "--method ga --steps 25 --lr 1e-5 --warmup 0 --batches epoch",
     "neggrad w 0.5, epoch batches": "--method neggrad --steps 13 --lr 3e-4 --warmup 0 --ascent-weight 0.5 "
                                     "--batches epoch",
+    "neggrad w 0.5, random batches": "--method neggrad --steps 13 --lr 3e-4 --warmup 0 --ascent-weight 0.5",
     "lora r 4, epoch batches": "--method lora --steps 25 --lr 1e-3 --warmup 0 --rank 4 --batches epoch",
 }
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", default="runs/default", help="a finished run: pruned.pt, full.pt, masks/lds.npy, "
+    p.add_argument("--run", default="runs/images", help="a finished run: pruned.pt, full.pt, masks/lds.npy, "
                    "models/lds/ with 2+ seeds, corrupted.npy")
     p.add_argument("--data", default="digits")
     p.add_argument("--corrupt", default="0.1", help="as the run was made")
@@ -55,7 +56,7 @@ def parse_args(argv=None):
     p.add_argument("--behaviors", default="loss,fid", help="compute_fid.py behaviours to compare (the first "
                    "is the table's; FID also gives FID2)")
     p.add_argument("--fid-flags", default="--n-samples 1000 --ddim-steps 10", help="compute_fid.py's sampling, as the "
-                   "default preset")
+                   "images preset")
     p.add_argument("--loss-draws", default="4")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     return p.parse_args(argv)
@@ -193,6 +194,9 @@ def main(args):
                 [f"{e['fid2']:.2f}" if e["fid2"] else "n/a", f"{retrain_macs / e['macs']:.1f}x",
                  f"{retrain_seconds / e['seconds']:.1f}x", f"{e['seconds']:.2f}"]
         print("| " + " | ".join(cells) + " |")
+    rho = table[0]["pearson"][0]
+    print(f"A perfect unlearner behaves like a third retraining seed: against the mean of two seeds it would reach about "
+          f"{rho / np.sqrt((1 + rho) / 2):.2f} (the ceiling row's {rho:.2f} / sqrt((1 + {rho:.2f}) / 2)).")
     with open(os.path.join(out, "table.json"), "w") as f:
         json.dump(dict(table=table, retrain_seconds=retrain_seconds, retrain_macs=retrain_macs, behaviors=keys), f,
                   indent=1)

@@ -272,3 +272,19 @@ def test_banzhaf_finds_contributors_who_mixed_bad_and_clean_images():
            for method, pool in (("banzhaf", "half"), ("shapley", "kernel")) for r in (0.7, 0.4)}
     assert auc["banzhaf", "half", 0.7] >= 0.95 and auc["banzhaf", "half", 0.4] >= 0.9, auc
     assert auc["shapley", "kernel", 0.7] < auc["banzhaf", "half", 0.7] - 0.1, auc
+
+
+def test_the_mixed_split_of_the_bench_rotates_two_thirds_of_three_contributors():
+    """bench/mixed_contributors.py's planted split: three contributors gave two thirds digits turned a quarter turn
+    (the rest of theirs, and every other contributor's, untouched), and its `corrupted` array names exactly those."""
+    from conftest import load_bench
+    images = data.load_dataset("digits").images
+    mixed, groups, corrupted = load_bench("mixed_contributors").mixed_split(images, 20, 3, 2 / 3, seed=0)
+    changed = np.flatnonzero((mixed != images).any(axis=(1, 2, 3)))
+    assert set(changed) <= set(corrupted)  # (a symmetric digit may look the same turned)
+    assert np.array_equal(mixed[corrupted], np.rot90(images[corrupted], 1, axes=(2, 3)))
+    bad = np.unique(groups[corrupted])
+    assert len(bad) == 3 and np.bincount(groups).min() >= 89
+    for c in bad:
+        share = np.isin(np.flatnonzero(groups == c), corrupted).mean()
+        assert abs(share - 2 / 3) < 0.01, share
