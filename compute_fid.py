@@ -423,21 +423,36 @@ def softmax(logits):
     return z / z.sum(1, keepdims=True)
 
 
-def reference_stats(extract, ref, cache, kind, batch_size, n_ref=0, seed=0):
-    """Mean and covariance of the features of the reference images (the real, uncorrupted training
-    images, or --ref-data; all, or a seeded choice of n_ref of them), cached with the images' sha256."""
-    n = n_ref if 0 < n_ref < len(ref) else len(ref)
-    path = os.path.join(cache, f"fid_ref_{kind}_{_safe(ref.name)}_{n}.npz")
+def cached_reference(path, ref, keys, compute):
+    """The arrays `keys` of a reference cache file written for these very images (their sha256), or compute()'s,
+    saved there first."""
     sha = images_sha256(ref.images)
     if os.path.exists(path):
         with np.load(path) as f:
             if "sha256" in f.files and str(f["sha256"]) == sha:
-                return f["mu"], f["sigma"]
+                return {k: f[k] for k in keys}
+    values = compute()
+    save_npz(path, **values, sha256=sha)
+    return values
+
+
+def reference_features(extract, ref, n, batch_size, seed=0):
+    """Features of the reference images: all of them, or a seeded choice of n."""
     images = ref.images if n == len(ref) else ref.images[np.random.default_rng(seed).choice(len(ref), n, replace=False)]
-    feats, _ = features_of(extract, to_model_space(images), batch_size)
-    mu, sigma = feature_stats(feats)
-    save_npz(path, mu=mu, sigma=sigma, n=n, sha256=sha)
-    return mu, sigma
+    return features_of(extract, to_model_space(images), batch_size)[0]
+
+
+def reference_stats(extract, ref, cache, kind, batch_size, n_ref=0, seed=0):
+    """Mean and covariance of the features of the reference images (the real, uncorrupted training
+    images, or --ref-data; all, or a seeded choice of n_ref of them), cached with the images' sha256."""
+    n = n_ref if 0 < n_ref < len(ref) else len(ref)
+
+    def compute():
+        mu, sigma = feature_stats(reference_features(extract, ref, n, batch_size, seed))
+        return dict(mu=mu, sigma=sigma, n=n)
+    values = cached_reference(os.path.join(cache, f"fid_ref_{kind}_{_safe(ref.name)}_{n}.npz"), ref, ("mu", "sigma"),
+                              compute)
+    return values["mu"], values["sigma"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -506,18 +521,13 @@ def reference_knn(extract, ref, cache, kind, batch_size, n_knn, seed=0):
     reference images, or of a seeded choice of n_knn (kNN radii cost n_knn^2 distances), their kNN radii for
     k = PR_K and DC_K, and the reference's term of the unbiased MMD^2 (KID)."""
     n = n_knn if 0 < n_knn < len(ref) else len(ref)
-    path = os.path.join(cache, f"knn_ref_{kind}_{_safe(ref.name)}_{n}.npz")
-    sha = images_sha256(ref.images)
-    if os.path.exists(path):
-        with np.load(path) as f:
-            if "sha256" in f.files and str(f["sha256"]) == sha:
-                return {k: f[k] for k in ("features", "radii_pr", "radii_dc", "kid_yy")}
-    images = ref.images if n == len(ref) else ref.images[np.random.default_rng(seed).choice(len(ref), n, replace=False)]
-    feats, _ = features_of(extract, to_model_space(images), batch_size)
-    knn = dict(features=feats.astype(np.float64), radii_pr=knn_radii(feats, PR_K), radii_dc=knn_radii(feats, DC_K),
-               kid_yy=np.float64(kid_ref_term(feats)))
-    save_npz(path, **knn, sha256=sha)
-    return knn
+
+    def compute():
+        feats = reference_features(extract, ref, n, batch_size, seed).astype(np.float64)
+        return dict(features=feats, radii_pr=knn_radii(feats, PR_K), radii_dc=knn_radii(feats, DC_K),
+                    kid_yy=np.float64(kid_ref_term(feats)))
+    return cached_reference(os.path.join(cache, f"knn_ref_{kind}_{_safe(ref.name)}_{n}.npz"), ref,
+                            ("features", "radii_pr", "radii_dc", "kid_yy"), compute)
 
 
 FEATURES_KEPT = 1 << 22  # a model's sample features (float32) are cached up to this many numbers (16 MB): the CNN's

@@ -17,7 +17,6 @@ config: linear betas only; Ho et al.'s when there is none), whether the source's
 `parent` = the sha256 of the source's weights file. No pickle is ever unpickled: safetensors, or torch.load with
 weights_only=True. A config the hand-written UNet cannot represent is refused with one line naming the field.
 """
-import argparse
 import json
 import os
 import re
@@ -233,7 +232,7 @@ def import_model(source, resolution=32, dropout=0.1):
     model = UNet(**config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise DataError(f"cannot import: the weights do not fit the UNet their config describes ("
+        raise DataError("cannot import: the weights do not fit the UNet their config describes ("
                         + (f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}")
                         + f"{' and more' if len(missing) + len(unexpected) > 1 else ''})")
     weights = model.state_dict()
