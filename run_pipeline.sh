@@ -35,10 +35,10 @@ case "$PRESET" in
     # method's effect does not show at this size (the `images` preset and README say why); one contributor moves
     # the behaviour far more than one image.
     # Unlearning: gd, 12 steps of the pruned model (lr 3e-4, warm-up 10): 300 x 3.76 / (12 x 1.97) MMACs = ~48x less
-    # training compute than a 300-step retraining (~25x in wall time, one thread). On the 16 subsets both pools share,
-    # 15 such steps tracked retraining with FID Pearson 0.92 (runs of a 400-step recipe); neggrad, which tracks
-    # retraining best at the image level (bench/unlearn_fidelity.py), did not here: 0.55 with Banzhaf values on
-    # half-subsets (FID2 5.0x), whose LDS stayed below retraining's at budget 16. 300 steps, not 400: better
+    # training compute than a 300-step retraining (~25x in wall time, one thread). On the 24 held-out subsets these
+    # models track retraining with FID Pearson 0.91 (bench/unlearn_fidelity.py --run runs/default: lora 0.92, neggrad
+    # 0.80, gd-full 0.76); neggrad, the image level's best, with Banzhaf values on half-subsets gave an LDS below
+    # retraining's at budget 16 (0.53 vs 0.59; FID2 5.0x). 300 steps, not 400: better
     # retrained models make a stronger baseline (400 steps: unlearning 0.70 vs retraining 0.46-0.58, p >= 0.2 with
     # K = 24). Measured on a fast day of 2 cores, nothing else running: 481 s; LDS (FID) unlearning 0.64 / 0.83 / 0.83
     # / 0.83 vs retraining 0.35 / 0.43 / 0.36 / 0.46 at budgets 2 / 4 / 8 / 16 (p = 0.12 / 0.003 / < 0.001 / 0.019);

@@ -1,18 +1,21 @@
 """Does an unlearned model behave like the model retrained from scratch on the same subset? For each
 unlearning method (unlearn.py --method, with its settings), unlearn the K held-out subsets of a finished
-run (masks/lds.npy, whose models/lds/ holds every subset retrained with 2+ seeds) and print one table:
+run (masks/lds.npy and models/lds/; images or contributors) and print one table:
 Pearson and Spearman correlation of the unlearned models' behaviour with the retrained one (the mean over
 seeds) on the same subsets, with 95% bootstrap intervals over subsets; its correlation with the number of
 corrupted images in the subset; the FID2 ratio (FID between unlearned and retrained model of a subset,
 over FID between two retraining seeds); the cost per model in training compute and in wall time against a
 retraining timed in the same run. What a correlation with the corrupted count buys in attribution, bench/
 attribution_ceiling.py's planted game says (the image-level AUC and LDS at that correlation).
-The ceiling row is two retraining seeds against each other; against the mean of two seeds, a perfect
-unlearner (a third seed) would reach rho / sqrt((1 + rho) / 2), rho the ceiling row's Pearson.
+The ceiling row (a run whose held-out subsets were retrained with 2+ seeds) is two retraining seeds against
+each other; against the mean of two seeds, a perfect unlearner (a third seed) would reach rho / sqrt((1 + rho) /
+2), rho the ceiling row's Pearson.
 
     bash run_pipeline.sh images                             # makes runs/images (or any run with GT_SEEDS >= 2)
     python bench/unlearn_fidelity.py                        # every method below, on runs/images
     python bench/unlearn_fidelity.py --run runs/images --configs "gd-epoch=--method gd --batches epoch --steps 25"
+    python bench/unlearn_fidelity.py --run runs/default --behaviors fid,loss --fid-flags "--n-samples 2000 --ddim-steps 5" \\
+        --configs "gd=--method gd --steps 12;neggrad=--method neggrad --steps 6 --warmup 0 --batches epoch"   # contributors
 
 Models and behaviours land in <run>/bench/fidelity/ and are reused by a rerun; behaviours go through
 compute_fid.py (its caches), unlearning through unlearn.py, so every number is what the pipeline computes.
@@ -28,6 +31,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from data import images_of, load_groups  # noqa: E402
 from fit_datamodel import load_behaviors, values_by_row  # noqa: E402
 from tools.one_process import call  # noqa: E402
 
@@ -103,10 +107,9 @@ def main(args):
     K = len(masks)
     models = sorted(f for f in os.listdir(os.path.join(run, "models", "lds")) if f.endswith(".pt"))
     seeds = sorted({int(f.split("-s")[1][:-3]) for f in models})
-    if len(seeds) < 2:
-        sys.exit(f"error: {run}/models/lds has one training seed; the ceiling needs 2 (GT_SEEDS=2)")
     corrupted = np.load(os.path.join(run, "corrupted.npy"))
-    count = masks[:, corrupted].sum(1).astype(float)
+    groups = load_groups(lds_masks)  # a contributor-level run: a row's images through its contributors
+    count = np.array([images_of(row, groups)[corrupted].sum() for row in masks], dtype=float)
     configs = CONFIGS if not args.configs else dict(c.split("=", 1) for c in args.configs.split(";") if c.strip())
     keys = args.behaviors.split(",")
     data = ["--data", args.data, "--corrupt", args.corrupt]
@@ -117,6 +120,7 @@ def main(args):
                          "--out", os.path.join(out, "retrained.npz")])
     per_seed = [linked(os.path.join(out, f"retrained_s{s}"), {r: os.path.join(run, "models", "lds", f"{r:05d}-s{s}.pt")
                                                               for r in range(K)}) for s in seeds[:2]]
+    ceiling = len(seeds) >= 2
     import torch
     recipe = torch.load(os.path.join(run, "models", "lds", models[0]), map_location="cpu", weights_only=True)
     timed = os.path.join(out, "timed_retraining.pt")
@@ -145,20 +149,24 @@ def main(args):
         table.append(entry)
         print(f"  {name}: Pearson {c['pearson'][0]:.2f} with retraining", flush=True)
 
-    # the ceiling: one retraining seed against the other (its truth is that seed alone, not the mean)
-    s0 = {k: per_row(os.path.join(out, "retrained.npz"), k, seeds[0]) for k in keys}
-    s1 = {k: per_row(os.path.join(out, "retrained.npz"), k, seeds[1]) for k in keys}
-    saved = dict(truth)
-    truth.update(s0)
+    # the ceiling: one retraining seed against the other (its truth is that seed alone, not the mean); with one
+    # seed (GT_SEEDS=1) there is no ceiling row, and FID2 is against that seed's models alone
     fid2_seeds = None
-    if "fid" in keys:
-        call("compute_fid", [*fid, "--models", per_seed[1], "--ref-models", per_seed[0], "--masks", lds_masks,
-                             "--out", os.path.join(out, "fid2_seeds.npz")])
-        fid2_seeds = float(np.load(os.path.join(out, "fid2_seeds.npz"))["fid"].mean())
-    row(f"ceiling: retraining seed {seeds[1]} vs seed {seeds[0]}", s1, retrain_seconds, retrain_macs,
-        1.0 if fid2_seeds else None)
-    truth.clear()
-    truth.update(saved)
+    if len(seeds) >= 2:
+        s0 = {k: per_row(os.path.join(out, "retrained.npz"), k, seeds[0]) for k in keys}
+        s1 = {k: per_row(os.path.join(out, "retrained.npz"), k, seeds[1]) for k in keys}
+        saved = dict(truth)
+        truth.update(s0)
+        if "fid" in keys:
+            call("compute_fid", [*fid, "--models", per_seed[1], "--ref-models", per_seed[0], "--masks", lds_masks,
+                                 "--out", os.path.join(out, "fid2_seeds.npz")])
+            fid2_seeds = float(np.load(os.path.join(out, "fid2_seeds.npz"))["fid"].mean())
+        row(f"ceiling: retraining seed {seeds[1]} vs seed {seeds[0]}", s1, retrain_seconds, retrain_macs,
+            1.0 if fid2_seeds else None)
+        truth.clear()
+        truth.update(saved)
+    else:
+        print(f"{run}/models/lds has one training seed (GT_SEEDS=1): no ceiling row, no FID2 ratio")
 
     for name, flags in configs.items():
         folder = os.path.join(out, "".join(ch if ch.isalnum() else "_" for ch in name).strip("_"))
@@ -194,12 +202,14 @@ def main(args):
                 [f"{e['fid2']:.2f}" if e["fid2"] else "n/a", f"{retrain_macs / e['macs']:.1f}x",
                  f"{retrain_seconds / e['seconds']:.1f}x", f"{e['seconds']:.2f}"]
         print("| " + " | ".join(cells) + " |")
-    rho = table[0]["pearson"][0]
-    print(f"A perfect unlearner behaves like a third retraining seed: against the mean of two seeds it would reach about "
-          f"{rho / np.sqrt((1 + rho) / 2):.2f} (the ceiling row's {rho:.2f} / sqrt((1 + {rho:.2f}) / 2)).")
     with open(os.path.join(out, "table.json"), "w") as f:
         json.dump(dict(table=table, retrain_seconds=retrain_seconds, retrain_macs=retrain_macs, behaviors=keys), f,
                   indent=1)
+    if not ceiling:
+        return
+    rho = table[0]["pearson"][0]
+    print(f"A perfect unlearner behaves like a third retraining seed: against the mean of two seeds it would reach about "
+          f"{rho / np.sqrt((1 + rho) / 2):.2f} (the ceiling row's {rho:.2f} / sqrt((1 + {rho:.2f}) / 2)).")
 
 
 if __name__ == "__main__":
