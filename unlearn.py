@@ -122,9 +122,10 @@ def check_done(path, sha, settings):
     if (ckpt.get("subset") or {}).get("sha256") != sha:
         raise DataError(f"{path} was made for another subset than its mask row (the mask file changed?); "
                         f"use --force to redo it")
-    made = {k: (ckpt.get("args") or {}).get(k, "gd" if k == "method" else None) for k in settings}
-    if made != settings:
-        differ = ", ".join(f"{k} {made[k]} (now {settings[k]})" for k in settings if made[k] != settings[k])
+    recorded = dict(dict(method="gd"), **(ckpt.get("args") or {}))  # a row written before methods existed: gd
+    made = {k: recorded[k] for k in settings if k in recorded}  # (and it records no settings it did not have)
+    if any(made[k] != settings[k] for k in made):
+        differ = ", ".join(f"{k} {made[k]} (now {settings[k]})" for k in made if made[k] != settings[k])
         raise DataError(f"{path} was unlearned with other settings: {differ}; use another --out, or --force")
     return True
 

@@ -129,6 +129,13 @@ def test_rerun_skips_finished_rows_and_a_changed_mask_row_is_refused(tiny_run, t
     r = run_cli(*args, "--indices", "0:4", "--method", "neggrad")
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "method gd (now neggrad)" in r.stderr, r.stderr
     assert (out / "00001.pt").read_bytes() == before and not (out / "00003.pt").exists()
+    # a row written before the methods existed (its arguments record no method and no batches) counts as gd's
+    old = torch.load(out / "00000.pt", weights_only=True)
+    for key in ("method", "batches"):
+        del old["args"][key]
+    torch.save(old, out / "00000.pt")
+    r = run_cli(*args, "--indices", "0:1")
+    assert r.returncode == 0 and "(1 already done" in r.stdout, r.stdout + r.stderr
 
 
 def test_two_rows_with_identical_masks_give_identical_checkpoints(tiny_run, tmp_path):
