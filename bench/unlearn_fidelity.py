@@ -32,6 +32,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from data import images_of, load_groups  # noqa: E402
+from eval_lds import pearson_rows  # noqa: E402
 from fit_datamodel import load_behaviors, values_by_row  # noqa: E402
 from tools.one_process import call  # noqa: E402
 
@@ -67,20 +68,17 @@ def parse_args(argv=None):
 
 
 def correlations(a, b, rng, n=2000):
-    """Pearson and Spearman of a and b, each with a 95% bootstrap interval over the subsets."""
+    """Pearson and Spearman of a and b, each with a 95% bootstrap interval over the subsets (a resample where either
+    side is constant counts as 0, as eval_lds counts an LDS)."""
     from scipy.stats import rankdata
+    a, b = np.asarray(a), np.asarray(b)
     idx = rng.integers(0, len(a), (n, len(a)))
-
-    def pearson_rows(x, y):
-        x, y = x - x.mean(1, keepdims=True), y - y.mean(1, keepdims=True)
-        return (x * y).sum(1) / np.sqrt((x * x).sum(1) * (y * y).sum(1))
     out = {}
-    for name, (x, y) in (("pearson", (a, b)), ("spearman", (rankdata(a), rankdata(b)))):
-        value = float(np.corrcoef(x, y)[0, 1])
-        boot = pearson_rows(np.asarray(a)[idx] if name == "pearson" else rankdata(np.asarray(a)[idx], axis=1),
-                            np.asarray(b)[idx] if name == "pearson" else rankdata(np.asarray(b)[idx], axis=1))
-        lo, hi = np.nanpercentile(boot, [2.5, 97.5])
-        out[name] = (value, float(lo), float(hi))
+    for name, (x, y, xs, ys) in (("pearson", (a, b, a[idx], b[idx])),
+                                 ("spearman", (rankdata(a), rankdata(b), rankdata(a[idx], axis=1),
+                                               rankdata(b[idx], axis=1)))):
+        lo, hi = np.percentile(pearson_rows(xs, ys), [2.5, 97.5])
+        out[name] = (float(pearson_rows(x[None], y[None])[0]), float(lo), float(hi))
     return out
 
 

@@ -175,3 +175,25 @@ def test_fits_and_the_report_need_no_torch(quick_run, tmp_path):
     report = (run / "report.md").read_text()
     assert "Headline behaviour: **fid**" in report and "## LDS vs budget: loss" in report
     assert "40 steps, batch 32" in report and "Unlearning method: **gd**" in report
+
+
+def test_the_fidelity_and_noise_benches_print_their_tables(quick_run, tmp_path, capsys):
+    """bench/unlearn_fidelity.py and bench/behaviour_noise.py end to end on a copy of the quick run (one training seed
+    there: no ceiling row), at their smallest settings: each prints its table, one row per method or behaviour and
+    size, with finite numbers."""
+    import shutil
+    from conftest import load_bench
+    reference, _ = quick_run
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    fidelity = load_bench("unlearn_fidelity")
+    fidelity.main(fidelity.parse_args(["--run", str(run), "--behaviors", "loss", "--loss-draws", "1", "--configs",
+                                       "gd=--method gd --steps 2 --batch-size 8;neggrad=--method neggrad --steps 1 "
+                                       "--batch-size 8 --batches epoch"]))
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [r.split(" | ")[0] for r in rows[2:]] == ["| gd", "| neggrad"] and "nan" not in "".join(rows[2:])
+    noise = load_bench("behaviour_noise")
+    noise.main(noise.parse_args(["--run", str(run), "--pool", "4", "--seeds", "2", "--samples", "20", "--draws", "1",
+                                 "--behaviors", "fid,loss"]))
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [r.split(" | ")[0] for r in rows[2:]] == ["| fid", "| loss"] and "nan" not in "".join(rows[2:])
