@@ -117,9 +117,9 @@ def test_configs_the_unet_cannot_represent_are_refused_with_one_line(tmp_path, c
     assert r.stderr.startswith("error: cannot import: ") and words in r.stderr and not (tmp_path / "x.pt").exists()
 
 
-SMALL = dict(CARD, in_channels=1, out_channels=1, sample_size=8, block_out_channels=[32, 64], layers_per_block=1,
+SMALL = dict(CARD, in_channels=1, out_channels=1, sample_size=8, block_out_channels=[16, 32], layers_per_block=1,
              down_block_types=["DownBlock2D", "AttnDownBlock2D"], up_block_types=["AttnUpBlock2D", "UpBlock2D"],
-             norm_num_groups=8)  # the card's kind of UNet, sized for the 8x8 digits
+             norm_num_groups=8)  # the card's kind of UNet, as wide as the digits-small architecture
 
 
 def test_an_imported_model_is_pruned_and_measured_like_any_other(tmp_path, fid_cnn):
