@@ -142,7 +142,7 @@ def train(state, schedule, x0_all, *, steps, batch_size, lr, warmup, lr_schedule
                 x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
             with autocast(precision, device):
                 term = ddpm_loss(net, schedule, x0, generator=gen)
-            loss = term if len(terms) == 1 and weight == 1.0 else loss + weight * term
+            loss = loss + weight * term
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:

@@ -135,8 +135,8 @@ def test_an_imported_model_is_pruned_and_measured_like_any_other(tmp_path, fid_c
     r = run_cli("prune", "--ckpt", tmp_path / "x.pt", "--out", tmp_path / "p.pt", "--grid", "0")
     assert r.returncode == 0, r.stderr
     pruned = ddpm.build_model(torch.load(tmp_path / "p.pt", weights_only=True), "ema")
-    assert ddpm.count_params(pruned) < 0.7 * ddpm.count_params(ddpm.build_model(torch.load(tmp_path / "x.pt",
-                                                                                            weights_only=True)))
+    imported = ddpm.build_model(torch.load(tmp_path / "x.pt", weights_only=True))
+    assert ddpm.count_params(pruned) < 0.7 * ddpm.count_params(imported)
     assert pruned(torch.zeros(2, 1, 8, 8), torch.tensor([3, 900])).shape == (2, 1, 8, 8)
 
 
