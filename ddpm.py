@@ -336,27 +336,35 @@ def elbo_weights(schedule):
 LOSS_CHUNK = 1024  # images per block of shared draws: fixed, so the draws never depend on a batch size
 
 
-@torch.no_grad()
-def denoising_errors(model, schedule, x0, *, seed=0, draws=4, batch_size=512):
-    """|| eps - eps_theta(x_t, t) ||^2 summed over pixels, for every image of x0 (N, C, H, W) and `draws` shared
-    draws of (t, eps): the same draws for every model (common random numbers), so two models' errors differ
-    only by the models. t is stratified: draw d of image i lies in [d T / D, (d + 1) T / D), so the D draws of
-    an image cover every part of the schedule. Returns (t, errors), both (draws, N) on the CPU."""
-    model.eval()
-    n, T = len(x0), schedule.T
-    ts, errors = torch.empty(draws, n, dtype=torch.long), torch.empty(draws, n, dtype=torch.float64)
+def shared_draws(n, image_shape, T, *, seed=0, draws=4):
+    """The (t, eps) draws of the loss of N images, the same for every model (common random numbers): yields
+    (start, stop, d, t (stop - start,), eps (stop - start, *image_shape)) for blocks of LOSS_CHUNK images and each
+    draw d. t is stratified: draw d of image i lies in [d T / D, (d + 1) T / D), so the D draws of an image cover
+    every part of the schedule. A block's draws depend on its first image only, never on a batch size."""
     for start in range(0, n, LOSS_CHUNK):
         stop = min(n, start + LOSS_CHUNK)
         g = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + start)
         for d in range(draws):
             u = torch.rand(stop - start, generator=g, dtype=torch.float64)
-            ts[d, start:stop] = ((d + u) * T / draws).long().clamp(max=T - 1)
-            eps = torch.randn((stop - start,) + tuple(x0.shape[1:]), generator=g)
-            for i in range(start, stop, batch_size):
-                j = min(stop, i + batch_size)
-                xb, tb, eb = x0[i:j], ts[d, i:j].to(x0.device), eps[i - start:j - start].to(x0.device)
-                err = (model(q_sample(schedule, xb, tb, eb), tb).float() - eb) ** 2
-                errors[d, i:j] = err.flatten(1).sum(1).double().cpu()
+            t = ((d + u) * T / draws).long().clamp(max=T - 1)
+            yield start, stop, d, t, torch.randn((stop - start,) + tuple(image_shape), generator=g)
+
+
+@torch.no_grad()
+def denoising_errors(model, schedule, x0, *, seed=0, draws=4, batch_size=512):
+    """|| eps - eps_theta(x_t, t) ||^2 summed over pixels, for every image of x0 (N, C, H, W) and `draws` shared
+    draws of (t, eps) (shared_draws), so two models' errors differ only by the models. Returns (t, errors), both
+    (draws, N) on the CPU."""
+    model.eval()
+    n = len(x0)
+    ts, errors = torch.empty(draws, n, dtype=torch.long), torch.empty(draws, n, dtype=torch.float64)
+    for start, stop, d, t, eps in shared_draws(n, x0.shape[1:], schedule.T, seed=seed, draws=draws):
+        ts[d, start:stop] = t
+        for i in range(start, stop, batch_size):
+            j = min(stop, i + batch_size)
+            xb, tb, eb = x0[i:j], t[i - start:j - start].to(x0.device), eps[i - start:j - start].to(x0.device)
+            err = (model(q_sample(schedule, xb, tb, eb), tb).float() - eb) ** 2
+            errors[d, i:j] = err.flatten(1).sum(1).double().cpu()
     return ts, errors
 
 
