@@ -608,11 +608,36 @@ def up_to_date(args, entries, masks, ref_sha, keys):
     return files == [os.path.basename(p) for p, _, _ in entries] and shas == expected and n == args.n_samples
 
 
-def main(args):
-    device = pick_device(args.device)
+# ----------------------------------------------------------------------------------------------
+# The script: what to compute (a Pool), each model's behaviours through a per-checkpoint cache (ModelCache),
+# then one behaviours file
+
+@dataclass
+class Pool:
+    """What compute_fid.py computes for one call: the behaviours, the models and what they are measured against."""
+    keys: list  # behaviours of the output, in BEHAVIORS' order (FID2: fid only)
+    kind: str  # feature network: cnn or inception
+    clean: object  # the training data, uncorrupted (the cnn is trained on it)
+    ref: object  # the FID reference set (clean, or --ref-data)
+    ref_sha: str
+    masks: np.ndarray  # the pool's mask file, or None for single checkpoints
+    entries: list  # [(checkpoint path, mask row, training seed)]
+    n_knn_ref: int
+
+    @property
+    def sampled(self):
+        return [k for k in self.keys if BEHAVIORS[k].source == "samples"]
+
+    @property
+    def denoising(self):
+        return [k for k in self.keys if BEHAVIORS[k].source == "reference"]
+
+
+def plan(args):
+    """The Pool of this call: its datasets, the behaviours left when some cannot be computed (class shares need the
+    data's classes; kNN behaviours more than DC_K samples), and its checkpoints (FID2: the rows both folders have)."""
     if args.n_ref == 1:
         raise DataError("--n-ref must be 0 (all images) or at least 2 (a covariance needs two)")
-    cache = args.cache or os.path.dirname(os.path.dirname(os.path.abspath(args.out)))
     clean = load_dataset(args.data)  # FID is against the uncorrupted data unless --ref-data
     ref = load_dataset(args.ref_data) if args.ref_data else clean
     if ref.images.shape[1:] != clean.images.shape[1:]:
@@ -630,172 +655,190 @@ def main(args):
         keys = [k for k in keys if k not in KNN_KEYS]  # a ball reaches the k-th neighbour: k + 1 points at least
         print(f"kid, precision, recall, density and coverage need more than {DC_K} samples and reference images: "
               f"not computed")
-    sampled = [k for k in keys if BEHAVIORS[k].source == "samples"]
-    denoising = [k for k in keys if BEHAVIORS[k].source == "reference"]
-    ref_sha = "" if args.ref_models else images_sha256(ref.images)
-    ref_key = ref_sha[:16]
     masks = load_masks(args.masks, n=len(clean)) if args.masks else None
     entries = list_models(args.models, args.masks)
     if args.ref_models:  # FID2 only where both folders have the row
         entries = [e for e in entries if os.path.exists(os.path.join(args.ref_models, os.path.basename(e[0])))]
         if not entries:
             raise DataError(f"no model of {args.models} has a partner in {args.ref_models}")
-    if os.path.exists(args.out) and not args.force and up_to_date(args, entries, masks, ref_sha, keys):
-        print(f"skip: {args.out} exists for these {len(entries)} models (use --force to recompute)")
-        return
-    # every model's mask row and method, once, first: a pool of another mask file, or of two unlearning methods,
-    # writes nothing, not even a cache
+    return Pool(keys=keys, kind=kind, clean=clean, ref=ref, ref_sha="" if args.ref_models else images_sha256(ref.images),
+                masks=masks, entries=entries, n_knn_ref=n_knn_ref)
+
+
+def check_pool(args, pool):
+    """Every model's mask row and method, once, first: a pool of another mask file, or of two unlearning methods,
+    writes nothing, not even a cache. Returns {method: a file made by it}."""
     methods = {}
-    for path, index, _ in entries:
+    for path, index, _ in pool.entries:
         for p in [path] + ([os.path.join(args.ref_models, os.path.basename(path))] if args.ref_models else []):
             ckpt = load_checkpoint(p, mmap=True)
-            if masks is not None and index >= 0:
-                check_row(ckpt, p, masks, index, args.masks)
+            if pool.masks is not None and index >= 0:
+                check_row(ckpt, p, pool.masks, index, args.masks)
             if p == path:
                 methods.setdefault(method_of(ckpt), os.path.basename(p))
     if len(methods) > 1:
         raise DataError(f"{args.models} mixes models made by different methods ("
                         + ", ".join(f"{m}: {f}" for m, f in sorted(methods.items())) + "): one pool, one method")
+    return methods
 
-    extract, num_classes, meta = None, None, dict(kind="none")
-    mu_ref = sigma_ref = knn = None
-    if sampled:
+
+class ModelCache:
+    """Each model's behaviours depend only on its weights and the settings, so they are cached per checkpoint
+    (<cache>/stats/<sha256>-<settings>.npz): FID2 and the seed pairs reuse the samples of the pools, and a killed
+    stage resumes model by model. Holds what every model is measured against: the feature network, the reference
+    statistics and kNN reference, the shared initial noise and the reference images of the loss."""
+
+    def __init__(self, args, pool, device):
+        self.args, self.pool, self.device = args, pool, device
+        cache = args.cache or os.path.dirname(os.path.dirname(os.path.abspath(args.out)))
+        self.extract, self.num_classes, self.meta = None, None, dict(kind="none")
+        self.mu_ref = self.sigma_ref = self.knn = self.root_ref = self.x0_ref = None
+        if pool.sampled:
+            self._references(cache)
+        c, h = pool.clean.images.shape[1:3]
+        self.noise = torch.randn((args.n_samples, c, h, h), generator=torch.Generator().manual_seed(args.seed))
+        if pool.denoising:  # the reference images the loss is measured on: all, or the seeded choice of --n-ref
+            ref = pool.ref
+            n = args.n_ref if 0 < args.n_ref < len(ref) else len(ref)
+            images = ref.images if n == len(ref) else \
+                ref.images[np.random.default_rng(args.seed).choice(len(ref), n, replace=False)]
+            self.x0_ref = to_model_space(images).to(device)
+        self.ref_key = pool.ref_sha[:16]
+        weights = _safe(os.path.basename(self.meta.get("weights", "")))
+        self.setting = f"{self.meta['kind']}-{weights}-n{args.n_samples}-ddim{args.ddim_steps}-seed{args.seed}"
+        self.loss_setting = (f"loss-d{args.loss_draws}-seed{args.loss_seed}-n{0 if self.x0_ref is None else len(self.x0_ref)}"
+                             f"-{self.ref_key}")
+        self.stats_dir, self.shas = os.path.join(cache, "stats"), {}
+        self.needed = ["mu", "sigma", "is"] + (["class_share", "entropy"] if self.num_classes else []) + \
+            ([f"{k}@{self.ref_key}" for k in KNN_KEYS] if self.knn is not None else [])
+
+    def _references(self, cache):
+        args, pool = self.args, self.pool
         torch.manual_seed(args.seed)
-        if kind == "cnn":
-            extract, num_classes, meta = cnn_extractor(clean, cache, args.seed, device)
+        if pool.kind == "cnn":
+            self.extract, self.num_classes, self.meta = cnn_extractor(pool.clean, cache, args.seed, self.device)
         else:
-            extract, num_classes, meta = inception_extractor(args.inception_weights, device)
+            self.extract, self.num_classes, self.meta = inception_extractor(args.inception_weights, self.device)
         if not args.ref_models:
-            mu_ref, sigma_ref = reference_stats(extract, ref, cache, kind, args.batch_size, args.n_ref, args.seed)
-            if any(k in KNN_KEYS for k in keys):
-                knn = reference_knn(extract, ref, cache, kind, args.batch_size, n_knn_ref, args.seed)
-    root_ref = None  # sqrt_psd(sigma_ref), once for all models that need it (those without a low-rank factor)
-    c, h = clean.images.shape[1:3]
-    noise = torch.randn((args.n_samples, c, h, h), generator=torch.Generator().manual_seed(args.seed))
-    x0_ref = None
-    if denoising:  # the reference images the loss is measured on: all, or the seeded choice of --n-ref
-        n = args.n_ref if 0 < args.n_ref < len(ref) else len(ref)
-        images = ref.images if n == len(ref) else ref.images[np.random.default_rng(args.seed).choice(len(ref), n,
-                                                                                                      replace=False)]
-        x0_ref = to_model_space(images).to(device)
+            self.mu_ref, self.sigma_ref = reference_stats(self.extract, pool.ref, cache, pool.kind, args.batch_size,
+                                                          args.n_ref, args.seed)
+            if any(k in KNN_KEYS for k in pool.keys):
+                self.knn = reference_knn(self.extract, pool.ref, cache, pool.kind, args.batch_size, pool.n_knn_ref,
+                                         args.seed)
 
-    # A model's behaviours depend only on its weights and the settings, so they are cached per checkpoint:
-    # FID2 and the seed pairs reuse the samples of the pools, and a killed stage resumes model by model.
-    weights = _safe(os.path.basename(meta.get("weights", "")))
-    setting = f"{meta['kind']}-{weights}-n{args.n_samples}-ddim{args.ddim_steps}-seed{args.seed}"
-    loss_setting = f"loss-d{args.loss_draws}-seed{args.loss_seed}-n{0 if x0_ref is None else len(x0_ref)}-{ref_key}"
-    stats_dir = os.path.join(cache, "stats")
-    shas = {}
+    def path(self, checkpoint, what):
+        """The cache file of a checkpoint's sampled ("samples") or loss behaviours; hashed once per checkpoint (286 MB
+        each for cifar10)."""
+        if checkpoint not in self.shas:
+            self.shas[checkpoint] = file_sha256(checkpoint)[:32]
+        return os.path.join(self.stats_dir, f"{self.shas[checkpoint]}-"
+                                            f"{self.setting if what == 'samples' else self.loss_setting}.npz")
 
-    def cached(path, what):  # hashed once per checkpoint (286 MB each for cifar10)
-        if path not in shas:
-            shas[path] = file_sha256(path)[:32]
-        return os.path.join(stats_dir, f"{shas[path]}-{setting if what == 'samples' else loss_setting}.npz")
-
-    needed = ["mu", "sigma", "is"] + (["class_share", "entropy"] if num_classes else []) + \
-             ([f"{k}@{ref_key}" for k in KNN_KEYS] if knn is not None else [])
-
-    def needs_sampling(path):
-        if not sampled:
+    def needs_sampling(self, checkpoint):
+        if not self.pool.sampled:
             return False
-        if not os.path.exists(cached(path, "samples")):
+        if not os.path.exists(self.path(checkpoint, "samples")):
             return True
-        with np.load(cached(path, "samples")) as f:  # kNN behaviours of another reference come from kept features
-            return any(k not in f.files and not ("@" in k and "features" in f.files) for k in needed)
+        with np.load(self.path(checkpoint, "samples")) as f:  # kNN behaviours of another reference: kept features
+            return any(k not in f.files and not ("@" in k and "features" in f.files) for k in self.needed)
 
-    def sample_and_cache(paths, ckpts):
+    def sample(self, paths, ckpts):
         """Sample G checkpoints of one architecture together; cache each one's sampled behaviours (sampling
         seconds: the group's wall time / G), beside what the cache holds for other references."""
+        args = self.args
         schedule = Schedule(**ckpts[0]["schedule"])
         if args.ddim_steps > schedule.T:
             raise DataError(f"--ddim-steps must lie in 1..{schedule.T} (the model's T), got {args.ddim_steps}")
         t0 = time.perf_counter()
-        xs = sample_models(ckpts, schedule, noise, args.ddim_steps, args.batch_size, device, args.precision)
+        xs = sample_models(ckpts, schedule, self.noise, args.ddim_steps, args.batch_size, self.device, args.precision)
         seconds = (time.perf_counter() - t0) / len(ckpts)
-        os.makedirs(stats_dir, exist_ok=True)
+        os.makedirs(self.stats_dir, exist_ok=True)
         for path, x in zip(paths, xs):
-            feats, logits = features_of(extract, x, args.batch_size)
+            feats, logits = features_of(self.extract, x, args.batch_size)
             values = {}
-            if os.path.exists(cached(path, "samples")):  # other references' kNN behaviours; or, where the pipeline's
-                with np.load(cached(path, "samples")) as f:  # two lanes meet, the other lane's equal values
+            if os.path.exists(self.path(path, "samples")):  # other references' kNN behaviours; or, where the
+                with np.load(self.path(path, "samples")) as f:  # pipeline's two lanes meet, the other lane's values
                     values = {k: f[k] for k in f.files if "@" in k}
-            values.update(sampled_values(feats, logits, num_classes, knn, ref_key), seconds=seconds)
-            save_npz(cached(path, "samples"), **values)
+            values.update(sampled_values(feats, logits, self.num_classes, self.knn, self.ref_key), seconds=seconds)
+            save_npz(self.path(path, "samples"), **values)
 
-    def loss_values(path, ckpt=None):
-        if not os.path.exists(cached(path, "loss")):
+    def loss(self, path, ckpt=None):
+        if not os.path.exists(self.path(path, "loss")):
             t0 = time.perf_counter()
-            values = denoising_values(ckpt or load_checkpoint(path), x0_ref, seed=args.loss_seed,
-                                      draws=args.loss_draws, batch_size=args.batch_size, device=device)
-            os.makedirs(stats_dir, exist_ok=True)
-            save_npz(cached(path, "loss"), **values, seconds=time.perf_counter() - t0)
-        with np.load(cached(path, "loss")) as f:
+            values = denoising_values(ckpt or load_checkpoint(path), self.x0_ref, seed=self.args.loss_seed,
+                                      draws=self.args.loss_draws, batch_size=self.args.batch_size, device=self.device)
+            os.makedirs(self.stats_dir, exist_ok=True)
+            save_npz(self.path(path, "loss"), **values, seconds=time.perf_counter() - t0)
+        with np.load(self.path(path, "loss")) as f:
             return {k: float(f[k]) for k in f.files}
 
-    def behaviour(path):
-        """(checkpoint, the cached sampled values or {}, the cached loss values or {})."""
+    def of(self, path):
+        """(checkpoint, its cached sampled values or {}, its cached loss values or {}), computed when not cached."""
         ckpt = load_checkpoint(path)
-        if needs_sampling(path):
-            sample_and_cache([path], [ckpt])
+        if self.needs_sampling(path):
+            self.sample([path], [ckpt])
         values = {}
-        if sampled:
-            with np.load(cached(path, "samples")) as f:
+        if self.pool.sampled:
+            with np.load(self.path(path, "samples")) as f:
                 values = {k: f[k] for k in f.files}
-            if knn is not None and f"kid@{ref_key}" not in values:  # a new reference: the kept sample features
-                values.update(knn_values(values["features"].astype(np.float64), knn, ref_key))
-                save_npz(cached(path, "samples"), **values)
-        return ckpt, values, (loss_values(path, ckpt) if denoising else {})
+            if self.knn is not None and f"kid@{self.ref_key}" not in values:  # a new reference: the kept features
+                values.update(knn_values(values["features"].astype(np.float64), self.knn, self.ref_key))
+                save_npz(self.path(path, "samples"), **values)
+        return ckpt, values, (self.loss(path, ckpt) if self.pool.denoising else {})
 
-    if args.stack > 1 and sampled:  # sample the models not cached yet in groups of --stack, one architecture a group
+    def sample_stacked(self, stack):
+        """Sample the models not cached yet in groups of `stack`, one architecture a group."""
         group = []
-        for path, index, _ in entries + [(None, -1, -1)]:
-            ckpt = None
-            if path is not None and needs_sampling(path):
-                ckpt = load_checkpoint(path)
-            if group and (ckpt is None or len(group) == args.stack or
+        for path, _, _ in self.pool.entries + [(None, -1, -1)]:
+            ckpt = load_checkpoint(path) if path is not None and self.needs_sampling(path) else None
+            if group and (ckpt is None or len(group) == stack or
                           (ckpt["config"], ckpt["schedule"]) != (group[0][1]["config"], group[0][1]["schedule"])):
-                sample_and_cache(*zip(*group))
+                self.sample(*zip(*group))
                 group = []
             if ckpt is not None:
                 group.append((path, ckpt))
 
-    if args.stats_only:
-        progress = Progress(len(entries), f"statistics of {os.path.basename(os.path.normpath(args.models))}, last first")
-        for path, index, _ in reversed(entries):
-            t0 = time.perf_counter()
-            behaviour(path)
-            progress.update(os.path.basename(path), time.perf_counter() - t0)
-        progress.close()
-        print(f"cached the behaviours of {len(entries)} models of {args.models}")
-        return
 
+def model_values(cache, path, sample, denoised, ref_models):
+    """{behaviour: value} of one model from its cached values (FID2: the Frechet distance to the same row's model
+    of --ref-models)."""
+    out = {}
+    for k in cache.pool.keys:
+        if k == "fid" and ref_models:
+            _, other, _ = cache.of(os.path.join(ref_models, os.path.basename(path)))
+            out[k] = frechet_distance(sample["mu"], sample["sigma"], other["mu"], other["sigma"],
+                                      factor2=other.get("factor"))
+        elif k == "fid":
+            if "factor" not in sample and cache.root_ref is None:  # sqrt_psd(sigma_ref), once for all models
+                cache.root_ref = sqrt_psd(cache.sigma_ref)
+            out[k] = frechet_distance(cache.mu_ref, cache.sigma_ref, sample["mu"], sample["sigma"], root1=cache.root_ref,
+                                      factor2=sample.get("factor"))
+        elif k == "class":
+            out[k] = sample["class_share"]
+        elif k in KNN_KEYS:
+            out[k] = float(sample[f"{k}@{cache.ref_key}"])
+        elif k in denoised:
+            out[k] = denoised[k]
+        else:
+            out[k] = float(sample[k])
+    return out
+
+
+def measure(args, cache):
+    """(per-model metadata, {behaviour: values}) of every model of the pool, in its order."""
+    pool = cache.pool
     rows = {k: [] for k in ("index", "seed", "seconds", "loss_seconds", "train_seconds", "train_macs", "macs",
                             "behavior_macs", "mask_sha256", "files", "args")}
     # forward passes per model of the behaviours: DDIM steps x samples, and draws x reference images for the loss
-    passes = (args.n_samples * args.ddim_steps if sampled else 0) + (len(x0_ref) * args.loss_draws if denoising else 0)
-    values = {k: [] for k in keys}
-    progress = Progress(len(entries), f"behaviours {os.path.basename(args.out)}")
-    for path, index, seed in entries:
+    passes = (args.n_samples * args.ddim_steps if pool.sampled else 0) + \
+        (len(cache.x0_ref) * args.loss_draws if pool.denoising else 0)
+    values = {k: [] for k in pool.keys}
+    progress = Progress(len(pool.entries), f"behaviours {os.path.basename(args.out)}")
+    for path, index, seed in pool.entries:
         t0 = time.perf_counter()
-        ckpt, sample, denoised = behaviour(path)
-        for k in keys:
-            if k == "fid" and args.ref_models:
-                _, other, _ = behaviour(os.path.join(args.ref_models, os.path.basename(path)))
-                values[k].append(frechet_distance(sample["mu"], sample["sigma"], other["mu"], other["sigma"],
-                                                  factor2=other.get("factor")))
-            elif k == "fid":
-                if "factor" not in sample and root_ref is None:
-                    root_ref = sqrt_psd(sigma_ref)
-                values[k].append(frechet_distance(mu_ref, sigma_ref, sample["mu"], sample["sigma"], root1=root_ref,
-                                                  factor2=sample.get("factor")))
-            elif k == "class":
-                values[k].append(sample["class_share"])
-            elif k in KNN_KEYS:
-                values[k].append(float(sample[f"{k}@{ref_key}"]))
-            elif k in denoised:
-                values[k].append(denoised[k])
-            else:
-                values[k].append(float(sample[k]))
+        ckpt, sample, denoised = cache.of(path)
+        for k, v in model_values(cache, path, sample, denoised, args.ref_models).items():
+            values[k].append(v)
         rows["index"].append(index)
         rows["seed"].append(seed if seed >= 0 else (ckpt.get("args") or {}).get("seed", -1))
         rows["seconds"].append(float(sample["seconds"]) if sample else 0.0)
@@ -804,26 +847,56 @@ def main(args):
         rows["train_macs"].append(float(ckpt.get("train_macs", np.nan)))
         rows["macs"].append(float(ckpt.get("macs", np.nan)))
         rows["behavior_macs"].append(rows["macs"][-1] * passes)
-        rows["mask_sha256"].append(row_sha256(masks[index]) if index >= 0 else "")
+        rows["mask_sha256"].append(row_sha256(pool.masks[index]) if index >= 0 else "")
         rows["files"].append(os.path.basename(path))
         rows["args"].append(entry_args(ckpt))
-        if num_classes and sample:
+        if cache.num_classes and sample:
             values.setdefault("class_hist", []).append(sample["class_hist"])
         progress.update(os.path.basename(path), time.perf_counter() - t0)
     progress.close()
+    return rows, values
+
+
+def write_behaviors(args, pool, cache, rows, values, methods):
+    """The behaviours file, and the one-line summary of what it holds."""
     out = {k: np.asarray(v) for k, v in rows.items()}
     out.update({("class_share" if k == "class" else k): np.asarray(v, dtype=np.float64 if k != "class_hist" else None)
                 for k, v in values.items()})
-    save_npz(args.out, **out, features=meta["kind"], n_samples=args.n_samples, ddim_steps=args.ddim_steps,
-             loss_draws=args.loss_draws, loss_seed=args.loss_seed, behaviors=json.dumps(keys),
-             behavior_table=json.dumps(behavior_table(keys)), method=next(iter(methods)),
+    save_npz(args.out, **out, features=cache.meta["kind"], n_samples=args.n_samples, ddim_steps=args.ddim_steps,
+             loss_draws=args.loss_draws, loss_seed=args.loss_seed, behaviors=json.dumps(pool.keys),
+             behavior_table=json.dumps(behavior_table(pool.keys)), method=next(iter(methods)),
              masks=os.path.basename(args.masks) if args.masks else "", ref_models=args.ref_models or "",
-             ref_data="" if args.ref_models else ref.name, ref_sha256=ref_sha)
+             ref_data="" if args.ref_models else pool.ref.name, ref_sha256=pool.ref_sha)
     summary = ", ".join(f"{'FID2' if args.ref_models else k} mean {np.mean(out['class_share' if k == 'class' else k]):.4g}"
-                        for k in keys if k != "class")
+                        for k in pool.keys if k != "class")
     cost = ", ".join(f"{np.mean(rows[s]):.2f} s {what} per model" for s, what in
                      (("seconds", "sampling"), ("loss_seconds", "loss")) if np.mean(rows[s]) > 0)
-    print(f"wrote {args.out}: {len(entries)} models; {summary}{'; ' + cost if cost else ''}")
+    print(f"wrote {args.out}: {len(pool.entries)} models; {summary}{'; ' + cost if cost else ''}")
+
+
+def main(args):
+    device = pick_device(args.device)
+    pool = plan(args)
+    if os.path.exists(args.out) and not args.force and up_to_date(args, pool.entries, pool.masks, pool.ref_sha,
+                                                                  pool.keys):
+        print(f"skip: {args.out} exists for these {len(pool.entries)} models (use --force to recompute)")
+        return
+    methods = check_pool(args, pool)
+    cache = ModelCache(args, pool, device)
+    if args.stack > 1 and pool.sampled:
+        cache.sample_stacked(args.stack)
+    if args.stats_only:
+        progress = Progress(len(pool.entries), f"statistics of {os.path.basename(os.path.normpath(args.models))}, "
+                                               f"last first")
+        for path, _, _ in reversed(pool.entries):
+            t0 = time.perf_counter()
+            cache.of(path)
+            progress.update(os.path.basename(path), time.perf_counter() - t0)
+        progress.close()
+        print(f"cached the behaviours of {len(pool.entries)} models of {args.models}")
+        return
+    rows, values = measure(args, cache)
+    write_behaviors(args, pool, cache, rows, values, methods)
 
 
 if __name__ == "__main__":
