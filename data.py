@@ -12,6 +12,7 @@ Datasets (`--data`):
 
     from data import load_dataset, make_masks
     ds = load_dataset("digits", corrupt=0.1, corrupt_seed=0)   # ds.images uint8 (N, C, H, W)
+    ds = load_dataset("digits", corrupt=0.15, fault="noise,blur,duplicate")  # ds.faults: kind -> indices
     masks = make_masks(len(ds), count=64, alpha=0.5, seed=1)    # (64, N) bool, 50% ones per row
 """
 import argparse
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -37,6 +39,7 @@ class Dataset:
     classes: list = None  # class names, or None
     name: str = ""
     corrupted: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # indices
+    faults: dict = field(default_factory=dict)  # {fault kind: its indices}; `named`: an npz's own `corrupted`
 
     def __len__(self):
         return len(self.images)
@@ -45,8 +48,9 @@ class Dataset:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
-def load_dataset(name, corrupt=0.0, corrupt_seed=0, root=None):
-    """Load a dataset by its `--data` name; optionally corrupt a seeded fraction of its images."""
+def load_dataset(name, corrupt=0.0, corrupt_seed=0, root=None, fault="noise"):
+    """Load a dataset by its `--data` name; optionally give a seeded fraction of its images a planted fault
+    (`fault`: one of FAULTS, or several comma-separated, which share the fraction equally)."""
     if name == "digits":
         ds = _load_digits()
     elif name == "cifar10":
@@ -58,10 +62,19 @@ def load_dataset(name, corrupt=0.0, corrupt_seed=0, root=None):
     else:
         raise DataError(f"unknown dataset {name!r}: use digits, cifar10, npz:PATH or folder:PATH")
     ds.name = name
+    if len(ds.corrupted):
+        ds.faults["named"] = ds.corrupted
     if corrupt:  # the images replaced here join any the dataset itself names as bad
-        ds.images, replaced = corrupt_images(ds.images, corrupt, corrupt_seed)
+        faults = parse_faults(fault)
+        ds.images, replaced, kinds = corrupt_images(ds.images, corrupt, corrupt_seed, faults, ds.labels)
         ds.corrupted = np.union1d(ds.corrupted, replaced).astype(np.int64)
+        ds.faults.update({kind: replaced[kinds == kind] for kind in faults})
     return ds
+
+
+def dataset_from_args(args):
+    """The training data as the shared flags (add_data_args) describe it."""
+    return load_dataset(args.data, corrupt=args.corrupt, corrupt_seed=args.corrupt_seed, fault=args.fault)
 
 
 def _load_digits():
@@ -160,16 +173,100 @@ def _check_square(images, path):
         raise DataError(f"{path}: images must be square with a power-of-two side, got {images.shape[2:]}")
 
 
-def corrupt_images(images, fraction, seed):
-    """Replace a seeded `fraction` of the images by uniform noise; return (new images, sorted indices)."""
+# ----------------------------------------------------------------------------------------------
+# Planted faults: what a bad contributor may give. Each fault replaces the chosen images; `make` gets the
+# chosen images, every image of the dataset, a mask of the clean ones (the sources of copies), the labels
+# and the generator, and returns the replacements. The report scores how well attribution finds them.
+
+@dataclass(frozen=True)
+class Fault:
+    how: str
+    make: Callable
+
+
+def _noise(chosen, images, clean, labels, rng):
+    return rng.integers(0, 256, size=chosen.shape, dtype=np.uint8)
+
+
+def _blur(chosen, images, clean, labels, rng):
+    """A 3x3 box filter (edges repeated): the image itself, softened."""
+    padded = np.pad(chosen.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
+    h, w = chosen.shape[2:]
+    box = sum(padded[:, :, i:i + h, j:j + w] for i in range(3) for j in range(3)) / 9.0
+    return np.round(box).astype(np.uint8)
+
+
+def _jittered(sources, rng, amplitude):
+    """Near-copies: each source image with independent +-amplitude grey-level noise (clipped)."""
+    noise = rng.integers(-amplitude, amplitude + 1, size=sources.shape)
+    return np.clip(sources.astype(np.int64) + noise, 0, 255).astype(np.uint8)
+
+
+DUPLICATE_SOURCES = 6  # spam: near-copies of this many images
+
+
+def _duplicate(chosen, images, clean, labels, rng):
+    """Spam: near-copies of a few clean images (DUPLICATE_SOURCES), each copied about equally often."""
+    sources = rng.choice(np.flatnonzero(clean), size=DUPLICATE_SOURCES, replace=False)
+    return _jittered(images[sources[np.arange(len(chosen)) % DUPLICATE_SOURCES]], rng, amplitude=8)
+
+
+def _one_class(chosen, images, clean, labels, rng):
+    """A contributor who gives one class only: near-copies of clean images of one (seeded) class, so that class
+    is over-represented in the training data (against a balanced reference)."""
+    if labels is None:
+        raise DataError("--fault one-class needs a dataset with labels")
+    c = rng.choice(np.unique(labels))
+    members = np.flatnonzero(clean & (labels == c))
+    sources = rng.choice(members, size=len(chosen), replace=len(chosen) > len(members))
+    return _jittered(images[sources], rng, amplitude=8)
+
+
+def _watermark(chosen, images, clean, labels, rng):
+    """The image with a bright mark stamped in its lower right corner (an L of side 3/8 of the image)."""
+    out = chosen.copy()
+    side = max(2, 3 * chosen.shape[2] // 8)
+    out[:, :, -1, -side:] = 255
+    out[:, :, -side:, -1] = 255
+    return out
+
+
+FAULTS = {
+    "noise": Fault("uniform noise in place of the image", _noise),
+    "blur": Fault("the image blurred by a 3x3 box filter", _blur),
+    "duplicate": Fault(f"near-copies (+-8 grey levels) of {DUPLICATE_SOURCES} other images (spam)", _duplicate),
+    "one-class": Fault("near-copies of images of one class (that class over-represented)", _one_class),
+    "watermark": Fault("the image with a bright L-shaped mark in its lower right corner", _watermark),
+}
+
+
+def parse_faults(text):
+    """`noise` or `noise,blur,duplicate` -> a tuple of FAULTS keys (each once, in the given order)."""
+    kinds = tuple(dict.fromkeys(k.strip() for k in str(text).split(",") if k.strip()))
+    unknown = [k for k in kinds if k not in FAULTS]
+    if unknown or not kinds:
+        raise DataError(f"unknown fault {', '.join(unknown) or repr(text)}: use one or more of {', '.join(FAULTS)}")
+    return kinds
+
+
+def corrupt_images(images, fraction, seed, faults=("noise",), labels=None):
+    """Give a seeded `fraction` of the images a planted fault; several faults share it equally (each a seeded
+    part of the chosen images). Returns (new images, sorted indices, each index's fault kind)."""
     if not 0.0 <= fraction < 1.0:
         raise DataError(f"corrupt fraction must lie in [0, 1), got {fraction}")
     rng = np.random.default_rng(seed)
     n = int(round(fraction * len(images)))
     idx = np.sort(rng.choice(len(images), size=n, replace=False))
-    images = images.copy()
-    images[idx] = rng.integers(0, 256, size=(n,) + images.shape[1:], dtype=np.uint8)
-    return images, idx
+    kinds = np.full(n, faults[0], dtype=object)
+    if len(faults) > 1:  # one fault alone keeps the draws of the noise-only corruption
+        kinds[rng.permutation(n)] = np.array(faults, dtype=object)[np.arange(n) * len(faults) // n]
+    clean = np.ones(len(images), dtype=bool)
+    clean[idx] = False
+    out = images.copy()
+    for kind in faults:
+        mine = idx[kinds == kind]
+        out[mine] = FAULTS[kind].make(images[mine], images, clean, labels, rng)
+    return out, idx, kinds.astype(str)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -310,16 +407,26 @@ def make_groups(spec, ds, seed=0):
             raise DataError(f"bad --groups {spec!r}: use random:G with an integer G")
         if not 2 <= g <= n:
             raise DataError(f"--groups random:G needs 2 <= G <= {n}, got {g}")
-        # known-bad images (--corrupt, or an npz's `corrupted`) form contributors of their own, in
-        # proportion to their share: a contributor gave bad images only, or clean ones only
+        # known-bad images (--corrupt, or an npz's `corrupted`) form contributors of their own, each fault kind
+        # apart, in proportion to its share: a contributor gave images of one fault only, or clean ones only
         rng = np.random.default_rng(seed)
-        bad = np.zeros(n, dtype=bool)
-        bad[ds.corrupted] = True
-        g_bad = min(g - 1, max(1, round(g * bad.mean()))) if bad.any() else 0
+        kinds, taken = [], np.zeros(n, dtype=bool)
+        for idx in ds.faults.values():
+            members = np.asarray(idx)[~taken[idx]]
+            if len(members):
+                kinds.append(members)
+                taken[members] = True
+        counts = [max(1, round(g * len(members) / n)) for members in kinds]
+        if len(counts) == 1:
+            counts = [min(g - 1, counts[0])]
+        if sum(counts) > g - 1:
+            raise DataError(f"--groups {spec}: {len(kinds)} fault kinds need {sum(counts)} contributors of their own "
+                            f"and at least one clean one; use a larger G")
         groups = np.empty(n, dtype=np.int64)
-        for members, first, count in ((np.flatnonzero(bad), 0, g_bad), (np.flatnonzero(~bad), g_bad, g - g_bad)):
-            if count:
-                groups[rng.permutation(members)] = first + np.arange(len(members)) % count
+        first = 0
+        for members, count in zip(kinds + [np.flatnonzero(~taken)], counts + [g - sum(counts)]):
+            groups[rng.permutation(members)] = first + np.arange(len(members)) % count
+            first += count
         return groups
     if not os.path.isfile(spec):
         raise DataError(f"--groups {spec!r}: use classes, random:G or the path of an .npy file of {n} integers")
@@ -397,12 +504,24 @@ def save_npy(path, array):
 
 
 def add_data_args(parser):
-    """--data, --corrupt and --corrupt-seed, spelled the same in every script."""
+    """--data, --corrupt, --fault and --corrupt-seed, spelled the same in every script."""
     parser.add_argument("--data", default="digits",
                         help="digits (embedded), cifar10 (torchvision download), npz:PATH or folder:PATH")
     parser.add_argument("--corrupt", type=fraction, default=0.0,
-                        help="fraction of training images replaced by uniform noise (to test attribution)")
+                        help="fraction of training images given a planted fault (to test attribution)")
+    parser.add_argument("--fault", type=fault_list, default="noise", help="the planted fault of the --corrupt images: "
+                        + "; ".join(f"{k}: {f.how}" for k, f in FAULTS.items())
+                        + ". Comma-separated kinds share the fraction equally (random:G contributors: one kind each)")
     parser.add_argument("--corrupt-seed", type=int, default=0, help="seed choosing the corrupted images")
+
+
+def fault_list(text):
+    """--fault as an argparse type: the same text, checked."""
+    try:
+        parse_faults(text)
+    except DataError as e:
+        raise argparse.ArgumentTypeError(str(e))
+    return text
 
 
 class ArgumentParser(argparse.ArgumentParser):

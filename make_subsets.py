@@ -7,7 +7,9 @@ exactly round(alpha * N) training images (the paper: alpha = 0.5).
 
 `--alpha shapley` draws each subset's size from the Shapley kernel (KernelSHAP's sampling; for
 `fit_datamodel.py --method shapley`) instead of a fixed fraction; `--alpha leverage` draws every size equally
-often (Leverage SHAP's sampling: more middle-sized subsets, lower variance, the same fit).
+often (Leverage SHAP's sampling: more middle-sized subsets, lower variance, the same fit). `--alpha loo` writes
+the leave-one-out rows: row j holds everything but image (or contributor) j (baselines.py's loo), one row each
+unless --count asks for the first ones.
 
 `--groups SPEC` makes the run contributor-level: SPEC is `classes` (the dataset's labels), `random:G`
 (G contributors of about equal size, seeded by --groups-seed; corrupted images, from --corrupt or an
@@ -24,25 +26,26 @@ import os
 
 import numpy as np
 
-from data import (ArgumentParser, DataError, add_data_args, load_dataset, load_groups, load_masks, make_groups,
+from data import (ArgumentParser, DataError, add_data_args, dataset_from_args, load_dataset, load_groups, load_masks, make_groups,
                   make_kernel_masks, make_masks, open_fraction, positive_int, run, save_npy)
 
 PAPER_ALPHA = 0.5  # subset fraction used by the paper (and by LDS)
 
 
 def alpha_or_shapley(text):
-    """--alpha: a fraction in (0, 1), or `shapley` / `leverage` (sizes drawn for Shapley values)."""
-    return text if text in ("shapley", "leverage") else open_fraction(text)
+    """--alpha: a fraction in (0, 1), or `shapley` / `leverage` (sizes drawn for Shapley values), or `loo`."""
+    return text if text in ("shapley", "leverage", "loo") else open_fraction(text)
 
 
 def parse_args(argv=None):
     p = ArgumentParser(__doc__)
     add_data_args(p)
     p.add_argument("--n", type=positive_int, default=None, help="number of training images (default: the dataset's size)")
-    p.add_argument("--count", type=positive_int, required=True, help="number of subsets (rows)")
+    p.add_argument("--count", type=positive_int, default=None, help="number of subsets (rows); required but for "
+                   "--alpha loo (default: one row per image or contributor)")
     p.add_argument("--alpha", type=alpha_or_shapley, default=PAPER_ALPHA,
                    help="fraction of images in each subset (paper: 0.5), or shapley (sizes drawn from the Shapley "
-                   "kernel) or leverage (every size equally often)")
+                   "kernel) or leverage (every size equally often), or loo (row j leaves out j alone)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsets")
     p.add_argument("--groups", default=None, help="contributors: classes, random:G or FILE.npy (writes groups.npy "
                    "beside --out; the masks then choose contributors)")
@@ -55,11 +58,13 @@ def parse_args(argv=None):
 
 
 def main(args):
+    if args.count is None and args.alpha != "loo":
+        raise DataError("--count is required (but for --alpha loo)")
     if args.groups and (args.n is not None or args.first_of):
         raise DataError("--groups takes the dataset's contributors: not with --n or --first-of")
     groups = None
     if args.groups:
-        ds = load_dataset(args.data, corrupt=args.corrupt, corrupt_seed=args.corrupt_seed)
+        ds = dataset_from_args(args)
         groups = make_groups(args.groups, ds, args.groups_seed)
         existing = load_groups(args.out)
         if existing is not None and not np.array_equal(existing, groups) and not args.force:
@@ -76,9 +81,14 @@ def main(args):
         else:
             n = (groups.max() + 1 if groups is not None else
                  args.n if args.n is not None else len(load_dataset(args.data)))
-            masks = (make_kernel_masks(n, args.count, args.seed, "kernel" if args.alpha == "shapley" else "leverage")
-                     if args.alpha in ("shapley", "leverage") else
-                     make_masks(n, args.count, args.alpha, args.seed))
+            if args.alpha == "loo":
+                if (args.count or n) > n:
+                    raise DataError(f"--count {args.count} exceeds the {n} leave-one-out rows")
+                masks = ~np.eye(n, dtype=bool)[:args.count or n]
+            elif args.alpha in ("shapley", "leverage"):
+                masks = make_kernel_masks(n, args.count, args.seed, "kernel" if args.alpha == "shapley" else "leverage")
+            else:
+                masks = make_masks(n, args.count, args.alpha, args.seed)
         if groups is not None:
             save_npy(os.path.join(os.path.dirname(os.path.abspath(args.out)), "groups.npy"), groups)
         save_npy(args.out, masks)
@@ -87,7 +97,7 @@ def main(args):
         unit = "contributors" if groups is not None or load_groups(args.out) is not None else "images"
         print(f"wrote {args.out}: {masks.shape[0]} subsets of {size} / {masks.shape[1]} {unit}")
     if args.corrupted_out:
-        save_npy(args.corrupted_out, load_dataset(args.data, corrupt=args.corrupt, corrupt_seed=args.corrupt_seed).corrupted)
+        save_npy(args.corrupted_out, dataset_from_args(args).corrupted)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import time
 import torch
 import torch.nn as nn
 
-from data import (ArgumentParser, DataError, add_data_args, fraction, load_dataset, nonnegative_int, open_fraction,
+from data import (ArgumentParser, DataError, add_data_args, dataset_from_args, fraction, nonnegative_int, open_fraction,
                   positive_float, positive_int, run, to_model_space)
 from ddpm import (AttnBlock, Schedule, build_model, file_sha256, fixed_noise_loss, forward_macs, layer_widths,
                   load_checkpoint, pick_device, save_checkpoint)
@@ -142,7 +142,7 @@ def main(args):
 
     state = new_state(model, lr=args.lr, seed=args.seed, device=device)
     if args.steps:
-        ds = load_dataset(args.data, corrupt=args.corrupt, corrupt_seed=args.corrupt_seed)
+        ds = dataset_from_args(args)
         x0_all = to_model_space(ds.images).to(device)
         full_model = build_model(full, "ema").to(device)
         # one (t, eps) draw per image, the same for the three models: their ratios are what is read, and on the

@@ -19,7 +19,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_args, fraction, images_of, load_dataset,
+from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_args, dataset_from_args, fraction, images_of,
                   load_groups, load_masks, nonnegative_float,
                   nonnegative_int, parse_range, positive_float, positive_int, row_sha256, run, save_grid, to_model_space,
                   to_uint8)
@@ -439,7 +439,7 @@ def recipe_from(args, path, ds):
 
 def main(args):
     device = pick_device(args.device)
-    ds = load_dataset(args.data, corrupt=args.corrupt, corrupt_seed=args.corrupt_seed)
+    ds = dataset_from_args(args)
     masks, jobs = jobs_of(args, ds)
     if args.recipe_from:
         config, schedule = recipe_from(args, args.recipe_from, ds)

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.utils.parametrize as parametrize
 
-from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_args, fraction, images_of, load_dataset,
+from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_args, dataset_from_args, fraction, images_of,
                   load_groups, load_masks, nonnegative_float, nonnegative_int,
                   parse_range, positive_float, positive_int, row_sha256, run, to_model_space)
 from ddpm import Schedule, build_model, file_sha256, load_checkpoint, pick_device, save_checkpoint
@@ -246,7 +246,7 @@ def main(args):
     check_start(args.method, start, args.ckpt)
     parent = file_sha256(args.ckpt)
     schedule = Schedule(**start["schedule"])
-    ds = load_dataset(args.data, corrupt=args.corrupt, corrupt_seed=args.corrupt_seed)
+    ds = dataset_from_args(args)
     masks = load_masks(args.masks, n=len(ds))
     groups = load_groups(args.masks)  # a contributor-level run: rows choose contributors
     rows = parse_range(args.indices, len(masks)) if args.indices else range(len(masks))
