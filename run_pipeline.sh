@@ -14,7 +14,8 @@
 #   SCHEDULER=slurm bash run_pipeline.sh quick         # every stage a Slurm job (arrays for per-row
 #                                                      # stages); prints the job ids and returns at once
 #
-# Stages: train, prune, masks, unlearn, retrain baseline, LDS models, behaviours, fit, evaluate.
+# Stages: train, prune, masks, unlearn, retrain baseline, LDS models (and leave-one-out retrainings), behaviours,
+# baselines, fit, evaluate.
 set -euo pipefail
 cd "$(dirname "$0")"
 PRESET=${1:-default}
@@ -27,6 +28,7 @@ case "$PRESET" in
     : "${RUN:=runs/quick}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.05}"
     : "${TRAIN_STEPS:=40}" "${PRUNE_STEPS:=20}" "${UNLEARN_STEPS:=15}" "${BATCH:=32}"
     : "${M:=8}" "${R:=3}" "${K:=4}" "${GT_SEEDS:=1}" "${SEED_PAIRS:=1}" "${N_SAMPLES:=64}" "${DDIM_STEPS:=5}"; grid=16
+    : "${BASELINES:=loss,pixel-nn,feature-sim}"  # the cheap ones (the gradient baselines take ~20 s at 1,797 images)
     : "${ROWS_PER_TASK:=4}" ;;
   default)
     # The main job, at the contributor level (Lin, Lu et al., ICLR 2025): 20 contributors of ~90 digits each, two of
@@ -44,7 +46,7 @@ case "$PRESET" in
     # / 0.83 vs retraining 0.35 / 0.43 / 0.36 / 0.46 at budgets 2 / 4 / 8 / 16 (p = 0.12 / 0.003 / < 0.001 / 0.019);
     # 216.6 vs 4.4 GMACs a model (48.9x), 10.2 vs 0.38 s (26.8x); bad-contributor AUC 1.0; on contributors who gave a
     # mix (bench/mixed_contributors.py: 3 of 20 gave two thirds rotated digits) AUC 0.98.
-    : "${RUN:=runs/default}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.1}"
+    : "${RUN:=runs/default}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.15}" "${FAULT:=blur,duplicate,watermark}"
     : "${CONTRIBUTORS:=random:20}" "${METHOD:=shapley}"
     : "${TRAIN_STEPS:=300}" "${PRUNE_STEPS:=300}" "${UNLEARN_STEPS:=12}" "${BATCH:=64}" "${UNLEARN_METHOD:=gd}"
     : "${M:=96}" "${R:=16}" "${K:=24}" "${GT_SEEDS:=1}" "${SEED_PAIRS:=2}" "${N_SAMPLES:=2000}" "${DDIM_STEPS:=5}" ;;
@@ -108,6 +110,14 @@ fi
 : "${FULL:=}"
 [ -z "$FULL" ] || [ -f "$FULL" ] || { echo "error: FULL=$FULL: no such checkpoint" >&2; exit 2; }
 [ "$R" -gt 0 ] || SEED_PAIRS=0  # the second-seed pairs retrain the baseline's first rows
+# FAULT: the planted fault of the CORRUPT images (data.FAULTS: noise, blur, duplicate, one-class, watermark; several
+# comma-separated share CORRUPT equally, each kind in contributors of its own)
+: "${FAULT:=noise}"
+# BASELINES: the field's baselines scored beside the method (baselines.py: all, none, or names such as
+# loss,pixel-nn,trak); BASELINE_FLAGS are added to its call. LOO=1 retrains the full recipe once without each
+# contributor (the loo baseline); auto: at the contributor level only (at the image level: one retraining per image)
+: "${BASELINES:=all}" "${BASELINE_FLAGS:=}" "${LOO:=auto}"
+[ "$K" != 0 ] || BASELINES=none  # no held-out retrainings: nothing to compare them on
 RECIPE_FLAGS=(); [ -z "$FULL" ] || RECIPE_FLAGS=(--recipe-from "$RUN/full.pt")
 UNLEARN_START=$RUN/pruned.pt; [ "$UNLEARN_METHOD" != gd-full ] || UNLEARN_START=$RUN/full.pt
 # CONTRIBUTORS=SPEC makes the run contributor-level (make_subsets.py --groups: classes, random:G or FILE.npy);
@@ -117,13 +127,14 @@ UNLEARN_START=$RUN/pruned.pt; [ "$UNLEARN_METHOD" != gd-full ] || UNLEARN_START=
 case "$METHOD" in datamodel|banzhaf|shapley) ;; *) echo "error: METHOD must be datamodel, banzhaf or shapley, got '$METHOD'" >&2; exit 2 ;; esac
 GROUP_FLAGS=(); [ -z "$CONTRIBUTORS" ] || GROUP_FLAGS=(--groups "$CONTRIBUTORS")
 POOL_ALPHA=$ALPHA; [ "$METHOD" != shapley ] || POOL_ALPHA=shapley
+if [ "$LOO" = auto ]; then [ -n "$CONTRIBUTORS" ] && [ "$BASELINES" != none ] && LOO=1 || LOO=0; fi
 # Single-process stages use every core; per-row stages run JOBS processes at a time, each with an
 # equal share of the cores (torch reads OMP_NUM_THREADS).
 CORES=${OMP_NUM_THREADS:-$(nproc)}
 THREADS=$(( CORES / JOBS )); [ "$THREADS" -ge 1 ] || THREADS=1
 export OMP_NUM_THREADS=$CORES
 
-DATA_FLAGS=(--data "$DATA" --corrupt "$CORRUPT")
+DATA_FLAGS=(--data "$DATA" --corrupt "$CORRUPT" --fault "$FAULT")
 COMMON_TRAIN=(--arch "$ARCH" --batch-size "$BATCH" --device "$DEVICE" $TRAIN_FLAGS)
 FID_FLAGS=(--data "$DATA" --n-samples "$N_SAMPLES" --ddim-steps "$DDIM_STEPS" --features "$FEATURES" --device "$DEVICE"
            --behaviors "$BEHAVIORS" --loss-draws "$LOSS_DRAWS")
@@ -173,6 +184,14 @@ stage_masks() {
   [ "$R" = 0 ] || $PY make_subsets.py --count "$R" --first-of "$RUN/masks/unlearn.npy" --out "$RUN/masks/retrain.npy"
   [ "$K" = 0 ] || $PY make_subsets.py "${DATA_FLAGS[@]}" "${GROUP_FLAGS[@]}" --count "$K" --alpha "$ALPHA" --seed 2 \
     --out "$RUN/masks/lds.npy"
+  [ "$LOO" = 0 ] || $PY make_subsets.py "${DATA_FLAGS[@]}" "${GROUP_FLAGS[@]}" --alpha loo --out "$RUN/masks/loo.npy"
+}
+loo_rows() {  # the leave-one-out retrainings: one per contributor (or image), as masks/loo.npy has them
+  if [ "$LOO" = 0 ]; then echo 0
+  elif [ -f "$RUN/masks/loo.npy" ]; then $PY -c "import numpy; print(len(numpy.load('$RUN/masks/loo.npy')))"
+  elif [[ "$CONTRIBUTORS" =~ ^random:([0-9]+)$ ]]; then echo "${BASH_REMATCH[1]}"
+  else echo unknown  # e.g. LOO=1 at the image level before the masks stage: known once masks/loo.npy exists
+  fi
 }
 rows_unlearn() {
   $PY unlearn.py --ckpt "$UNLEARN_START" "${DATA_FLAGS[@]}" --masks "$RUN/masks/unlearn.npy" --indices "$1" \
@@ -187,6 +206,7 @@ retrain() {
 }
 rows_retrain() { retrain "$RUN/masks/retrain.npy" 0 "$RUN/models/retrain" "" "$1"; }
 rows_seed1() { retrain "$RUN/masks/retrain.npy" 1 "$RUN/models/retrain_seed1" "" "$1"; }
+rows_loo() { retrain "$RUN/masks/loo.npy" 0 "$RUN/models/loo" "" "$1"; }  # the full model's seed: only the data differ
 rows_lds() {  # every held-out subset with GT_SEEDS training seeds; its behaviour is their mean
   local seed
   for (( seed = 0; seed < GT_SEEDS; seed++ )); do retrain "$RUN/masks/lds.npy" "$seed" "$RUN/models/lds" "-s$seed" "$1"; done
@@ -203,12 +223,14 @@ fid_seeds() { fid --models "$RUN/models/retrain_seed1" --ref-models "$RUN/models
                 --masks "$RUN/masks/retrain.npy" --out "$RUN/behaviors/fid_seeds.npz"; }
 untrained() { [ "$METHOD" != shapley ] || fid --models "$RUN/untrained.pt" --out "$RUN/behaviors/untrained.npz"; }
 lane_a() { fid --models "$RUN/full.pt" --out "$RUN/behaviors/full.npz"; pool unlearn; }
-pools_rk() { [ "$R" = 0 ] || pool retrain; [ "$K" = 0 ] || pool lds; }  # the baseline's and the ground truth's
+pools_rk() {  # the retraining baseline's, the ground truth's and leave-one-out's
+  [ "$R" = 0 ] || pool retrain; [ "$K" = 0 ] || pool lds; [ "$LOO" = 0 ] || pool loo
+}
 lane_b() {
   fid --models "$RUN/pruned.pt" --out "$RUN/behaviors/pruned.npz"; pools_rk; untrained
   # then, when the unlearned pool outweighs this lane's pools twice (the default preset: 224 vs 64), this
   # lane samples the unlearned models from the last one down until it meets the other lane
-  if [ "$M" -gt $(( 2 * (R + K * GT_SEEDS) )) ]; then
+  if [ "$M" -gt $(( 2 * (R + K * GT_SEEDS + N_LOO) )) ]; then
     fid --models "$RUN/models/unlearn" --masks "$RUN/masks/unlearn.npy" --out "$RUN/behaviors/unlearn.npz" --stats-only
   fi
 }
@@ -242,11 +264,16 @@ fits() {
       --behavior "$HEADLINE" "${ends[@]}" --out "$RUN/attributions/$pool.npz"
   done
 }
+stage_baselines() {  # the field's baselines, from the full model (and the leave-one-out retrainings)
+  local only=(); [ "$BASELINES" = all ] || only=(--only "$BASELINES")
+  [ "$BASELINES" = none ] || $PY baselines.py --run "$RUN" "${DATA_FLAGS[@]}" --headline "$HEADLINE" --device "$DEVICE" \
+    "${only[@]}" ${INCEPTION_WEIGHTS:+--inception-weights "$INCEPTION_WEIGHTS"} $BASELINE_FLAGS
+}
 stage_report() {
-  stage "8/9 attributions ($METHOD on every model of each pool)"
+  stage "9/10 attributions ($METHOD on every model of each pool)"
   batched fits
-  stage "9/9 LDS, budget curve and report"
-  $PY eval_lds.py --run "$RUN" --data "$DATA" --corrupt "$CORRUPT" --method "$METHOD" --headline "$HEADLINE"
+  stage "10/10 LDS, budget curve, comparison and report"
+  $PY eval_lds.py --run "$RUN" "${DATA_FLAGS[@]}" --method "$METHOD" --headline "$HEADLINE"
 }
 
 # ---- on this machine -------------------------------------------------------------------------------
@@ -297,6 +324,7 @@ stage_done() {
     seed1) rows_done "$RUN/models/retrain_seed1" "$SEED_PAIRS" "" ;;
     lds) for (( seed = 0; seed < GT_SEEDS; seed++ )); do suffixes+=("-s$seed"); done
          rows_done "$RUN/models/lds" "$K" "${suffixes[@]}" ;;
+    loo) rows_done "$RUN/models/loo" "$N_LOO" "" ;;
     *) return 1 ;;
   esac
 }
@@ -311,24 +339,27 @@ unless_done() {  # unless_done STAGE... -- CMD...: CMD unless every output of ev
 
 run_local() {
   echo "preset $PRESET -> $RUN (JOBS=$JOBS parallel jobs of $THREADS threads)"
-  if [ -n "$FULL" ]; then stage "1/9 the full model: $FULL"; else stage "1/9 train on all data ($TRAIN_STEPS steps)"; fi
+  if [ -n "$FULL" ]; then stage "1/10 the full model: $FULL"; else stage "1/10 train on all data ($TRAIN_STEPS steps)"; fi
   unless_done train -- batched stage_train
-  stage "2/9 prune (structured, ratio $RATIO) and fine-tune ($PRUNE_STEPS steps)"
+  stage "2/10 prune (structured, ratio $RATIO) and fine-tune ($PRUNE_STEPS steps)"
   unless_done prune -- stage_prune
-  stage "3/9 masks: $M unlearning subsets, the first $R of them for retraining, $K held-out LDS subsets"
+  stage "3/10 masks: $M unlearning subsets, the first $R of them for retraining, $K held-out LDS subsets"
   unless_done masks -- batched stage_masks
-  stage "4/9 sparsified unlearning ($UNLEARN_METHOD): $M models, $UNLEARN_STEPS steps each"
+  N_LOO=$(loo_rows)
+  stage "4/10 sparsified unlearning ($UNLEARN_METHOD): $M models, $UNLEARN_STEPS steps each"
   unless_done unlearn -- chunks "rows_unlearn:$M"
-  stage "5/9 retraining baseline: $R models from scratch (the same $TRAIN_STEPS steps), and $SEED_PAIRS with a second seed"
+  stage "5/10 retraining baseline: $R models from scratch (the same $TRAIN_STEPS steps), and $SEED_PAIRS with a second seed"
   unless_done retrain seed1 -- chunks "rows_retrain:$R" "rows_seed1:$SEED_PAIRS"
-  stage "6/9 ground truth for LDS: $K held-out subsets retrained from scratch ($TRAIN_STEPS steps), $GT_SEEDS seeds each"
-  unless_done lds -- chunks "rows_lds:$K"
+  stage "6/10 ground truth for LDS: $K held-out subsets retrained from scratch ($TRAIN_STEPS steps), $GT_SEEDS seeds each; $N_LOO leave-one-out retrainings"
+  unless_done lds loo -- chunks "rows_lds:$K" "rows_loo:$N_LOO"
   if [ "$SAMPLED" = 1 ]; then
-    stage "7/9 behaviours $BEHAVIORS ($FEATURES features, $N_SAMPLES DDIM-$DDIM_STEPS samples per model)"
+    stage "7/10 behaviours $BEHAVIORS ($FEATURES features, $N_SAMPLES DDIM-$DDIM_STEPS samples per model)"
   else
-    stage "7/9 behaviours $BEHAVIORS ($LOSS_DRAWS draws per reference image; no sampling)"
+    stage "7/10 behaviours $BEHAVIORS ($LOSS_DRAWS draws per reference image; no sampling)"
   fi
   stage_behaviours
+  stage "8/10 baselines: $BASELINES"
+  stage_baselines
   stage_report
   echo
   echo "done in $(( $(date +%s) - START ))s: $RUN/report.md"
@@ -341,7 +372,8 @@ run_local() {
 # environment on), so both paths run the same commands with the same settings. A task that is
 # requeued or run twice skips the rows already finished (the scripts do), so --requeue is safe.
 JOBS_FILE=$RUN/logs/jobs.txt FAILED=$RUN/logs/failed.txt
-ROW_STAGES="unlearn:$M retrain:$R seed1:$SEED_PAIRS lds:$K"
+N_LOO=$(loo_rows)
+ROW_STAGES="unlearn:$M retrain:$R seed1:$SEED_PAIRS lds:$K loo:$N_LOO"
 
 rows_of() { local s; for s in $ROW_STAGES; do [ "${s%%:*}" != "$1" ] || echo "${s#*:}"; done; }
 
@@ -371,6 +403,7 @@ run_task() {  # inside a Slurm job: one stage, or one array task's rows of a per
 
 submit_all() {
   command -v sbatch >/dev/null || { echo "error: SCHEDULER=slurm but sbatch is not on PATH" >&2; exit 2; }
+  [ "$N_LOO" != unknown ] || { echo "error: LOO=1 with CONTRIBUTORS='$CONTRIBUTORS': how many leave-one-out retrainings is known once masks/loo.npy exists; run the masks stage first (PIPELINE_STAGE=masks bash run_pipeline.sh ...)" >&2; exit 2; }
   # resubmitting while jobs of this run are still queued would run rows twice at once
   if [ -s "$JOBS_FILE" ]; then
     local queued
@@ -389,13 +422,13 @@ submit_all() {
   submit() {  # submit NAME DEPENDENCY... : one job, or one array when NAME is a per-row stage
     local name=$1 n dep deps=() args
     shift
+    n=$(rows_of "$name")
+    [ "$n" != 0 ] || return 0  # a per-row stage without rows (no second seed, no leave-one-out)
     if stage_done "$name"; then skipped+=("$name"); return 0; fi
     for dep in "$@"; do [ -z "${id[$dep]:-}" ] || deps+=("${id[$dep]}"); done
     args=(--job-name "dm-$name")
     [ ${#deps[@]} = 0 ] || args+=(--dependency "afterok:$(IFS=:; echo "${deps[*]}")")
-    n=$(rows_of "$name")
     if [ -n "$n" ]; then
-      [ "$n" -gt 0 ] || return 0
       args+=(--array "0-$(( (n + ROWS_PER_TASK - 1) / ROWS_PER_TASK - 1 ))${ARRAY_MAX:+%$ARRAY_MAX}"
              --output "$RUN/logs/$name-%A_%a.out")
     else
@@ -416,8 +449,10 @@ submit_all() {
   submit retrain masks
   submit seed1 masks
   submit lds masks
-  submit behaviours prune unlearn retrain seed1 lds
-  submit report behaviours
+  submit loo masks
+  submit behaviours prune unlearn retrain seed1 lds loo
+  submit baselines behaviours
+  submit report behaviours baselines
   mv "$JOBS_FILE.new" "$JOBS_FILE"
   local all
   all=$(awk '{print $2}' "$JOBS_FILE" | paste -sd,)

@@ -181,7 +181,7 @@ def test_a_contributor_level_run_is_scored_and_reported_per_contributor(tmp_path
     results = json.loads((run / "results.json").read_text())
     assert results["unit"] == "contributor" and results["auc"]["unlearn_all"] == 1.0
     report = (run / "report.md").read_text()
-    assert "2 of 12 contributors gave mostly corrupted images" in report and "2 of the 8 most harmful contributors" in report
+    assert "2 of 12 contributors gave mostly faulty images (corrupted (2)" in report and "2 of the 8 most harmful contributors" in report
     from PIL import Image
     with Image.open(run / "figures" / "most_harmful.png") as im:  # 8 rows (contributors) of 8 images of 8x8
         assert im.width == im.height

@@ -66,6 +66,8 @@ def bad(tmp_path_factory):
         write_pool(d / "shapley_run", name, masks, np.array([10.0, 11.0, 12.0]), 1.0)
         write_pool(d / "garbage_beh_run", name, masks, np.array([10.0, 11.0, 12.0]), 1.0)
     (d / "garbage_beh_run" / "behaviors" / "full.npz").write_bytes(b"not a behaviours file")
+    for name in ("unlearn", "retrain", "lds"):  # a run whose full model's behaviours exist (baselines.py reads them)
+        write_pool(d / "baseline_run", name, masks, np.array([10.0, 11.0, 12.0]), 1.0)
     sha = np.array([data.row_sha256(r) for r in masks])
     good = dict(index=np.arange(3), mask_sha256=sha, fid=np.array([10.0, 11.0, 12.0]),
                 class_hist=np.ones((3, 10), dtype=np.int64), seconds=np.ones(3), train_seconds=np.ones(3))
@@ -74,6 +76,7 @@ def bad(tmp_path_factory):
     np.savez(d / "beh_rows.npz", **dict(good, index=np.array([0, 1, 5])))
     np.savez(d / "beh_hist.npz", **dict(good, class_hist=np.zeros((3, 10), dtype=np.int64)))
     np.savez(d / "beh.npz", **good)
+    np.savez(d / "baseline_run" / "behaviors" / "full.npz", **good)
     np.savez(d / "att_nan.npz", scores=np.full(N, np.nan), intercept=0.0, behavior="fid")
     np.savez(d / "att_narrow.npz", scores=np.zeros(10), intercept=0.0, behavior="fid")
     return d
@@ -84,6 +87,9 @@ OUT = "{out}"  # an existing file holding SENTINEL, or (for folder outputs) a pa
 CASES = [
     # (class, script, arguments; "@name" is a file of the `bad` fixture, words expected in the message)
     ("unknown dataset", "train_ddpm", ["--data", "mnist", "--out", OUT], "unknown dataset 'mnist'"),
+    ("unknown fault", "train_ddpm", ["--corrupt", "0.1", "--fault", "noise,smudge", "--out", OUT], "unknown fault smudge"),
+    ("one-class fault of data without labels", "train_ddpm", ["--data", "npz:@rgb.npz", "--corrupt", "0.5", "--fault",
+                                                              "one-class", "--out", OUT], "needs a dataset with labels"),
     ("untrained model of a mask row", "train_ddpm", ["--init-only", "--masks", "@masks.npy", "--index", "0",
                                                       "--out", OUT], "--init-only writes one untrained model"),
     ("npz images not uint8", "train_ddpm", ["--data", "npz:@float.npz", "--out", OUT], "must be uint8"),
@@ -131,6 +137,13 @@ CASES = [
      "'kernel' is not a number"),
     ("contributor ids negative", "make_subsets", ["--groups", "@neg_groups.npy", "--count", "2", "--out", OUT],
      "contributor ids must be non-negative integers, found -5"),
+    ("no subset count", "make_subsets", ["--out", OUT], "--count is required"),
+    ("more leave-one-out rows than images", "make_subsets", ["--alpha", "loo", "--count", "5000", "--out", OUT],
+     "exceeds the 1797 leave-one-out rows"),
+    ("unknown baseline", "baselines", ["--run", "@baseline_run", "--only", "loss,clip"], "unknown baseline clip"),
+    ("leave-one-out without its retrainings", "baselines", ["--run", "@baseline_run", "--only", "loo"], "loo needs"),
+    ("baselines of a run without its full model's behaviours", "baselines", ["--run", "@shapley_run"],
+     "behaviours file not found"),
     ("more rows than the source", "make_subsets", ["--count", "9", "--first-of", "@masks.npy", "--out", OUT],
      "exceeds the 3 rows"),
     ("zero samples", "compute_fid", ["--models", "@full.pt", "--n-samples", "0", "--out", OUT], "--n-samples: must be at"),
@@ -191,7 +204,7 @@ CASES = [
                                                    "--behaviors", "@beh.npz"], "has width 1797"),
 ]
 FOLDER_OUTPUT = {"unlearn"}  # --out is a folder of per-row checkpoints
-HAS_FORCE = {"train_ddpm", "prune", "make_subsets", "unlearn", "compute_fid"}
+HAS_FORCE = {"train_ddpm", "prune", "make_subsets", "unlearn", "compute_fid", "baselines"}
 
 
 @pytest.mark.parametrize("name, script, args, words", CASES, ids=[c[0] for c in CASES])
@@ -221,7 +234,7 @@ def test_bad_input_is_refused_with_one_line(bad, tmp_path, capfd, name, script, 
 def test_the_table_covers_at_least_20_classes_across_the_scripts():
     assert len({c[0] for c in CASES}) == len(CASES) >= 20
     assert {c[1] for c in CASES} == {"train_ddpm", "prune", "make_subsets", "unlearn", "compute_fid", "fit_datamodel",
-                                     "eval_lds"}
+                                     "eval_lds", "baselines"}
 
 
 def test_a_script_run_as_a_process_refuses_the_same_way(tmp_path):

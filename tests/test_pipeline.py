@@ -13,7 +13,8 @@ ARTIFACTS = ["full.pt", "pruned.pt", "masks/unlearn.npy", "masks/retrain.npy", "
              "behaviors/pruned.npz", "behaviors/fid2.npz", "behaviors/fid_seeds.npz",
              "attributions/unlearn.npz", "attributions/retrain.npz", "report.md", "results.json",
              "figures/lds_vs_budget.png", "figures/predicted_vs_actual.png", "figures/most_harmful.png",
-             "figures/most_helpful.png"]
+             "figures/most_helpful.png", "attributions/baseline-loss.npz", "attributions/baseline-pixel-nn.npz",
+             "attributions/baseline-feature-sim.npz"]
 
 
 def test_quick_preset_leaves_every_artifact(quick_run):
@@ -33,6 +34,9 @@ def test_quick_preset_leaves_every_artifact(quick_run):
     # the recipe as the checkpoints recorded it: the same for the three stages that train from scratch
     assert "40 steps, batch 32" in report and "one recipe for the full model, retraining baseline, ground truth" in report
     assert "| FID2 ratio: unlearned vs retrained / two retraining seeds |" in report
+    # the quick preset's baselines (the cheap ones) beside the method, in the report's first table
+    assert report.index("## How the method compares (fid)") < report.index("## Table 1 analogue")
+    assert all(f"| {name} | - |" in report for name in ("loss", "pixel-nn", "feature-sim"))
 
 
 def dry_run_commands(tmp_path, **env):
@@ -52,7 +56,7 @@ def dry_run_commands(tmp_path, **env):
 
 
 def test_full_model_baseline_and_ground_truth_read_one_recipe(tmp_path):
-    """Stages 1, 5 and 6 train with the same recipe, so unlearning approximates what it is judged against;
+    """Stages 1, 5 and 6 (and leave-one-out) train with the same recipe, so unlearning approximates what it is judged against;
     changing the recipe in one place (TRAIN_STEPS, BATCH, TRAIN_FLAGS) changes it for all three."""
     per_model = {"--seed", "--out", "--masks", "--indices", "--suffix", "--grid", "--ddim-steps"}
 
@@ -69,7 +73,7 @@ def test_full_model_baseline_and_ground_truth_read_one_recipe(tmp_path):
 
     for env in (dict(), dict(TRAIN_STEPS=123, BATCH=17, TRAIN_FLAGS="--lr 1e-3 --warmup 7")):
         found = recipes(**env)
-        assert set(found) == {"full", "retrain", "retrain_seed1", "lds"}
+        assert set(found) == {"full", "retrain", "retrain_seed1", "lds", "loo"}  # leave-one-out: the same recipe
         (recipe,) = set.union(*found.values())  # one recipe, whichever stage trains
         steps = recipe[recipe.index("--steps") + 1]
         assert steps == str(env.get("TRAIN_STEPS", 300))
@@ -85,8 +89,19 @@ def test_full_model_baseline_and_ground_truth_read_one_recipe(tmp_path):
     behaviours = [c for c in calls if c[0] == "compute_fid.py"]
     assert behaviours and all(c[c.index("--behaviors") + 1] == "loss" and "--ref-models" not in c for c in behaviours)
     assert all(c[c.index("--grid") + 1] == "0" for c in calls if "--grid" in c)
+    # the default preset (contributors, baselines all): one leave-one-out retraining of each of the 20 contributors,
+    # with the full model's seed, and baselines.py once, every baseline; the image level retrains none unless LOO=1
+    loo = [c for c in dry_run_commands(tmp_path) if c[c.index("--out") + 1].endswith("models/loo")]
+    assert {(c[c.index("--masks") + 1].split("/")[-1], c[c.index("--seed") + 1]) for c in loo} == {("loo.npy", "0")}
+    assert [c[c.index("--indices") + 1] for c in loo] == ["0:20"]  # after the 24 ground-truth rows, in the second lane
+    p = pipeline("default", tmp_path / "dry-baselines", PYTHON="echo")
+    out, _ = p.communicate(timeout=60)
+    assert "baselines.py --run" in out and "--only" not in out.split("baselines.py")[1].split("\n")[0]
+    p = pipeline("images", tmp_path / "dry-images", PYTHON="echo")
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 0 and "loo.npy" not in out and "baselines.py --run" in out
     # every held-out subset is retrained with GT_SEEDS seeds (its behaviour is their mean)
-    lds = [c for c in dry_run_commands(tmp_path, GT_SEEDS=3, K=10) if c[c.index("--out") + 1].endswith("lds")]
+    lds = [c for c in dry_run_commands(tmp_path, GT_SEEDS=3, K=10, LOO=0) if c[c.index("--out") + 1].endswith("lds")]
     seeds = sorted((c[c.index("--seed") + 1], c[c.index("--indices") + 1]) for c in lds)
     assert seeds == [(s, r) for s in "012" for r in ("0:5", "5:10")]
 

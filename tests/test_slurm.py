@@ -13,7 +13,7 @@ from conftest import pipeline, wait_for_a_ground_truth_model
 from test_pipeline import ARTIFACTS, budget_numbers
 
 SLURM = dict(SCHEDULER="slurm", WAIT=1, CPUS=1, MEM="1G", WALLTIME="00:30:00")
-STAGES = ["train", "prune", "masks", "unlearn", "retrain", "seed1", "lds", "behaviours", "report"]
+STAGES = ["train", "prune", "masks", "unlearn", "retrain", "seed1", "lds", "behaviours", "baselines", "report"]
 
 
 def slurm_up():
@@ -80,7 +80,7 @@ def slurm_run(slurm, tmp_path_factory):
 def test_quick_preset_through_slurm_equals_the_local_run(slurm_run, quick_run):
     run, first_jobs = slurm_run["run"], slurm_run["first_jobs"]
     # one job per stage, the per-row stages as arrays of ROWS_PER_TASK=4 rows (quick: M=8, R=3, K=4)
-    assert list(first_jobs) == STAGES and "submitted 9 Slurm jobs" in slurm_run["first"] and "squeue -j" in slurm_run["first"]
+    assert list(first_jobs) == STAGES and "submitted 10 Slurm jobs" in slurm_run["first"] and "squeue -j" in slurm_run["first"]
     for stage, tasks in (("unlearn", 2), ("retrain", 1), ("seed1", 1)):
         assert sorted(f.name for f in (run / "logs").glob(f"{stage}-*.out")) == \
             [f"{stage}-{first_jobs[stage]}_{i}.out" for i in range(tasks)]
@@ -103,7 +103,7 @@ def test_cancelled_array_task_resubmitted_finishes_without_redoing_rows(slurm_ru
     done = slurm_run["done"]
     assert any(f.parent.name == "lds" for f in done) and len([f for f in done if f.parent.name == "lds"]) < 4
     # the resubmission: stages whose outputs all exist are not submitted again
-    assert list(slurm_run["second_jobs"]) == ["lds", "behaviours", "report"]
+    assert list(slurm_run["second_jobs"]) == ["lds", "behaviours", "baselines", "report"]
     assert "not submitted, their outputs exist: train prune masks unlearn retrain seed1" in slurm_run["second"]
     assert all(os.stat(f).st_mtime_ns == t for f, t in done.items())  # finished rows were not redone
     reference, _ = quick_run

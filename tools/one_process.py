@@ -20,7 +20,8 @@ if ROOT not in sys.path:
 
 import data  # noqa: E402  (after the repository root is on the path)
 
-SCRIPTS = ("train_ddpm", "prune", "make_subsets", "unlearn", "compute_fid", "fit_datamodel", "eval_lds", "import_model")
+SCRIPTS = ("train_ddpm", "prune", "make_subsets", "unlearn", "compute_fid", "fit_datamodel", "eval_lds", "baselines",
+           "import_model")
 SEPARATOR = "::"
 
 

@@ -1,0 +1,424 @@
+"""The field's attribution baselines, beside the method: scores read off the full model (no unlearning, no
+retraining), gradient scores (TRAK, D-TRAK, gradient similarity) and leave-one-out retraining. Each writes the
+attributions file fit_datamodel.py writes (scores, intercept, method, behavior), with the scores of every
+behaviour of the run, its compute (MACs, seconds) and its definition, so eval_lds.py scores every method alike.
+
+    python baselines.py --run runs/x --data digits                      # every baseline the run allows
+    python baselines.py --run runs/x --data digits --only loss,trak     # some of them
+    python baselines.py --run runs/x --data digits --only loo           # needs models/loo (run_pipeline.sh LOO=1)
+
+The baselines (BASELINES below). Each reads one per-image measure (MEASURES) and states, by its definition,
+which way is harmful; a contributor's score aggregates its images' (Lin, Lu et al. 2025: mean or max for
+similarities, sum for gradient scores):
+
+    loss             the full model's denoising error on the image, (t, eps) draws shared by every image; high:
+                     an image the model does not fit, harmful
+    pixel-nn         distance (pixels) to the nearest of the full model's samples; far: unlike anything it
+                     generates, harmful
+    feature-nn       the same in the run's feature space (the FID features)
+    feature-sim      mean cosine similarity of the image's features to the samples' (the authors' CLIP
+                     similarity, in the run's feature space); similar: what the model generates, helpful
+    feature-sim-max  the same, a contributor scored by its most similar image
+    grad-sim         mean cosine between the image's loss gradient and each sample's (randomly projected);
+                     aligned: training on it fits the samples, helpful
+    trak             TRAK (Park et al. 2023): phi_i^T (Phi^T Phi + lambda I)^-1 mean_s phi_s with phi the projected
+                     gradients of the DDPM loss; positive: including the image lowers the samples' loss, helpful
+    d-trak           the same with the output function ||eps_theta(x_t, t)||^2 (Zheng et al. 2024, D-TRAK)
+    loo              leave one contributor out: the behaviour of the model trained on everything minus that of the
+                     model retrained without the contributor (one retraining per contributor; at the image level
+                     only when asked for)
+
+Sign convention of the scores, as for every method: a positive score raises the behaviour. A baseline's harm
+becomes +harm for a behaviour where lower is better (FID), -harm where higher is better, and no score for a
+class share (no better direction). The sign is the definition's, never fitted to the ground truth.
+"""
+import json
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from data import (ArgumentParser, DataError, add_data_args, dataset_from_args, load_dataset, load_groups, load_masks,
+                  positive_int, positive_float, run, save_npz, to_model_space)
+from ddpm import Schedule, build_model, forward_macs, load_checkpoint, pick_device, q_sample, shared_draws
+from fit_datamodel import aligned, behavior_keys, behavior_values, better, load_behaviors
+
+
+@dataclass(frozen=True)
+class Baseline:
+    measure: str  # the per-image quantity it reads (MEASURES); loo reads retrained models instead
+    harmful: str  # "high" or "low": which end of the measure is harmful, by the baseline's definition
+    aggregate: str  # a contributor's score from its images': mean, max (of the measure) or sum
+    how: str
+
+
+BASELINES = {
+    "loss": Baseline("loss", "high", "mean", "the full model's mean denoising error on the image (shared (t, eps) "
+                     "draws); a high error (an image the model does not fit) is harmful"),
+    "pixel-nn": Baseline("pixel_nn", "high", "mean", "distance in pixels to the nearest sample of the full model; far "
+                         "(unlike anything generated) is harmful"),
+    "feature-nn": Baseline("feature_nn", "high", "mean", "distance in the run's feature space to the nearest sample "
+                           "of the full model; far is harmful"),
+    "feature-sim": Baseline("feature_sim", "low", "mean", "mean cosine similarity of the image's features to the full "
+                            "model's samples (CLIP-similarity analogue); similar (what the model generates) is helpful"),
+    "feature-sim-max": Baseline("feature_sim", "low", "max", "feature-sim, a contributor scored by its most similar "
+                                "image"),
+    "grad-sim": Baseline("grad_sim", "low", "mean", "mean cosine between the image's projected loss gradient and each "
+                         "sample's; aligned (training on it fits the samples) is helpful"),
+    "trak": Baseline("trak", "low", "sum", "TRAK: phi_i^T (Phi^T Phi + lambda I)^-1 mean_s phi_s, phi the projected "
+                     "gradients of the DDPM loss; positive (including it lowers the samples' loss) is helpful"),
+    "d-trak": Baseline("d_trak", "low", "sum", "D-TRAK: TRAK with the output function ||eps_theta(x_t, t)||^2; "
+                       "positive is helpful"),
+    "loo": Baseline("loo", "", "", "leave one contributor out: the behaviour of the full model minus that of a "
+                    "retraining without the contributor (same recipe and seed); positive raises the behaviour"),
+}
+
+
+def parse_args(argv=None):
+    p = ArgumentParser(__doc__)
+    add_data_args(p)
+    p.add_argument("--run", required=True, help="run folder: full.pt, masks/ (groups.npy for contributors), "
+                   "behaviors/full.npz (the behaviours and their directions); writes attributions/baseline-NAME.npz")
+    p.add_argument("--only", default=None, help="comma-separated baselines (default: all the run allows; loo where "
+                   "models/loo exists)")
+    p.add_argument("--headline", default="auto", help="the behaviour of each file's `scores` (auto: fid when the run "
+                   "has it, else the first); every other behaviour's scores are in the file too")
+    p.add_argument("--n-samples", type=positive_int, default=None, help="samples of the full model (default: as its "
+                   "behaviours were measured, so they are the samples FID saw)")
+    p.add_argument("--ddim-steps", type=positive_int, default=None, help="DDIM steps (default: as its behaviours)")
+    p.add_argument("--draws", type=positive_int, default=4, help="shared (t, eps) draws per image for the loss and the "
+                   "gradients")
+    p.add_argument("--grad-samples", type=positive_int, default=500, help="generated samples whose gradients the "
+                   "gradient baselines average over (the first of --n-samples)")
+    p.add_argument("--proj-dim", type=positive_int, default=1024, help="random projection of the gradients (TRAK's "
+                   "dimension; dattri's projector)")
+    p.add_argument("--ridge", type=positive_float, default=0.01, help="TRAK's lambda as a fraction of the mean "
+                   "eigenvalue of Phi^T Phi (a scale-free damping of the kernel)")
+    p.add_argument("--features", choices=["auto", "cnn", "inception"], default="auto",
+                   help="feature space of feature-nn and feature-sim (auto: the run's behaviours')")
+    p.add_argument("--inception-weights", default=None, help="as compute_fid.py's")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per gradient batch")
+    p.add_argument("--seed", type=int, default=0, help="seed of the samples' initial noise (compute_fid's), the "
+                   "draws and the projection")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--force", action="store_true", help="recompute baselines whose files exist")
+    return p.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------------------------
+# The measures: what the baselines read of the full model, each computed once on first use with its compute
+# (MACs of the diffusion model: a forward pass per image and step, a backward pass counted as two) and seconds.
+
+class FullModel:
+    """The full model of a run, its training images, and the measures computed from them (lazily, cached)."""
+
+    def __init__(self, ckpt, ds, args, settings, device):
+        self.ckpt, self.ds, self.args, self.settings, self.device = ckpt, ds, args, settings, device
+        self.model = build_model(ckpt, "ema").to(device).eval()
+        self.schedule = Schedule(**ckpt["schedule"])
+        self.macs = forward_macs(self.model)
+        self.x0 = to_model_space(ds.images)
+        self.done, self.cost = {}, {}  # name -> value; name -> (macs, seconds) of that step alone
+
+    def get(self, name):
+        """A step's value (samples, features, gradients, a measure), computed on first use; the steps it needs
+        first, so that each step's seconds are its own."""
+        for step in NEEDS.get(name, [name]):
+            if step not in self.done:
+                t0 = time.perf_counter()
+                value, macs = STEPS[step](self)
+                self.done[step], self.cost[step] = value, (float(macs), time.perf_counter() - t0)
+        return self.done[name]
+
+    def total_cost(self, name):
+        """(MACs, seconds) of a measure with every step it needs (a user running that baseline alone pays them)."""
+        self.get(name)
+        return tuple(float(sum(self.cost[step][i] for step in NEEDS[name])) for i in (0, 1))
+
+
+def _samples(m):
+    """The full model's DDIM samples from compute_fid's initial noise: the samples its FID was measured on."""
+    from compute_fid import sample_model
+    n, steps = m.settings["n_samples"], m.settings["ddim_steps"]
+    c, h = m.x0.shape[1:3]
+    noise = torch.randn((n, c, h, h), generator=torch.Generator().manual_seed(m.args.seed))
+    x = sample_model(m.ckpt, m.schedule, noise, steps, 500, m.device)
+    return x, n * steps * m.macs
+
+
+def _features(m):
+    """(training images' features, samples' features) in the run's feature space (compute_fid's networks)."""
+    from compute_fid import cnn_extractor, features_of, inception_extractor
+    if m.settings["features"] == "cnn":
+        extract = cnn_extractor(load_dataset(m.args.data), m.args.run, m.args.seed, m.device)[0]
+    else:
+        extract = inception_extractor(m.args.inception_weights, m.device)[0]
+    train = features_of(extract, m.x0, 500)[0].astype(np.float64)
+    return (train, features_of(extract, m.get("samples"), 500)[0].astype(np.float64)), 0
+
+
+def _loss(m):
+    """Each training image's denoising error, mean over the shared draws, per pixel."""
+    from ddpm import denoising_errors
+    _, errors = denoising_errors(m.model, m.schedule, m.x0.to(m.device), seed=m.args.seed, draws=m.args.draws)
+    return errors.mean(0).numpy() / m.x0[0].numel(), len(m.x0) * m.args.draws * m.macs
+
+
+def nearest_distance(a, b, block=1024):
+    """Each row of a's Euclidean distance to its nearest row of b."""
+    out = np.empty(len(a))
+    b = torch.as_tensor(b, dtype=torch.float64)
+    for i in range(0, len(a), block):
+        out[i:i + block] = torch.cdist(torch.as_tensor(a[i:i + block], dtype=torch.float64), b).min(1).values.numpy()
+    return out
+
+
+def _pixel_nn(m):
+    x = m.get("samples")
+    return nearest_distance(m.x0.flatten(1).numpy(), x.flatten(1).numpy()), 0
+
+
+def _feature_nn(m):
+    train, samples = m.get("features")
+    return nearest_distance(train, samples), 0
+
+
+def unit_rows(a):
+    return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+
+
+def _feature_sim(m):
+    train, samples = m.get("features")
+    return unit_rows(train) @ unit_rows(samples).mean(0), 0  # the mean of the cosines over the samples
+
+
+# Output functions of the gradient baselines, for one image x0 and one draw (t, eps): the DDPM loss (TRAK, grad-sim)
+# and D-TRAK's squared norm of the predicted noise.
+OUTPUTS = {
+    "loss": lambda eps_pred, eps: ((eps_pred - eps) ** 2).sum(),
+    "norm": lambda eps_pred, eps: (eps_pred ** 2).sum(),
+}
+
+
+def per_image_gradients(model, schedule, x0, output, *, seed, draws, batch_size):
+    """(N, P) gradients of the output function of each image of x0 with respect to every weight, the mean over its
+    `draws` shared (t, eps) draws (ddpm.shared_draws), one image at a time through torch.func.vmap."""
+    from torch.func import functional_call, grad, vmap
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = {k: v.detach() for k, v in model.named_buffers()}
+    f = OUTPUTS[output]
+
+    def one(p, x, t, eps):  # x (C, H, W), t (), eps (C, H, W) -> the output of this one image
+        xt = q_sample(schedule, x[None], t[None], eps[None])
+        return f(functional_call(model, (p, buffers), (xt, t[None]))[0], eps)
+    grads = vmap(grad(one), in_dims=(None, 0, 0, 0))
+    out = torch.zeros(len(x0), sum(v.numel() for v in params.values()))
+    for start, stop, d, t, eps in shared_draws(len(x0), x0.shape[1:], schedule.T, seed=seed, draws=draws):
+        for i in range(start, stop, batch_size):
+            j = min(stop, i + batch_size)
+            g = grads(params, x0[i:j], t[i - start:j - start], eps[i - start:j - start])
+            out[i:j] += torch.cat([v.flatten(1) for v in g.values()], 1) / draws
+    return out
+
+
+def projected_gradients(m, output):
+    """phi of the training images and of the first --grad-samples samples: their gradients, randomly projected to
+    --proj-dim (dattri's projector, seeded: the same matrix for both)."""
+    from dattri.func.projection import random_project
+    n_gen = min(m.args.grad_samples, len(m.get("samples")))
+    phis = []
+    for x in (m.x0, m.get("samples")[:n_gen]):
+        g = per_image_gradients(m.model, m.schedule, x.to(m.device), output, seed=m.args.seed, draws=m.args.draws,
+                                batch_size=m.args.batch_size)
+        project = random_project(g[:1], 1, m.args.proj_dim, 32, m.args.seed, "normal", device="cpu")
+        phis.append(torch.cat([project(g[i:i + 256]) for i in range(0, len(g), 256)]).double().numpy())
+    p = phis[0].shape[1]
+    rows = len(m.x0) + n_gen
+    # a backward pass costs about two forward passes; the projection rows x P x proj_dim
+    macs = 3 * rows * m.args.draws * m.macs + rows * sum(v.numel() for v in m.model.parameters()) * p
+    return tuple(phis), macs
+
+
+def trak_scores(phi_train, phi_gen, ridge):
+    """TRAK's score of each training image for the mean output over the generated samples:
+    phi_i^T (Phi^T Phi + lambda I)^-1 mean_s phi_s, lambda = ridge x the mean eigenvalue of Phi^T Phi."""
+    kernel = phi_train.T @ phi_train
+    kernel += ridge * np.trace(kernel) / len(kernel) * np.eye(len(kernel))
+    return phi_train @ np.linalg.solve(kernel, phi_gen.mean(0))
+
+
+STEPS = {  # name -> function(FullModel) -> (value, MACs of this step alone)
+    "samples": _samples,
+    "features": _features,
+    "loss": _loss,
+    "pixel_nn": _pixel_nn,
+    "feature_nn": _feature_nn,
+    "feature_sim": _feature_sim,
+    "phi_loss": lambda m: projected_gradients(m, "loss"),
+    "phi_norm": lambda m: projected_gradients(m, "norm"),
+    "grad_sim": lambda m: (unit_rows(m.get("phi_loss")[0]) @ unit_rows(m.get("phi_loss")[1]).mean(0), 0),
+    "trak": lambda m: (trak_scores(*m.get("phi_loss"), m.args.ridge), 0),
+    "d_trak": lambda m: (trak_scores(*m.get("phi_norm"), m.args.ridge), 0),
+}
+NEEDS = {  # every step a measure needs, in order, itself last
+    "loss": ["loss"], "pixel_nn": ["samples", "pixel_nn"], "feature_nn": ["samples", "features", "feature_nn"],
+    "feature_sim": ["samples", "features", "feature_sim"], "grad_sim": ["samples", "phi_loss", "grad_sim"],
+    "trak": ["samples", "phi_loss", "trak"], "d_trak": ["samples", "phi_norm", "d_trak"],
+}
+MEASURES = list(NEEDS)
+
+
+# ----------------------------------------------------------------------------------------------
+# From a measure to attribution scores
+
+def aggregate(values, groups, how):
+    """Per-image values -> per contributor (mean, max or sum over its images); as they are without groups."""
+    if groups is None:
+        return np.asarray(values, np.float64)
+    g = groups.max() + 1
+    if how == "max":
+        out = np.full(g, -np.inf)
+        np.maximum.at(out, groups, values)
+        return out
+    total = np.bincount(groups, weights=values, minlength=g)
+    return total if how == "sum" else total / np.bincount(groups, minlength=g)
+
+
+def harm_of(baseline, values, groups):
+    """A baseline's harm per image or contributor: larger is more harmful, by its definition."""
+    b = BASELINES[baseline]
+    agg = aggregate(values, groups, b.aggregate)
+    return agg if b.harmful == "high" else -agg
+
+
+def scores_by_behavior(harm, directions):
+    """{behaviour: scores} from a harm: +harm where lower is better, -harm where higher is better, none for a
+    behaviour without a better direction (a class share)."""
+    return {k: (harm if d == "lower" else -harm) for k, d in directions.items() if d in ("lower", "higher")}
+
+
+def loo_scores(full, loo, masks):
+    """{behaviour: scores} of leave-one-out, every behaviour of both files (class shares too): score_j = v(all) -
+    v(all without j), v(all) the full model's behaviour, masks/loo.npy's rows each leaving out one contributor
+    (checked by sha256 against the models' rows, training seeds averaged)."""
+    left_out = [np.flatnonzero(~row) for row in masks]
+    if masks.shape[0] != masks.shape[1] or any(len(j) != 1 for j in left_out) or \
+            len({int(j[0]) for j in left_out}) != len(masks):
+        raise DataError("masks/loo.npy must leave out one contributor a row, every one once")
+    left_out = np.concatenate(left_out)
+    out = {}
+    for name in expand_keys(loo):
+        rows, _, y = aligned(masks, loo, name, "masks/loo.npy")
+        if len(rows) != len(masks):
+            raise DataError(f"behaviors/loo.npz has the models of {len(rows)} of the {len(masks)} rows of "
+                            f"masks/loo.npy: finish the loo stage first")
+        v_loo = np.empty(len(masks))
+        v_loo[left_out[rows]] = y
+        out[name] = float(behavior_values(full, name)[0]) - v_loo
+    return out
+
+
+def expand_keys(beh):
+    """A behaviours file's keys, class shares as class:K."""
+    keys = []
+    for key in behavior_keys(beh):
+        shares = beh["class_share"] if "class_share" in beh else beh.get("class_hist")  # (older files: counts)
+        keys += [f"class:{k}" for k in range(shares.shape[1])] if key == "class" else [key]
+    return keys
+
+
+# ----------------------------------------------------------------------------------------------
+# The script
+
+def baseline_path(run_dir, name):
+    return os.path.join(run_dir, "attributions", f"baseline-{name}.npz")
+
+
+def settings_of(args, full):
+    """What a baseline's numbers depend on (recorded in its file; a file of other settings is recomputed)."""
+    kind = args.features if args.features != "auto" else str(full.get("features", "none"))
+    return dict(n_samples=args.n_samples or int(full["n_samples"]), ddim_steps=args.ddim_steps or int(full["ddim_steps"]),
+                features=kind if kind in ("cnn", "inception") else "auto", draws=args.draws,
+                grad_samples=args.grad_samples, proj_dim=args.proj_dim, ridge=args.ridge, seed=args.seed)
+
+
+def chosen_baselines(args, run_dir, groups):
+    """The baselines to compute: --only's, or every one the run allows (loo where its models were measured)."""
+    has_loo = os.path.exists(os.path.join(run_dir, "behaviors", "loo.npz"))
+    if args.only:
+        names = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in names if n not in BASELINES]
+        if unknown or not names:
+            raise DataError(f"unknown baseline {', '.join(unknown) or repr(args.only)}: use some of {', '.join(BASELINES)}")
+        if "loo" in names and not has_loo:
+            raise DataError(f"loo needs {run_dir}/behaviors/loo.npz: the models retrained without each "
+                            f"{'contributor' if groups is not None else 'image'} (bash run_pipeline.sh with LOO=1)")
+        return names
+    # at the image level a contributor's most similar image is the image itself: no -max variant
+    return [n for n, b in BASELINES.items() if (n != "loo" or has_loo) and (b.aggregate != "max" or groups is not None)]
+
+
+def up_to_date(path, settings):
+    if not os.path.exists(path):
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return json.loads(str(f["settings"])) == settings
+    except Exception:
+        return False
+
+
+def main(args):
+    run_dir = args.run
+    full = load_behaviors(os.path.join(run_dir, "behaviors", "full.npz"))
+    ds = dataset_from_args(args)
+    groups = load_groups(os.path.join(run_dir, "masks", "unlearn.npy"), n=len(ds))
+    directions = {k: better(full, k) for k in expand_keys(full)}
+    headline = args.headline if args.headline != "auto" else "fid" if "fid" in directions else next(iter(directions))
+    if headline not in directions:
+        raise DataError(f"--headline {headline!r} is not a behaviour of {run_dir}/behaviors/full.npz")
+    names = chosen_baselines(args, run_dir, groups)
+    settings = settings_of(args, full)
+    if settings["features"] == "auto":  # as compute_fid.py's auto: the cnn where the data has labels
+        settings["features"] = "cnn" if ds.labels is not None else "inception"
+    todo = [n for n in names if args.force or not up_to_date(baseline_path(run_dir, n), settings)]
+    model = FullModel(load_checkpoint(os.path.join(run_dir, "full.pt")), ds, args, settings, pick_device(args.device)) \
+        if any(n != "loo" for n in todo) else None
+    for name in todo:
+        if name == "loo":
+            scores, extra, macs, seconds = loo_baseline(run_dir, full)
+        else:
+            b = BASELINES[name]
+            values = model.get(b.measure)
+            harm = harm_of(name, values, groups)
+            scores, extra = scores_by_behavior(harm, directions), dict(harm=harm, values=values)
+            macs, seconds = model.total_cost(b.measure)
+        if headline not in scores:
+            raise DataError(f"{name} gives no scores for {headline} (no better direction): choose another --headline")
+        keys = list(scores)
+        save_npz(baseline_path(run_dir, name), scores=scores[headline], intercept=0.0, method=name, behavior=headline,
+                 behaviors=json.dumps(keys), scores_by_behavior=np.stack([scores[k] for k in keys]), macs=macs,
+                 seconds=seconds, how=BASELINES[name].how, aggregate=BASELINES[name].aggregate,
+                 unit="contributor" if groups is not None else "image", settings=json.dumps(settings),
+                 order=list(BASELINES).index(name), **extra)
+        unit = "contributors" if groups is not None else "images"
+        order = np.argsort(-scores[headline] if directions[headline] == "lower" else scores[headline])
+        print(f"{name}: most harmful {unit} for {headline} {order[:5].tolist()} ({macs / 1e9:,.1f} GMACs, "
+              f"{seconds:.1f} s)")
+    print(f"wrote {len(todo)} baselines to {os.path.join(run_dir, 'attributions')} ({len(names) - len(todo)} up to date)")
+
+
+def loo_baseline(run_dir, full):
+    """Leave-one-out's scores and its cost: every retraining's training compute, and apart its behaviours'."""
+    loo = load_behaviors(os.path.join(run_dir, "behaviors", "loo.npz"))
+    masks = load_masks(os.path.join(run_dir, "masks", "loo.npy"))
+    scores = loo_scores(full, loo, masks)
+    behavior = dict(behavior_macs=float(np.sum(loo.get("behavior_macs", 0.0))),
+                    behavior_seconds=float(np.sum(loo.get("seconds", 0.0)) + np.sum(loo.get("loss_seconds", 0.0))))
+    return scores, behavior, float(np.sum(loo["train_macs"])), float(np.sum(loo["train_seconds"]))
+
+
+if __name__ == "__main__":
+    run(main, parse_args())

@@ -1,0 +1,335 @@
+"""The report of a run: report.md and figures/, rendered from eval_lds.evaluate's numbers (no statistics here,
+no torch). eval_lds.py calls write(); the notebook can call the plotting functions on any numbers.
+
+Sections of report.md, in order: how every method compares (unlearning's estimator, retraining's at equal compute,
+the field's baselines: compute, LDS, detection); Table 1 (model quality, FID2, recipe, cost per model); every
+behaviour; LDS vs budget per behaviour; the most harmful and most helpful training units; finding the bad ones.
+"""
+import os
+
+import numpy as np
+
+from data import atomic_write, save_grid
+
+ESTIMATORS = {"shapley": "Shapley values", "banzhaf": "Banzhaf values", "datamodel": "datamodel"}
+ACCOUNTING_WORDS = {"compute": "training compute (MACs: 3 x forward MACs per image x images seen; the same on any day)",
+                    "time": "measured wall time of training"}
+
+
+def write(run, results, figures):
+    """report.md and the figures of a run (eval_lds.Run) from its evaluation."""
+    fig_dir = os.path.join(run.dir, "figures")
+    os.makedirs(fig_dir, exist_ok=True)
+    order = figures["order"]
+    if not results.get("attribution_only"):
+        plot_curves({b: e["curve"] for b, e in results["behaviors"].items()}, os.path.join(fig_dir, "lds_vs_budget.png"))
+        plot_scatter(figures["scatter"], os.path.join(fig_dir, "predicted_vs_actual.png"))
+    save_grid(examples(run.ds.images, order[:16], run.groups), os.path.join(fig_dir, "most_harmful.png"), nrow=8)
+    save_grid(examples(run.ds.images, order[::-1][:16], run.groups), os.path.join(fig_dir, "most_helpful.png"), nrow=8)
+    if results.get("attribution_only"):
+        atomic_write(os.path.join(run.dir, "attributions", "all_behaviors.npz"),
+                     lambda f: np.savez(f, **{k.replace(":", "_"): v for k, v in figures["scores_of"].items()}))
+        text = render_attribution_only(results, run, order)
+    else:
+        text = render(results, run, order)
+    atomic_write(os.path.join(run.dir, "report.md"), lambda f: f.write(text.encode()))
+
+
+# ----------------------------------------------------------------------------------------------
+# Formatting
+
+def fmt_lds(row, name):
+    """A budget row's LDS of one pool with its interval."""
+    if f"lds_{name}" not in row:
+        return "n/a"
+    lo, hi = row[f"ci_{name}"]
+    zero = " (all-zero fit)" if row.get(f"all_zero_{name}") else ""
+    return f"{row[f'lds_{name}']:.3f} [{lo:.2f}, {hi:.2f}]{zero}"
+
+
+def fmt_diff(row):
+    if "diff_ci" not in row:
+        return "n/a", "n/a"
+    return (f"{row['lds_unlearn'] - row['lds_retrain']:+.3f} [{row['diff_ci'][0]:+.2f}, {row['diff_ci'][1]:+.2f}]",
+            f"{row['p_value']:.3f}")
+
+
+def gmacs(v):
+    return f"{v / 1e9:,.1f} GMACs" if v >= 1e8 else f"{v / 1e6:,.2f} MMACs"
+
+
+def num(v):
+    return f"{v:.2f}" if v is not None else "n/a"
+
+
+def describe_recipes(recipes):
+    if not recipes:
+        return "n/a"
+    first = next(iter(recipes.values()))
+    text = (f"{first['steps']} steps, batch {first['batch_size']}, lr {first['lr']:g} ({first['lr_schedule']}, "
+            f"warm-up {first['warmup']}), EMA {first['ema_decay']:g}")
+    if all(r == first for r in recipes.values()):
+        return f"{text}: one recipe for the {', '.join(recipes)}"
+    return "**differ**: " + "; ".join(f"{stage} {r['steps']} steps, batch {r['batch_size']}, lr {r['lr']:g}"
+                                      for stage, r in recipes.items())
+
+
+# ----------------------------------------------------------------------------------------------
+# report.md
+
+def render(r, run, order):
+    hb, method = r["behaviors"][r["headline"]], r["unlearning"]
+    lines = [f"# Data attribution report: {os.path.basename(os.path.abspath(run.dir))}", "",
+             f"Headline behaviour: **{r['headline']}** ({hb['better'] or 'no better direction'} is better); the report's "
+             f"first tables and figures, and the images below, are for it. Every behaviour the run computed has its LDS "
+             f"vs budget further down. Unlearning method: **{method['method']}** ({method['settings'] or 'settings n/a'}).",
+             "", "Sign convention: a positive score means including that image raises the behaviour. For FID (lower is "
+             "better) a **positive score means including that training image raises FID (harmful)**; where higher is "
+             "better (precision, recall, density, coverage, IS, entropy) a positive score is helpful. For a class share, "
+             "a positive score means the image makes that class more frequent among generated images.", ""]
+    lines += comparison_section(r, run) + table1_section(r) + behaviors_section(r)
+    for behavior, b in r["behaviors"].items():
+        lines += budget_section(behavior, b)
+    lines += ["![LDS vs budget](figures/lds_vs_budget.png)", "", "![predicted vs actual](figures/predicted_vs_actual.png)",
+              ""] + examples_section(r, hb)
+    if "auc" in r:
+        lines += detection_section(r, run, order)
+    return "\n".join(lines)
+
+
+def comparison_section(r, run):
+    """The first table: every method's compute, headline LDS with its difference from unlearning's, and detection;
+    then every method's LDS on every behaviour."""
+    headline, rows = r["headline"], r.get("comparison", [])
+    if not rows:
+        return []
+    estimator = ESTIMATORS.get(r.get("method"), "datamodel")
+    lines = [f"## How the method compares ({headline})", "",
+             f"Each method's attributions judged the same way: LDS against the held-out retrained models (95% bootstrap "
+             f"interval; the difference from sparsified unlearning paired over the same resamples) and the detection "
+             f"AUC of the known-bad {run.unit}s. Compute in units of one retraining's training "
+             f"({ACCOUNTING_WORDS.get(r['accounting'], r['accounting'])}): training (unlearning's includes pruning once; "
+             f"a baseline's, its own passes of the full model), and with every model's behaviour (sampling, loss) too. "
+             f"Unlearning and retraining use {estimator}; each baseline's sign is its definition's (below), never "
+             f"fitted to the ground truth.", "",
+             f"| method | models | compute (retrainings) | with behaviours | LDS {headline} [95%] | minus unlearning's "
+             f"[95%], p | AUC | AUC per fault (rank of its best) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for c in rows:
+        e = c["lds"].get(headline)
+        lds = f"{e['lds']:.3f} [{e['ci'][0]:.2f}, {e['ci'][1]:.2f}]" if e else "n/a"
+        diff = (f"{e['lds'] - rows[0]['lds'][headline]['lds']:+.3f} [{e['diff_ci'][0]:+.2f}, {e['diff_ci'][1]:+.2f}], "
+                f"{e['p_value']:.3f}" if e and "diff_ci" in e else "-")
+        faults = ", ".join(f"{k} {v:.2f} (rank {c['rank_by_fault'][k]})" for k, v in c.get("auc_by_fault", {}).items())
+        auc = f"{c['auc']:.3f}" if "auc" in c else "n/a"
+        lines.append(f"| {c['name']} | {c['models'] or '-'} | {c['compute']:.2f} | {c['compute_all']:.2f} | {lds} | "
+                     f"{diff} | {auc} | {faults or '-'} |")
+    behaviors = list(r["behaviors"])
+    lines += ["", "LDS of every method on every behaviour:", "",
+              "| method | " + " | ".join(behaviors) + " |", "| --- " * (len(behaviors) + 1) + "|"]
+    for c in rows:
+        lines.append(f"| {c['name']} | " + " | ".join(f"{c['lds'][b]['lds']:.3f}" if b in c["lds"] else "-"
+                                                      for b in behaviors) + " |")
+    definitions = [f"- **{c['name']}**: {c['how']}" for c in rows if c.get("how")]
+    return lines + [""] + (["The baselines, as defined (baselines.py):", ""] + definitions + [""] if definitions else [])
+
+
+def table1_section(r):
+    t = r["table1"]
+    pm = lambda v: f"{v[0]:.2f} ± {v[1]:.2f}" if v else "n/a"  # noqa: E731
+    seeds = lambda v: "n/a" if not v else str(v[0]) if v[0] == v[1] else f"{v[0]} to {v[1]}"  # noqa: E731
+    lines = ["## Table 1 analogue", "", "| quantity | value |", "| --- | --- |",
+             f"| FID vs real data, full model | {num(t['fid_full'])} |",
+             f"| FID vs real data, pruned (and fine-tuned) model | {num(t['fid_pruned'])} |",
+             f"| FID between unlearned and retrained models on the same subsets (FID2) | {pm(t['fid2_unlearn_vs_retrain'])} |",
+             f"| FID between two retrainings of one subset, different seeds | {pm(t['fid_retrain_vs_retrain_other_seed'])} |",
+             f"| FID2 ratio: unlearned vs retrained / two retraining seeds | {num(t.get('fid2_ratio'))} |",
+             f"| training recipe | {describe_recipes(t.get('recipes'))} |",
+             f"| ground truth: training seeds averaged per held-out subset | {seeds(t.get('ground_truth_seeds'))} |"]
+    if "compute_ratio" in t:
+        lines += [f"| training compute per model: retraining / unlearning | {gmacs(t['macs_retrain'])} / "
+                  f"{gmacs(t['macs_unlearn'])} (**{t['compute_ratio']:.1f}x**) |",
+                  f"| pruning + fine-tune, once | {gmacs(t['macs_prune_once'])}, {t['seconds_prune_once']:.1f} s |"]
+    else:
+        lines.append(f"| pruning + fine-tune, once | {t['seconds_prune_once']:.1f} s |")
+    return lines + [f"| wall time per model: retraining / unlearning (measured) | {t['seconds_retrain']:.1f} s / "
+                    f"{t['seconds_unlearn']:.2f} s ({t['speedup']:.1f}x) |",
+                    f"| behaviour per model: sampling (every sampled behaviour) / loss and elbo (no sampling) | "
+                    f"{t['seconds_sampling']:.2f} s / {t['seconds_loss']:.2f} s |",
+                    f"| behaviour per model, all together: retrained / unlearned | {t['seconds_behavior_retrain']:.1f} s / "
+                    f"{t['seconds_behavior_unlearn']:.1f} s |", ""]
+
+
+def behaviors_section(r):
+    hb = r["behaviors"][r["headline"]]
+    lines = [f"Budgets are counted in {ACCOUNTING_WORDS.get(r['accounting'], r['accounting'])}, in units of one "
+             "retraining, as the paper counts them; the unlearning method pays pruning + fine-tune once. For the headline "
+             "behaviour two more columns count the budget in measured wall time of training (another day, or a resumed "
+             "run, measures other seconds) and with each model's behaviour counted too (a user renting a GPU pays for "
+             "both).", "", "## Every behaviour", "",
+             f"| behaviour | better | LDS unlearning, all {hb['lds_all']['unlearn']['n']} models | LDS retraining, all "
+             f"{hb['lds_all']['retrain']['n']} models | largest budget: LDS unlearning / retraining (p) | "
+             f"detection AUC, all unlearned models |", "| --- | --- | --- | --- | --- | --- |"]
+    for behavior, b in r["behaviors"].items():
+        row = b["curve"][-1]
+        p = f" (p = {row['p_value']:.3f})" if "p_value" in row else ""
+        auc = f"{b['auc_all']:.3f}" if "auc_all" in b else "n/a"
+        lines.append(f"| {behavior}{' (headline)' if behavior == r['headline'] else ''} | {b['better'] or '-'} | "
+                     f"{b['lds_all']['unlearn']['lds']:.3f} | {b['lds_all']['retrain']['lds']:.3f} | "
+                     f"{row.get('lds_unlearn', float('nan')):.3f} / {row.get('lds_retrain', float('nan')):.3f}{p} | "
+                     f"{auc} |")
+    return lines + [""]
+
+
+def budget_section(behavior, b):
+    extra = [a for a in ("time", "with_behavior") if a in b["curve"][0]]
+    lines = [f"## LDS vs budget: {behavior} (K = {b['k_heldout']} held-out subsets, 95% bootstrap intervals)", "",
+             "| budget | unlearned models | LDS unlearning | retrained models | LDS retraining | difference [95%] | p "
+             + "".join(f"| {'wall time' if a == 'time' else 'behaviour counted'}: unlearned models, LDS, "
+                       f"difference (p) " for a in extra) + "|", "| --- " * (7 + len(extra)) + "|"]
+    for row in b["curve"]:
+        diff, p = fmt_diff(row)
+        cells = [f"{row['budget']:g}", str(row["n_unlearn"]), fmt_lds(row, "unlearn"), str(row["n_retrain"]),
+                 fmt_lds(row, "retrain"), diff, p]
+        for a in extra:
+            o = row[a]
+            cells.append(f"{o['n_unlearn']}, {o['lds_unlearn']:.3f}, {o['lds_unlearn'] - o['lds_retrain']:+.3f} "
+                         f"(p = {o['p_value']:.3f})" if "p_value" in o else f"{o['n_unlearn']}, n/a")
+        lines.append("| " + " | ".join(cells) + " |")
+    a = b["lds_all"]
+    return lines + ["", f"With every model of each pool: unlearning ({a['unlearn']['n']} models) LDS "
+                    f"{a['unlearn']['lds']:.3f}, retraining ({a['retrain']['n']} models) LDS {a['retrain']['lds']:.3f}.",
+                    ""]
+
+
+def examples_section(r, hb):
+    estimator, headline = ESTIMATORS.get(r.get("method"), "datamodel"), r["headline"]
+    return [f"## Most harmful and most helpful training {r['unit']}s (unlearning {estimator}, all unlearned "
+            f"models, {headline})", "",
+            f"Most harmful ({'raise' if hb['better'] == 'lower' else 'lower'} {headline} most):", "",
+            "![most harmful](figures/most_harmful.png)", "",
+            f"Most helpful ({'lower' if hb['better'] == 'lower' else 'raise'} {headline} most):", "",
+            "![most helpful](figures/most_helpful.png)", ""]
+
+
+def detection_section(r, run, order):
+    a, headline, estimator = r["auc"], r["headline"], ESTIMATORS.get(r.get("method"), "datamodel")
+    auc = lambda name: f"{a[name]:.3f}" if name in a else "n/a (too few models)"  # noqa: E731
+    kinds = ", ".join(f"{k} ({len(v)})" for k, v in run.bad_kinds.items())
+    if r["unit"] == "contributor":  # each row of the figures is one contributor
+        title, top = "## Finding the bad contributors", 8
+        what = (f"{len(run.bad)} of {len(order)} contributors gave mostly faulty images ({kinds}; each row of the "
+                f"figures above is one contributor). Detection AUC of the attribution scores ({headline}; bad = harmful)")
+    else:
+        title, top = "## Finding the corrupted images", 16
+        what = (f"{len(run.bad)} of {len(run.ds)} training images are corrupted ({kinds}). Detection AUC of the "
+                f"attribution scores ({headline}; corrupted = harmful)")
+    found = (f"{int(np.isin(order[:top], run.bad).sum())} of the {top} most harmful {r['unit']}s are "
+             f"{'bad' if r['unit'] == 'contributor' else 'corrupted'}.")
+    return [title, "", f"{what}, {estimator}: unlearning at the largest budget {auc('unlearn')}, retraining at the "
+            f"largest budget {auc('retrain')}; unlearning with every unlearned model {a['unlearn_all']:.3f} "
+            f"(Banzhaf {a['unlearn_all_banzhaf']:.3f}"
+            + (f", datamodel {a['unlearn_all_datamodel']:.3f}" if "unlearn_all_datamodel" in a else "")
+            + f"). {found}", ""]
+
+
+def render_attribution_only(r, run, order):
+    t, headline, method = r["table1"], r["headline"], r["unlearning"]
+    hb, estimator = r["behaviors"][headline], ESTIMATORS.get(r.get("method"), "datamodel")
+    lines = [f"# Data attribution report: {os.path.basename(os.path.abspath(run.dir))} (attribution only)", "",
+             "**No LDS was measured.** This run has no held-out subsets retrained from scratch (K = 0), so nothing "
+             "here says how well the attributions predict what retraining would do. Measuring it (the linear "
+             "datamodeling score) needs models retrained from scratch on held-out subsets with the recipe that made "
+             "the attributed model: its architecture, noise schedule, steps, batch size and learning rate; a "
+             "different recipe would judge the attributions against another model's behaviour. Rerun with K > 0 "
+             "(FULL= a checkpoint that records its recipe, or TRAIN_STEPS, BATCH and TRAIN_FLAGS that reproduce "
+             "it) to measure it.", "",
+             f"Headline behaviour: **{headline}** ({hb['better'] or 'no better direction'} is better). Attributions: "
+             f"{estimator} of {hb['n']} unlearned models. Unlearning method: **{method['method']}** "
+             f"({method['settings'] or 'settings n/a'}).", "",
+             "Sign convention: a positive score means including that image raises the behaviour; for FID (lower is "
+             "better) a **positive score means including that training image raises FID (harmful)**.", "",
+             "| quantity | value |", "| --- | --- |",
+             f"| FID vs the reference, full model / pruned (and fine-tuned) model | {num(t['fid_full'])} / "
+             f"{num(t['fid_pruned'])} |",
+             f"| pruning + fine-tune, once | {num(t['seconds_prune_once'])} s |",
+             f"| per unlearned model: training compute, wall time | {gmacs(t['macs_unlearn'])}, "
+             f"{t['seconds_unlearn']:.2f} s |",
+             f"| per unlearned model: sampling (every sampled behaviour) / loss and elbo (no sampling) | "
+             f"{t['seconds_sampling']:.2f} s / {t['seconds_loss']:.2f} s |", "",
+             "## Every behaviour", "", "| behaviour | better | spread across the unlearned models | detection AUC |",
+             "| --- | --- | --- | --- |"]
+    for behavior, b in r["behaviors"].items():
+        auc = f"{b['auc_all']:.3f}" if "auc_all" in b else "n/a"
+        lines.append(f"| {behavior}{' (headline)' if behavior == headline else ''} | {b['better'] or '-'} | "
+                     f"{b['spread']:.4g} | {auc} |")
+    lines += ["", "The scores of every behaviour: attributions/all_behaviors.npz (one array per behaviour).", "",
+              f"## Most harmful and most helpful training {r['unit']}s ({headline})", "",
+              "Most harmful:", "", "![most harmful](figures/most_harmful.png)", "",
+              "Most helpful:", "", "![most helpful](figures/most_helpful.png)", ""]
+    if "auc" in r:
+        top = 8 if r["unit"] == "contributor" else 16
+        lines += [f"## Finding the {'bad contributors' if r['unit'] == 'contributor' else 'corrupted images'}", "",
+                  f"{len(run.bad)} {r['unit']}s are known to be bad. Detection AUC ({headline}; bad = harmful): "
+                  f"{r['auc']['unlearn_all']:.3f} ({estimator}; Banzhaf {r['auc']['unlearn_all_banzhaf']:.3f}). "
+                  f"{int(np.isin(order[:top], run.bad).sum())} of the {top} most harmful {r['unit']}s are bad.", ""]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures
+
+def plot_curves(curves, path):
+    """LDS vs budget, one panel per behaviour, both methods with their intervals."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    cols = min(4, len(curves))
+    rows = -(-len(curves) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(curves):]:
+        ax.axis("off")
+    for ax, (behavior, curve) in zip(axes.flat, curves.items()):
+        for name, color in (("unlearn", "C0"), ("retrain", "C1")):
+            pts = [(r["budget"], r[f"lds_{name}"], *r[f"ci_{name}"]) for r in curve if f"lds_{name}" in r]
+            if not pts:
+                continue
+            b, v, lo, hi = map(np.array, zip(*pts))
+            ax.plot(b, v, "o-", color=color, label={"unlearn": "sparsified unlearning", "retrain": "retraining"}[name])
+            ax.fill_between(b, lo, hi, color=color, alpha=0.2)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("training compute (retrainings)")
+        ax.set_ylabel("LDS")
+        ax.set_title(f"LDS vs budget: {behavior}")
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)
+
+
+def plot_scatter(points, path):
+    """Predicted (sum of attributions) against actual behaviour of the held-out retrained models, per pool:
+    {title: (predicted, actual, Spearman's rho)}."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(points), figsize=(4.5 * len(points), 4), squeeze=False)
+    for ax, (title, (pred, actual, rho)) in zip(axes[0], points.items()):
+        ax.scatter(pred, actual, s=14)
+        ax.set_xlabel("predicted (sum of attributions)")
+        ax.set_ylabel("actual (retrained from scratch)")
+        ax.set_title(f"{title}\nSpearman {rho:.3f}")
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+
+
+def examples(images, chosen, groups, per_row=8):
+    """The chosen images; or, per image row of the grid, up to `per_row` images of each chosen contributor."""
+    if groups is None:
+        return images[chosen]
+    rows = []
+    for c in chosen[:per_row]:
+        mine = images[groups == c][:per_row]
+        rows.append(np.concatenate([mine, np.full((per_row - len(mine),) + mine.shape[1:], 255, np.uint8)]))
+    return np.concatenate(rows)

@@ -1,0 +1,308 @@
+"""Planted faults (data.FAULTS) and the field's baselines (baselines.py) against hand computations, direct loops and
+planted answers; eval_lds.py's comparison of every method."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import baselines
+import data
+import ddpm
+from conftest import TINY, run_cli, write_pool
+
+
+# ----------------------------------------------------------------------------------------------
+# Faults
+
+def test_each_fault_is_what_it_says_and_seeded():
+    clean = data.load_dataset("digits")
+    mix = "noise,blur,duplicate,one-class,watermark"
+    ds = data.load_dataset("digits", corrupt=0.15, corrupt_seed=3, fault=mix)
+    again = data.load_dataset("digits", corrupt=0.15, corrupt_seed=3, fault=mix)
+    assert np.array_equal(ds.images, again.images) and list(ds.faults) == mix.split(",")
+    sizes = [len(v) for v in ds.faults.values()]
+    assert sum(sizes) == len(ds.corrupted) == 270 and max(sizes) - min(sizes) <= 1  # the fraction shared equally
+    untouched = np.setdiff1d(np.arange(len(ds)), ds.corrupted)
+    assert np.array_equal(ds.images[untouched], clean.images[untouched])
+    # blur: a 3x3 box filter with repeated edges, by hand on one image
+    i = ds.faults["blur"][0]
+    x = np.pad(clean.images[i, 0].astype(float), 1, mode="edge")
+    box = np.array([[x[r:r + 3, c:c + 3].mean() for c in range(8)] for r in range(8)])
+    assert np.array_equal(ds.images[i, 0], np.round(box).astype(np.uint8))
+    # duplicate: near-copies (+-8 grey levels) of exactly 6 clean images
+    sources = [np.flatnonzero(np.abs(clean.images[untouched].astype(int) - ds.images[j].astype(int)).max((1, 2, 3)) <= 8)
+               for j in ds.faults["duplicate"]]
+    assert all(len(s) >= 1 for s in sources) and len({int(untouched[s[0]]) for s in sources}) == 6
+    # one-class: near-copies of clean images of a single class
+    classes = {int(clean.labels[untouched[np.argmin(np.abs(clean.images[untouched].astype(int)
+                                                           - ds.images[j].astype(int)).max((1, 2, 3)))]])
+               for j in ds.faults["one-class"]}
+    assert len(classes) == 1
+    # watermark: the image itself with a bright L in its lower right corner (side 3 of 8)
+    j = ds.faults["watermark"][0]
+    marked = clean.images[j].copy()
+    marked[0, 7, 5:] = marked[0, 5:, 7] = 255
+    assert np.array_equal(ds.images[j], marked)
+    # noise alone draws exactly what it drew before faults had kinds
+    noise = data.load_dataset("digits", corrupt=0.1, corrupt_seed=4)
+    rng = np.random.default_rng(4)
+    idx = np.sort(rng.choice(1797, 180, replace=False))
+    assert np.array_equal(noise.corrupted, idx)
+    assert np.array_equal(noise.images[idx], rng.integers(0, 256, size=(180, 1, 8, 8), dtype=np.uint8))
+
+
+def test_random_contributors_keep_each_fault_kind_apart():
+    ds = data.load_dataset("digits", corrupt=0.15, fault="noise,blur,duplicate")
+    groups = data.make_groups("random:20", ds)
+    owners = {k: set(groups[v].tolist()) for k, v in ds.faults.items()}
+    assert all(len(o) == 1 for o in owners.values()) and len(set.union(*owners.values())) == 3  # one contributor each
+    for k, (g,) in owners.items():
+        assert set(np.flatnonzero(groups == g).tolist()) == set(ds.faults[k].tolist())  # nothing clean mixed in
+    with pytest.raises(data.DataError, match="fault kinds need"):
+        data.make_groups("random:3", ds)
+
+
+# ----------------------------------------------------------------------------------------------
+# The measures and their aggregation, against direct computations
+
+def test_nearest_distance_feature_similarity_and_aggregation_by_hand():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(7, 5)), rng.normal(size=(11, 5))
+    brute = [min(np.sqrt(((x - y) ** 2).sum()) for y in b) for x in a]
+    np.testing.assert_allclose(baselines.nearest_distance(a, b, block=3), brute, rtol=1e-12)
+    cos = [np.mean([x @ y / np.linalg.norm(x) / np.linalg.norm(y) for y in b]) for x in a]
+    np.testing.assert_allclose(baselines.unit_rows(a) @ baselines.unit_rows(b).mean(0), cos, rtol=1e-12)
+    values, groups = np.array([1.0, 5.0, 2.0, 4.0, 0.0]), np.array([0, 0, 1, 1, 2])
+    assert baselines.aggregate(values, groups, "mean").tolist() == [3.0, 3.0, 0.0]
+    assert baselines.aggregate(values, groups, "max").tolist() == [5.0, 4.0, 0.0]
+    assert baselines.aggregate(values, groups, "sum").tolist() == [6.0, 6.0, 0.0]
+    assert baselines.harm_of("pixel-nn", values, groups).tolist() == [3.0, 3.0, 0.0]  # far is harmful
+    assert baselines.harm_of("feature-sim-max", values, groups).tolist() == [-5.0, -4.0, -0.0]  # similar is helpful
+    scores = baselines.scores_by_behavior(np.array([1.0, -2.0]), {"fid": "lower", "is": "higher", "class:3": None})
+    assert set(scores) == {"fid", "is"} and scores["fid"].tolist() == [1.0, -2.0] and scores["is"].tolist() == [-1.0, 2.0]
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return ddpm.UNet(**TINY).eval()
+
+
+def test_per_image_gradients_equal_one_image_at_a_time_autograd():
+    """torch.func's per-image gradients (mean over shared draws) against autograd.grad on each image alone, for
+    both output functions (the DDPM loss of TRAK and grad-sim, D-TRAK's squared norm)."""
+    model, schedule = tiny_model(), ddpm.Schedule()
+    x0 = torch.rand(5, 1, 8, 8) * 2 - 1
+    draws = list(ddpm.shared_draws(5, (1, 8, 8), schedule.T, seed=3, draws=2))
+    for output in ("loss", "norm"):
+        got = baselines.per_image_gradients(model, schedule, x0, output, seed=3, draws=2, batch_size=2)
+        for i in range(5):
+            total = 0
+            for _, _, _, t, eps in draws:
+                pred = model(ddpm.q_sample(schedule, x0[i:i + 1], t[i:i + 1], eps[i:i + 1]), t[i:i + 1])
+                total = total + (((pred - eps[i:i + 1]) ** 2).sum() if output == "loss" else (pred ** 2).sum()) / 2
+            direct = torch.cat([g.flatten() for g in torch.autograd.grad(total, list(model.parameters()))])
+            torch.testing.assert_close(got[i], direct, rtol=1e-4, atol=1e-5)
+
+
+def test_projection_is_linear_and_preserves_inner_products_on_average():
+    """dattri's random projection as baselines.py uses it: a linear map x -> x P (P read off by projecting the
+    identity), the same for any batch, and a Johnson-Lindenstrauss embedding (inner products kept up to scale)."""
+    from dattri.func.projection import random_project
+    g = torch.randn(40, 300, generator=torch.Generator().manual_seed(0))
+    project = random_project(g[:1], 1, 256, 32, 0, "normal", device="cpu")
+    P = project(torch.eye(300))
+    torch.testing.assert_close(project(g), g @ P, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(project(g[:7]), project(g)[:7], rtol=1e-5, atol=1e-5)
+    inner, projected = (g @ g.T).flatten(), (project(g) @ project(g).T).flatten() / 256
+    assert np.corrcoef(inner.numpy(), projected.numpy())[0, 1] > 0.9  # (0.93 here)
+
+
+def test_trak_scores_against_the_formula_and_a_planted_answer():
+    rng = np.random.default_rng(1)
+    phi, gen = rng.normal(size=(30, 6)), rng.normal(size=(9, 6))
+    kernel = phi.T @ phi
+    lam = 0.01 * np.trace(kernel) / 6
+    expected = [phi[i] @ np.linalg.inv(kernel + lam * np.eye(6)) @ gen.mean(0) for i in range(30)]
+    np.testing.assert_allclose(baselines.trak_scores(phi, gen, 0.01), expected, rtol=1e-10)
+    # planted: the generated samples' features are one training image's direction; with a tiny ridge and orthogonal
+    # training features, that image alone scores
+    phi = np.eye(6)
+    assert np.argmax(baselines.trak_scores(phi, np.tile(phi[4], (3, 1)), 1e-6)) == 4
+
+
+def test_loo_scores_are_the_full_behaviour_minus_each_retraining():
+    g = 4
+    masks = ~np.eye(g, dtype=bool)[[2, 0, 3, 1]]  # rows in another order than the contributors they leave out
+    sha = np.array([data.row_sha256(m) for m in masks])
+    loo = dict(index=np.array([0, 1, 2, 3, 0]), mask_sha256=sha[[0, 1, 2, 3, 0]], seed=np.array([0, 0, 0, 0, 1]),
+               fid=np.array([11.0, 12.0, 13.0, 14.0, 15.0]), behaviors=json.dumps(["fid"]))
+    full = dict(index=np.array([-1]), fid=np.array([10.0]), behaviors=json.dumps(["fid"]))
+    scores = baselines.loo_scores(full, loo, masks)["fid"]
+    # contributor 2 is left out by row 0 (mean of 11 and 15: 13), 0 by row 1, 3 by row 2, 1 by row 3
+    assert scores.tolist() == [10 - 12.0, 10 - 14.0, 10 - 13.0, 10 - 13.0]
+    with pytest.raises(data.DataError, match="leave out one contributor"):
+        baselines.loo_scores(full, loo, np.ones((4, 4), dtype=bool))
+
+
+@pytest.fixture(scope="module")
+def tiny_baseline_run(tmp_path_factory):
+    """A run folder of 60 digits in 6 contributors (one of noise) with a tiny full model: every training-free and
+    gradient baseline computed by baselines.py (small settings)."""
+    from train_ddpm import new_state, state_to_checkpoint
+    run = tmp_path_factory.mktemp("baseline-run")
+    ds = data.load_dataset("digits")
+    images = ds.images[:60].copy()
+    images[:10] = np.random.default_rng(0).integers(0, 256, (10, 1, 8, 8), dtype=np.uint8)
+    np.savez(run / "d.npz", images=images, labels=ds.labels[:60], corrupted=np.arange(10))
+    model = ddpm.UNet(**TINY)
+    ddpm.save_checkpoint(run / "full.pt", state_to_checkpoint(new_state(model, lr=1e-3, seed=0, device="cpu"),
+                                                              schedule=ddpm.Schedule(), args={}))
+    (run / "masks").mkdir()
+    (run / "behaviors").mkdir()
+    np.save(run / "masks" / "unlearn.npy", data.make_masks(6, 4, 0.5, seed=0))
+    np.save(run / "masks" / "groups.npy", np.arange(60) // 10)
+    np.savez(run / "behaviors" / "full.npz", index=np.array([-1]), mask_sha256=np.array([""]), fid=np.array([50.0]),
+             precision=np.array([0.5]), n_samples=12, ddim_steps=3, features="cnn", behaviors=json.dumps(["fid", "precision"]),
+             behavior_table=json.dumps({"fid": {"better": "lower"}, "precision": {"better": "higher"}}))
+    r = run_cli("baselines", "--run", run, "--data", f"npz:{run / 'd.npz'}", "--draws", "2", "--grad-samples", "5",
+                "--proj-dim", "16", "--batch-size", "8")
+    assert r.returncode == 0, r.stderr
+    return run
+
+
+def test_every_baseline_file_matches_a_direct_computation(tiny_baseline_run):
+    """Each baseline's contributor scores from baselines.py against the same definition computed directly here: the
+    loss by a per-image loop, distances and similarities by brute force over the full model's samples, the gradient
+    scores by their formulas from the per-image gradients (checked against autograd above), projected by dattri."""
+    from compute_fid import cnn_extractor, features_of, sample_model
+    from dattri.func.projection import random_project
+    run = tiny_baseline_run
+    ckpt = ddpm.load_checkpoint(run / "full.pt")
+    model, schedule = ddpm.build_model(ckpt).eval(), ddpm.Schedule()
+    x0 = data.to_model_space(np.load(run / "d.npz")["images"])
+    groups = np.arange(60) // 10
+    per_contributor = lambda v, how="mean": np.array([getattr(np, how)(v[groups == g]) for g in range(6)])  # noqa: E731
+    read = lambda name: np.load(run / "attributions" / f"baseline-{name}.npz")  # noqa: E731
+    expected = {}
+    errors = np.zeros(60)
+    for _, _, _, t, eps in ddpm.shared_draws(60, (1, 8, 8), schedule.T, seed=0, draws=2):
+        with torch.no_grad():
+            errors += ((model(ddpm.q_sample(schedule, x0, t, eps), t) - eps) ** 2).flatten(1).sum(1).numpy() / 2 / 64
+    expected["loss"] = per_contributor(errors)  # high error is harmful: +harm for fid
+    samples = sample_model(ckpt, schedule, torch.randn((12, 1, 8, 8), generator=torch.Generator().manual_seed(0)), 3,
+                           500, "cpu")
+    pix = np.array([min(np.linalg.norm(a - b) for b in samples.flatten(1).numpy()) for a in x0.flatten(1).numpy()])
+    expected["pixel-nn"] = per_contributor(pix)
+    extract = cnn_extractor(data.load_dataset(f"npz:{run / 'd.npz'}"), str(run), 0, "cpu")[0]  # the run's, as trained
+    ft, fs = (features_of(extract, x, 500)[0].astype(np.float64) for x in (x0, samples))
+    expected["feature-nn"] = per_contributor(np.array([min(np.linalg.norm(a - b) for b in fs) for a in ft]))
+    cos = np.array([np.mean([a @ b / np.linalg.norm(a) / np.linalg.norm(b) for b in fs]) for a in ft])
+    expected["feature-sim"], expected["feature-sim-max"] = -per_contributor(cos), -per_contributor(cos, "max")
+    project = random_project(torch.zeros(1, sum(p.numel() for p in model.parameters())), 1, 16, 32, 0, "normal",
+                             device="cpu")  # dattri's projector, as baselines.py makes it (test_projection_is_linear)
+    for output in ("loss", "norm"):
+        phi_train, phi_gen = (project(baselines.per_image_gradients(model, schedule, x, output, seed=0, draws=2,
+                                                                    batch_size=3)).double().numpy()
+                              for x in (x0, samples[:5]))
+        kernel = phi_train.T @ phi_train
+        inverse = np.linalg.inv(kernel + 0.01 * np.trace(kernel) / 16 * np.eye(16))
+        trak = np.array([phi_train[i] @ inverse @ phi_gen.mean(0) for i in range(60)])
+        expected["trak" if output == "loss" else "d-trak"] = -per_contributor(trak, "sum")  # helpful: -harm
+        if output == "loss":
+            unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)  # noqa: E731
+            expected["grad-sim"] = -per_contributor((unit(phi_train) @ unit(phi_gen).T).mean(1))
+    for name, want in expected.items():
+        f = read(name)
+        keys = json.loads(str(f["behaviors"]))
+        assert keys == ["fid", "precision"] and str(f["behavior"]) == "fid", name
+        np.testing.assert_allclose(f["scores"], want, rtol=2e-3, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(f["scores_by_behavior"][1], -want, rtol=2e-3, atol=1e-6, err_msg=name)  # higher better
+        assert float(f["macs"]) > 0 and float(f["seconds"]) > 0 and str(f["how"])
+    assert not (run / "attributions" / "baseline-loo.npz").exists()  # no leave-one-out models: not computed
+
+
+def test_loo_is_refused_without_its_models_and_a_rerun_skips_finished_baselines(tiny_baseline_run):
+    run = tiny_baseline_run
+    args = ["--run", run, "--data", f"npz:{run / 'd.npz'}", "--draws", "2", "--grad-samples", "5", "--proj-dim", "16"]
+    r = run_cli("baselines", *args, "--only", "loo")
+    assert r.returncode == 2 and "loo needs" in r.stderr and "LOO=1" in r.stderr
+    r = run_cli("baselines", *args, "--only", "loss,trak")
+    assert r.returncode == 0 and "wrote 0 baselines" in r.stdout and "2 up to date" in r.stdout
+
+
+# ----------------------------------------------------------------------------------------------
+# The comparison in the report
+
+def test_the_report_compares_every_method_on_planted_baselines(tmp_path):
+    """A synthetic contributor run whose planted FID rises with contributors 0 (noise) and 1 (blur); a baseline
+    that knows the planted effect is scored LDS ~1 and AUC 1, one that ranks them last AUC 0, each beside
+    unlearning with its compute, and the report defines each baseline."""
+    rng = np.random.default_rng(0)
+    n, g = 1797, 12
+    groups = rng.permutation(np.arange(n) % g)
+    run = tmp_path / "run"
+    effect = np.r_[6.0, 5.0, rng.normal(0, 0.3, g - 2)]
+    pools = {"unlearn": data.make_masks(g, 60, 0.5, seed=1), "lds": data.make_masks(g, 24, 0.5, seed=2)}
+    pools["retrain"] = pools["unlearn"][:8]
+    for name, masks in pools.items():
+        write_pool(run, name, masks, 50 + masks @ effect + rng.normal(0, 0.5, len(masks)), 1.0 if name == "unlearn" else 10.0)
+    np.save(run / "masks" / "groups.npy", groups)
+    np.save(run / "corrupted.npy", np.flatnonzero(groups < 2))
+    (run / "attributions").mkdir()
+    for name, scores, order in (("oracle", effect, 0), ("backwards", -effect, 1)):
+        np.savez(run / "attributions" / f"baseline-{name}.npz", scores=scores, scores_by_behavior=scores[None],
+                 behaviors=json.dumps(["fid"]), macs=5e9, seconds=1.0, how=f"{name}'s definition", order=order)
+    r = run_cli("eval_lds", "--run", run, "--data", "digits")
+    assert r.returncode == 0, r.stderr
+    rows = {c["name"]: c for c in json.loads((run / "results.json").read_text())["comparison"]}
+    assert list(rows) == ["sparsified unlearning", "retraining, equal compute", "retraining, all 8 models", "oracle",
+                          "backwards"]  # unlearning's 60 models cost 6 retrainings (wall time: no MACs recorded here)
+    assert rows["oracle"]["lds"]["fid"]["lds"] > 0.8 and rows["oracle"]["auc"] == 1.0  # (held-out noise: 0.88)
+    assert rows["backwards"]["auc"] == 0.0 and rows["backwards"]["lds"]["fid"]["lds"] < -0.8
+    assert rows["backwards"]["lds"]["fid"]["p_value"] < 0.05  # paired against unlearning's
+    assert rows["oracle"]["rank_by_fault"] == {"corrupted": 1} and rows["backwards"]["rank_by_fault"] == {"corrupted": 11}
+    report = (run / "report.md").read_text()
+    assert report.index("## How the method compares (fid)") < report.index("## Table 1 analogue")
+    assert "| oracle | - |" in report and "- **backwards**: backwards's definition" in report
+
+
+# ----------------------------------------------------------------------------------------------
+# Acting on the attributions (bench/counterfactual.py)
+
+def test_counterfactual_welch_test_equals_scipys():
+    from scipy import stats
+    from conftest import load_bench
+    counterfactual = load_bench("counterfactual")
+    a, b = np.array([3.1, 2.7, 3.5]), np.array([0.2, -0.4, 1.1, 0.3, 0.9, -0.2])
+    diff, (lo, hi), p = counterfactual.welch(a, b)
+    ref = stats.ttest_ind(a, b, equal_var=False, alternative="greater")
+    assert diff == pytest.approx(a.mean() - b.mean()) and p == pytest.approx(ref.pvalue, rel=1e-9)
+    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert (lo, hi) == pytest.approx((ci.low, ci.high), rel=1e-9)
+
+
+def test_counterfactual_bench_retrains_without_the_most_harmful_units(quick_run, tmp_path, capsys):
+    """bench/counterfactual.py on a copy of the quick run (its smallest settings): the removal sets are each method's
+    most harmful images (by its own scores) and seeded random ones; every set is retrained with the full model's
+    recipe and each seed, the full data's row included, and the table compares each method with random removal."""
+    import shutil
+    from conftest import load_bench
+    reference, _ = quick_run
+    run = tmp_path / "run"
+    shutil.copytree(reference, run, ignore=shutil.ignore_patterns("models"))
+    counterfactual = load_bench("counterfactual")
+    counterfactual.main(counterfactual.parse_args(["--run", str(run), "--fractions", "0.05", "--keep", "0", "--random",
+                                                   "2", "--seeds", "2", "--methods", "sparsified unlearning,loss"]))
+    out = capsys.readouterr().out
+    sets = json.loads((run / "counterfactual.json").read_text())
+    scores = np.load(run / "attributions" / "baseline-loss.npz")["scores"]  # fid: a high score is harmful
+    loss_set = next(s for s in sets if s["method"] == "loss")
+    assert loss_set["size"] == 90 and set(loss_set["removed"]) == set(np.argsort(-scores)[:90].tolist())
+    masks = np.load(run / "masks" / "counterfactual.npy")
+    assert masks[0].all() and not masks[loss_set["row"]][loss_set["removed"]].any()
+    assert masks[loss_set["row"]].sum() == 1797 - 90
+    assert len(list((run / "models" / "counterfactual").glob("*.pt"))) == 2 * len(masks)
+    rows = [line for line in out.splitlines() if line.startswith("| ")]
+    assert [r.split(" | ")[0] for r in rows[2:]] == ["| sparsified unlearning", "| loss", "| random"]
+    assert "p = " in rows[2] and "nan" not in out
