@@ -1,0 +1,241 @@
+"""Acting on the attributions: remove the most harmful contributors (or images) by each method, retrain from scratch
+with the full model's recipe, and measure the headline behaviour against the model trained on everything. For each
+method of the run's comparison (sparsified unlearning's attributions, retraining's, every baseline's), remove its k
+most harmful units for k = 10% and 20% of them, and keep its 60% most helpful (the authors' "remove the top 40%");
+beside them, the same numbers of units removed at random (--random draws). Every removal set is retrained with
+--seeds seeds, and each model is compared with the model of the same seed trained on everything (common random
+numbers); the table gives the change of the headline [95%] and, against random removal of as many units, the
+difference and a one-sided Welch test (does the method's removal improve the headline more than chance?).
+
+    bash run_pipeline.sh                                        # makes runs/default
+    python bench/counterfactual.py --run runs/default           # ~6 min on 2 cores at the default's size
+    python bench/counterfactual.py --run runs/images --data-flags ""   # the image level: the top images
+
+The removal sets are rows of <run>/masks/counterfactual.npy (identical sets of several methods share a row; a new
+method's sets are appended, so finished models stay valid), the models <run>/models/counterfactual/NNNNN-sS.pt,
+their behaviours <run>/behaviors/counterfactual.npz, what each row removes <run>/counterfactual.json, the table
+<run>/counterfactual.md. A rerun resumes: finished models are kept (train_ddpm.py and compute_fid.py skip them).
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from data import atomic_write, load_groups, save_npy  # noqa: E402
+from fit_datamodel import behavior_values, better, load_behaviors, load_npz  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", default="runs/default", help="a finished run with its report (results.json) and attributions")
+    p.add_argument("--fractions", default="0.1,0.2", help="shares of the units removed, most harmful first")
+    p.add_argument("--keep", type=float, default=0.6, help="also keep only this share, the most helpful (0: skip)")
+    p.add_argument("--random", type=int, default=4, help="random removal sets of each size")
+    p.add_argument("--seeds", type=int, default=2, help="training seeds of every removal set (and of the full data)")
+    p.add_argument("--methods", default=None, help="comma-separated methods (default: every one of the comparison "
+                   "that has attributions in the run)")
+    p.add_argument("--jobs", type=int, default=2, help="retraining processes side by side, one thread each")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random removals")
+    return p.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------------------------
+# The removal sets
+
+def method_scores(run):
+    """{method: scores of the headline} from the run's attribution files: unlearning's and retraining's (all their
+    models) and each baseline's."""
+    folder, found = os.path.join(run, "attributions"), {}
+    names = {"unlearn.npz": "sparsified unlearning", "retrain.npz": "retraining, all models"}
+    for f in sorted(os.listdir(folder)):
+        name = names.get(f, f[len("baseline-"):-4] if f.startswith("baseline-") else None)
+        if name and f.endswith(".npz"):
+            a = load_npz(os.path.join(folder, f), "attributions file", ("scores", "behavior"))
+            found[name] = (a["scores"], str(a["behavior"]))
+    return found
+
+
+def removal_sets(scores, direction, sizes, n_random, n_units, seed):
+    """[(label, method, size, draw, removed units)]: each method's `size` most harmful units, and n_random random sets
+    of each size (seeded)."""
+    sets = []
+    for name, s in scores.items():
+        harm = s if direction == "lower" else -s
+        order = np.argsort(-harm, kind="stable")
+        for label, size in sizes:
+            sets.append((label, name, size, 0, np.sort(order[:size])))
+    rng = np.random.default_rng(seed)
+    for label, size in sizes:
+        for d in range(n_random):
+            sets.append((label, "random", size, d, np.sort(rng.choice(n_units, size, replace=False))))
+    return sets
+
+
+def rows_of(run, sets, n_units):
+    """The row of masks/counterfactual.npy that keeps everything but each set's units (row 0: everything), appending
+    the sets that have none yet; returns (masks, [row of each set])."""
+    path = os.path.join(run, "masks", "counterfactual.npy")
+    masks = np.load(path) if os.path.exists(path) else np.ones((1, n_units), dtype=bool)
+    index = {m.tobytes(): i for i, m in enumerate(masks)}
+    rows, new = [], []
+    for *_, removed in sets:
+        keep = np.ones(n_units, dtype=bool)
+        keep[removed] = False
+        if keep.tobytes() not in index:
+            index[keep.tobytes()] = len(masks) + len(new)
+            new.append(keep)
+        rows.append(index[keep.tobytes()])
+    if new or not os.path.exists(path):  # groups.npy beside it makes its rows choose contributors
+        masks = np.concatenate([masks, np.array(new, dtype=bool).reshape(-1, n_units)])
+        save_npy(path, masks)
+    return masks, rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Retraining and behaviours, through the pipeline's own scripts
+
+def data_flags(run):
+    """--data, --corrupt, --corrupt-seed and --fault as the full model was trained (its recorded arguments)."""
+    a = json.loads(str(load_behaviors(os.path.join(run, "behaviors", "full.npz"))["args"][0]))
+    return ["--data", str(a["data"]), "--corrupt", str(a["corrupt"]), "--corrupt-seed", str(a.get("corrupt_seed", 0)),
+            "--fault", str(a.get("fault", "noise"))]
+
+
+def retrain(run, n_rows, seeds, jobs):
+    """Every row of masks/counterfactual.npy with every seed, by train_ddpm.py --recipe-from full.pt, in `jobs`
+    processes of one thread (tools/one_process.py: one interpreter a lane)."""
+    calls = [["train_ddpm.py", *data_flags(run), "--recipe-from", os.path.join(run, "full.pt"), "--masks",
+              os.path.join(run, "masks", "counterfactual.npy"), "--index", str(r), "--seed", str(s), "--grid", "0",
+              "--out", os.path.join(run, "models", "counterfactual", f"{r:05d}-s{s}.pt")]
+             for s in range(seeds) for r in range(n_rows)
+             if not os.path.exists(os.path.join(run, "models", "counterfactual", f"{r:05d}-s{s}.pt"))]
+    lanes = [calls[i::jobs] for i in range(jobs)]
+    procs = []
+    for lane in lanes:
+        if lane:
+            argv = [a for c in lane for a in ["::", *c]][1:]
+            procs.append(subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "one_process.py"), *argv],
+                                          cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1")))
+    if any(p.wait() != 0 for p in procs):
+        sys.exit("error: a counterfactual retraining failed (its output is above)")
+    print(f"retrained {len(calls)} models ({n_rows} removal sets x {seeds} seeds, the rest were done)", flush=True)
+
+
+def behaviours(run, headline):
+    """The headline of every counterfactual model, as the run's behaviours were measured (its sampling settings)."""
+    from tools.one_process import call
+    full = load_behaviors(os.path.join(run, "behaviors", "full.npz"))
+    key = "class" if headline.startswith("class:") else headline
+    call("compute_fid", [*data_flags(run)[:2], "--models", os.path.join(run, "models", "counterfactual"), "--masks",
+                         os.path.join(run, "masks", "counterfactual.npy"), "--out",
+                         os.path.join(run, "behaviors", "counterfactual.npz"), "--n-samples", str(int(full["n_samples"])),
+                         "--ddim-steps", str(int(full["ddim_steps"])), "--features", str(full["features"]) if
+                         str(full["features"]) in ("cnn", "inception") else "auto", "--behaviors", key, "--cache", run,
+                         "--loss-draws", str(int(full["loss_draws"]))])
+
+
+# ----------------------------------------------------------------------------------------------
+# The table
+
+def changes(beh, headline, rows, seeds, direction):
+    """improvement[row] (seeds,): how much better the headline of each seed's model of the row is than the model of
+    the same seed trained on everything (row 0); positive is better."""
+    values, index, seed = behavior_values(beh, headline), beh["index"].astype(int), beh["seed"].astype(int)
+    at = {(int(r), int(s)): v for r, s, v in zip(index, seed, values)}
+    sign = -1.0 if direction == "lower" else 1.0
+    return {r: np.array([sign * (at[r, s] - at[0, s]) for s in range(seeds)]) for r in set(rows)}
+
+
+def welch(a, b):
+    """(mean(a) - mean(b), its 95% interval, one-sided p that a's mean exceeds b's) by Welch's t-test."""
+    from scipy import stats
+    diff = float(np.mean(a) - np.mean(b))
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return diff, (diff, diff), 0.0 if diff > 0 else 1.0
+    dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    t = stats.t.ppf(0.975, dof)
+    return diff, (diff - t * se, diff + t * se), float(stats.t.sf(diff / se, dof))
+
+
+def render(run, sets, rows, improvement, headline, direction, bad, unit):
+    sizes = list(dict.fromkeys((label, size) for label, _, size, _, _ in sets))
+    better_word = "lower" if direction == "lower" else "higher"
+    lines = [f"# Acting on the attributions: {os.path.basename(os.path.abspath(run))}", "",
+             f"Change of {headline} ({better_word} is better; shown as improvement, positive = better) of models retrained "
+             f"without each method's most harmful {unit}s, against the model of the same seed trained on everything; "
+             f"mean over seeds [95% t interval]. Against random removal of as many {unit}s: the difference of means "
+             f"[95%] and a one-sided Welch p (the method's removal improves {headline} more than random removal).", "",
+             "| method | " + " | ".join(f"{label}: improvement [95%]; vs random, p | bad among removed" for label, _ in sizes)
+             + " |", "| --- " * (1 + len(sizes)) + "|"]
+    random = {label: np.concatenate([improvement[r] for (lab, m, _, _, _), r in zip(sets, rows)
+                                     if m == "random" and lab == label]) for label, _ in sizes}
+    for name in dict.fromkeys(m for _, m, _, _, _ in sets):
+        cells = []
+        for label, size in sizes:
+            mine = [(r, removed) for (lab, m, _, _, removed), r in zip(sets, rows) if m == name and lab == label]
+            values = np.concatenate([improvement[r] for r, _ in mine])
+            lo, hi = mean_interval(values)
+            cell = f"{values.mean():+.2f} [{lo:+.2f}, {hi:+.2f}]"
+            if name != "random":
+                diff, (dlo, dhi), p = welch(values, random[label])
+                cell += f"; {diff:+.2f} [{dlo:+.2f}, {dhi:+.2f}], p = {p:.3f}"
+                n_bad = int(np.isin(mine[0][1], bad).sum()) if bad is not None else 0
+                cells += [cell, f"{n_bad} of {size}"]
+            else:
+                n_bad = np.mean([np.isin(removed, bad).sum() for _, removed in mine]) if bad is not None else 0
+                cells += [cell, f"{n_bad:.1f} of {size} (mean)"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def mean_interval(values):
+    from scipy import stats
+    if len(values) < 2 or np.std(values) == 0:
+        return float(values.mean()), float(values.mean())
+    half = stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values))
+    return float(values.mean() - half), float(values.mean() + half)
+
+
+def main(args):
+    run = args.run
+    results = json.load(open(os.path.join(run, "results.json")))
+    headline = results["headline"]
+    direction = results["behaviors"][headline]["better"]
+    scores = {k: s for k, (s, b) in method_scores(run).items() if b == headline}
+    if args.methods:
+        scores = {k: v for k, v in scores.items() if k in args.methods.split(",")}
+    groups = load_groups(os.path.join(run, "masks", "unlearn.npy"))
+    n_units = len(next(iter(scores.values())))
+    unit = "contributor" if groups is not None else "image"
+    sizes = [(f"remove {float(f):.0%}", max(1, round(float(f) * n_units))) for f in args.fractions.split(",")]
+    if args.keep:
+        sizes.append((f"keep top {args.keep:.0%}", n_units - round(args.keep * n_units)))
+    sets = removal_sets(scores, direction, sizes, args.random, n_units, args.seed)
+    masks, rows = rows_of(run, sets, n_units)
+    atomic_write(os.path.join(run, "counterfactual.json"), lambda f: f.write(json.dumps(
+        [dict(label=label, method=m, size=size, draw=d, removed=removed.tolist(), row=r)
+         for (label, m, size, d, removed), r in zip(sets, rows)], indent=1).encode()))
+    retrain(run, len(masks), args.seeds, args.jobs)
+    behaviours(run, headline)
+    beh = load_behaviors(os.path.join(run, "behaviors", "counterfactual.npz"))
+    improvement = changes(beh, headline, [0] + rows, args.seeds, direction or better(beh, headline))
+    bad = None
+    if os.path.exists(os.path.join(run, "corrupted.npy")):
+        corrupted = np.load(os.path.join(run, "corrupted.npy"))
+        bad = corrupted if groups is None else np.flatnonzero(
+            np.bincount(groups[corrupted], minlength=n_units) > 0.5 * np.bincount(groups, minlength=n_units))
+    text = render(run, sets, rows, improvement, headline, direction, bad, unit)
+    atomic_write(os.path.join(run, "counterfactual.md"), lambda f: f.write(text.encode()))
+    print(text)
+
+
+if __name__ == "__main__":
+    main(parse_args())

@@ -1,0 +1,92 @@
+"""Method x fault: the main job (`bash run_pipeline.sh`, the default preset) on the digits with one planted fault at a
+time (data.FAULTS: 2 of 20 contributors give faulty images, CORRUPT 0.1), and on the default's own mix; one table of
+every method of the report's comparison (sparsified unlearning, retraining at equal compute, each baseline): the
+headline LDS and the bad-contributor AUC per fault, and each method's compute in retrainings.
+
+    python bench/faults.py                                   # every fault, then the table (about 12 min a fault)
+    python bench/faults.py --faults blur,duplicate           # some of them
+    python bench/faults.py --table-only                      # the table of the runs already made
+    python bench/faults.py --env "K=48 GT_SEEDS=2"           # any setting of the preset, for every run
+
+Runs land in runs/faults/<fault>/ (a rerun resumes them, as any run of the pipeline); the mix column reads
+runs/default (made by `bash run_pipeline.sh` when missing). No seed is chosen per fault: every run uses the
+preset's seeds.
+"""
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from data import FAULTS  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--faults", default=",".join(FAULTS), help="comma-separated faults (data.FAULTS), each its own run")
+    p.add_argument("--corrupt", default="0.1", help="share of faulty images in each single-fault run")
+    p.add_argument("--mix", default="runs/default", help="the default preset's run (its own fault mix); '' for none")
+    p.add_argument("--out", default="runs/faults", help="folder of the single-fault runs")
+    p.add_argument("--env", default="", help="settings for every run, as VAR=VALUE words")
+    p.add_argument("--table-only", action="store_true", help="print the table of the runs that exist, run nothing")
+    return p.parse_args(argv)
+
+
+def run_preset(run, env):
+    """`bash run_pipeline.sh` (the default preset) into `run` with the given settings; its log beside it."""
+    os.makedirs(run, exist_ok=True)
+    with open(os.path.join(run, "pipeline.log"), "a") as log:
+        r = subprocess.run(["bash", "run_pipeline.sh"], cwd=ROOT, env=dict(os.environ, RUN=run, **env), stdout=log,
+                           stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        sys.exit(f"error: the run {run} failed (exit {r.returncode}): see {run}/pipeline.log")
+
+
+def table(columns):
+    """Markdown: one row per method, per fault its headline LDS / AUC, then its compute in retrainings."""
+    results = {name: json.load(open(os.path.join(run, "results.json"))) for name, run in columns.items()
+               if os.path.exists(os.path.join(run, "results.json"))}
+    if not results:
+        return "no finished run yet"
+    methods = list(dict.fromkeys(c["name"] for r in results.values() for c in r.get("comparison", [])))
+    headline = next(iter(results.values()))["headline"]
+    lines = [f"LDS ({headline}, K held-out subsets as the preset) / bad-contributor AUC, per planted fault:", "",
+             "| method | " + " | ".join(results) + " | compute (retrainings): training / with behaviours |",
+             "| --- " * (len(results) + 2) + "|"]
+    for m in methods:
+        cells, compute = [], "-"
+        for r in results.values():
+            c = next((c for c in r["comparison"] if c["name"] == m), None)
+            if c is None or headline not in c["lds"]:
+                cells.append("-")
+                continue
+            compute = f"{c['compute']:.2f} / {c.get('compute_all', c['compute']):.2f}"
+            auc = f" / {c['auc']:.2f}" if "auc" in c else ""
+            cells.append(f"{c['lds'][headline]['lds']:.2f}{auc}")
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {compute} |")
+    return "\n".join(lines)
+
+
+def main(args):
+    env = dict(w.split("=", 1) for w in shlex.split(args.env))
+    faults = [f for f in args.faults.split(",") if f]
+    unknown = [f for f in faults if f not in FAULTS]
+    if unknown:
+        sys.exit(f"error: unknown fault {', '.join(unknown)}: use some of {', '.join(FAULTS)}")
+    columns = {f: os.path.join(args.out, f) for f in faults}
+    if args.mix:
+        columns["default mix"] = args.mix
+    if not args.table_only:
+        for fault, run in columns.items():
+            if not os.path.exists(os.path.join(run, "results.json")):
+                print(f"running {fault} -> {run}", flush=True)
+                extra = {} if run == args.mix else dict(FAULT=fault, CORRUPT=args.corrupt)
+                run_preset(run, dict(env, **extra))
+    print(table(columns))
+
+
+if __name__ == "__main__":
+    main(parse_args())
