@@ -202,9 +202,11 @@ OUTPUTS = {
 }
 
 
-def per_image_gradients(model, schedule, x0, output, *, seed, draws, batch_size):
+def per_image_gradients(model, schedule, x0, output, *, seed, draws, batch_size, project=None):
     """(N, P) gradients of the output function of each image of x0 with respect to every weight, the mean over its
-    `draws` shared (t, eps) draws (ddpm.shared_draws), one image at a time through torch.func.vmap."""
+    `draws` shared (t, eps) draws (ddpm.shared_draws), one image at a time through torch.func.vmap; with `project`
+    (a linear map of (B, P) rows) their projections instead, batch by batch: the raw gradients of a large model never
+    sit in memory together (50,000 CIFAR-10 images x 35.7M weights), only a batch's."""
     from torch.func import functional_call, grad, vmap
     params = {k: v.detach() for k, v in model.named_parameters()}
     buffers = {k: v.detach() for k, v in model.named_buffers()}
@@ -214,30 +216,47 @@ def per_image_gradients(model, schedule, x0, output, *, seed, draws, batch_size)
         xt = q_sample(schedule, x[None], t[None], eps[None])
         return f(functional_call(model, (p, buffers), (xt, t[None]))[0], eps)
     grads = vmap(grad(one), in_dims=(None, 0, 0, 0))
-    out = torch.zeros(len(x0), sum(v.numel() for v in params.values()))
-    for start, stop, d, t, eps in shared_draws(len(x0), x0.shape[1:], schedule.T, seed=seed, draws=draws):
+    out = None
+    for start, stop, chunk in chunks_of_draws(len(x0), x0.shape[1:], schedule.T, seed, draws):
         for i in range(start, stop, batch_size):
             j = min(stop, i + batch_size)
-            g = grads(params, x0[i:j], t[i - start:j - start], eps[i - start:j - start])
-            out[i:j] += torch.cat([v.flatten(1) for v in g.values()], 1) / draws
+            total = 0
+            for t, eps in chunk:  # the mean over the draws, then one projection of it
+                g = grads(params, x0[i:j], t[i - start:j - start].to(x0.device), eps[i - start:j - start].to(x0.device))
+                total = total + torch.cat([v.flatten(1) for v in g.values()], 1) / draws
+            total = total.cpu()
+            total = project(total) if project is not None else total
+            out = torch.zeros(len(x0), total.shape[1]) if out is None else out
+            out[i:j] = total
     return out
+
+
+def chunks_of_draws(n, image_shape, T, seed, draws):
+    """ddpm.shared_draws grouped by block of images: (start, stop, [(t, eps) of each draw])."""
+    chunk, where = [], None
+    for start, stop, _, t, eps in shared_draws(n, image_shape, T, seed=seed, draws=draws):
+        if where is not None and where != (start, stop):
+            yield (*where, chunk)
+            chunk = []
+        where = (start, stop)
+        chunk.append((t, eps))
+    if where is not None:
+        yield (*where, chunk)
 
 
 def projected_gradients(m, output):
     """phi of the training images and of the first --grad-samples samples: their gradients, randomly projected to
-    --proj-dim (dattri's projector, seeded: the same matrix for both)."""
+    --proj-dim (dattri's projector on the CPU, seeded: the same matrix for both)."""
     from dattri.func.projection import random_project
     n_gen = min(m.args.grad_samples, len(m.get("samples")))
-    phis = []
-    for x in (m.x0, m.get("samples")[:n_gen]):
-        g = per_image_gradients(m.model, m.schedule, x.to(m.device), output, seed=m.args.seed, draws=m.args.draws,
-                                batch_size=m.args.batch_size)
-        project = random_project(g[:1], 1, m.args.proj_dim, 32, m.args.seed, "normal", device="cpu")
-        phis.append(torch.cat([project(g[i:i + 256]) for i in range(0, len(g), 256)]).double().numpy())
-    p = phis[0].shape[1]
+    n_params = sum(v.numel() for v in m.model.parameters())
+    project = random_project(torch.zeros(1, n_params), 1, m.args.proj_dim, 32, m.args.seed, "normal", device="cpu")
+    phis = [per_image_gradients(m.model, m.schedule, x.to(m.device), output, seed=m.args.seed, draws=m.args.draws,
+                                batch_size=m.args.batch_size, project=project).double().numpy()
+            for x in (m.x0, m.get("samples")[:n_gen])]
     rows = len(m.x0) + n_gen
     # a backward pass costs about two forward passes; the projection rows x P x proj_dim
-    macs = 3 * rows * m.args.draws * m.macs + rows * sum(v.numel() for v in m.model.parameters()) * p
+    macs = 3 * rows * m.args.draws * m.macs + rows * n_params * m.args.proj_dim
     return tuple(phis), macs
 
 

@@ -762,7 +762,7 @@ class ModelCache:
             values.update(sampled_values(feats, logits, self.num_classes, self.knn, self.ref_key), seconds=seconds)
             save_npz(self.path(path, "samples"), **values)
 
-    def loss(self, path, ckpt=None):
+    def losses(self, path, ckpt=None):
         if not os.path.exists(self.path(path, "loss")):
             t0 = time.perf_counter()
             values = denoising_values(ckpt or load_checkpoint(path), self.x0_ref, seed=self.args.loss_seed,
@@ -784,7 +784,7 @@ class ModelCache:
             if self.knn is not None and f"kid@{self.ref_key}" not in values:  # a new reference: the kept features
                 values.update(knn_values(values["features"].astype(np.float64), self.knn, self.ref_key))
                 save_npz(self.path(path, "samples"), **values)
-        return ckpt, values, (self.loss(path, ckpt) if self.pool.denoising else {})
+        return ckpt, values, (self.losses(path, ckpt) if self.pool.denoising else {})
 
     def sample_stacked(self, stack):
         """Sample the models not cached yet in groups of `stack`, one architecture a group."""

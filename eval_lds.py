@@ -134,7 +134,7 @@ def load_run(args):
     n_units = pools["unlearn"].X.shape[1]
     return Run(dir=run_dir, ds=ds, groups=groups, unit="contributor" if groups is not None else "image", bad=bad,
                bad_kinds=bad_kinds, behaviors=behaviors, directions={b: better(files["unlearn"], b) for b in behaviors},
-               pools=pools, ends=ends, recipes=training_recipes(run_dir),
+               pools=pools, ends=ends, recipes=training_recipes(dict(files, full=ends["full"])),
                unlearning=dict(zip(("method", "settings"), unlearning_method(files["unlearn"]))),
                baselines=load_baselines(run_dir, n_units))
 
@@ -225,13 +225,13 @@ def check_one_reference(behaviors):
 RECIPE = ("steps", "batch_size", "lr", "warmup", "lr_schedule", "ema_decay", "grad_clip", "hflip", "arch")
 
 
-def training_recipes(run_dir):
+def training_recipes(files):
     """{stage: recipe} of the full model, one retrained baseline model and one ground-truth model, as their
     behaviours files recorded the checkpoints' arguments (no torch needed): the paper trains all three with one
     procedure, and unlearning approximates it."""
     found = {}
     for stage, name in (("full model", "full"), ("retraining baseline", "retrain"), ("ground truth", "lds")):
-        beh = optional_behaviors(run_dir, name)
+        beh = files.get(name)
         if beh is not None and "args" in beh and len(beh["args"]):
             a = json.loads(str(beh["args"][0]))
             found[stage] = {k: a.get(k) for k in RECIPE}

@@ -36,7 +36,7 @@ def parse_args(argv=None):
     p.add_argument("--run", default="runs/default", help="a finished run with its report (results.json) and attributions")
     p.add_argument("--fractions", default="0.1,0.2", help="shares of the units removed, most harmful first")
     p.add_argument("--keep", type=float, default=0.6, help="also keep only this share, the most helpful (0: skip)")
-    p.add_argument("--random", type=int, default=4, help="random removal sets of each size")
+    p.add_argument("--random", type=int, default=6, help="random removal sets of each size")
     p.add_argument("--seeds", type=int, default=2, help="training seeds of every removal set (and of the full data)")
     p.add_argument("--methods", default=None, help="comma-separated methods (default: every one of the comparison "
                    "that has attributions in the run)")
@@ -49,30 +49,36 @@ def parse_args(argv=None):
 # The removal sets
 
 def method_scores(run):
-    """{method: scores of the headline} from the run's attribution files: unlearning's and retraining's (all their
-    models) and each baseline's."""
-    folder, found = os.path.join(run, "attributions"), {}
-    names = {"unlearn.npz": "sparsified unlearning", "retrain.npz": "retraining, all models"}
-    for f in sorted(os.listdir(folder)):
-        name = names.get(f, f[len("baseline-"):-4] if f.startswith("baseline-") else None)
-        if name and f.endswith(".npz"):
+    """{method: (scores, behaviour)} from the run's attribution files: unlearning's and retraining's (all their
+    models), then each baseline's in the report's order."""
+    folder = os.path.join(run, "attributions")
+    found = {}
+    for f, name in (("unlearn.npz", "sparsified unlearning"), ("retrain.npz", "retraining, all models")):
+        if os.path.exists(os.path.join(folder, f)):
             a = load_npz(os.path.join(folder, f), "attributions file", ("scores", "behavior"))
             found[name] = (a["scores"], str(a["behavior"]))
+    baselines = []
+    for f in os.listdir(folder):
+        if f.startswith("baseline-") and f.endswith(".npz"):
+            a = load_npz(os.path.join(folder, f), "attributions file", ("scores", "behavior"))
+            baselines.append((int(a.get("order", 0)), f[len("baseline-"):-4], a))
+    for _, name, a in sorted(baselines):
+        found[name] = (a["scores"], str(a["behavior"]))
     return found
 
 
 def removal_sets(scores, direction, sizes, n_random, n_units, seed):
     """[(label, method, size, draw, removed units)]: each method's `size` most harmful units, and n_random random sets
-    of each size (seeded)."""
+    of each size (seeded by seed, size and draw)."""
     sets = []
     for name, s in scores.items():
         harm = s if direction == "lower" else -s
         order = np.argsort(-harm, kind="stable")
         for label, size in sizes:
             sets.append((label, name, size, 0, np.sort(order[:size])))
-    rng = np.random.default_rng(seed)
     for label, size in sizes:
-        for d in range(n_random):
+        for d in range(n_random):  # each draw seeded on its own: more draws keep the first ones (and their models)
+            rng = np.random.default_rng([seed, size, d])
             sets.append((label, "random", size, d, np.sort(rng.choice(n_units, size, replace=False))))
     return sets
 
@@ -174,7 +180,7 @@ def render(run, sets, rows, improvement, headline, direction, bad, unit):
              f"mean over seeds [95% t interval]. Against random removal of as many {unit}s: the difference of means "
              f"[95%] and a one-sided Welch p (the method's removal improves {headline} more than random removal).", "",
              "| method | " + " | ".join(f"{label}: improvement [95%]; vs random, p | bad among removed" for label, _ in sizes)
-             + " |", "| --- " * (1 + len(sizes)) + "|"]
+             + " |", "| --- " * (1 + 2 * len(sizes)) + "|"]
     random = {label: np.concatenate([improvement[r] for (lab, m, _, _, _), r in zip(sets, rows)
                                      if m == "random" and lab == label]) for label, _ in sizes}
     for name in dict.fromkeys(m for _, m, _, _, _ in sets):

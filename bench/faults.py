@@ -28,7 +28,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--faults", default=",".join(FAULTS), help="comma-separated faults (data.FAULTS), each its own run")
     p.add_argument("--corrupt", default="0.1", help="share of faulty images in each single-fault run")
-    p.add_argument("--mix", default="runs/default", help="the default preset's run (its own fault mix); '' for none")
+    p.add_argument("--mix", default="runs/default", help="comma-separated runs of the default preset on fault mixes, "
+                   "one column each (runs/default: its own mix, made when missing); '' for none")
     p.add_argument("--out", default="runs/faults", help="folder of the single-fault runs")
     p.add_argument("--env", default="", help="settings for every run, as VAR=VALUE words")
     p.add_argument("--table-only", action="store_true", help="print the table of the runs that exist, run nothing")
@@ -77,13 +78,14 @@ def main(args):
     if unknown:
         sys.exit(f"error: unknown fault {', '.join(unknown)}: use some of {', '.join(FAULTS)}")
     columns = {f: os.path.join(args.out, f) for f in faults}
-    if args.mix:
-        columns["default mix"] = args.mix
+    mixes = [m for m in args.mix.split(",") if m]
+    for m in mixes:
+        columns["default mix" if os.path.normpath(m) == os.path.join("runs", "default") else os.path.basename(m)] = m
     if not args.table_only:
         for fault, run in columns.items():
             if not os.path.exists(os.path.join(run, "results.json")):
                 print(f"running {fault} -> {run}", flush=True)
-                extra = {} if run == args.mix else dict(FAULT=fault, CORRUPT=args.corrupt)
+                extra = {} if run in mixes else dict(FAULT=fault, CORRUPT=args.corrupt)
                 run_preset(run, dict(env, **extra))
     print(table(columns))
 
