@@ -31,7 +31,8 @@ Output npz, one entry per checkpoint: index (mask row), seed (training seed), on
 (class_share (models, classes) for class, and class_hist, the argmax counts), seconds (sampling) and
 loss_seconds, train_seconds and train_macs (the checkpoint's), macs (forward, per image), args (JSON of
 each checkpoint's arguments: the recipe and the method), mask_sha256, files; behaviors and
-behavior_table (JSON: each key's better direction and how it is computed), method.
+behavior_table (JSON: each key's better direction and how it is computed), method; floor_fid and real_is, the
+reference set's own floor (FID between two halves of it) and Inception Score, against which a model's are read.
 """
 import argparse
 import copy
@@ -455,6 +456,27 @@ def reference_stats(extract, ref, cache, kind, batch_size, n_ref=0, seed=0):
     return values["mu"], values["sigma"]
 
 
+def reference_floor(extract, ref, cache, kind, batch_size, n_ref=0, seed=0):
+    """(FID between two seeded halves of the reference images, the Inception Score of the reference images): the
+    data's own floor, what a model that generates the data itself would score against a reference of this size
+    (FID of a perfect model is about the FID of two halves of the real data), cached with the images' sha256."""
+    n = n_ref if 0 < n_ref < len(ref) else len(ref)
+    if n < 8:  # two halves need a few images each for a covariance
+        return np.nan, np.nan
+
+    def compute():
+        images = ref.images if n == len(ref) else \
+            ref.images[np.random.default_rng(seed).choice(len(ref), n, replace=False)]
+        feats, logits = features_of(extract, to_model_space(images), batch_size)
+        half = np.random.default_rng(seed + 1).permutation(n)
+        a, b = feats[half[:n // 2]], feats[half[n // 2:]]
+        return dict(floor_fid=np.float64(frechet_distance(*feature_stats(a), *feature_stats(b))),
+                    real_is=np.float64(inception_score(softmax(logits))))
+    values = cached_reference(os.path.join(cache, f"fid_floor_{kind}_{_safe(ref.name)}_{n}.npz"), ref,
+                              ("floor_fid", "real_is"), compute)
+    return float(values["floor_fid"]), float(values["real_is"])
+
+
 # ----------------------------------------------------------------------------------------------
 # Models
 
@@ -693,6 +715,7 @@ class ModelCache:
         cache = args.cache or os.path.dirname(os.path.dirname(os.path.abspath(args.out)))
         self.extract, self.num_classes, self.meta = None, None, dict(kind="none")
         self.mu_ref = self.sigma_ref = self.knn = self.root_ref = self.x0_ref = None
+        self.floor = (np.nan, np.nan)  # the reference's own FID floor and Inception Score (sampled behaviours only)
         if pool.sampled:
             self._references(cache)
         c, h = pool.clean.images.shape[1:3]
@@ -722,6 +745,8 @@ class ModelCache:
         if not args.ref_models:
             self.mu_ref, self.sigma_ref = reference_stats(self.extract, pool.ref, cache, pool.kind, args.batch_size,
                                                           args.n_ref, args.seed)
+            self.floor = reference_floor(self.extract, pool.ref, cache, pool.kind, args.batch_size, args.n_ref,
+                                         args.seed)
             if any(k in KNN_KEYS for k in pool.keys):
                 self.knn = reference_knn(self.extract, pool.ref, cache, pool.kind, args.batch_size, pool.n_knn_ref,
                                          args.seed)
@@ -866,7 +891,8 @@ def write_behaviors(args, pool, cache, rows, values, methods):
              loss_draws=args.loss_draws, loss_seed=args.loss_seed, behaviors=json.dumps(pool.keys),
              behavior_table=json.dumps(behavior_table(pool.keys)), method=next(iter(methods)),
              masks=os.path.basename(args.masks) if args.masks else "", ref_models=args.ref_models or "",
-             ref_data="" if args.ref_models else pool.ref.name, ref_sha256=pool.ref_sha)
+             ref_data="" if args.ref_models else pool.ref.name, ref_sha256=pool.ref_sha, floor_fid=cache.floor[0],
+             real_is=cache.floor[1])
     summary = ", ".join(f"{'FID2' if args.ref_models else k} mean {np.mean(out['class_share' if k == 'class' else k]):.4g}"
                         for k in pool.keys if k != "class")
     cost = ", ".join(f"{np.mean(rows[s]):.2f} s {what} per model" for s, what in

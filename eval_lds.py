@@ -29,8 +29,8 @@ import numpy as np
 from scipy.stats import rankdata
 
 import report
-from data import (ArgumentParser, DataError, add_data_args, atomic_write, dataset_from_args, load_groups, load_masks,
-                  run)
+from data import (ArgumentParser, DataError, add_data_args, atomic_write, dataset_from_args, load_dataset, load_groups,
+                  load_masks, run)
 from fit_datamodel import aligned, attribute, behavior_keys, behavior_values, better, load_behaviors, load_npz
 
 POOLS = ("unlearn", "retrain")  # the two ways of making models for the datamodel
@@ -94,6 +94,7 @@ class Run:
     """Everything the evaluation reads of a run folder."""
     dir: str
     ds: object  # data.Dataset: the training images (figures of the most harmful ones)
+    real: np.ndarray  # the first clean images of the data (the report's real-vs-generated picture)
     groups: np.ndarray  # each image's contributor, or None (a per-image run)
     unit: str  # "contributor" or "image"
     bad: np.ndarray  # the known-bad units (indices), or None
@@ -132,7 +133,8 @@ def load_run(args):
     pools = {name: load_pool(run_dir, name, files[name], behaviors) for name in names}
     bad, bad_kinds = bad_units(run_dir, ds, groups)
     n_units = pools["unlearn"].X.shape[1]
-    return Run(dir=run_dir, ds=ds, groups=groups, unit="contributor" if groups is not None else "image", bad=bad,
+    real = load_dataset(args.data).images[:64] if args.corrupt else ds.images[:64]
+    return Run(dir=run_dir, ds=ds, real=real, groups=groups, unit="contributor" if groups is not None else "image", bad=bad,
                bad_kinds=bad_kinds, behaviors=behaviors, directions={b: better(files["unlearn"], b) for b in behaviors},
                pools=pools, ends=ends, recipes=training_recipes(dict(files, full=ends["full"])),
                unlearning=dict(zip(("method", "settings"), unlearning_method(files["unlearn"]))),
@@ -576,7 +578,10 @@ def table1(run, costs):
     """The paper's Table 1 at this run's size: model quality, FID2, the recipe, and each model's cost."""
     u, r, full, pruned = run.pools["unlearn"], run.pools["retrain"], run.ends["full"], run.ends["pruned"]
     fid2, fid_seeds = run.ends["fid2"], run.ends["fid_seeds"]
+    scalar = lambda beh, key: float(beh[key]) if beh is not None and key in beh and np.isfinite(beh[key]) else None  # noqa: E731
     t = dict(fid_full=float(full["fid"][0]) if full is not None and "fid" in full else None,
+             is_full=float(full["is"][0]) if full is not None and "is" in full else None,
+             fid_floor=scalar(full, "floor_fid"), is_real=scalar(full, "real_is"),
              fid_pruned=float(pruned["fid"][0]) if pruned is not None and "fid" in pruned else None,
              fid2_unlearn_vs_retrain=(float(fid2["fid"].mean()), float(fid2["fid"].std())) if fid2 is not None else None,
              fid_retrain_vs_retrain_other_seed=(float(fid_seeds["fid"].mean()), float(fid_seeds["fid"].std()))

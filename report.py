@@ -24,6 +24,7 @@ def write(run, results, figures):
     if not results.get("attribution_only"):
         plot_curves({b: e["curve"] for b, e in results["behaviors"].items()}, os.path.join(fig_dir, "lds_vs_budget.png"))
         plot_scatter(figures["scatter"], os.path.join(fig_dir, "predicted_vs_actual.png"))
+    save_grid(run.real, os.path.join(fig_dir, "real.png"), nrow=8)
     save_grid(examples(run.ds.images, order[:16], run.groups), os.path.join(fig_dir, "most_harmful.png"), nrow=8)
     save_grid(examples(run.ds.images, order[::-1][:16], run.groups), os.path.join(fig_dir, "most_helpful.png"), nrow=8)
     if results.get("attribution_only"):
@@ -87,7 +88,7 @@ def render(r, run, order):
              "better) a **positive score means including that training image raises FID (harmful)**; where higher is "
              "better (precision, recall, density, coverage, IS, entropy) a positive score is helpful. For a class share, "
              "a positive score means the image makes that class more frequent among generated images.", ""]
-    lines += comparison_section(r, run) + table1_section(r) + behaviors_section(r)
+    lines += comparison_section(r, run) + table1_section(r, run) + behaviors_section(r)
     for behavior, b in r["behaviors"].items():
         lines += budget_section(behavior, b)
     lines += ["![LDS vs budget](figures/lds_vs_budget.png)", "", "![predicted vs actual](figures/predicted_vs_actual.png)",
@@ -133,12 +134,16 @@ def comparison_section(r, run):
     return lines + [""] + (["The baselines, as defined (baselines.py):", ""] + definitions + [""] if definitions else [])
 
 
-def table1_section(r):
+def table1_section(r, run):
     t = r["table1"]
     pm = lambda v: f"{v[0]:.2f} ± {v[1]:.2f}" if v else "n/a"  # noqa: E731
     seeds = lambda v: "n/a" if not v else str(v[0]) if v[0] == v[1] else f"{v[0]} to {v[1]}"  # noqa: E731
     lines = ["## Table 1 analogue", "", "| quantity | value |", "| --- | --- |",
-             f"| FID vs real data, full model | {num(t['fid_full'])} |",
+             f"| the data's own floor: FID between two halves of the reference set; IS of the real images | "
+             f"{num(t.get('fid_floor'))}; {num(t.get('is_real'))} |",
+             f"| FID vs real data, full model (x the floor); its IS | {num(t['fid_full'])}"
+             + (f" ({t['fid_full'] / t['fid_floor']:.1f}x)" if t.get("fid_floor") and t["fid_full"] else "")
+             + f"; {num(t.get('is_full'))} |",
              f"| FID vs real data, pruned (and fine-tuned) model | {num(t['fid_pruned'])} |",
              f"| FID between unlearned and retrained models on the same subsets (FID2) | {pm(t['fid2_unlearn_vs_retrain'])} |",
              f"| FID between two retrainings of one subset, different seeds | {pm(t['fid_retrain_vs_retrain_other_seed'])} |",
@@ -151,12 +156,16 @@ def table1_section(r):
                   f"| pruning + fine-tune, once | {gmacs(t['macs_prune_once'])}, {t['seconds_prune_once']:.1f} s |"]
     else:
         lines.append(f"| pruning + fine-tune, once | {t['seconds_prune_once']:.1f} s |")
-    return lines + [f"| wall time per model: retraining / unlearning (measured) | {t['seconds_retrain']:.1f} s / "
-                    f"{t['seconds_unlearn']:.2f} s ({t['speedup']:.1f}x) |",
-                    f"| behaviour per model: sampling (every sampled behaviour) / loss and elbo (no sampling) | "
-                    f"{t['seconds_sampling']:.2f} s / {t['seconds_loss']:.2f} s |",
-                    f"| behaviour per model, all together: retrained / unlearned | {t['seconds_behavior_retrain']:.1f} s / "
-                    f"{t['seconds_behavior_unlearn']:.1f} s |", ""]
+    lines += [f"| wall time per model: retraining / unlearning (measured) | {t['seconds_retrain']:.1f} s / "
+              f"{t['seconds_unlearn']:.2f} s ({t['speedup']:.1f}x) |",
+              f"| behaviour per model: sampling (every sampled behaviour) / loss and elbo (no sampling) | "
+              f"{t['seconds_sampling']:.2f} s / {t['seconds_loss']:.2f} s |",
+              f"| behaviour per model, all together: retrained / unlearned | {t['seconds_behavior_retrain']:.1f} s / "
+              f"{t['seconds_behavior_unlearn']:.1f} s |", ""]
+    if not os.path.exists(os.path.join(run.dir, "full.png")):  # (an imported model has no grid beside it)
+        return lines
+    return lines + ["Real images (left) and the full model's samples (right, full.png, as train_ddpm.py drew them):", "",
+                    "| real | generated |", "| --- | --- |", "| ![real](figures/real.png) | ![generated](full.png) |", ""]
 
 
 def behaviors_section(r):

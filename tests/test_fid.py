@@ -100,6 +100,29 @@ def test_fid_orders_real_data_trained_and_untrained_models(tmp_path):
     assert real < fids[0] < fids[1], (real, fids)
 
 
+def test_the_data_floor_is_two_halves_of_the_reference_and_near_zero_for_one_distribution(tmp_path):
+    """compute_fid.reference_floor on planted features (the identity as the feature network): the FID between the two
+    seeded halves, computed here by hand, small for images of one distribution and large against a shifted one; the
+    Inception Score of a classifier whose every image is one class out of 4 with certainty, balanced: 4."""
+    import compute_fid
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (400, 1, 4, 4), dtype=np.uint8)
+    ds = data.Dataset(images, name="planted")
+    labels = np.arange(400) % 4
+
+    def extract(x):  # features: the pixels; logits: a certain class of each image (one batch of all of them)
+        return x.flatten(1).numpy(), np.eye(4)[labels[:len(x)]] * 50.0
+    batch = 400  # one batch: the logits above index images from 0
+    floor, real_is = compute_fid.reference_floor(extract, ds, str(tmp_path), "planted", batch)
+    feats = data.to_model_space(images).flatten(1).numpy()
+    half = np.random.default_rng(1).permutation(400)
+    expected = frechet_distance(*feature_stats(feats[half[:200]]), *feature_stats(feats[half[200:]]))
+    assert floor == pytest.approx(expected, rel=1e-9) and real_is == pytest.approx(4.0, rel=1e-6)
+    shifted = frechet_distance(*feature_stats(feats[half[:200]]), *feature_stats(feats[half[200:]] + 0.5))
+    assert floor < 0.2 * shifted
+    assert compute_fid.reference_floor(extract, ds, str(tmp_path), "planted", batch) == (floor, real_is)  # cached
+
+
 def test_the_feature_network_is_seeded():
     """The FID network repeats to the bit for a seed (so a cache may hold the session's copy) and differs
     for another; two epochs stand for thirty."""

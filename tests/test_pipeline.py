@@ -4,6 +4,7 @@ import os
 import signal
 
 import numpy as np
+import pytest
 
 from conftest import copy_stages_1_to_5, pipeline
 
@@ -13,7 +14,7 @@ ARTIFACTS = ["full.pt", "pruned.pt", "masks/unlearn.npy", "masks/retrain.npy", "
              "behaviors/pruned.npz", "behaviors/fid2.npz", "behaviors/fid_seeds.npz",
              "attributions/unlearn.npz", "attributions/retrain.npz", "report.md", "results.json",
              "figures/lds_vs_budget.png", "figures/predicted_vs_actual.png", "figures/most_harmful.png",
-             "figures/most_helpful.png", "attributions/baseline-loss.npz", "attributions/baseline-pixel-nn.npz",
+             "figures/most_helpful.png", "figures/real.png", "attributions/baseline-loss.npz", "attributions/baseline-pixel-nn.npz",
              "attributions/baseline-feature-sim.npz"]
 
 
@@ -34,6 +35,11 @@ def test_quick_preset_leaves_every_artifact(quick_run):
     # the recipe as the checkpoints recorded it: the same for the three stages that train from scratch
     assert "40 steps, batch 32" in report and "one recipe for the full model, retraining baseline, ground truth" in report
     assert "| FID2 ratio: unlearned vs retrained / two retraining seeds |" in report
+    # the data's own floor beside the full model's FID and IS, and real images beside its samples
+    with np.load(run / "behaviors" / "full.npz") as f:
+        floor, fid = float(f["floor_fid"]), float(f["fid"][0])
+    assert 0 < floor < fid and f"{floor:.2f}" in report and f"({fid / floor:.1f}x)" in report
+    assert "![real](figures/real.png) | ![generated](full.png)" in report
     # the quick preset's baselines (the cheap ones) beside the method, in the report's first table
     assert report.index("## How the method compares (fid)") < report.index("## Table 1 analogue")
     assert all(f"| {name} | - |" in report for name in ("loss", "pixel-nn", "feature-sim"))
@@ -212,3 +218,19 @@ def test_the_fidelity_and_noise_benches_print_their_tables(quick_run, tmp_path, 
                                  "--behaviors", "fid,loss"]))
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert [r.split(" | ")[0] for r in rows[2:]] == ["| fid", "| loss"] and "nan" not in "".join(rows[2:])
+
+
+def test_the_sampler_bench_reproduces_the_runs_own_fid(quick_run, capsys):
+    """bench/sampler.py on the quick run at the run's own DDIM step count: the same initial noise and features as
+    compute_fid.py, so it prints the FID the run's behaviours file holds for the full model, and the same floor."""
+    from conftest import load_bench
+    from fit_datamodel import load_behaviors
+    run, _ = quick_run
+    full = load_behaviors(run / "behaviors" / "full.npz")
+    steps = int(full["ddim_steps"])
+    sampler = load_bench("sampler")
+    sampler.main(sampler.parse_args(["--run", str(run), "--steps", f"{steps},{steps + 1}"]))
+    out = capsys.readouterr().out
+    fid = float(out.split(f"DDIM-{steps}: FID ")[1].split(",")[0])
+    assert fid == pytest.approx(float(full["fid"][0]), abs=0.051)  # printed to one decimal
+    assert f"FID {float(full['floor_fid']):.1f} between two halves" in out

@@ -1,0 +1,73 @@
+"""How good is a run's full model, and how many DDIM steps does its sampler need? FID and Inception Score of the
+full model's samples at several DDIM step counts (the same initial noise at every count, the run's feature network
+and sample size), beside the data's own floor: the FID between two halves of the reference set and the real images'
+Inception Score. The smallest step count whose FID is within 20% of DDIM-100's is the one the table recommends.
+
+    python bench/sampler.py --run runs/default                     # the default preset's full model
+    python bench/sampler.py --run runs/default --steps 5,10,20,50,100,200 --n-samples 4000
+
+Each FID costs one sampling pass of --n-samples images at that step count (DDIM-100 of 2,000 digits: ~25 s on 2 cores).
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from compute_fid import (cnn_extractor, feature_stats, features_of, frechet_distance, inception_extractor,  # noqa: E402
+                         inception_score, reference_floor, reference_stats, sample_model, softmax)
+from data import load_dataset  # noqa: E402
+from ddpm import Schedule, load_checkpoint  # noqa: E402
+from fit_datamodel import load_behaviors  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", default="runs/default", help="a run with full.pt and behaviors/full.npz")
+    p.add_argument("--steps", default="5,10,20,50,100", help="comma-separated DDIM step counts")
+    p.add_argument("--n-samples", type=int, default=None, help="samples per count (default: the run's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial noise (compute_fid's)")
+    return p.parse_args(argv)
+
+
+def main(args):
+    run = args.run
+    full = load_behaviors(os.path.join(run, "behaviors", "full.npz"))
+    data = json.loads(str(full["args"][0])).get("data", "digits")
+    clean = load_dataset(data)
+    kind = str(full["features"]) if str(full["features"]) in ("cnn", "inception") else \
+        ("cnn" if clean.labels is not None else "inception")
+    extract = cnn_extractor(clean, run, 0, "cpu")[0] if kind == "cnn" else inception_extractor(None, "cpu")[0]
+    mu, sigma = reference_stats(extract, clean, run, kind, 500)
+    floor, real_is = reference_floor(extract, clean, run, kind, 500)
+    ckpt = load_checkpoint(os.path.join(run, "full.pt"))
+    n = args.n_samples or int(full["n_samples"])
+    c, h = clean.images.shape[1:3]
+    noise = torch.randn((n, c, h, h), generator=torch.Generator().manual_seed(args.seed))
+    rows = []
+    for steps in [int(s) for s in args.steps.split(",")]:
+        t0 = time.perf_counter()
+        x = sample_model(ckpt, Schedule(**ckpt["schedule"]), noise, steps, 500, "cpu")
+        feats, logits = features_of(extract, x, 500)
+        rows.append((steps, frechet_distance(mu, sigma, *feature_stats(feats)), inception_score(softmax(logits)),
+                     time.perf_counter() - t0))
+        print(f"DDIM-{steps}: FID {rows[-1][1]:.1f}, IS {rows[-1][2]:.2f} ({rows[-1][3]:.1f} s)", flush=True)
+    best = dict((s, f) for s, f, _, _ in rows).get(100)
+    print(f"\nThe full model of {run} ({n} samples, {kind} features); the data's floor: FID {floor:.1f} between two "
+          f"halves of the reference set, IS {real_is:.2f} of the real images.\n")
+    print("| DDIM steps | FID | x the floor | / DDIM-100's FID | IS | seconds |\n| --- | --- | --- | --- | --- | --- |")
+    for steps, fid, score, seconds in rows:
+        ratio = f"{fid / best:.2f}" if best else "n/a"
+        print(f"| {steps} | {fid:.1f} | {fid / floor:.1f}x | {ratio} | {score:.2f} | {seconds:.1f} |")
+    if best:
+        ok = [s for s, f, _, _ in rows if f <= 1.2 * best]
+        print(f"\nfewest steps within 20% of DDIM-100's FID: {min(ok)}")
+
+
+if __name__ == "__main__":
+    main(parse_args())
