@@ -34,31 +34,43 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(args):
-    run = args.run
-    full = load_behaviors(os.path.join(run, "behaviors", "full.npz"))
-    data = json.loads(str(full["args"][0])).get("data", "digits")
+def reference(run, data, kind=None):
+    """(extract, mu, sigma, floor FID, real IS, kind) of a run's feature network and its clean reference images, from
+    the run's caches (what compute_fid.py measured the run's models against)."""
     clean = load_dataset(data)
-    kind = str(full["features"]) if str(full["features"]) in ("cnn", "inception") else \
-        ("cnn" if clean.labels is not None else "inception")
+    kind = kind if kind in ("cnn", "inception") else "cnn" if clean.labels is not None else "inception"
     extract = cnn_extractor(clean, run, 0, "cpu")[0] if kind == "cnn" else inception_extractor(None, "cpu")[0]
     mu, sigma = reference_stats(extract, clean, run, kind, 500)
     floor, real_is = reference_floor(extract, clean, run, kind, 500)
-    ckpt = load_checkpoint(os.path.join(run, "full.pt"))
-    n = args.n_samples or int(full["n_samples"])
-    c, h = clean.images.shape[1:3]
-    noise = torch.randn((n, c, h, h), generator=torch.Generator().manual_seed(args.seed))
+    return extract, mu, sigma, floor, real_is, kind
+
+
+def fid_by_steps(ckpt, ref, n, step_counts, seed=0, log=print):
+    """[(DDIM steps, FID, IS, seconds)] of a checkpoint's samples from one seeded initial noise (compute_fid's)."""
+    extract, mu, sigma = ref[:3]
+    c, h = ckpt["config"]["in_channels"], ckpt["config"]["resolution"]
+    noise = torch.randn((n, c, h, h), generator=torch.Generator().manual_seed(seed))
     rows = []
-    for steps in [int(s) for s in args.steps.split(",")]:
+    for steps in step_counts:
         t0 = time.perf_counter()
         x = sample_model(ckpt, Schedule(**ckpt["schedule"]), noise, steps, 500, "cpu")
         feats, logits = features_of(extract, x, 500)
         rows.append((steps, frechet_distance(mu, sigma, *feature_stats(feats)), inception_score(softmax(logits)),
                      time.perf_counter() - t0))
-        print(f"DDIM-{steps}: FID {rows[-1][1]:.1f}, IS {rows[-1][2]:.2f} ({rows[-1][3]:.1f} s)", flush=True)
+        log(f"DDIM-{steps}: FID {rows[-1][1]:.1f}, IS {rows[-1][2]:.2f} ({rows[-1][3]:.1f} s)")
+    return rows
+
+
+def main(args):
+    full = load_behaviors(os.path.join(args.run, "behaviors", "full.npz"))
+    ref = reference(args.run, json.loads(str(full["args"][0])).get("data", "digits"), str(full["features"]))
+    n = args.n_samples or int(full["n_samples"])
+    rows = fid_by_steps(load_checkpoint(os.path.join(args.run, "full.pt")), ref, n,
+                        [int(s) for s in args.steps.split(",")], args.seed, log=lambda m: print(m, flush=True))
+    floor, real_is, kind = ref[3:]
     best = dict((s, f) for s, f, _, _ in rows).get(100)
-    print(f"\nThe full model of {run} ({n} samples, {kind} features); the data's floor: FID {floor:.1f} between two "
-          f"halves of the reference set, IS {real_is:.2f} of the real images.\n")
+    print(f"\nThe full model of {args.run} ({n} samples, {kind} features); the data's floor: FID {floor:.1f} between "
+          f"two halves of the reference set, IS {real_is:.2f} of the real images.\n")
     print("| DDIM steps | FID | x the floor | / DDIM-100's FID | IS | seconds |\n| --- | --- | --- | --- | --- | --- |")
     for steps, fid, score, seconds in rows:
         ratio = f"{fid / best:.2f}" if best else "n/a"

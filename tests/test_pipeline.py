@@ -234,3 +234,22 @@ def test_the_sampler_bench_reproduces_the_runs_own_fid(quick_run, capsys):
     fid = float(out.split(f"DDIM-{steps}: FID ")[1].split(",")[0])
     assert fid == pytest.approx(float(full["fid"][0]), abs=0.051)  # printed to one decimal
     assert f"FID {float(full['floor_fid']):.1f} between two halves" in out
+
+
+def test_the_recipe_bench_with_the_runs_recipe_retrains_its_full_model(quick_run, tmp_path, capsys):
+    """bench/recipe.py given the quick run's own recipe (its steps, seed 0, the run's data flags) trains the run's
+    full model again, weight for weight, and so prints the FID its behaviours file holds for the full model."""
+    import torch
+    from conftest import load_bench
+    from ddpm import load_checkpoint
+    from fit_datamodel import load_behaviors
+    run, _ = quick_run
+    full, behaviours = load_checkpoint(run / "full.pt"), load_behaviors(run / "behaviors" / "full.npz")
+    recipe = load_bench("recipe")
+    recipe.main(recipe.parse_args(["--run", str(run), "--recipes", str(full["args"]["steps"]), "--ddim",
+                                   str(int(behaviours["ddim_steps"])), "--n-samples", str(int(behaviours["n_samples"])),
+                                   "--out", str(tmp_path)]))
+    (again,) = [load_checkpoint(p) for p in tmp_path.glob("*.pt")]
+    assert all(torch.equal(again["ema"][k], full["ema"][k]) for k in full["ema"])
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {full['args']['steps']} |")][0]
+    assert float(row.split(" | ")[2].split(" (")[0]) == pytest.approx(float(behaviours["fid"][0]), abs=0.051)
