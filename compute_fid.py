@@ -29,8 +29,9 @@ the pools' samples, and a killed run resumes model by model.
 
 Output npz, one entry per checkpoint: index (mask row), seed (training seed), one array per behaviour
 (class_share (models, classes) for class, and class_hist, the argmax counts), seconds (sampling) and
-loss_seconds, train_seconds and train_macs (the checkpoint's), macs (forward, per image), args (JSON of
-each checkpoint's arguments: the recipe and the method), mask_sha256, files; behaviors and
+feature_seconds (the samples' features and the values read off them), loss_seconds, train_seconds and train_macs
+(the checkpoint's), macs (forward, per image), args (JSON of each checkpoint's arguments: the recipe and the
+method), mask_sha256, files; behaviors and
 behavior_table (JSON: each key's better direction and how it is computed), method; floor_fid and real_is, the
 reference set's own floor (FID between two halves of it) and Inception Score, against which a model's are read.
 """
@@ -779,12 +780,14 @@ class ModelCache:
         seconds = (time.perf_counter() - t0) / len(ckpts)
         os.makedirs(self.stats_dir, exist_ok=True)
         for path, x in zip(paths, xs):
+            t1 = time.perf_counter()
             feats, logits = features_of(self.extract, x, args.batch_size)
             values = {}
             if os.path.exists(self.path(path, "samples")):  # other references' kNN behaviours; or, where the
                 with np.load(self.path(path, "samples")) as f:  # pipeline's two lanes meet, the other lane's values
                     values = {k: f[k] for k in f.files if "@" in k}
             values.update(sampled_values(feats, logits, self.num_classes, self.knn, self.ref_key), seconds=seconds)
+            values.update(feature_seconds=time.perf_counter() - t1)  # the features and the values read off them
             save_npz(self.path(path, "samples"), **values)
 
     def losses(self, path, ckpt=None):
@@ -852,8 +855,8 @@ def model_values(cache, path, sample, denoised, ref_models):
 def measure(args, cache):
     """(per-model metadata, {behaviour: values}) of every model of the pool, in its order."""
     pool = cache.pool
-    rows = {k: [] for k in ("index", "seed", "seconds", "loss_seconds", "train_seconds", "train_macs", "macs",
-                            "behavior_macs", "mask_sha256", "files", "args")}
+    rows = {k: [] for k in ("index", "seed", "seconds", "feature_seconds", "loss_seconds", "train_seconds", "train_macs",
+                            "macs", "behavior_macs", "mask_sha256", "files", "args")}
     # forward passes per model of the behaviours: DDIM steps x samples, and draws x reference images for the loss
     passes = (args.n_samples * args.ddim_steps if pool.sampled else 0) + \
         (len(cache.x0_ref) * args.loss_draws if pool.denoising else 0)
@@ -867,6 +870,7 @@ def measure(args, cache):
         rows["index"].append(index)
         rows["seed"].append(seed if seed >= 0 else (ckpt.get("args") or {}).get("seed", -1))
         rows["seconds"].append(float(sample["seconds"]) if sample else 0.0)
+        rows["feature_seconds"].append(float(sample.get("feature_seconds", np.nan)) if sample else 0.0)  # (older caches)
         rows["loss_seconds"].append(denoised.get("seconds", 0.0))
         rows["train_seconds"].append(float(ckpt.get("seconds", 0.0)))
         rows["train_macs"].append(float(ckpt.get("train_macs", np.nan)))

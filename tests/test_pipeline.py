@@ -253,3 +253,19 @@ def test_the_recipe_bench_with_the_runs_recipe_retrains_its_full_model(quick_run
     assert all(torch.equal(again["ema"][k], full["ema"][k]) for k in full["ema"])
     row = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {full['args']['steps']} |")][0]
     assert float(row.split(" | ")[2].split(" (")[0]) == pytest.approx(float(behaviours["fid"][0]), abs=0.051)
+
+
+def test_the_cost_bench_splits_each_models_seconds(quick_run, capsys):
+    """bench/cost.py on the quick run: the retrained pool's training seconds are the mean of what its checkpoints
+    recorded, and every part (sampling, features, loss, the fit) was measured: finite and positive."""
+    from conftest import load_bench
+    from ddpm import load_checkpoint
+    run, _ = quick_run
+    cost = load_bench("cost")
+    cost.main(cost.parse_args(["--run", str(run)]))
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ") and "---" not in line}
+    recorded = np.mean([load_checkpoint(p)["seconds"] for p in (run / "models" / "retrain").glob("*.pt")])
+    assert float(rows["retrained (the baseline)"][1]) == pytest.approx(recorded, abs=0.006)
+    n, train, sampling, features, loss, fit = rows["unlearned (the method)"][:6]
+    assert all(float(v) > 0 for v in (train, sampling, features, loss, fit))
