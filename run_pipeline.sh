@@ -55,7 +55,7 @@ case "$PRESET" in
     # 182.5, 25.6x), sampled with DDIM-50 (bench/recipe.py: within 11% of DDIM-100's FID at this recipe; DDIM-20 is
     # 54% above it). Pruning fine-tunes 600 steps, unlearning takes 24 (163x less training compute than a retraining).
     # 1,000 samples per model, and no leave-one-out (20 more retrainings of ~64 s: ~11 min). Measured on a fast day
-    # of 2 cores: 2,087 s (a one-thread test ran beside it for ~1.5 min); LDS (FID) unlearning 0.74 [0.52, 0.86] vs
+    # of 2 cores, fresh clone: 2,057 s; LDS (FID) unlearning 0.74 [0.52, 0.86] vs
     # retraining 0.15 / -0.08 / -0.15 / 0.31 at budgets 2 / 4 / 8 / 16 (p = 0.012 / <0.001 / <0.001 / 0.028), with
     # each model's behaviour counted p = 0.035 / <0.001 / 0.028 at 4 / 8 / 16; bad-contributor AUC 0.82; every
     # training-free baseline's LDS negative. Not the default yet: 35 min without leave-one-out. Measured on copies of
