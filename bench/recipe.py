@@ -12,7 +12,6 @@ flags (its full model's), the architecture and the cached feature network. Nothi
 feature caches compute_fid.py would write; the models go to --out.
 """
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -50,14 +49,12 @@ def train(run_args, recipe, out, seed):
     if not os.path.exists(out):
         train_ddpm.main(args)
     ckpt = load_checkpoint(out)
-    return ckpt, float(ckpt.get("seconds", float("nan")))
+    return ckpt, float(ckpt["seconds"])
 
 
 def main(args):
     full = load_checkpoint(os.path.join(args.run, "full.pt"))
-    run_args = full.get("args") or {}
-    if isinstance(run_args, str):
-        run_args = json.loads(run_args)
+    run_args = full["args"]  # the full model's train_ddpm.py arguments (data flags, architecture, recipe)
     out_dir = args.out or os.path.join(args.run, "models", "recipes")
     os.makedirs(out_dir, exist_ok=True)
     ref = reference(args.run, run_args.get("data", "digits"))

@@ -97,6 +97,59 @@ def linked(folder, sources):
     return folder
 
 
+def time_one_retraining(model, data, lds_masks, timed):
+    """(seconds, training MACs) of one retraining of held-out row 0 with `model`'s recipe, timed here beside the
+    methods (the run's own retrainings ran on another day, or beside other jobs)."""
+    import torch
+    a = torch.load(model, map_location="cpu", weights_only=True)["args"]
+    t0 = time.perf_counter()
+    call("train_ddpm", [*data, "--arch", a["arch"], "--steps", str(a["steps"]), "--batch-size", str(a["batch_size"]),
+                        "--lr", str(a["lr"]), "--warmup", str(a["warmup"]), "--masks", lds_masks, "--index", "0",
+                        "--seed", "99", "--grid", "0", "--out", timed, "--force"])
+    ckpt = torch.load(timed, map_location="cpu", weights_only=True)
+    print(f"one retraining timed here: {float(ckpt['seconds']):.1f} s ({time.perf_counter() - t0:.1f} s with start-up)")
+    return float(ckpt["seconds"]), float(ckpt["train_macs"])
+
+
+def print_table(table, keys, K, run, n_seeds, retrain_seconds, retrain_macs):
+    """The bench's table: each method's fidelity to retraining and its cost."""
+    first = keys[0]
+    print()
+    print(f"Unlearned vs retrained on the same {K} held-out subsets of {run} (behaviour: {first}; retrained: the mean "
+          f"of {n_seeds} seeds; 95% bootstrap intervals over subsets). Cost: a retraining's training compute "
+          f"(MACs) and wall time (timed here) over the method's.")
+    others = "".join(f" Pearson, {k} |" for k in keys[1:])
+    print(f"| method | Pearson with retrained | Spearman | r with corrupted count |{others} FID2 ratio | cost: "
+          f"compute | cost: wall time | s per model |")
+    print("| --- " * (8 + len(keys[1:])) + "|")
+    for e in table:
+        p, s = e["pearson"], e["spearman"]
+        cells = [e["name"], f"{p[0]:.2f} [{p[1]:.2f}, {p[2]:.2f}]", f"{s[0]:.2f} [{s[1]:.2f}, {s[2]:.2f}]",
+                 f"{e['count']:.2f}"] + [f"{e['others'][k]:.2f}" for k in keys[1:]] + \
+                [f"{e['fid2']:.2f}" if e["fid2"] else "n/a", f"{retrain_macs / e['macs']:.1f}x",
+                 f"{retrain_seconds / e['seconds']:.1f}x", f"{e['seconds']:.2f}"]
+        print("| " + " | ".join(cells) + " |")
+
+
+def unlearned(run, out, name, method_flags, data, fid, lds_masks, K, keys, ref_models, fid2_seeds):
+    """(behaviour per row, seconds and training MACs per model, FID2 ratio or None) of one unlearning method run on
+    every held-out row; FID2 against `ref_models` (a retraining seed's models) when given."""
+    import torch
+    folder = os.path.join(out, "".join(ch if ch.isalnum() else "_" for ch in name).strip("_"))
+    start = "full.pt" if "gd-full" in method_flags else "pruned.pt"
+    call("unlearn", ["--ckpt", os.path.join(run, start), *data, "--masks", lds_masks, "--out", folder, *method_flags])
+    beh = os.path.join(folder + ".npz")
+    call("compute_fid", [*fid, "--models", folder, "--masks", lds_masks, "--out", beh])
+    ckpts = [torch.load(os.path.join(folder, f"{r:05d}.pt"), map_location="cpu", weights_only=True) for r in range(K)]
+    fid2 = None
+    if "fid" in keys and ref_models:
+        call("compute_fid", [*fid, "--models", folder, "--ref-models", ref_models, "--masks", lds_masks,
+                             "--out", folder + "_fid2.npz"])
+        fid2 = float(np.load(folder + "_fid2.npz")["fid"].mean()) / fid2_seeds
+    return ({k: per_row(beh, k) for k in keys}, float(np.mean([c["seconds"] for c in ckpts])),
+            float(np.mean([c["train_macs"] for c in ckpts])), fid2)
+
+
 def main(args):
     run = args.run
     out = os.path.join(run, "bench", "fidelity")
@@ -119,17 +172,8 @@ def main(args):
     per_seed = [linked(os.path.join(out, f"retrained_s{s}"), {r: os.path.join(run, "models", "lds", f"{r:05d}-s{s}.pt")
                                                               for r in range(K)}) for s in seeds[:2]]
     ceiling = len(seeds) >= 2
-    import torch
-    recipe = torch.load(os.path.join(run, "models", "lds", models[0]), map_location="cpu", weights_only=True)
-    timed = os.path.join(out, "timed_retraining.pt")
-    t0 = time.perf_counter()
-    a = recipe["args"]
-    call("train_ddpm", [*data, "--arch", a["arch"], "--steps", str(a["steps"]), "--batch-size", str(a["batch_size"]),
-                        "--lr", str(a["lr"]), "--warmup", str(a["warmup"]), "--masks", lds_masks, "--index", "0",
-                        "--seed", "99", "--grid", "0", "--out", timed, "--force"])
-    timed_ckpt = torch.load(timed, map_location="cpu", weights_only=True)
-    retrain_seconds, retrain_macs = float(timed_ckpt["seconds"]), float(timed_ckpt["train_macs"])
-    print(f"one retraining timed here: {retrain_seconds:.1f} s ({time.perf_counter() - t0:.1f} s with start-up)")
+    retrain_seconds, retrain_macs = time_one_retraining(os.path.join(run, "models", "lds", models[0]), data, lds_masks,
+                                                        os.path.join(out, "timed_retraining.pt"))
 
     rng = np.random.default_rng(args.seed)
     truth = {k: per_row(os.path.join(out, "retrained.npz"), k) for k in keys}
@@ -167,39 +211,10 @@ def main(args):
         print(f"{run}/models/lds has one training seed (GT_SEEDS=1): no ceiling row, no FID2 ratio")
 
     for name, flags in configs.items():
-        folder = os.path.join(out, "".join(ch if ch.isalnum() else "_" for ch in name).strip("_"))
-        method_flags = shlex.split(flags)
-        start = "full.pt" if "gd-full" in method_flags else "pruned.pt"
-        call("unlearn", ["--ckpt", os.path.join(run, start), *data, "--masks", lds_masks, "--out", folder,
-                         *method_flags])
-        beh = os.path.join(folder + ".npz")
-        call("compute_fid", [*fid, "--models", folder, "--masks", lds_masks, "--out", beh])
-        behaviour = {k: per_row(beh, k) for k in keys}
-        ckpts = [torch.load(os.path.join(folder, f"{r:05d}.pt"), map_location="cpu", weights_only=True) for r in range(K)]
-        fid2 = None
-        if "fid" in keys and fid2_seeds:
-            call("compute_fid", [*fid, "--models", folder, "--ref-models", per_seed[0], "--masks", lds_masks,
-                                 "--out", folder + "_fid2.npz"])
-            fid2 = float(np.load(folder + "_fid2.npz")["fid"].mean()) / fid2_seeds
-        row(name, behaviour, float(np.mean([c["seconds"] for c in ckpts])),
-            float(np.mean([c["train_macs"] for c in ckpts])), fid2)
+        row(name, *unlearned(run, out, name, shlex.split(flags), data, fid, lds_masks, K, keys,
+                             per_seed[0] if fid2_seeds else None, fid2_seeds))
 
-    first = keys[0]
-    print()
-    print(f"Unlearned vs retrained on the same {K} held-out subsets of {run} (behaviour: {first}; retrained: the mean "
-          f"of {len(seeds)} seeds; 95% bootstrap intervals over subsets). Cost: a retraining's training compute "
-          f"(MACs) and wall time (timed here) over the method's.")
-    others = "".join(f" Pearson, {k} |" for k in keys[1:])
-    print(f"| method | Pearson with retrained | Spearman | r with corrupted count |{others} FID2 ratio | cost: "
-          f"compute | cost: wall time | s per model |")
-    print("| --- " * (8 + len(keys[1:])) + "|")
-    for e in table:
-        p, s = e["pearson"], e["spearman"]
-        cells = [e["name"], f"{p[0]:.2f} [{p[1]:.2f}, {p[2]:.2f}]", f"{s[0]:.2f} [{s[1]:.2f}, {s[2]:.2f}]",
-                 f"{e['count']:.2f}"] + [f"{e['others'][k]:.2f}" for k in keys[1:]] + \
-                [f"{e['fid2']:.2f}" if e["fid2"] else "n/a", f"{retrain_macs / e['macs']:.1f}x",
-                 f"{retrain_seconds / e['seconds']:.1f}x", f"{e['seconds']:.2f}"]
-        print("| " + " | ".join(cells) + " |")
+    print_table(table, keys, K, run, len(seeds), retrain_seconds, retrain_macs)
     with open(os.path.join(out, "table.json"), "w") as f:
         json.dump(dict(table=table, retrain_seconds=retrain_seconds, retrain_macs=retrain_macs, behaviors=keys), f,
                   indent=1)
