@@ -29,8 +29,8 @@ import numpy as np
 from scipy.stats import rankdata
 
 import report
-from data import (ArgumentParser, DataError, add_data_args, atomic_write, dataset_from_args, load_dataset, load_groups,
-                  load_masks, run)
+from data import (ArgumentParser, DataError, add_data_args, atomic_write, dataset_from_args, load_groups, load_masks,
+                  run)
 from fit_datamodel import aligned, attribute, behavior_keys, behavior_values, better, load_behaviors, load_npz
 
 POOLS = ("unlearn", "retrain")  # the two ways of making models for the datamodel
@@ -94,7 +94,7 @@ class Run:
     """Everything the evaluation reads of a run folder."""
     dir: str
     ds: object  # data.Dataset: the training images (figures of the most harmful ones)
-    real: np.ndarray  # the first clean images of the data (the report's real-vs-generated picture)
+    real: np.ndarray  # the first clean training images (the report's real-vs-generated picture)
     groups: np.ndarray  # each image's contributor, or None (a per-image run)
     unit: str  # "contributor" or "image"
     bad: np.ndarray  # the known-bad units (indices), or None
@@ -133,7 +133,7 @@ def load_run(args):
     pools = {name: load_pool(run_dir, name, files[name], behaviors) for name in names}
     bad, bad_kinds = bad_units(run_dir, ds, groups)
     n_units = pools["unlearn"].X.shape[1]
-    real = load_dataset(args.data).images[:64] if args.corrupt else ds.images[:64]
+    real = ds.images[np.setdiff1d(np.arange(len(ds)), ds.corrupted)[:64]]  # clean images: no second load of the data
     return Run(dir=run_dir, ds=ds, real=real, groups=groups, unit="contributor" if groups is not None else "image", bad=bad,
                bad_kinds=bad_kinds, behaviors=behaviors, directions={b: better(files["unlearn"], b) for b in behaviors},
                pools=pools, ends=ends, recipes=training_recipes(dict(files, full=ends["full"])),
