@@ -9,6 +9,9 @@ Datasets (`--data`):
                   optional `corrupted`: indices of images known or suspected to be bad (the report
                   scores how well attribution finds them, as for --corrupt)
     folder:PATH   every image file of a folder (all the same size), sorted by name
+    NAME@SIDE[:N] any of these made smaller for a CPU: downsampled to SIDE x SIDE (the mean of each
+                  block of pixels), and with :N only the first N images of each class in equal shares
+                  (the first N without labels), e.g. cifar10@16:2000
 
     from data import load_dataset, make_masks
     ds = load_dataset("digits", corrupt=0.1, corrupt_seed=0)   # ds.images uint8 (N, C, H, W)
@@ -19,6 +22,7 @@ import argparse
 import hashlib
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -51,16 +55,21 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 def load_dataset(name, corrupt=0.0, corrupt_seed=0, root=None, fault="noise"):
     """Load a dataset by its `--data` name; optionally give a seeded fraction of its images a planted fault
     (`fault`: one of FAULTS, or several comma-separated, which share the fraction equally)."""
-    if name == "digits":
+    base, side, n = parse_data_name(name)
+    if base == "digits":
         ds = _load_digits()
-    elif name == "cifar10":
+    elif base == "cifar10":
         ds = _load_cifar10(root or os.environ.get("DATA_ROOT", os.path.expanduser("~/.cache/cifar10")))
-    elif name.startswith("npz:"):
-        ds = _load_npz(name[4:])
-    elif name.startswith("folder:"):
-        ds = _load_folder(name[7:])
+    elif base.startswith("npz:"):
+        ds = _load_npz(base[4:])
+    elif base.startswith("folder:"):
+        ds = _load_folder(base[7:])
     else:
-        raise DataError(f"unknown dataset {name!r}: use digits, cifar10, npz:PATH or folder:PATH")
+        raise DataError(f"unknown dataset {name!r}: use digits, cifar10, npz:PATH or folder:PATH (then @SIDE[:N])")
+    if n is not None:
+        ds = first_per_class(ds, n)
+    if side is not None:
+        ds.images = downsample(ds.images, side)
     ds.name = name
     if len(ds.corrupted):
         ds.faults["named"] = ds.corrupted
@@ -70,6 +79,47 @@ def load_dataset(name, corrupt=0.0, corrupt_seed=0, root=None, fault="noise"):
         ds.corrupted = np.union1d(ds.corrupted, replaced).astype(np.int64)
         ds.faults.update({kind: replaced[kinds == kind] for kind in faults})
     return ds
+
+
+def parse_data_name(name):
+    """'cifar10@16:2000' -> ('cifar10', 16, 2000); 'digits' -> ('digits', None, None)."""
+    m = re.fullmatch(r"(.+?)@(\d+)(?::(\d+))?", name)
+    if not m:
+        return name, None, None
+    side, n = int(m[2]), (int(m[3]) if m[3] else None)
+    if side < 4 or side & (side - 1):
+        raise DataError(f"--data {name}: @SIDE must be a power of two of at least 4, got {side}")
+    if n is not None and n < 1:
+        raise DataError(f"--data {name}: :N must be a positive number of images")
+    return m[1], side, n
+
+
+def first_per_class(ds, n):
+    """The first n images: of each class an equal share (the first ones of that class in the file), so that a
+    file sorted by class still gives every class; without labels, the first n."""
+    if n > len(ds):
+        raise DataError(f"{ds.name or 'the dataset'} has {len(ds)} images, fewer than the {n} asked for")
+    if ds.labels is None:
+        keep = np.arange(n)
+    else:
+        classes = np.unique(ds.labels)
+        share = [n // len(classes) + (i < n % len(classes)) for i in range(len(classes))]
+        keep = np.sort(np.concatenate([np.flatnonzero(ds.labels == c)[:k] for c, k in zip(classes, share)]))
+        if len(keep) < n:
+            raise DataError(f"the dataset has too few images of some class for {n} in equal shares")
+    known_bad = np.flatnonzero(np.isin(keep, ds.corrupted))  # a file's own bad images keep their (new) index
+    return Dataset(ds.images[keep], None if ds.labels is None else ds.labels[keep], ds.classes, ds.name,
+                   corrupted=known_bad.astype(np.int64))
+
+
+def downsample(images, side):
+    """uint8 (N, C, H, W) -> (N, C, side, side): the mean of each (H / side)^2 block of pixels, rounded."""
+    h = images.shape[2]
+    if side > h:
+        raise DataError(f"@{side}: the images are {h} x {h}; they can be made smaller, not larger")
+    f = h // side
+    blocks = images.reshape(*images.shape[:2], side, f, side, f).astype(np.float64)
+    return np.round(blocks.mean(axis=(3, 5))).astype(np.uint8)
 
 
 def dataset_from_args(args):
@@ -506,7 +556,8 @@ def save_npy(path, array):
 def add_data_args(parser):
     """--data, --corrupt, --fault and --corrupt-seed, spelled the same in every script."""
     parser.add_argument("--data", default="digits",
-                        help="digits (embedded), cifar10 (torchvision download), npz:PATH or folder:PATH")
+                        help="digits (embedded), cifar10 (torchvision download), npz:PATH or folder:PATH; NAME@SIDE[:N] "
+                        "downsamples to SIDE x SIDE and keeps the first N images, in equal shares per class")
     parser.add_argument("--corrupt", type=fraction, default=0.0,
                         help="fraction of training images given a planted fault (to test attribution)")
     parser.add_argument("--fault", type=fault_list, default="noise", help="the planted fault of the --corrupt images: "

@@ -102,7 +102,7 @@ class Run:
     behaviors: list  # the behaviours scored, the headline first
     directions: dict  # behaviour -> "lower", "higher" or None
     pools: dict  # "unlearn", "retrain", "lds" -> Pool (only "unlearn" when K = 0)
-    ends: dict  # "full", "pruned", "untrained", "fid2", "fid_seeds" -> behaviours file or None
+    ends: dict  # "full", "pruned", "untrained", "fid2", "fid_seeds", "quality" -> behaviours file or None
     recipes: dict
     unlearning: dict  # the unlearned pool's method and settings
     baselines: dict = field(default_factory=dict)  # name -> its attributions file (baselines.py)
@@ -123,7 +123,7 @@ def load_run(args):
     if not os.path.isdir(run_dir):
         raise DataError(f"run folder not found: {run_dir}")
     names = ("unlearn",) if not os.path.exists(os.path.join(run_dir, "masks", "lds.npy")) else POOLS + ("lds",)
-    ends = {k: optional_behaviors(run_dir, k) for k in ("full", "pruned", "untrained", "fid2", "fid_seeds")}
+    ends = {k: optional_behaviors(run_dir, k) for k in ("full", "pruned", "untrained", "fid2", "fid_seeds", "quality")}
     ds = dataset_from_args(args)
     groups = load_groups(os.path.join(run_dir, "masks", "unlearn.npy"), n=len(ds))
     files = {name: load_behaviors(os.path.join(run_dir, "behaviors", f"{name}.npz")) for name in names}
@@ -582,6 +582,7 @@ def table1(run, costs):
     t = dict(fid_full=float(full["fid"][0]) if full is not None and "fid" in full else None,
              is_full=float(full["is"][0]) if full is not None and "is" in full else None,
              fid_floor=scalar(full, "floor_fid"), is_real=scalar(full, "real_is"),
+             ddim_full=int(full["ddim_steps"]) if full is not None and "ddim_steps" in full else None,
              fid_pruned=float(pruned["fid"][0]) if pruned is not None and "fid" in pruned else None,
              fid2_unlearn_vs_retrain=(float(fid2["fid"].mean()), float(fid2["fid"].std())) if fid2 is not None else None,
              fid_retrain_vs_retrain_other_seed=(float(fid_seeds["fid"].mean()), float(fid_seeds["fid"].std()))
@@ -592,6 +593,10 @@ def table1(run, costs):
              seconds_behavior_unlearn=float((u.sampling_seconds + u.loss_seconds).mean()),
              seconds_sampling=float(np.concatenate([r.sampling_seconds, u.sampling_seconds]).mean()),
              seconds_loss=float(np.concatenate([r.loss_seconds, u.loss_seconds]).mean()))
+    quality = run.ends["quality"]  # the full model once more with a better sampler (QUALITY_DDIM)
+    if quality is not None and "fid" in quality:
+        t.update(fid_quality=float(quality["fid"][0]), is_quality=float(quality["is"][0]) if "is" in quality else None,
+                 ddim_quality=int(quality["ddim_steps"]))
     t["speedup"] = t["seconds_retrain"] / t["seconds_unlearn"]
     if "compute" in costs:
         t["macs_retrain"], t["macs_unlearn"], t["macs_prune_once"] = costs["compute"]

@@ -134,6 +134,20 @@ def comparison_section(r, run):
     return lines + [""] + (["The baselines, as defined (baselines.py):", ""] + definitions + [""] if definitions else [])
 
 
+def quality_rows(t):
+    """The full model's FID (x the data's floor) and IS: with the behaviours' sampler, and with the quality
+    sampler when the run measured one (QUALITY_DDIM)."""
+    floor = t.get("fid_floor")
+    times = lambda fid: f" ({fid / floor:.1f}x)" if floor and fid else ""  # noqa: E731
+    sampler = f" (DDIM-{t['ddim_full']}, the behaviours' sampler)" if t.get("ddim_full") and "fid_quality" in t else ""
+    rows = [f"| FID vs real data, full model{sampler} (x the floor); its IS | {num(t['fid_full'])}{times(t['fid_full'])}; "
+            f"{num(t.get('is_full'))} |"] if t["fid_full"] is not None or "fid_quality" not in t else []
+    if "fid_quality" in t:
+        rows.append(f"| FID vs real data, full model with DDIM-{t['ddim_quality']} (x the floor); its IS | "
+                    f"**{num(t['fid_quality'])}{times(t['fid_quality'])}**; {num(t.get('is_quality'))} |")
+    return rows
+
+
 def table1_section(r, run):
     t = r["table1"]
     pm = lambda v: f"{v[0]:.2f} ± {v[1]:.2f}" if v else "n/a"  # noqa: E731
@@ -141,9 +155,7 @@ def table1_section(r, run):
     lines = ["## Table 1 analogue", "", "| quantity | value |", "| --- | --- |",
              f"| the data's own floor: FID between two halves of the reference set; IS of the real images | "
              f"{num(t.get('fid_floor'))}; {num(t.get('is_real'))} |",
-             f"| FID vs real data, full model (x the floor); its IS | {num(t['fid_full'])}"
-             + (f" ({t['fid_full'] / t['fid_floor']:.1f}x)" if t.get("fid_floor") and t["fid_full"] else "")
-             + f"; {num(t.get('is_full'))} |",
+             *quality_rows(t),
              f"| FID vs real data, pruned (and fine-tuned) model | {num(t['fid_pruned'])} |",
              f"| FID between unlearned and retrained models on the same subsets (FID2) | {pm(t['fid2_unlearn_vs_retrain'])} |",
              f"| FID between two retrainings of one subset, different seeds | {pm(t['fid_retrain_vs_retrain_other_seed'])} |",

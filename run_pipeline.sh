@@ -3,8 +3,8 @@
 # killed run continues where it stopped):
 #
 #   bash run_pipeline.sh            # default: 20 contributors of digits (3 gave blurred, spam, watermarked ones),
-#                                   # Shapley values, LDS for unlearning and retraining at equal compute
-#   bash run_pipeline.sh converged  # the default's contributors with a model that generates digits (35 min)
+#                                   # Shapley values, LDS for unlearning and retraining at equal compute (~27 min)
+#   bash run_pipeline.sh small      # the same with a short recipe whose model barely generates digits (12 min)
 #   bash run_pipeline.sh images     # the image level: one score per digit (10% noise images)
 #   bash run_pipeline.sh quick      # the whole chain in a couple of minutes (used by the tests)
 #   bash run_pipeline.sh cifar10    # the paper's settings (GPU / cluster)
@@ -30,41 +30,39 @@ case "$PRESET" in
     : "${TRAIN_STEPS:=40}" "${PRUNE_STEPS:=20}" "${UNLEARN_STEPS:=15}" "${BATCH:=32}"
     : "${M:=8}" "${R:=3}" "${K:=4}" "${GT_SEEDS:=1}" "${SEED_PAIRS:=1}" "${N_SAMPLES:=64}" "${DDIM_STEPS:=5}"; grid=16
     : "${BASELINES:=loss,pixel-nn,feature-sim}"  # the cheap ones (the gradient baselines take ~20 s at 1,797 images)
-    : "${ROWS_PER_TASK:=4}" ;;
+    : "${ROWS_PER_TASK:=4}" "${QUALITY_DDIM:=10}" ;;
   default)
     # The main job, at the contributor level (Lin, Lu et al., ICLR 2025): 20 contributors of ~90 digits each, three of
     # whom gave faulty images (15% of the data): blurred digits, spam (near-copies of 6 digits) and watermarked digits,
     # the faults of real data that one-pass scores get wrong (bench/faults.py: each alone, and noise). Shapley values
-    # by KernelSHAP from unlearned and from retrained models on Shapley-kernel subsets of contributors, the field's
-    # baselines (baselines.py) and leave-one-out (20 retrainings) beside them, LDS on 24 held-out half-subsets. At the
-    # image level the method's effect does not show at this size (the `images` preset and README say why).
+    # by KernelSHAP from 96 unlearned and from 8 retrained models on Shapley-kernel subsets of contributors, the
+    # field's baselines (baselines.py) beside them, LDS on 40 held-out half-subsets (issue 28: a 95% interval within
+    # +-0.2). A full model worth attributing: 1,500 training steps at lr 3e-3 (bench/recipe.py: FID 24.2 at DDIM-100,
+    # 3.4x the data's own floor of 7.1; the `small` preset's 300 steps: 25.6x), Table 1's quality measured with
+    # DDIM-100 (QUALITY_DDIM), every model's behaviours with DDIM-20: on the 2,000-step model unlearning's DDIM-20
+    # attributions scored the DDIM-50 ground truth as well as DDIM-50's own (0.737 both; bench/sampler_lds.py) at
+    # 2.6x less sampling. Unlearning: gd, 24 steps of the pruned model (600 fine-tuning steps). Leave-one-out
+    # (LOO=1) adds 20 retrainings (~8 min). Measured: README, "The main job".
+    : "${RUN:=runs/default}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.15}" "${FAULT:=blur,duplicate,watermark}"
+    : "${CONTRIBUTORS:=random:20}" "${METHOD:=shapley}" "${LOO:=0}"
+    : "${TRAIN_STEPS:=1500}" "${TRAIN_FLAGS:=--lr 3e-3}" "${PRUNE_STEPS:=600}" "${UNLEARN_STEPS:=24}" "${BATCH:=64}"
+    : "${UNLEARN_METHOD:=gd}" "${M:=96}" "${R:=8}" "${K:=40}" "${GT_SEEDS:=1}" "${SEED_PAIRS:=1}" "${N_SAMPLES:=1000}"
+    : "${DDIM_STEPS:=20}" "${QUALITY_DDIM:=100}" ;;
+  small)
+    # The default's data, contributors and estimator with the short recipe it had until issue 28 (12 min): 300
+    # training steps (FID 182.5 at DDIM-5, 25.6x the data's floor: the samples are mostly blobs), 12 unlearning steps,
+    # 24 held-out subsets, leave-one-out. bench/faults.py and bench/counterfactual.py measured their tables on it.
     # Unlearning: gd, 12 steps of the pruned model (lr 3e-4, warm-up 10): 300 x 3.76 / (12 x 1.97) MMACs = ~48x less
     # training compute than a 300-step retraining (~25x in wall time, one thread). Measured on a fast day of 2 cores,
-    # nothing else running: 713 s; LDS (FID) unlearning 0.79 [0.57, 0.90] with 96 models; retraining 0.29 with 16
+    # nothing else running: 704 s; LDS (FID) unlearning 0.79 [0.57, 0.90] with 96 models; retraining 0.29 with 16
     # (p = 0.004), -0.28 with 4 or 8 (p <= 0.001); the best baseline without retraining (loss) 0.18 (p < 0.001),
     # leave-one-out 0.66 (p = 0.42, 20 retrainings); bad-contributor AUC 0.745 (blur 1st, watermark 4th, spam 14th of 20:
     # removing the spam barely moves this model's FID). The second mix tried, chosen for realism (no noise images)
     # before it was run; the first (noise, blur, spam): unlearning 0.80 / AUC 0.96, where the loss reached 0.83.
-    : "${RUN:=runs/default}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.15}" "${FAULT:=blur,duplicate,watermark}"
+    : "${RUN:=runs/small}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.15}" "${FAULT:=blur,duplicate,watermark}"
     : "${CONTRIBUTORS:=random:20}" "${METHOD:=shapley}"
     : "${TRAIN_STEPS:=300}" "${PRUNE_STEPS:=300}" "${UNLEARN_STEPS:=12}" "${BATCH:=64}" "${UNLEARN_METHOD:=gd}"
     : "${M:=96}" "${R:=16}" "${K:=24}" "${GT_SEEDS:=1}" "${SEED_PAIRS:=2}" "${N_SAMPLES:=2000}" "${DDIM_STEPS:=5}" ;;
-  converged)
-    # The default's data, contributors and estimator with a full model worth attributing (issue 28): 2,000 training
-    # steps instead of 300 (FID 21.2 against the clean digits, 3.0x the data's own floor of 7.1; the default's model:
-    # 182.5, 25.6x), sampled with DDIM-50 (bench/recipe.py: within 11% of DDIM-100's FID at this recipe; DDIM-20 is
-    # 54% above it). Pruning fine-tunes 600 steps, unlearning takes 24 (163x less training compute than a retraining).
-    # 1,000 samples per model, and no leave-one-out (20 more retrainings of ~64 s: ~11 min). Measured on a fast day
-    # of 2 cores, fresh clone: 2,057 s; LDS (FID) unlearning 0.74 [0.52, 0.86] vs
-    # retraining 0.15 / -0.08 / -0.15 / 0.31 at budgets 2 / 4 / 8 / 16 (p = 0.012 / <0.001 / <0.001 / 0.028), with
-    # each model's behaviour counted p = 0.035 / <0.001 / 0.028 at 4 / 8 / 16; bad-contributor AUC 0.82; every
-    # training-free baseline's LDS negative. Not the default yet: 35 min without leave-one-out. Measured on copies of
-    # the run: DDIM_STEPS=20 keeps unlearning's LDS (0.737 against this ground truth) at 2.6x cheaper sampling, and
-    # K=48 narrows it to 0.774 [0.66, 0.84], p <= 0.002 at every budget (README).
-    : "${RUN:=runs/converged}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.15}" "${FAULT:=blur,duplicate,watermark}"
-    : "${CONTRIBUTORS:=random:20}" "${METHOD:=shapley}" "${LOO:=0}"
-    : "${TRAIN_STEPS:=2000}" "${PRUNE_STEPS:=600}" "${UNLEARN_STEPS:=24}" "${BATCH:=64}" "${UNLEARN_METHOD:=gd}"
-    : "${M:=96}" "${R:=16}" "${K:=24}" "${GT_SEEDS:=1}" "${SEED_PAIRS:=2}" "${N_SAMPLES:=1000}" "${DDIM_STEPS:=50}" ;;
   images)
     # The image level (the paper's setting): 1,797 digits, 10% replaced by noise; one datamodel score per image.
     # One recipe of 500 steps for the full model, the baseline and the ground truth (24 held-out subsets x 2 seeds).
@@ -92,7 +90,7 @@ case "$PRESET" in
     : "${UNLEARN_FLAGS:=--lr 2e-4 --ema-decay 0.9999}" "${FEATURES:=inception}"
     # Slurm: one GPU per task, one retraining (~20 GPU-hours at the paper's size) per task
     : "${ROWS_PER_TASK:=1}" "${GPUS:=1}" "${CPUS:=8}"; task_time=2-00:00:00 task_mem=32G ;;
-  *) echo "error: unknown preset '$PRESET' (quick, default, converged, images, cifar10)" >&2; exit 2 ;;
+  *) echo "error: unknown preset '$PRESET' (quick, default, small, images, cifar16, cifar10)" >&2; exit 2 ;;
 esac
 # One recipe: the full model (stage 1), the retraining baseline (stage 5) and the ground truth (stage 6) are
 # all trained by train_ddpm.py with TRAIN_STEPS, BATCH and TRAIN_FLAGS, as the paper retrains from scratch
@@ -118,6 +116,9 @@ if [ "$HEADLINE" = auto ]; then
   if [ "$BEHAVIORS" = all ] || [[ ",$BEHAVIORS," == *",fid,"* ]]; then HEADLINE=fid; else HEADLINE=${BEHAVIORS%%,*}; fi
 fi
 [ "$SAMPLED" = 1 ] && : "${GRID:=${grid:-100}}" || : "${GRID:=0}"  # the sample grids beside checkpoints
+# QUALITY_DDIM=N: the full model sampled once more, with N DDIM steps and every sampled behaviour, for Table 1's
+# model quality (behaviors/quality.npz) when the behaviours of the many models use a cheaper sampler (0: none)
+: "${QUALITY_DDIM:=0}"
 # UNLEARN_METHOD: unlearn.py --method (gd, the paper's, from the pruned model; gd-full starts from the full model)
 : "${UNLEARN_METHOD:=gd}"
 # FULL=path.pt: stage 1 takes that model (a checkpoint of this project, or tools/import_model.py's) instead of
@@ -239,7 +240,9 @@ fid2() { fid --models "$RUN/models/unlearn" --ref-models "$RUN/models/retrain" -
 fid_seeds() { fid --models "$RUN/models/retrain_seed1" --ref-models "$RUN/models/retrain" \
                 --masks "$RUN/masks/retrain.npy" --out "$RUN/behaviors/fid_seeds.npz"; }
 untrained() { [ "$METHOD" != shapley ] || fid --models "$RUN/untrained.pt" --out "$RUN/behaviors/untrained.npz"; }
-lane_a() { fid --models "$RUN/full.pt" --out "$RUN/behaviors/full.npz"; pool unlearn; }
+quality() { [ "$QUALITY_DDIM" = 0 ] || fid --models "$RUN/full.pt" --ddim-steps "$QUALITY_DDIM" --behaviors all \
+                                        --out "$RUN/behaviors/quality.npz"; }
+lane_a() { fid --models "$RUN/full.pt" --out "$RUN/behaviors/full.npz"; quality; pool unlearn; }
 pools_rk() {  # the retraining baseline's, the ground truth's and leave-one-out's
   [ "$R" = 0 ] || pool retrain; [ "$K" = 0 ] || pool lds; [ "$LOO" = 0 ] || pool loo
 }
@@ -267,7 +270,7 @@ stage_behaviours() {
   fi
 }
 all_behaviours() {
-  fid --models "$RUN/full.pt" --out "$RUN/behaviors/full.npz"
+  fid --models "$RUN/full.pt" --out "$RUN/behaviors/full.npz"; quality
   fid --models "$RUN/pruned.pt" --out "$RUN/behaviors/pruned.npz"
   pool unlearn; pools_rk; untrained; fid_pairs
 }

@@ -7,8 +7,8 @@ beside them, the same numbers of units removed at random (--random draws). Every
 numbers); the table gives the change of the headline [95%] and, against random removal of as many units, the
 difference and a one-sided Welch test (does the method's removal improve the headline more than chance?).
 
-    bash run_pipeline.sh                                        # makes runs/default
-    python bench/counterfactual.py --run runs/default           # ~6 min on 2 cores at the default's size
+    bash run_pipeline.sh small                                  # makes runs/small
+    python bench/counterfactual.py --run runs/small             # ~6 min on 2 cores at the small preset's size
     python bench/counterfactual.py --run runs/images --data-flags ""   # the image level: the top images
 
 The removal sets are rows of <run>/masks/counterfactual.npy (identical sets of several methods share a row; a new
@@ -33,7 +33,7 @@ from fit_datamodel import behavior_values, better, load_behaviors, load_npz  # n
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", default="runs/default", help="a finished run with its report (results.json) and attributions")
+    p.add_argument("--run", default="runs/small", help="a finished run with its report (results.json) and attributions")
     p.add_argument("--fractions", default="0.1,0.2", help="shares of the units removed, most harmful first")
     p.add_argument("--keep", type=float, default=0.6, help="also keep only this share, the most helpful (0: skip)")
     p.add_argument("--random", type=int, default=6, help="random removal sets of each size")

@@ -1,4 +1,6 @@
-"""Method x fault: the main job (`bash run_pipeline.sh`, the default preset) on the digits with one planted fault at a
+"""Method x fault: the default's contributors and estimator (`bash run_pipeline.sh small`, the `small` preset: the
+default's short recipe of before issue 28, 12 minutes a run; --preset default for the main job itself, ~27 min) on the
+digits with one planted fault at a
 time (data.FAULTS: 2 of 20 contributors give faulty images, CORRUPT 0.1), and on the default's own mix; one table of
 every method of the report's comparison (sparsified unlearning, retraining at equal compute, each baseline): the
 headline LDS and the bad-contributor AUC per fault, and each method's compute in retrainings.
@@ -9,7 +11,7 @@ headline LDS and the bad-contributor AUC per fault, and each method's compute in
     python bench/faults.py --env "K=48 GT_SEEDS=2"           # any setting of the preset, for every run
 
 Runs land in runs/faults/<fault>/ (a rerun resumes them, as any run of the pipeline); the mix column reads
-runs/default (made by `bash run_pipeline.sh` when missing). No seed is chosen per fault: every run uses the
+runs/small (made by `bash run_pipeline.sh small` when missing). No seed is chosen per fault: every run uses the
 preset's seeds.
 """
 import argparse
@@ -28,19 +30,20 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--faults", default=",".join(FAULTS), help="comma-separated faults (data.FAULTS), each its own run")
     p.add_argument("--corrupt", default="0.1", help="share of faulty images in each single-fault run")
-    p.add_argument("--mix", default="runs/default", help="comma-separated runs of the default preset on fault mixes, "
-                   "one column each (runs/default: its own mix, made when missing); '' for none")
+    p.add_argument("--preset", default="small", help="the preset of every run (run_pipeline.sh)")
+    p.add_argument("--mix", default="runs/small", help="comma-separated runs of the preset on fault mixes, one column "
+                   "each (the preset's own run folder: its own mix, made when missing); '' for none")
     p.add_argument("--out", default="runs/faults", help="folder of the single-fault runs")
     p.add_argument("--env", default="", help="settings for every run, as VAR=VALUE words")
     p.add_argument("--table-only", action="store_true", help="print the table of the runs that exist, run nothing")
     return p.parse_args(argv)
 
 
-def run_preset(run, env):
-    """`bash run_pipeline.sh` (the default preset) into `run` with the given settings; its log beside it."""
+def run_preset(preset, run, env):
+    """`bash run_pipeline.sh PRESET` into `run` with the given settings; its log beside it."""
     os.makedirs(run, exist_ok=True)
     with open(os.path.join(run, "pipeline.log"), "a") as log:
-        r = subprocess.run(["bash", "run_pipeline.sh"], cwd=ROOT, env=dict(os.environ, RUN=run, **env), stdout=log,
+        r = subprocess.run(["bash", "run_pipeline.sh", preset], cwd=ROOT, env=dict(os.environ, RUN=run, **env), stdout=log,
                            stderr=subprocess.STDOUT)
     if r.returncode != 0:
         sys.exit(f"error: the run {run} failed (exit {r.returncode}): see {run}/pipeline.log")
@@ -80,13 +83,13 @@ def main(args):
     columns = {f: os.path.join(args.out, f) for f in faults}
     mixes = [m for m in args.mix.split(",") if m]
     for m in mixes:
-        columns["default mix" if os.path.normpath(m) == os.path.join("runs", "default") else os.path.basename(m)] = m
+        columns["default mix" if os.path.normpath(m) == os.path.join("runs", args.preset) else os.path.basename(m)] = m
     if not args.table_only:
         for fault, run in columns.items():
             if not os.path.exists(os.path.join(run, "results.json")):
                 print(f"running {fault} -> {run}", flush=True)
                 extra = {} if run in mixes else dict(FAULT=fault, CORRUPT=args.corrupt)
-                run_preset(run, dict(env, **extra))
+                run_preset(args.preset, run, dict(env, **extra))
     print(table(columns))
 
 

@@ -39,16 +39,23 @@ def test_quick_preset_leaves_every_artifact(quick_run):
     with np.load(run / "behaviors" / "full.npz") as f:
         floor, fid = float(f["floor_fid"]), float(f["fid"][0])
     assert 0 < floor < fid and f"{floor:.2f}" in report and f"({fid / floor:.1f}x)" in report
+    # and once more with the quality sampler (QUALITY_DDIM=10; the behaviours' sampler is DDIM-5)
+    with np.load(run / "behaviors" / "quality.npz") as f:
+        assert int(f["ddim_steps"]) == 10 and int(f["n_samples"]) == 64
+        quality = float(f["fid"][0])
+    assert "full model (DDIM-5, the behaviours' sampler)" in report
+    assert f"| FID vs real data, full model with DDIM-10 (x the floor); its IS | **{quality:.2f} ({quality / floor:.1f}x)**" \
+        in report
     assert "![real](figures/real.png) | ![generated](full.png)" in report
     # the quick preset's baselines (the cheap ones) beside the method, in the report's first table
     assert report.index("## How the method compares (fid)") < report.index("## Table 1 analogue")
     assert all(f"| {name} | - |" in report for name in ("loss", "pixel-nn", "feature-sim"))
 
 
-def dry_run_commands(tmp_path, **env):
-    """The training commands `bash run_pipeline.sh` (default preset) runs, printed instead of run (PYTHON=echo);
+def dry_run_commands(tmp_path, preset="default", **env):
+    """The training commands `bash run_pipeline.sh PRESET` runs, printed instead of run (PYTHON=echo);
     the calls that tools/one_process.py runs in one process (separated by ::) one by one."""
-    p = pipeline("default", tmp_path / "dry", PYTHON="echo", **env)
+    p = pipeline(preset, tmp_path / "dry", PYTHON="echo", **env)
     out, _ = p.communicate(timeout=60)
     assert p.returncode == 0, out
     calls = []
@@ -77,14 +84,14 @@ def test_full_model_baseline_and_ground_truth_read_one_recipe(tmp_path):
             found.setdefault(stage, set()).add(recipe)
         return found
 
-    for env in (dict(), dict(TRAIN_STEPS=123, BATCH=17, TRAIN_FLAGS="--lr 1e-3 --warmup 7")):
+    for env in (dict(LOO=1), dict(LOO=1, TRAIN_STEPS=123, BATCH=17, TRAIN_FLAGS="--lr 1e-3 --warmup 7")):
         found = recipes(**env)
         assert set(found) == {"full", "retrain", "retrain_seed1", "lds", "loo"}  # leave-one-out: the same recipe
         (recipe,) = set.union(*found.values())  # one recipe, whichever stage trains
         steps = recipe[recipe.index("--steps") + 1]
-        assert steps == str(env.get("TRAIN_STEPS", 300))
-        if env:
-            assert "--lr" in recipe and "1e-3" in recipe and "17" in recipe
+        assert steps == str(env.get("TRAIN_STEPS", 1500))
+        lr = recipe[recipe.index("--lr") + 1]  # the default's own flags, or the ones given
+        assert lr == ("1e-3" if "TRAIN_FLAGS" in env else "3e-3") and ("17" in recipe) == ("BATCH" in env)
     # BEHAVIORS=loss: no sample is drawn anywhere (no grid beside a checkpoint, no FID2), every behaviour call asks
     # for the loss only
     p = pipeline("default", tmp_path / "dry-loss", PYTHON="echo", BEHAVIORS="loss")
@@ -95,9 +102,11 @@ def test_full_model_baseline_and_ground_truth_read_one_recipe(tmp_path):
     behaviours = [c for c in calls if c[0] == "compute_fid.py"]
     assert behaviours and all(c[c.index("--behaviors") + 1] == "loss" and "--ref-models" not in c for c in behaviours)
     assert all(c[c.index("--grid") + 1] == "0" for c in calls if "--grid" in c)
-    # the default preset (contributors, baselines all): one leave-one-out retraining of each of the 20 contributors,
-    # with the full model's seed, and baselines.py once, every baseline; the image level retrains none unless LOO=1
-    loo = [c for c in dry_run_commands(tmp_path) if c[c.index("--out") + 1].endswith("models/loo")]
+    # the small preset (contributors, baselines all): one leave-one-out retraining of each of the 20 contributors,
+    # with the full model's seed, and baselines.py once, every baseline; the image level retrains none unless LOO=1,
+    # nor does the default (LOO=0: 20 retrainings would not fit its 30 minutes)
+    assert not [c for c in dry_run_commands(tmp_path) if c[c.index("--out") + 1].endswith("models/loo")]
+    loo = [c for c in dry_run_commands(tmp_path, "small") if c[c.index("--out") + 1].endswith("models/loo")]
     assert {(c[c.index("--masks") + 1].split("/")[-1], c[c.index("--seed") + 1]) for c in loo} == {("loo.npy", "0")}
     assert [c[c.index("--indices") + 1] for c in loo] == ["0:20"]  # after the 24 ground-truth rows, in the second lane
     p = pipeline("default", tmp_path / "dry-baselines", PYTHON="echo")
