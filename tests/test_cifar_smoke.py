@@ -31,3 +31,31 @@ def test_cifar10_preset_smoke(tmp_path):
                        ("models/unlearn/00000.pt", "pruned.pt")):
         ratio = os.path.getsize(run / row) / os.path.getsize(run / whole)
         assert 0.45 < ratio < 0.55, (row, ratio)
+
+
+def test_cifar16_preset_trains_on_downsampled_images_and_leads_with_the_loss(tmp_path):
+    """The natural-image CPU preset, as the commands it would run (PYTHON=echo): every script reads the same 2,000
+    images at 16x16 (cifar10@16:2000), the fits and the report lead with the sampling-free loss, and Table 1's quality
+    pass samples the full model with DDIM-100. With the images at hand, the data spec gives 200 images a class at 16x16
+    with the default's three faults on 15% of them."""
+    p = pipeline("cifar16", tmp_path / "dry", PYTHON="echo")
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 0, out
+    calls = [c.split() for line in out.splitlines() if line.startswith(("tools/one_process.py", "train_ddpm", "prune",
+                                                                        "eval_lds", "baselines", "make_subsets"))
+             for c in line.replace("tools/one_process.py ", "").split(" :: ")]
+    data = {c[c.index("--data") + 1] for c in calls if "--data" in c}
+    assert data == {"cifar10@16:2000"}
+    fits = [c for c in calls if c[0] == "fit_datamodel.py"]
+    assert fits and all(c[c.index("--behavior") + 1] == "loss" for c in fits)
+    assert any(c[0] == "eval_lds.py" and c[c.index("--headline") + 1] == "loss" for c in calls)
+    quality = [c for c in calls if c[0] == "compute_fid.py" and c[-1].endswith("quality.npz")]
+    assert len(quality) == 1
+    steps = [quality[0][i + 1] for i, word in enumerate(quality[0]) if word == "--ddim-steps"]
+    assert steps[-1] == "100"  # the last --ddim-steps is the one argparse keeps
+    if not os.path.exists(CIFAR_NPZ):
+        return
+    import data as data_module
+    ds = data_module.load_dataset(f"npz:{CIFAR_NPZ}@16:2000", corrupt=0.15, fault="blur,duplicate,watermark")
+    assert ds.images.shape == (2000, 3, 16, 16) and np.bincount(ds.labels).tolist() == [200] * 10
+    assert len(ds.corrupted) == 300 and sorted(ds.faults) == ["blur", "duplicate", "watermark"]

@@ -229,6 +229,27 @@ def test_the_fidelity_and_noise_benches_print_their_tables(quick_run, tmp_path, 
     assert [r.split(" | ")[0] for r in rows[2:]] == ["| fid", "| loss"] and "nan" not in "".join(rows[2:])
 
 
+def test_the_sampler_lds_bench_scores_each_samplers_attributions_as_their_reports_do(quick_run, tmp_path, capsys):
+    """bench/sampler_lds.py on a copy of the quick run (DDIM-5) with DDIM-10: the other sampler's run links the same
+    models (none trained again), and the LDS of each sampler's attributions against its own ground truth is the one its
+    own report (eval_lds.py) gives; the cross pairs are scored on the same held-out subsets."""
+    import shutil
+    from conftest import load_bench
+    run = tmp_path / "quick"
+    shutil.copytree(quick_run[0], run, symlinks=True)
+    bench = load_bench("sampler_lds")
+    bench.main(bench.parse_args(["--run", str(run), "--preset", "quick", "--ddim", "10"]))
+    other = tmp_path / "quick-ddim10"
+    assert os.path.islink(other / "models") and os.path.islink(other / "full.pt")
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| DDIM-")]
+    own = {d: json.loads((d / "results.json").read_text())["behaviors"]["fid"]["lds_all"]["unlearn"]["lds"]
+           for d in (run, other)}
+    assert [r[0] for r in rows] == ["| DDIM-5", "| DDIM-10"]
+    assert rows[0][2].startswith(f"{own[run]:.3f} [") and rows[1][3].startswith(f"{own[other]:.3f} [")
+    with np.load(other / "behaviors" / "lds.npz") as f:
+        assert int(f["ddim_steps"]) == 10
+
+
 def test_the_sampler_bench_reproduces_the_runs_own_fid(quick_run, capsys):
     """bench/sampler.py on the quick run at the run's own DDIM step count: the same initial noise and features as
     compute_fid.py, so it prints the FID the run's behaviours file holds for the full model, and the same floor."""
