@@ -139,7 +139,7 @@ def quality_rows(t):
     sampler when the run measured one (QUALITY_DDIM)."""
     floor = t.get("fid_floor")
     times = lambda fid: f" ({fid / floor:.1f}x)" if floor and fid else ""  # noqa: E731
-    sampler = f" (DDIM-{t['ddim_full']}, the behaviours' sampler)" if t.get("ddim_full") and "fid_quality" in t else ""
+    sampler = f" with DDIM-{t['ddim_full']}, the behaviours' sampler" if t.get("ddim_full") and "fid_quality" in t else ""
     rows = [f"| FID vs real data, full model{sampler} (x the floor); its IS | {num(t['fid_full'])}{times(t['fid_full'])}; "
             f"{num(t.get('is_full'))} |"] if t["fid_full"] is not None or "fid_quality" not in t else []
     if "fid_quality" in t:

@@ -43,7 +43,7 @@ def test_quick_preset_leaves_every_artifact(quick_run):
     with np.load(run / "behaviors" / "quality.npz") as f:
         assert int(f["ddim_steps"]) == 10 and int(f["n_samples"]) == 64
         quality = float(f["fid"][0])
-    assert "full model (DDIM-5, the behaviours' sampler)" in report
+    assert "full model with DDIM-5, the behaviours' sampler (x the floor)" in report
     assert f"| FID vs real data, full model with DDIM-10 (x the floor); its IS | **{quality:.2f} ({quality / floor:.1f}x)**" \
         in report
     assert "![real](figures/real.png) | ![generated](full.png)" in report
