@@ -579,11 +579,11 @@ def table1(run, costs):
     u, r, full, pruned = run.pools["unlearn"], run.pools["retrain"], run.ends["full"], run.ends["pruned"]
     fid2, fid_seeds = run.ends["fid2"], run.ends["fid_seeds"]
     scalar = lambda beh, key: float(beh[key]) if beh is not None and key in beh and np.isfinite(beh[key]) else None  # noqa: E731
-    t = dict(fid_full=float(full["fid"][0]) if full is not None and "fid" in full else None,
-             is_full=float(full["is"][0]) if full is not None and "is" in full else None,
+    first = lambda beh, key: float(beh[key][0]) if beh is not None and key in beh else None  # one model's file  # noqa: E731
+    t = dict(fid_full=first(full, "fid"), is_full=first(full, "is"),
              fid_floor=scalar(full, "floor_fid"), is_real=scalar(full, "real_is"),
              ddim_full=int(full["ddim_steps"]) if full is not None and "ddim_steps" in full else None,
-             fid_pruned=float(pruned["fid"][0]) if pruned is not None and "fid" in pruned else None,
+             fid_pruned=first(pruned, "fid"),
              fid2_unlearn_vs_retrain=(float(fid2["fid"].mean()), float(fid2["fid"].std())) if fid2 is not None else None,
              fid_retrain_vs_retrain_other_seed=(float(fid_seeds["fid"].mean()), float(fid_seeds["fid"].std()))
              if fid_seeds is not None else None,
@@ -594,9 +594,8 @@ def table1(run, costs):
              seconds_sampling=float(np.concatenate([r.sampling_seconds, u.sampling_seconds]).mean()),
              seconds_loss=float(np.concatenate([r.loss_seconds, u.loss_seconds]).mean()))
     quality = run.ends["quality"]  # the full model once more with a better sampler (QUALITY_DDIM)
-    if quality is not None and "fid" in quality:
-        t.update(fid_quality=float(quality["fid"][0]), is_quality=float(quality["is"][0]) if "is" in quality else None,
-                 ddim_quality=int(quality["ddim_steps"]))
+    if first(quality, "fid") is not None:
+        t.update(fid_quality=first(quality, "fid"), is_quality=first(quality, "is"), ddim_quality=int(quality["ddim_steps"]))
     t["speedup"] = t["seconds_retrain"] / t["seconds_unlearn"]
     if "compute" in costs:
         t["macs_retrain"], t["macs_unlearn"], t["macs_prune_once"] = costs["compute"]

@@ -139,13 +139,16 @@ def quality_rows(t):
     sampler when the run measured one (QUALITY_DDIM)."""
     floor = t.get("fid_floor")
     times = lambda fid: f" ({fid / floor:.1f}x)" if floor and fid else ""  # noqa: E731
-    sampler = f" with DDIM-{t['ddim_full']}, the behaviours' sampler" if t.get("ddim_full") and "fid_quality" in t else ""
-    rows = [f"| FID vs real data, full model{sampler} (x the floor); its IS | {num(t['fid_full'])}{times(t['fid_full'])}; "
-            f"{num(t.get('is_full'))} |"] if t["fid_full"] is not None or "fid_quality" not in t else []
-    if "fid_quality" in t:
-        rows.append(f"| FID vs real data, full model with DDIM-{t['ddim_quality']} (x the floor); its IS | "
-                    f"**{num(t['fid_quality'])}{times(t['fid_quality'])}**; {num(t.get('is_quality'))} |")
-    return rows
+    if "fid_quality" not in t:
+        return [f"| FID vs real data, full model (x the floor); its IS | {num(t['fid_full'])}{times(t['fid_full'])}; "
+                f"{num(t.get('is_full'))} |"]
+    rows = []
+    if t["fid_full"] is not None:  # (a run whose behaviours draw no samples has only the quality pass's)
+        sampler = f" with DDIM-{t['ddim_full']}, the behaviours' sampler" if t.get("ddim_full") else ""
+        rows.append(f"| FID vs real data, full model{sampler} (x the floor); its IS | {num(t['fid_full'])}"
+                    f"{times(t['fid_full'])}; {num(t.get('is_full'))} |")
+    return rows + [f"| FID vs real data, full model with DDIM-{t['ddim_quality']} (x the floor); its IS | "
+                   f"**{num(t['fid_quality'])}{times(t['fid_quality'])}**; {num(t.get('is_quality'))} |"]
 
 
 def table1_section(r, run):

@@ -3,7 +3,7 @@
 # killed run continues where it stopped):
 #
 #   bash run_pipeline.sh            # default: 20 contributors of digits (3 gave blurred, spam, watermarked ones),
-#                                   # Shapley values, LDS for unlearning and retraining at equal compute (~27 min)
+#                                   # Shapley values, LDS for unlearning and retraining at equal compute (~30 min)
 #   bash run_pipeline.sh small      # the same with a short recipe whose model barely generates digits (12 min)
 #   bash run_pipeline.sh images     # the image level: one score per digit (10% noise images)
 #   bash run_pipeline.sh quick      # the whole chain in a couple of minutes (used by the tests)
@@ -42,8 +42,8 @@ case "$PRESET" in
     # 3.4x the data's own floor of 7.1; the `small` preset's 300 steps: 25.6x), Table 1's quality measured with
     # DDIM-100 (QUALITY_DDIM), every model's behaviours with DDIM-20: unlearning's DDIM-20 attributions score the
     # DDIM-50 ground truth as well as DDIM-50's own (bench/sampler_lds.py on this preset's run: 0.765 vs 0.758,
-    # p = 0.63; on a 2,000-step model 0.737 both) at 2.5x less sampling. Unlearning: gd, 24 steps of the pruned model (600 fine-tuning steps). Leave-one-out
-    # (LOO=1) adds 20 retrainings (~8 min). Measured on a fast day, fresh clone: 1,783 s; FID 24.2 at DDIM-100 (3.4x);
+    # p = 0.63; on a 2,000-step model 0.737 both) at 2.5x less sampling. Unlearning: gd, 24 steps of the pruned model
+    # (600 fine-tuning steps). Leave-one-out (LOO=1) adds 20 retrainings (~8 min). Measured on a fast day, fresh clone: 1,783 s; FID 24.2 at DDIM-100 (3.4x);
     # LDS (FID) 0.77 [0.63, 0.84] vs retraining -0.01 / -0.05 / -0.11 at budgets 2 / 4 / 8 (p < 0.001 each; with each
     # model's behaviour counted p = 0.105 / <0.001 / <0.001); bad-contributor AUC 0.84 (README).
     : "${RUN:=runs/default}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.15}" "${FAULT:=blur,duplicate,watermark}"

@@ -18,7 +18,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from fit_datamodel import aligned, attribute, behavior_values, load_behaviors, load_npz  # noqa: E402
+from fit_datamodel import aligned, attribute, load_behaviors, load_npz, one_value  # noqa: E402
 from data import load_masks  # noqa: E402
 
 POOLS = (("unlearn", "unlearned (the method)"), ("retrain", "retrained (the baseline)"),
@@ -49,8 +49,8 @@ def fit_seconds(run):
     method = str(fitted["method"])
     full_value = empty_value = None
     if method == "shapley":  # v(empty) and v(all) of the unlearned pool: the untrained and the pruned model's
-        empty_value, full_value = (float(behavior_values(load_behaviors(os.path.join(run, "behaviors", f"{n}.npz")),
-                                                         str(fitted["behavior"]))[0]) for n in ("untrained", "pruned"))
+        empty_value, full_value = (one_value(os.path.join(run, "behaviors", f"{n}.npz"), str(fitted["behavior"]), n)
+                                   for n in ("untrained", "pruned"))
     best = float("inf")
     for _ in range(3):
         t0 = time.perf_counter()

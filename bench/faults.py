@@ -1,5 +1,5 @@
 """Method x fault: the default's contributors and estimator (`bash run_pipeline.sh small`, the `small` preset: the
-default's short recipe of before issue 28, 12 minutes a run; --preset default for the main job itself, ~27 min) on the
+default's short recipe of before issue 28, 12 minutes a run; --preset default for the main job itself, ~30 min) on the
 digits with one planted fault at a
 time (data.FAULTS: 2 of 20 contributors give faulty images, CORRUPT 0.1), and on the default's own mix; one table of
 every method of the report's comparison (sparsified unlearning, retraining at equal compute, each baseline): the

@@ -23,7 +23,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from eval_lds import bootstrap_lds, interval, lds, paired_test  # noqa: E402
+from eval_lds import bootstrap_lds, interval, paired_test, spearman  # noqa: E402
 from fit_datamodel import aligned, load_behaviors, load_npz  # noqa: E402
 from data import load_masks  # noqa: E402
 
@@ -96,7 +96,7 @@ def main(args):
             pred = X @ att["scores"] + float(att["intercept"])
             boots[steps, gt_steps] = bootstrap_lds([pred], y)[0]
             lo, hi = interval(boots[steps, gt_steps])
-            cells.append(f"{lds(att['scores'], float(att['intercept']), X, y):.3f} [{lo:.2f}, {hi:.2f}]")
+            cells.append(f"{spearman(pred, y):.3f} [{lo:.2f}, {hi:.2f}]")
         print(f"| DDIM-{steps} | {seconds:.2f} | " + " | ".join(cells) + " |")
     a, b = runs[0][0], runs[1][0]
     for gt in (a, b):
