@@ -43,7 +43,7 @@ import torch
 from data import (ArgumentParser, DataError, add_data_args, dataset_from_args, load_dataset, load_groups, load_masks,
                   positive_int, positive_float, run, save_npz, to_model_space)
 from ddpm import Schedule, build_model, forward_macs, load_checkpoint, pick_device, q_sample, shared_draws
-from fit_datamodel import aligned, behavior_keys, behavior_values, better, load_behaviors
+from fit_datamodel import aligned, behavior_keys, behavior_values, better, largest_first, load_behaviors
 
 
 @dataclass(frozen=True)
@@ -423,7 +423,7 @@ def main(args):
                  unit="contributor" if groups is not None else "image", settings=json.dumps(settings),
                  order=list(BASELINES).index(name), **extra)
         unit = "contributors" if groups is not None else "images"
-        order = np.argsort(-scores[headline] if directions[headline] == "lower" else scores[headline])
+        order = largest_first(scores[headline] if directions[headline] == "lower" else -scores[headline])
         print(f"{name}: most harmful {unit} for {headline} {order[:5].tolist()} ({macs / 1e9:,.1f} GMACs, "
               f"{seconds:.1f} s)")
     print(f"wrote {len(todo)} baselines to {os.path.join(run_dir, 'attributions')} ({len(names) - len(todo)} up to date)")

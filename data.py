@@ -477,7 +477,9 @@ def make_groups(spec, ds, seed=0):
         for members, count in zip(kinds + [np.flatnonzero(~taken)], counts + [g - sum(counts)]):
             groups[rng.permutation(members)] = first + np.arange(len(members)) % count
             first += count
-        return groups
+        # seeded random ids: numbered 0..k-1, the faulty contributors would come first wherever a stable sort
+        # meets tied scores (a constant or degenerate estimator would then look perfect)
+        return np.random.default_rng([seed, 1]).permutation(g)[groups]
     if not os.path.isfile(spec):
         raise DataError(f"--groups {spec!r}: use classes, random:G or the path of an .npy file of {n} integers")
     groups = load_array(spec, "--groups file")

@@ -31,7 +31,8 @@ from scipy.stats import rankdata
 import report
 from data import (ArgumentParser, DataError, add_data_args, atomic_write, dataset_from_args, load_groups, load_masks,
                   run)
-from fit_datamodel import aligned, attribute, behavior_keys, behavior_values, better, load_behaviors, load_npz
+from fit_datamodel import (aligned, attribute, behavior_keys, behavior_values, better, largest_first, load_behaviors,
+                           load_npz)
 
 POOLS = ("unlearn", "retrain")  # the two ways of making models for the datamodel
 BOOTSTRAP = 2000
@@ -476,17 +477,17 @@ def comparison(run, fits, costs, accounting, seed):
     for m in methods:
         scores = m.pop("scores")
         if run.bad is not None and len(run.bad) and direction and run.headline in scores:
-            m.update(detection(harm(scores[run.headline], direction), run))
+            m.update(detection(harm(scores[run.headline], direction), run, seed))
     return methods
 
 
-def detection(ranking, run):
+def detection(ranking, run, seed=0):
     """AUC of a harm ranking for the known-bad units, overall and for each fault kind against the clean units, and
     the rank (1 = most harmful) of each kind's best-ranked unit."""
     clean = np.setdiff1d(np.arange(len(ranking)), run.bad)
     out = dict(auc=detection_auc(ranking, run.bad), auc_by_fault={}, rank_by_fault={})
     rank = np.empty(len(ranking), dtype=int)
-    rank[np.argsort(-ranking, kind="stable")] = np.arange(1, len(ranking) + 1)
+    rank[largest_first(ranking, seed)] = np.arange(1, len(ranking) + 1)  # ties in a seeded random order
     for kind, units in run.bad_kinds.items():
         both = np.concatenate([units, clean])
         out["auc_by_fault"][kind] = detection_auc(ranking[both], np.arange(len(units)))
@@ -557,7 +558,7 @@ def ranked(scores, run):
     """Units from the most harmful to the most helpful for the headline (the largest score first where it has no
     better direction)."""
     ranking = harm(scores, run.directions[run.headline])
-    return np.argsort(-(ranking if ranking is not None else scores))
+    return largest_first(ranking if ranking is not None else scores)
 
 
 def detection_aucs(run, fits, attributions, args):

@@ -254,6 +254,14 @@ def attribute(X, y, method="datamodel", folds=5, seed=0, v_empty=None, v_full=No
     return fit_datamodel(X, y, folds, seed)
 
 
+def largest_first(values, seed=0):
+    """Indices from the largest value to the smallest, ties in a seeded random order: a stable sort would hand every
+    tie to the lowest ids, and a ranking of a constant or degenerate score would then depend on how units were
+    numbered (eval_lds's ranks by fault, bench/counterfactual.py's removal sets)."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.lexsort((np.random.default_rng(seed).permutation(len(values)), -values))
+
+
 def main(args):
     masks = load_masks(args.masks)
     beh = load_behaviors(args.behaviors)
@@ -269,8 +277,8 @@ def main(args):
     unit = "contributors" if load_groups(args.masks) is not None else "images"
     # harmful: raises a behaviour where lower is better, lowers one where higher is better
     harm = {"lower": scores, "higher": -scores}.get(direction)
-    where = (f"most harmful {unit} {np.argsort(-harm)[:5].tolist()}" if harm is not None else
-             f"{unit} that raise it most {np.argsort(-scores)[:5].tolist()}")
+    where = (f"most harmful {unit} {largest_first(harm)[:5].tolist()}" if harm is not None else
+             f"{unit} that raise it most {largest_first(scores)[:5].tolist()}")
     print(f"wrote {args.out}: {args.method} ({info['model']}, alpha {info['alpha']:.3g}) on {len(rows)} models, "
           f"{args.behavior}; {where}")
 

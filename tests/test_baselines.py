@@ -9,6 +9,7 @@ import torch
 import baselines
 import data
 import ddpm
+import eval_lds
 from conftest import TINY, run_cli, write_pool
 
 
@@ -270,16 +271,48 @@ def test_the_report_compares_every_method_on_planted_baselines(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # Acting on the attributions (bench/counterfactual.py)
 
-def test_counterfactual_welch_test_equals_scipys():
-    from scipy import stats
+def test_counterfactual_cluster_test_against_a_loop_and_planted_answers():
     from conftest import load_bench
     counterfactual = load_bench("counterfactual")
-    a, b = np.array([3.1, 2.7, 3.5]), np.array([0.2, -0.4, 1.1, 0.3, 0.9, -0.2])
-    diff, (lo, hi), p = counterfactual.welch(a, b)
-    ref = stats.ttest_ind(a, b, equal_var=False, alternative="greater")
-    assert diff == pytest.approx(a.mean() - b.mean()) and p == pytest.approx(ref.pvalue, rel=1e-9)
-    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
-    assert (lo, hi) == pytest.approx((ci.low, ci.high), rel=1e-9)
+    rng = np.random.default_rng(3)
+    mine, random = rng.normal(2.0, 1.0, 4), rng.normal(0.0, 1.0, (6, 4)) + rng.normal(0, 3, (6, 1))  # draws cluster
+    diff, (lo, hi), p, n_boot = counterfactual.cluster_test(mine, random, n_boot=500, seed=7)
+    # the same bootstrap by a loop: seeds and draws resampled with replacement, paired by seed
+    r = np.random.default_rng(7)
+    s, d = r.integers(0, 4, (500, 4)), r.integers(0, 6, (500, 6))
+    boot = [mine[s[b]].mean() - np.mean([random[i, j] for i in d[b] for j in s[b]]) for b in range(500)]
+    assert diff == pytest.approx(np.mean(mine - random.mean(0)))
+    assert (lo, hi) == pytest.approx(tuple(np.percentile(boot, [2.5, 97.5])))
+    assert p == pytest.approx(np.mean(np.array(boot) <= 0)) and n_boot == 500
+    # planted: a method exactly 3 better than every draw, seed by seed, has no spread and p = 0
+    base = rng.normal(size=4)
+    diff, ci, p, _ = counterfactual.cluster_test(base + 3.0, np.tile(base, (6, 1)), n_boot=200)
+    assert diff == pytest.approx(3.0) and ci == pytest.approx((3.0, 3.0)) and p == 0.0
+    assert counterfactual.fmt_p(0.0, 10000) == "< 0.0001" and counterfactual.fmt_p(0.0321, 10000) == "0.032"
+    # Holm by hand: sorted 0.01, 0.02, 0.04 -> x3, x2, x1 = 0.03, 0.04, 0.04 (monotone)
+    assert counterfactual.holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+
+
+def test_tied_scores_give_chance_level_removal_sets_and_ranks():
+    """A constant score and a two-valued one (the planted bad units among the tied top) remove and rank at chance:
+    ties never follow unit ids, so a degenerate estimator cannot look right by numbering."""
+    from types import SimpleNamespace
+    from conftest import load_bench
+    counterfactual = load_bench("counterfactual")
+    bad = np.array([0, 1, 2])  # the lowest ids, where a stable sort puts every tie
+    n, picks, ranks = 20, [], []
+    two_valued = np.where(np.arange(n) < 10, 1.0, 0.0)  # units 0..9 tied at the top
+    for seed in range(400):
+        for scores, size in ((np.zeros(n), 2), (two_valued, 5)):
+            (_, _, _, _, removed), = counterfactual.removal_sets({"m": scores}, "lower", [("x", size)], 0, n, seed)
+            picks.append((size, np.isin(removed, bad).sum()))
+        fake = SimpleNamespace(bad=bad, bad_kinds={"blur": bad[:1]})
+        ranks.append(eval_lds.detection(np.zeros(n), fake, seed)["rank_by_fault"]["blur"])
+    constant = np.mean([k for size, k in picks if size == 2])
+    top = np.mean([k for size, k in picks if size == 5])
+    assert constant == pytest.approx(2 * 3 / 20, abs=0.06)  # chance: size x 3 bad / 20 units
+    assert top == pytest.approx(5 * 3 / 10, abs=0.15)  # chance among the 10 tied units
+    assert np.mean(ranks) == pytest.approx(10.5, abs=0.8)  # a uniform rank of 1..20
 
 
 def test_counterfactual_bench_retrains_without_the_most_harmful_units(quick_run, tmp_path, capsys):
