@@ -22,8 +22,14 @@ similarities, sum for gradient scores):
     grad-sim         mean cosine between the image's loss gradient and each sample's (randomly projected);
                      aligned: training on it fits the samples, helpful
     trak             TRAK (Park et al. 2023): phi_i^T (Phi^T Phi + lambda I)^-1 mean_s phi_s with phi the projected
-                     gradients of the DDPM loss; positive: including the image lowers the samples' loss, helpful
-    d-trak           the same with the output function ||eps_theta(x_t, t)||^2 (Zheng et al. 2024, D-TRAK)
+                     gradients of the DDPM loss, the mean over an ensemble of models (--ensemble: the full model and
+                     the run's first leave-one-out retrainings); positive: including the image lowers the samples'
+                     loss, helpful
+    d-trak           the same with the output function ||eps_theta(x_t, t)||^2 (Zheng et al. 2024, D-TRAK), at its
+                     paper's 10 timesteps per image (--grad-draws)
+    NAME-ref         each similarity and gradient baseline against the reference images (what FID and the loss
+                     compare with) instead of the full model's samples; a nearest neighbour leaves out the image's
+                     own original
     loo              leave one contributor out: the behaviour of the model trained on everything minus that of the
                      model retrained without the contributor (one retraining per contributor; at the image level
                      only when asked for)
@@ -68,12 +74,26 @@ BASELINES = {
     "grad-sim": Baseline("grad_sim", "low", "mean", "mean cosine between the image's projected loss gradient and each "
                          "sample's; aligned (training on it fits the samples) is helpful"),
     "trak": Baseline("trak", "low", "sum", "TRAK: phi_i^T (Phi^T Phi + lambda I)^-1 mean_s phi_s, phi the projected "
-                     "gradients of the DDPM loss; positive (including it lowers the samples' loss) is helpful"),
-    "d-trak": Baseline("d_trak", "low", "sum", "D-TRAK: TRAK with the output function ||eps_theta(x_t, t)||^2; "
-                       "positive is helpful"),
+                     "gradients of the DDPM loss, averaged over an ensemble of models; positive (including it lowers the "
+                     "samples' loss) is helpful"),
+    "d-trak": Baseline("d_trak", "low", "sum", "D-TRAK: TRAK with the output function ||eps_theta(x_t, t)||^2, the "
+                       "same ensemble; positive is helpful"),
     "loo": Baseline("loo", "", "", "leave one contributor out: the behaviour of the full model minus that of a "
                     "retraining without the contributor (same recipe and seed); positive raises the behaviour"),
 }
+# The same similarity and gradient baselines against the other natural target: the reference images FID and the loss
+# compare with (the uncorrupted data, or the run's --ref-data), not the full model's samples. A nearest-neighbour
+# distance leaves out the image's own original (it would be 0 for every clean image); a mean over the reference keeps it.
+REFERENCE = {"pixel-nn": "pixel_nn_ref", "feature-nn": "feature_nn_ref", "feature-sim": "feature_sim_ref",
+             "feature-sim-max": "feature_sim_ref", "grad-sim": "grad_sim_ref", "trak": "trak_ref", "d-trak": "d_trak_ref"}
+BASELINES.update({f"{name}-ref": Baseline(measure, BASELINES[name].harmful, BASELINES[name].aggregate,
+                                          BASELINES[name].how.replace("the full model's samples", "the reference images")
+                                          .replace("sample of the full model", "reference image (its own left out)")
+                                          .replace("each sample's", "each reference image's")
+                                          .replace("mean_s phi_s", "mean_r phi_r over the reference images")
+                                          + " (against the reference images)")
+                  for name, measure in REFERENCE.items()})
+BASELINES["loo"] = BASELINES.pop("loo")  # the retraining baseline last, as in the report's table
 
 
 def parse_args(argv=None):
@@ -88,8 +108,12 @@ def parse_args(argv=None):
     p.add_argument("--n-samples", type=positive_int, default=None, help="samples of the full model (default: as its "
                    "behaviours were measured, so they are the samples FID saw)")
     p.add_argument("--ddim-steps", type=positive_int, default=None, help="DDIM steps (default: as its behaviours)")
-    p.add_argument("--draws", type=positive_int, default=4, help="shared (t, eps) draws per image for the loss and the "
-                   "gradients")
+    p.add_argument("--draws", type=positive_int, default=4, help="shared (t, eps) draws per image for the loss")
+    p.add_argument("--grad-draws", type=positive_int, default=10, help="shared (t, eps) draws per image for the "
+                   "gradients (D-TRAK's paper: 10 timesteps and 100; 10 on a CPU)")
+    p.add_argument("--ensemble", type=positive_int, default=3, help="models whose TRAK / D-TRAK scores are averaged "
+                   "(TRAK's ensemble): the full model and the first leave-one-out retrainings the run has (models/loo, "
+                   "each trained on all but one contributor); the full model alone where it has none")
     p.add_argument("--grad-samples", type=positive_int, default=500, help="generated samples whose gradients the "
                    "gradient baselines average over (the first of --n-samples)")
     p.add_argument("--proj-dim", type=positive_int, default=1024, help="random projection of the gradients (TRAK's "
@@ -120,6 +144,10 @@ class FullModel:
         self.schedule = Schedule(**ckpt["schedule"])
         self.macs = forward_macs(self.model)
         self.x0 = to_model_space(ds.images)
+        self.ref, self.same_index = reference_images(args, ds, settings)
+        self.x_ref = to_model_space(self.ref.images)
+        # the ensemble of TRAK and D-TRAK: the full model, then the run's leave-one-out retrainings in order
+        self.member_files = ["full.pt"] + loo_members(args.run, args.ensemble - 1)
         self.done, self.cost = {}, {}  # name -> value; name -> (macs, seconds) of that step alone
 
     def get(self, name):
@@ -148,15 +176,61 @@ def _samples(m):
     return x, n * steps * m.macs
 
 
-def _features(m):
-    """(training images' features, samples' features) in the run's feature space (compute_fid's networks)."""
-    from compute_fid import cnn_extractor, features_of, inception_extractor
+def _extractor(m):
+    """The run's feature network (compute_fid's)."""
+    from compute_fid import cnn_extractor, inception_extractor
     if m.settings["features"] == "cnn":
-        extract = cnn_extractor(load_dataset(m.args.data), m.args.run, m.args.seed, m.device)[0]
-    else:
-        extract = inception_extractor(m.args.inception_weights, m.device)[0]
+        return cnn_extractor(load_dataset(m.args.data), m.args.run, m.args.seed, m.device)[0], 0
+    return inception_extractor(m.args.inception_weights, m.device)[0], 0
+
+
+def _features(m):
+    """(training images' features, samples' features) in the run's feature space."""
+    from compute_fid import features_of
+    extract = m.get("extractor")
     train = features_of(extract, m.x0, 500)[0].astype(np.float64)
     return (train, features_of(extract, m.get("samples"), 500)[0].astype(np.float64)), 0
+
+
+def reference_images(args, ds, settings):
+    """(the reference set FID and the loss compare with, whether its image i is training image i's original): the
+    uncorrupted data, or the run's --ref-data (as its behaviours recorded it, by sha256)."""
+    from data import images_sha256
+    ref = load_dataset(args.data)
+    recorded = settings.get("ref_sha256", "")
+    if recorded and images_sha256(ref.images) != recorded:
+        if not settings.get("ref_data"):
+            raise DataError("the run's FID reference is not the uncorrupted training data, and its name is not recorded")
+        return load_dataset(settings["ref_data"]), False
+    return ref, len(ref) == len(ds)
+
+
+def loo_members(run_dir, k):
+    """The first k leave-one-out retrainings of the run (models/loo/NNNNN.pt), as many as it has."""
+    folder = os.path.join(run_dir, "models", "loo")
+    found = sorted(f for f in os.listdir(folder) if f.endswith(".pt")) if os.path.isdir(folder) else []
+    return [os.path.join("models", "loo", f) for f in found[:k]]
+
+
+def _ref_features(m):
+    from compute_fid import features_of
+    extract = m.get("extractor")
+    return features_of(extract, m.x_ref, 500)[0].astype(np.float64), 0
+
+
+def _pixel_nn_ref(m):
+    exclude = np.arange(len(m.x0)) if m.same_index else None
+    return nearest_distance(m.x0.flatten(1).numpy(), m.x_ref.flatten(1).numpy(), exclude=exclude), 0
+
+
+def _feature_nn_ref(m):
+    train, _ = m.get("features")
+    return nearest_distance(train, m.get("ref_features"), exclude=np.arange(len(train)) if m.same_index else None), 0
+
+
+def _feature_sim_ref(m):
+    train, _ = m.get("features")
+    return unit_rows(train) @ unit_rows(m.get("ref_features")).mean(0), 0
 
 
 def _loss(m):
@@ -166,12 +240,16 @@ def _loss(m):
     return errors.mean(0).numpy() / m.x0[0].numel(), len(m.x0) * m.args.draws * m.macs
 
 
-def nearest_distance(a, b, block=1024):
-    """Each row of a's Euclidean distance to its nearest row of b."""
+def nearest_distance(a, b, block=1024, exclude=None):
+    """Each row of a's Euclidean distance to its nearest row of b; with `exclude`, row i of a never meets row
+    exclude[i] of b (its own original in a reference set)."""
     out = np.empty(len(a))
     b = torch.as_tensor(b, dtype=torch.float64)
     for i in range(0, len(a), block):
-        out[i:i + block] = torch.cdist(torch.as_tensor(a[i:i + block], dtype=torch.float64), b).min(1).values.numpy()
+        d = torch.cdist(torch.as_tensor(a[i:i + block], dtype=torch.float64), b)
+        if exclude is not None:
+            d[torch.arange(len(d)), torch.as_tensor(exclude[i:i + block])] = float("inf")
+        out[i:i + block] = d.min(1).values.numpy()
     return out
 
 
@@ -202,11 +280,12 @@ OUTPUTS = {
 }
 
 
-def per_image_gradients(model, schedule, x0, output, *, seed, draws, batch_size, project=None):
+def per_image_gradients(model, schedule, x0, output, *, seed, draws, batch_size, project=None, only=None):
     """(N, P) gradients of the output function of each image of x0 with respect to every weight, the mean over its
     `draws` shared (t, eps) draws (ddpm.shared_draws), one image at a time through torch.func.vmap; with `project`
     (a linear map of (B, P) rows) their projections instead, batch by batch: the raw gradients of a large model never
-    sit in memory together (50,000 CIFAR-10 images x 35.7M weights), only a batch's."""
+    sit in memory together (50,000 CIFAR-10 images x 35.7M weights), only a batch's. With `only` (indices), just those
+    rows are computed (each with its own draws, as in a pass over all of x0); the others stay 0."""
     from torch.func import functional_call, grad, vmap
     params = {k: v.detach() for k, v in model.named_parameters()}
     buffers = {k: v.detach() for k, v in model.named_buffers()}
@@ -216,18 +295,20 @@ def per_image_gradients(model, schedule, x0, output, *, seed, draws, batch_size,
         xt = q_sample(schedule, x[None], t[None], eps[None])
         return f(functional_call(model, (p, buffers), (xt, t[None]))[0], eps)
     grads = vmap(grad(one), in_dims=(None, 0, 0, 0))
+    rows = np.arange(len(x0)) if only is None else np.unique(np.asarray(only, dtype=np.int64))
     out = None
     for start, stop, chunk in chunks_of_draws(len(x0), x0.shape[1:], schedule.T, seed, draws):
-        for i in range(start, stop, batch_size):
-            j = min(stop, i + batch_size)
+        mine = rows[(rows >= start) & (rows < stop)]
+        for b in range(0, len(mine), batch_size):
+            sel = torch.as_tensor(mine[b:b + batch_size])
             total = 0
             for t, eps in chunk:  # the mean over the draws, then one projection of it
-                g = grads(params, x0[i:j], t[i - start:j - start].to(x0.device), eps[i - start:j - start].to(x0.device))
+                g = grads(params, x0[sel], t[sel - start].to(x0.device), eps[sel - start].to(x0.device))
                 total = total + torch.cat([v.flatten(1) for v in g.values()], 1) / draws
             total = total.cpu()
             total = project(total) if project is not None else total
             out = torch.zeros(len(x0), total.shape[1]) if out is None else out
-            out[i:j] = total
+            out[sel] = total
     return out
 
 
@@ -245,19 +326,42 @@ def chunks_of_draws(n, image_shape, T, seed, draws):
 
 
 def projected_gradients(m, output):
-    """phi of the training images and of the first --grad-samples samples: their gradients, randomly projected to
-    --proj-dim (dattri's projector on the CPU, seeded: the same matrix for both)."""
+    """[(phi_train, phi_gen, phi_ref)] of each model of the ensemble (the full model first): the gradients of the
+    training images, of the first --grad-samples samples of the full model and of the reference images, randomly
+    projected to --proj-dim (dattri's projector on the CPU, seeded: one matrix for all). A reference image that is a
+    training image's own original at the same index has its gradient (the same image, the same draws): only the
+    others are computed."""
     from dattri.func.projection import random_project
     n_gen = min(m.args.grad_samples, len(m.get("samples")))
     n_params = sum(v.numel() for v in m.model.parameters())
     project = random_project(torch.zeros(1, n_params), 1, m.args.proj_dim, 32, m.args.seed, "normal", device="cpu")
-    phis = [per_image_gradients(m.model, m.schedule, x.to(m.device), output, seed=m.args.seed, draws=m.args.draws,
-                                batch_size=m.args.batch_size, project=project).double().numpy()
-            for x in (m.x0, m.get("samples")[:n_gen])]
-    rows = len(m.x0) + n_gen
+    changed = np.flatnonzero((m.ds.images != m.ref.images).reshape(len(m.ds), -1).any(1)) if m.same_index else None
+    common = dict(seed=m.args.seed, draws=m.args.grad_draws, batch_size=m.args.batch_size, project=project)
+    out, rows = [], 0
+    for path in m.member_files:
+        model = m.model if path == "full.pt" else \
+            build_model(load_checkpoint(os.path.join(m.args.run, path)), "ema").to(m.device).eval()
+        phi_train, phi_gen = (per_image_gradients(model, m.schedule, x.to(m.device), output, **common).double().numpy()
+                              for x in (m.x0, m.get("samples")[:n_gen]))
+        if changed is not None:
+            phi_ref = phi_train.copy()
+            if len(changed):
+                phi_ref[changed] = per_image_gradients(model, m.schedule, m.x_ref.to(m.device), output, only=changed,
+                                                       **common).double().numpy()[changed]
+            rows += len(m.x0) + n_gen + len(changed)
+        else:
+            phi_ref = per_image_gradients(model, m.schedule, m.x_ref.to(m.device), output, **common).double().numpy()
+            rows += len(m.x0) + n_gen + len(m.x_ref)
+        out.append((phi_train, phi_gen, phi_ref))
     # a backward pass costs about two forward passes; the projection rows x P x proj_dim
-    macs = 3 * rows * m.args.draws * m.macs + rows * n_params * m.args.proj_dim
-    return tuple(phis), macs
+    macs = 3 * rows * m.args.grad_draws * m.macs + rows * n_params * m.args.proj_dim
+    return out, macs
+
+
+def ensemble_trak(phis, target, ridge):
+    """TRAK's ensemble (Park et al. 2023): the mean over models of each model's scores for the mean output over the
+    target (1: the samples, 2: the reference images)."""
+    return np.mean([trak_scores(p[0], p[target], ridge) for p in phis], axis=0)
 
 
 def trak_scores(phi_train, phi_gen, ridge):
@@ -268,23 +372,41 @@ def trak_scores(phi_train, phi_gen, ridge):
     return phi_train @ np.linalg.solve(kernel, phi_gen.mean(0))
 
 
+def _grad_sim(m, target):  # the full model's (the ensemble's first) gradients: a similarity, not an ensemble method
+    phi = m.get("phi_loss")[0]
+    return unit_rows(phi[0]) @ unit_rows(phi[target]).mean(0), 0
+
+
 STEPS = {  # name -> function(FullModel) -> (value, MACs of this step alone)
     "samples": _samples,
+    "extractor": _extractor,
     "features": _features,
+    "ref_features": _ref_features,
     "loss": _loss,
     "pixel_nn": _pixel_nn,
     "feature_nn": _feature_nn,
     "feature_sim": _feature_sim,
+    "pixel_nn_ref": _pixel_nn_ref,
+    "feature_nn_ref": _feature_nn_ref,
+    "feature_sim_ref": _feature_sim_ref,
     "phi_loss": lambda m: projected_gradients(m, "loss"),
     "phi_norm": lambda m: projected_gradients(m, "norm"),
-    "grad_sim": lambda m: (unit_rows(m.get("phi_loss")[0]) @ unit_rows(m.get("phi_loss")[1]).mean(0), 0),
-    "trak": lambda m: (trak_scores(*m.get("phi_loss"), m.args.ridge), 0),
-    "d_trak": lambda m: (trak_scores(*m.get("phi_norm"), m.args.ridge), 0),
+    "grad_sim": lambda m: _grad_sim(m, 1),
+    "grad_sim_ref": lambda m: _grad_sim(m, 2),
+    "trak": lambda m: (ensemble_trak(m.get("phi_loss"), 1, m.args.ridge), 0),
+    "trak_ref": lambda m: (ensemble_trak(m.get("phi_loss"), 2, m.args.ridge), 0),
+    "d_trak": lambda m: (ensemble_trak(m.get("phi_norm"), 1, m.args.ridge), 0),
+    "d_trak_ref": lambda m: (ensemble_trak(m.get("phi_norm"), 2, m.args.ridge), 0),
 }
+_FEATURES = ["samples", "extractor", "features"]
 NEEDS = {  # every step a measure needs, in order, itself last
-    "loss": ["loss"], "pixel_nn": ["samples", "pixel_nn"], "feature_nn": ["samples", "features", "feature_nn"],
-    "feature_sim": ["samples", "features", "feature_sim"], "grad_sim": ["samples", "phi_loss", "grad_sim"],
+    "loss": ["loss"], "pixel_nn": ["samples", "pixel_nn"], "feature_nn": _FEATURES + ["feature_nn"],
+    "feature_sim": _FEATURES + ["feature_sim"], "grad_sim": ["samples", "phi_loss", "grad_sim"],
     "trak": ["samples", "phi_loss", "trak"], "d_trak": ["samples", "phi_norm", "d_trak"],
+    "pixel_nn_ref": ["pixel_nn_ref"], "feature_nn_ref": _FEATURES + ["ref_features", "feature_nn_ref"],
+    "feature_sim_ref": _FEATURES + ["ref_features", "feature_sim_ref"],
+    "grad_sim_ref": ["samples", "phi_loss", "grad_sim_ref"], "trak_ref": ["samples", "phi_loss", "trak_ref"],
+    "d_trak_ref": ["samples", "phi_norm", "d_trak_ref"],
 }
 MEASURES = list(NEEDS)
 
@@ -351,6 +473,13 @@ def expand_keys(beh):
 # ----------------------------------------------------------------------------------------------
 # The script
 
+ENSEMBLED = ("trak", "trak_ref", "d_trak", "d_trak_ref")  # measures averaged over the ensemble's models
+
+
+def b_measure(name):
+    return BASELINES[name].measure
+
+
 def baseline_path(run_dir, name):
     return os.path.join(run_dir, "attributions", f"baseline-{name}.npz")
 
@@ -360,7 +489,9 @@ def settings_of(args, full):
     kind = args.features if args.features != "auto" else str(full.get("features", "none"))
     return dict(n_samples=args.n_samples or int(full["n_samples"]), ddim_steps=args.ddim_steps or int(full["ddim_steps"]),
                 features=kind if kind in ("cnn", "inception") else "auto", draws=args.draws,
-                grad_samples=args.grad_samples, proj_dim=args.proj_dim, ridge=args.ridge, seed=args.seed)
+                grad_draws=args.grad_draws, ensemble=args.ensemble, grad_samples=args.grad_samples,
+                proj_dim=args.proj_dim, ridge=args.ridge, seed=args.seed, ref_data=str(full.get("ref_data", "")),
+                ref_sha256=str(full.get("ref_sha256", "")))
 
 
 def chosen_baselines(args, run_dir, groups):
@@ -421,6 +552,7 @@ def main(args):
                  behaviors=json.dumps(keys), scores_by_behavior=np.stack([scores[k] for k in keys]), macs=macs,
                  seconds=seconds, how=BASELINES[name].how, aggregate=BASELINES[name].aggregate,
                  unit="contributor" if groups is not None else "image", settings=json.dumps(settings),
+                 ensemble=json.dumps(model.member_files if b_measure(name) in ENSEMBLED else ["full.pt"]),
                  order=list(BASELINES).index(name), **extra)
         unit = "contributors" if groups is not None else "images"
         order = largest_first(scores[headline] if directions[headline] == "lower" else -scores[headline])

@@ -481,6 +481,29 @@ def reference_floor(extract, ref, cache, kind, batch_size, n_ref=0, seed=0):
 # ----------------------------------------------------------------------------------------------
 # Models
 
+def matched_floor(extract, ref, cache, kind, batch_size, m, n_ref=0, seed=0):
+    """The floor at a model's sample size: FID bias shrinks with the sizes of both sets, so a model's FID from its
+    samples against the whole reference is not comparable with the FID between two halves of it. Returns the FID of
+    the first m images of half A against half B (reference_floor's halves), half B's statistics (a model's FID from
+    its first m samples against them is then at the same sizes) and m, cached with the images' sha256."""
+    n = n_ref if 0 < n_ref < len(ref) else len(ref)
+    m = min(m, n // 2)
+    if m < 8:
+        return None
+
+    def compute():
+        images = ref.images if n == len(ref) else \
+            ref.images[np.random.default_rng(seed).choice(len(ref), n, replace=False)]
+        feats, _ = features_of(extract, to_model_space(images), batch_size)
+        half = np.random.default_rng(seed + 1).permutation(n)
+        a, b = feats[half[:n // 2]][:m], feats[half[n // 2:]]
+        mu_b, sigma_b = feature_stats(b)
+        return dict(floor_matched=np.float64(frechet_distance(*feature_stats(a), mu_b, sigma_b)), mu_b=mu_b,
+                    sigma_b=sigma_b, m=np.int64(m), n_b=np.int64(len(b)))
+    return cached_reference(os.path.join(cache, f"fid_matched_{kind}_{_safe(ref.name)}_{n}_{m}.npz"), ref,
+                            ("floor_matched", "mu_b", "sigma_b", "m", "n_b"), compute)
+
+
 def list_models(models, masks_path):
     """[(path, row index, training seed)] of a folder (or one checkpoint: row -1)."""
     if os.path.isfile(models):
@@ -717,6 +740,7 @@ class ModelCache:
         self.extract, self.num_classes, self.meta = None, None, dict(kind="none")
         self.mu_ref = self.sigma_ref = self.knn = self.root_ref = self.x0_ref = None
         self.floor = (np.nan, np.nan)  # the reference's own FID floor and Inception Score (sampled behaviours only)
+        self.matched, self.cache_dir = None, cache  # the floor at the model's sample size (one-model pools, lazily)
         if pool.sampled:
             self._references(cache)
         c, h = pool.clean.images.shape[1:3]
@@ -751,6 +775,13 @@ class ModelCache:
             if any(k in KNN_KEYS for k in pool.keys):
                 self.knn = reference_knn(self.extract, pool.ref, cache, pool.kind, args.batch_size, pool.n_knn_ref,
                                          args.seed)
+
+    def matched_floor(self):
+        """matched_floor's values for this reference at the pool's sample size (computed once)."""
+        if self.matched is None:
+            self.matched = matched_floor(self.extract, self.pool.ref, self.cache_dir, self.pool.kind,
+                                         self.args.batch_size, self.args.n_samples, self.args.n_ref, self.args.seed)
+        return self.matched
 
     def path(self, checkpoint, what):
         """The cache file of a checkpoint's sampled ("samples") or loss behaviours; hashed once per checkpoint (286 MB
@@ -881,6 +912,12 @@ def measure(args, cache):
         rows["args"].append(entry_args(ckpt))
         if cache.num_classes and sample:
             values.setdefault("class_hist", []).append(sample["class_hist"])
+        if pool.masks is None and "features" in sample and cache.mu_ref is not None:  # the full (pruned, quality) model
+            matched = cache.matched_floor()
+            if matched is not None:
+                m = int(matched["m"])
+                rows.setdefault("fid_matched", []).append(frechet_distance(
+                    *feature_stats(sample["features"][:m].astype(np.float64)), matched["mu_b"], matched["sigma_b"]))
         progress.update(os.path.basename(path), time.perf_counter() - t0)
     progress.close()
     return rows, values
@@ -896,12 +933,21 @@ def write_behaviors(args, pool, cache, rows, values, methods):
              behavior_table=json.dumps(behavior_table(pool.keys)), method=next(iter(methods)),
              masks=os.path.basename(args.masks) if args.masks else "", ref_models=args.ref_models or "",
              ref_data="" if args.ref_models else pool.ref.name, ref_sha256=pool.ref_sha, floor_fid=cache.floor[0],
-             real_is=cache.floor[1])
+             real_is=cache.floor[1], **matched_keys(cache, rows))
     summary = ", ".join(f"{'FID2' if args.ref_models else k} mean {np.mean(out['class_share' if k == 'class' else k]):.4g}"
                         for k in pool.keys if k != "class")
     cost = ", ".join(f"{np.mean(rows[s]):.2f} s {what} per model" for s, what in
                      (("seconds", "sampling"), ("loss_seconds", "loss")) if np.mean(rows[s]) > 0)
     print(f"wrote {args.out}: {len(pool.entries)} models; {summary}{'; ' + cost if cost else ''}")
+
+
+def matched_keys(cache, rows):
+    """The floor and the model's FID at matched sample sizes, for a one-model pool whose samples' features were kept:
+    floor_matched (m images of half A vs half B), m and n_b; fid_matched per model (its first m samples vs half B)."""
+    if "fid_matched" not in rows or cache.matched is None:
+        return {}
+    return dict(floor_matched=cache.matched["floor_matched"], matched_m=cache.matched["m"],
+                matched_n_b=cache.matched["n_b"])
 
 
 def main(args):

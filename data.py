@@ -652,6 +652,17 @@ def add_speed_args(parser, stack_help, training=True):
                         "pays a compilation of tens of seconds first)")
 
 
+def finished_run(path, *needed):
+    """The run folder `path`, refused with one clear line (a DataError) when it or a file it must hold is missing:
+    the benches read finished runs."""
+    if not os.path.isdir(path):
+        raise DataError(f"run folder not found: {path} (make it with bash run_pipeline.sh PRESET, or give --run)")
+    missing = [f for f in needed if not os.path.exists(os.path.join(path, f))]
+    if missing:
+        raise DataError(f"{path} is not a finished run: {', '.join(missing)} missing (bash run_pipeline.sh finishes it)")
+    return path
+
+
 def run(main, args):
     """Run main(args); a user error ends with one line on stderr and exit code 2: a DataError, or ddpm's
     InputError (an unreadable checkpoint, a wrong architecture) wherever it comes from, even a script that

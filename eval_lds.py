@@ -9,8 +9,13 @@ compute, and the field's baselines (baselines.py), side by side; then write the 
 
 LDS = Spearman correlation, over the K held-out subsets S_k, between the behaviour of the models
 retrained on S_k (averaged over training seeds) and the prediction intercept + sum_{j in S_k} score_j.
-The interval is a 95% bootstrap over held-out subsets; differences between methods are paired (the same
-resamples). Every behaviour all pools have is scored (the report leads with one, --headline). Compute is
+At each budget the budget's models are drawn at random from their pool --draws times (a bootstrap of the pool
+where the budget buys all of it): the LDS is the mean over the draws, and its 95% interval resamples the held-out
+subsets and the draws together; differences between methods are paired (the same held-out resamples). Retraining
+takes the best estimator of the registry at each budget (chosen on the held-out subsets: favouring retraining), and
+the report states the compute at which unlearning reaches the strongest retraining comparator (leave-one-out where the
+run has it). With CEILING retrainings (a second seed of some held-out subsets) it gives the LDS a perfect predictor
+could reach. Every behaviour all pools have is scored (the report leads with one, --headline). Compute is
 counted in units of one retraining: training compute (MACs, as each checkpoint records them: the same report on
 any day, and after any resumption), and beside it measured wall time and compute with each model's behaviour.
 The budget curve gives retraining-based attributions b retrained models at budget b; unlearning pays its pruning
@@ -30,9 +35,9 @@ from scipy.stats import rankdata
 
 import report
 from data import (ArgumentParser, DataError, add_data_args, atomic_write, dataset_from_args, load_groups, load_masks,
-                  run)
+                  positive_int, run)
 from fit_datamodel import (aligned, attribute, behavior_keys, behavior_values, better, largest_first, load_behaviors,
-                           load_npz)
+                           load_npz, values_by_row)
 
 POOLS = ("unlearn", "retrain")  # the two ways of making models for the datamodel
 BOOTSTRAP = 2000
@@ -58,7 +63,12 @@ def parse_args(argv=None):
                    "most robust to noisy behaviours; half-subset pools), or Shapley values (KernelSHAP; needs pools of "
                    "Shapley-kernel subsets, behaviors/untrained.npz for v(empty), and v(all) from full.npz for "
                    "retraining and pruned.npz, the pruned model fine-tuned on all data, for unlearning)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the CV folds")
+    p.add_argument("--draws", type=positive_int, default=50, help="random draws of each budget's models from their "
+                   "pool (a bootstrap of the pool where the budget buys all of it): the LDS is their mean, and its interval "
+                   "and tests resample the draws with the held-out subsets")
+    p.add_argument("--draws-other", type=positive_int, default=10, help="draws for the behaviours other than the "
+                   "headline (a datamodel fit costs ~0.3-1 s; the headline's budget table is the verdict)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap, the draws and the CV folds")
     return p.parse_args(argv)
 
 
@@ -132,6 +142,9 @@ def load_run(args):
     behaviors = run_behaviors(list(files.values()), class_behavior, args.headline, args.only)
     check_one_reference(list(files.values()) + [b for k, b in ends.items() if k in ("full", "pruned") and b is not None])
     pools = {name: load_pool(run_dir, name, files[name], behaviors) for name in names}
+    ceiling_file = os.path.join(run_dir, "behaviors", "lds_ceiling.npz")  # CEILING=N: held-out subsets, another seed
+    if "lds" in pools and os.path.exists(ceiling_file):
+        pools["lds_ceiling"] = load_pool(run_dir, "lds", load_behaviors(ceiling_file), behaviors)
     bad, bad_kinds = bad_units(run_dir, ds, groups)
     n_units = pools["unlearn"].X.shape[1]
     real = ds.images[np.setdiff1d(np.arange(len(ds)), ds.corrupted)[:64]]  # clean images: no second load of the data
@@ -280,6 +293,24 @@ def bootstrap_lds(preds, y, seed=0, n=BOOTSTRAP):
     return np.stack([pearson_rows(rankdata(np.asarray(p)[idx], axis=1), rank_y) for p in preds])
 
 
+def bootstrap_draws(preds, y, seed=0, n=BOOTSTRAP):
+    """LDS on n joint resamples of the held-out subsets and of the models a budget drew: preds is a list of (D_i, K)
+    predictions, one row per draw of method i's models (a fixed method: one row). Each resample takes one
+    resample of the K held-out subsets, shared by every method (paired), and for each method one of its draws at
+    random, independently: the interval holds the held-out subsets' noise and the estimator's over the models it
+    was given. Returns (len(preds), n)."""
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y)
+    idx = np.stack([rng.integers(0, len(y), len(y)) for _ in range(n)])  # (n, K), the same draws as bootstrap_lds
+    rank_y = rankdata(y[idx], axis=1)
+    out = []
+    for p in preds:
+        p = np.atleast_2d(np.asarray(p))
+        d = rng.integers(0, len(p), n)  # which draw of this method each resample sees
+        out.append(pearson_rows(rankdata(p[d[:, None], idx], axis=1), rank_y))
+    return np.stack(out)
+
+
 def pearson_rows(a, b):
     """Pearson's r of each row of a with the same row of b; 0 where either row is constant."""
     a = a - a.mean(1, keepdims=True)
@@ -315,8 +346,11 @@ def harm(scores, direction):
 # ----------------------------------------------------------------------------------------------
 # The estimator of both pools
 
+ESTIMATORS = ("datamodel", "banzhaf", "shapley")  # fit_datamodel.attribute's methods
+
+
 def estimator(run, method, seed):
-    """fit(pool, behavior, X, y) -> (scores, intercept, info): the run's attribution method for both pools.
+    """fit(pool, behavior, X, y) -> (scores, intercept, info): one estimator of the registry for both pools.
     Shapley values need v(empty), an untrained model's behaviour, and v(all) of each pool: the model
     trained on all data for retraining, the pruned model fine-tuned on all data for unlearning."""
     if method in ("datamodel", "banzhaf"):
@@ -330,6 +364,14 @@ def estimator(run, method, seed):
         one = lambda key: float(behavior_values(run.ends[key], behavior)[0])  # noqa: E731
         return attribute(X, y, "shapley", v_empty=one("untrained"), v_full=one(v_all[name]))
     return fit
+
+
+def estimators(run, method, seed):
+    """{estimator: fit} of the registry, the run's own first: the retraining side of the headline's budget curve
+    takes the best of them at each budget. Shapley values only where the pools follow the Shapley kernel (the run's
+    method is shapley): on half-subsets KernelSHAP's weights do not hold."""
+    names = [method] + [m for m in ESTIMATORS if m != method and (m != "shapley" or method == "shapley")]
+    return {m: estimator(run, m, seed) for m in names}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -378,28 +420,71 @@ def unlearning_units(costs, n, accounting):
 # LDS vs budget: unlearning against retraining
 
 class Fits:
-    """The estimator's fits of the first n models of a pool, each computed once (a fit of the datamodel costs ~1 s)."""
+    """The estimators' fits of a pool's models, each computed once: on the first n models (the figures), and on D
+    seeded random draws of n models (the budget curve and the comparison; one fit of the datamodel costs ~0.3-1 s).
+    fitters: {estimator: fit function}, the run's own estimator first."""
 
-    def __init__(self, run, fit):
-        self.run, self.fit, self.done = run, fit, {}
+    def __init__(self, run, fitters, draws=50, seed=0, draws_other=10):
+        self.run, self.fitters, self.method, self.draws, self.seed = run, fitters, next(iter(fitters)), draws, seed
+        self.draws_other = draws_other  # the behaviours other than the headline
+        self.done, self.drawn = {}, {}
 
-    def __call__(self, name, behavior, n=None):
+    def fit(self, name, behavior, X, y, estimator=None):
+        return self.fitters[estimator or self.method](name, behavior, X, y)
+
+    def __call__(self, name, behavior, n=None, estimator=None):
         pool = self.run.pools[name]
         n = len(pool.rows) if n is None else n
-        if (name, behavior, n) not in self.done:
-            self.done[name, behavior, n] = self.fit(name, behavior, pool.X[:n], pool.y[behavior][:n])
-        return self.done[name, behavior, n]
+        key = (name, behavior, n, estimator or self.method)
+        if key not in self.done:
+            self.done[key] = self.fit(name, behavior, pool.X[:n], pool.y[behavior][:n], estimator)
+        return self.done[key]
 
     def predict(self, name, behavior, n=None):
         scores, intercept, _ = self(name, behavior, n)
         return self.run.pools["lds"].X @ scores + intercept
 
+    def rows(self, name, n, draws=None):
+        """(D, n) rows of pool `name` that the budget's D draws take: n at random without replacement, or, where n
+        covers the whole pool, a bootstrap of the pool (so the estimator's own variance over its models shows).
+        Seeded by pool and n: every estimator and behaviour sees the same draws (paired)."""
+        draws = draws or self.draws
+        size = len(self.run.pools[name].rows)
+        rng = np.random.default_rng([self.seed, POOLS.index(name), n])
+        if n >= size:
+            return rng.integers(0, size, (draws, size))
+        return np.stack([rng.choice(size, n, replace=False) for _ in range(draws)])
 
-def budget_curve(run, fits, behavior, budgets, costs, accountings, seed):
-    """LDS of both methods at each budget (in units of one retraining), with bootstrap intervals and a paired
-    test, for each accounting of `accountings` (the first is the row's main one; the paper counts training
-    compute)."""
-    y = run.pools["lds"].y[behavior]
+    def drawn_predictions(self, name, behavior, n, estimator=None, draws=None):
+        """(predictions (D, K) of the held-out subsets, how many draws chose all-zero scores) of the estimator fitted
+        on each of the D draws of n models."""
+        estimator = estimator or self.method
+        key = (name, behavior, n, estimator, draws or self.draws)
+        if key not in self.drawn:
+            pool, X_held = self.run.pools[name], self.run.pools["lds"].X
+            preds, zero = [], 0
+            for rows in self.rows(name, n, draws):
+                scores, intercept, _ = self.fit(name, behavior, pool.X[rows], pool.y[behavior][rows], estimator)
+                preds.append(X_held @ scores + intercept)
+                zero += not np.any(scores)
+            self.drawn[key] = (np.stack(preds), zero)
+        return self.drawn[key]
+
+
+def mean_lds(preds, y):
+    """(mean, std) of the LDS over the rows (draws) of preds (D, K)."""
+    values = pearson_rows(rankdata(preds, axis=1), np.tile(rankdata(y), (len(preds), 1)))
+    return float(values.mean()), float(values.std())
+
+
+def budget_curve(run, fits, behavior, budgets, costs, accountings, seed, estimators=None, draws=None):
+    """LDS of both methods at each budget (in units of one retraining), each the mean over D draws of the budget's
+    models, with an interval and a paired test from a bootstrap over the held-out subsets and the draws, for each
+    accounting of `accountings` (the first is the row's main one; the paper counts training compute). Unlearning uses
+    the run's estimator; retraining the best of `estimators` at that budget (chosen on the held-out subsets: the
+    choice favours retraining)."""
+    y, n_units = run.pools["lds"].y[behavior], run.pools["unlearn"].X.shape[1]
+    estimators = estimators or [fits.method]
     rows = []
     for b in budgets:
         row = dict(budget=b)
@@ -411,19 +496,76 @@ def budget_curve(run, fits, behavior, budgets, costs, accountings, seed):
             preds = {}
             for name in POOLS:
                 out[f"n_{name}"] = n[name]
-                if n[name] >= 2:
-                    scores, _, info = fits(name, behavior, n[name])
-                    preds[name] = fits.predict(name, behavior, n[name])
-                    out[f"lds_{name}"] = spearman(preds[name], y)
-                    out[f"model_{name}"], out[f"all_zero_{name}"] = info["model"], not np.any(scores)
+                if n[name] < 2:
+                    continue
+                tried = {m: fits.drawn_predictions(name, behavior, n[name], m, draws)
+                         for m in (estimators if name == "retrain" else [fits.method])}
+                means = {m: mean_lds(p, y) for m, (p, _) in tried.items()}
+                best = max(means, key=lambda m: means[m][0])
+                preds[name] = tried[best][0]
+                out.update({f"lds_{name}": means[best][0], f"sd_{name}": means[best][1], f"estimator_{name}": best,
+                            f"draws_{name}": len(preds[name]), f"all_zero_{name}": tried[best][1] == len(preds[name]),
+                            f"with_replacement_{name}": n[name] >= len(run.pools[name].rows),
+                            f"underdetermined_{name}": n[name] < n_units})
+                if len(tried) > 1:
+                    out[f"lds_by_estimator_{name}"] = {m: v[0] for m, v in means.items()}
             if preds:
-                boot = bootstrap_lds(list(preds.values()), y, seed)
+                boot = bootstrap_draws(list(preds.values()), y, seed)
                 for name, samples in zip(preds, boot):
                     out[f"ci_{name}"] = interval(samples)
-                if len(preds) == 2:  # unlearn - retrain, paired over the same resamples
+                if len(preds) == 2:  # unlearn - retrain, paired over the same held-out resamples
                     out["diff_ci"], out["p_value"] = paired_test(boot[0], boot[1])
+                    out["n_boot"] = BOOTSTRAP
         rows.append(row)
     return rows
+
+
+def matching_compute(run, fits, behavior, target, costs, accounting, seed):
+    """The compute at which unlearning's LDS (mean over draws of n unlearned models, n = 4, 8, ... all) first reaches
+    `target`'s (the strongest retraining comparator: its name, predictions (D, K), compute and LDS), with a 95% interval
+    from the same joint bootstrap: in each resample, the smallest n whose LDS reaches the target's."""
+    name, target_pred, target_compute, target_lds = target
+    y, size = run.pools["lds"].y[behavior], len(run.pools["unlearn"].rows)
+    ns = sorted({n for n in (4, 8, 16, 32, 64, 128, 256, 512) if n < size} | {size})
+    preds = [fits.drawn_predictions("unlearn", behavior, n)[0] for n in ns]
+    boot = bootstrap_draws(preds + [target_pred], y, seed)
+    units = np.array([unlearning_units(costs, n, accounting) for n in ns])
+    means = [mean_lds(p, y)[0] for p in preds]
+
+    def first_reached(values, goal):  # the compute of the smallest n reaching the goal; inf where none does
+        hit = np.flatnonzero(np.asarray(values) >= goal)
+        return float(units[hit[0]]) if len(hit) else float("inf")
+    per_resample = [first_reached(boot[:-1, i], boot[-1, i]) for i in range(boot.shape[1])]
+    return dict(target=name, target_lds=target_lds, target_compute=target_compute,
+                curve=[dict(n=n, compute=float(u), lds=m) for n, u, m in zip(ns, units, means)],
+                compute=first_reached(means, target_lds),  # (inf where not reached: no interpolation across it)
+                ci=tuple(float(np.quantile(per_resample, q, method=m))
+                         for q, m in ((0.025, "lower"), (0.975, "higher"))),
+                reached_share=float(np.isfinite(per_resample).mean()))
+
+
+def ceiling(run, behavior, seed):
+    """The LDS a perfect predictor could reach against this run's ground truth, from the held-out subsets retrained
+    with one more seed (pool lds_ceiling): r = Spearman between two single-seed ground truths of the same subsets;
+    the ground truth averages m seeds, whose reliability is m r / (1 + (m - 1) r) (Spearman-Brown), and a perfect
+    predictor correlates with it at the square root of that. 95% interval by resampling the subsets. None without
+    those retrainings."""
+    extra = run.pools.get("lds_ceiling")
+    if extra is None:
+        return None
+    held = run.pools["lds"]
+    first = values_by_row(held.beh, behavior, seed=0)  # {row: the seed-0 model's behaviour}
+    rows = [r for r in extra.rows if r in first]
+    a, b = np.array([first[r] for r in rows]), extra.y[behavior][np.isin(extra.rows, rows)]
+    m = float(np.mean(np.bincount(held.beh["index"].astype(int))[held.rows]))  # seeds averaged per held-out subset
+
+    def from_r(r):
+        r = np.asarray(r, np.float64)
+        return np.sqrt(np.clip(m * r / (1 + (m - 1) * r), 0, 1))
+    boot = bootstrap_lds([a], b, seed)[0]
+    r = spearman(a, b)
+    return dict(pairs=len(rows), seeds=m, r=r, r_ci=interval(boot), ceiling=float(from_r(r)),
+                ci=interval(from_r(boot)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -431,9 +573,10 @@ def budget_curve(run, fits, behavior, budgets, costs, accountings, seed):
 # each baseline, with its compute, its LDS on every behaviour and its detection of the known-bad units
 
 def methods_compared(run, fits, costs, accounting):
-    """Every method of the comparison: name, kind, models, how (a baseline's definition), its scores {behaviour:
-    scores}, and its compute in units of one retraining's training: `compute` counts training (and a baseline's own
-    passes of the full model), `compute_all` each model's behaviour too (sampling, loss)."""
+    """Every method of the comparison: name, kind, models (and pool), how (a baseline's definition), its scores
+    {behaviour: scores} (the fit on the pool's models, for detection), and its compute in units of one retraining's
+    training: `compute` counts training (and a baseline's own passes of the full model), `compute_all` each model's
+    behaviour too (sampling, loss)."""
     n_u, n_r = len(run.pools["unlearn"].rows), len(run.pools["retrain"].rows)
     unit, per_unlearned, fixed = costs[accounting]
     with_behavior = costs.get("with_behavior", costs[accounting])
@@ -442,7 +585,7 @@ def methods_compared(run, fits, costs, accounting):
     def pool_method(name, kind, pool, n):
         own, total = (n * per_unlearned + fixed, n * with_behavior[1] + fixed) if pool == "unlearn" else \
             (n * unit, n * with_behavior[0])
-        return dict(name=name, kind=kind, models=n, compute=own / unit, compute_all=total / unit, how="",
+        return dict(name=name, kind=kind, models=n, pool=pool, compute=own / unit, compute_all=total / unit, how="",
                     scores={b: fits(pool, b, n)[0] for b in run.behaviors})
     methods = [pool_method("sparsified unlearning", "method", "unlearn", n_u)]
     if equal >= 2:
@@ -461,15 +604,30 @@ def methods_compared(run, fits, costs, accounting):
 
 def comparison(run, fits, costs, accounting, seed):
     """The report's first table: each method's compute, LDS [95%] on every behaviour with its paired difference
-    from unlearning's, and its detection AUC of the known-bad units (overall and per fault kind)."""
+    from unlearning's, and its detection AUC of the known-bad units (overall and per fault kind). A method made of a
+    pool's models scores the mean LDS over D bootstraps of its models (retraining: the registry's best estimator),
+    and every interval and test resamples the held-out subsets and those draws together."""
     methods = methods_compared(run, fits, costs, accounting)
     held = run.pools["lds"]
     for behavior in run.behaviors:
         have = [m for m in methods if behavior in m["scores"]]  # unlearning first: it scores every behaviour
-        preds = [held.X @ m["scores"][behavior] for m in have]
-        boot = bootstrap_lds(preds, held.y[behavior], seed)
+        preds, points = [], []
+        for m in have:
+            if "pool" in m:
+                choices = fits.fitters if m["pool"] == "retrain" and behavior == run.headline else [fits.method]
+                draws = fits.draws if behavior == run.headline else min(fits.draws, fits.draws_other)
+                tried = {e: fits.drawn_predictions(m["pool"], behavior, m["models"], e, draws)[0] for e in choices}
+                best = max(tried, key=lambda e: mean_lds(tried[e], held.y[behavior])[0])
+                m.setdefault("estimator", {})[behavior] = best
+                preds.append(tried[best])
+                points.append(mean_lds(tried[best], held.y[behavior])[0])
+            else:
+                preds.append(held.X @ m["scores"][behavior])
+                points.append(spearman(preds[-1], held.y[behavior]))
+        boot = bootstrap_draws(preds, held.y[behavior], seed)
         for j, m in enumerate(have):
-            entry = dict(lds=spearman(preds[j], held.y[behavior]), ci=interval(boot[j]))
+            entry = dict(lds=points[j], ci=interval(boot[j]), n_boot=BOOTSTRAP)
+            m.setdefault("preds", {})[behavior] = preds[j]  # (strongest_retraining; evaluate drops them)
             if j > 0:
                 entry["diff_ci"], entry["p_value"] = paired_test(boot[j], boot[0])
             m.setdefault("lds", {})[behavior] = entry
@@ -479,6 +637,16 @@ def comparison(run, fits, costs, accounting, seed):
         if run.bad is not None and len(run.bad) and direction and run.headline in scores:
             m.update(detection(harm(scores[run.headline], direction), run, seed))
     return methods
+
+
+def strongest_retraining(methods, behavior):
+    """(name, predictions (D, K), compute in retrainings, LDS) of the retraining-based comparator with the highest LDS
+    on `behavior`: leave-one-out where the run has it and it leads, else retraining with its models."""
+    candidates = [m for m in methods if (m["kind"] == "retraining" or m["name"] == "loo") and behavior in m["lds"]]
+    if not candidates:
+        return None
+    best = max(candidates, key=lambda m: m["lds"][behavior]["lds"])
+    return best["name"], np.atleast_2d(best["preds"][behavior]), best["compute"], best["lds"][behavior]["lds"]
 
 
 def detection(ranking, run, seed=0):
@@ -501,21 +669,28 @@ def detection(ranking, run, seed=0):
 def evaluate(run, args):
     """results (a dict, results.json): the budget curves of every behaviour, the comparison of every method, the
     detection of the known-bad units, Table 1; plus what the figures need (the headline's attributions)."""
-    fit = estimator(run, args.method, args.seed)
-    fits = Fits(run, fit)
+    fits = Fits(run, estimators(run, args.method, args.seed), args.draws, args.seed, args.draws_other)
     costs = costs_of(run)
     accountings = [a for a in ACCOUNTINGS if a in costs]
     n_retrain = len(run.pools["retrain"].rows)
     budgets = args.budgets or sorted({b for b in (2, 4, 8, 16, 32, 64) if b <= n_retrain} | {n_retrain})
     results = dict(budgets=budgets, costs={a: dict(zip(("retrain", "unlearn", "fixed"), c)) for a, c in costs.items()},
                    accounting=accountings[0], behaviors={}, method=args.method, headline=run.headline,
-                   unlearning=run.unlearning, unit=run.unit,
+                   unlearning=run.unlearning, unit=run.unit, draws=args.draws, draws_other=args.draws_other,
+                   bootstrap=BOOTSTRAP, estimators=list(fits.fitters),
                    unit_seconds=costs["time"][0], prune_seconds=costs["time"][2])  # (old names, for readers)
     for behavior in run.behaviors:
+        headline = behavior == run.headline
         results["behaviors"][behavior] = behavior_entry(run, fits, behavior, budgets, costs,
-                                                        accountings if behavior == run.headline else accountings[:1],
-                                                        args.seed)
+                                                        accountings if headline else accountings[:1], args.seed,
+                                                        list(fits.fitters) if headline else None,
+                                                        args.draws if headline else min(args.draws, args.draws_other))
     results["comparison"] = comparison(run, fits, costs, accountings[0], args.seed)
+    target = strongest_retraining(results["comparison"], run.headline)
+    if target is not None:
+        results["matching"] = matching_compute(run, fits, run.headline, target, costs, accountings[0], args.seed)
+    for m in results["comparison"]:
+        m.pop("preds", None)
     figures = headline_figures(run, fits, results)
     if run.bad is not None and len(run.bad) and run.directions[run.headline]:
         results["auc"] = detection_aucs(run, fits, figures["attributions"], args)
@@ -523,16 +698,18 @@ def evaluate(run, args):
     return results, figures
 
 
-def behavior_entry(run, fits, behavior, budgets, costs, accountings, seed):
-    """One behaviour's budget curve, its LDS with every model of each pool (independent of measured wall times, so
-    reruns reproduce it exactly) and its detection AUC with every unlearned model."""
+def behavior_entry(run, fits, behavior, budgets, costs, accountings, seed, choices=None, draws=None):
+    """One behaviour's budget curve (retraining: the best of `choices`, estimators, at each budget; `draws` draws of
+    each budget's models), its LDS with every model of each pool (the fit on the pool as it is: the same on every
+    rerun), the ceiling of its ground truth where the run has one, and its detection AUC with every unlearned model."""
     held = run.pools["lds"]
     lds_all = {}
     for name in POOLS:
         scores, intercept, _ = fits(name, behavior)
         lds_all[name] = dict(n=len(run.pools[name].rows), lds=lds(scores, intercept, held.X, held.y[behavior]))
-    entry = dict(curve=budget_curve(run, fits, behavior, budgets, costs, accountings, seed),
-                 k_heldout=len(held.rows), lds_all=lds_all, better=run.directions[behavior])
+    entry = dict(curve=budget_curve(run, fits, behavior, budgets, costs, accountings, seed, choices, draws),
+                 k_heldout=len(held.rows), lds_all=lds_all, better=run.directions[behavior],
+                 ceiling=ceiling(run, behavior, seed))
     if run.bad is not None and len(run.bad) and entry["better"]:
         entry["auc_all"] = detection_auc(harm(fits("unlearn", behavior)[0], entry["better"]), run.bad)
     return entry
@@ -597,6 +774,12 @@ def table1(run, costs):
     quality = run.ends["quality"]  # the full model once more with a better sampler (QUALITY_DDIM)
     if first(quality, "fid") is not None:
         t.update(fid_quality=first(quality, "fid"), is_quality=first(quality, "is"), ddim_quality=int(quality["ddim_steps"]))
+    # the model-vs-floor ratio at matched sizes (compute_fid.matched_floor): m samples and m real images, each against
+    # the same half of the reference set
+    for name, beh in (("full", full), ("quality", quality)):
+        if first(beh, "fid_matched") is not None:
+            t.update({f"fid_matched_{name}": first(beh, "fid_matched"), "floor_matched": scalar(beh, "floor_matched"),
+                      "matched_m": int(beh["matched_m"]), "matched_n_b": int(beh["matched_n_b"])})
     t["speedup"] = t["seconds_retrain"] / t["seconds_unlearn"]
     if "compute" in costs:
         t["macs_retrain"], t["macs_unlearn"], t["macs_prune_once"] = costs["compute"]
@@ -612,7 +795,7 @@ def table1(run, costs):
 def evaluate_attribution_only(run, args):
     """A run without held-out retrainings (K = 0; FULL= a model one already has): the attributions from every
     unlearned model, the most harmful and helpful units, detection of the known-bad ones; no LDS."""
-    fits = Fits(run, estimator(run, args.method, args.seed))
+    fits = Fits(run, {args.method: estimator(run, args.method, args.seed)})
     pool, pruned = run.pools["unlearn"], run.ends["pruned"]
     results = dict(method=args.method, headline=run.headline, attribution_only=True, behaviors={}, unit=run.unit,
                    unlearning=run.unlearning)
@@ -648,7 +831,8 @@ def summary(r):
                 f"{r['headline']}" + (f"; {r['unit']} detection AUC {auc:.3f}" if auc is not None else ""))
     row = r["behaviors"][r["headline"]]["curve"][-1]
     parts = [f"LDS {r['headline']} at budget {row['budget']:g}: unlearning {report.fmt_lds(row, 'unlearn')} vs "
-             f"retraining {report.fmt_lds(row, 'retrain')}" + (f" (p = {row['p_value']:.3f})" if "p_value" in row else "")]
+             f"retraining {report.fmt_lds(row, 'retrain')}"
+             + (f" (p = {report.fmt_p(row['p_value'], row.get('n_boot', 2000))})" if "p_value" in row else "")]
     if "auc" in r:
         parts.append(f"{'bad-contributor' if r.get('unit') == 'contributor' else 'corrupted-image'} AUC "
                      f"{r['auc']['unlearn_all']:.3f}")

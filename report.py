@@ -40,7 +40,7 @@ def write(run, results, figures):
 # Formatting
 
 def fmt_lds(row, name):
-    """A budget row's LDS of one pool with its interval."""
+    """A budget row's LDS of one pool (the mean over its draws) with its interval."""
     if f"lds_{name}" not in row:
         return "n/a"
     lo, hi = row[f"ci_{name}"]
@@ -48,11 +48,40 @@ def fmt_lds(row, name):
     return f"{row[f'lds_{name}']:.3f} [{lo:.2f}, {hi:.2f}]{zero}"
 
 
+def fmt_p(p, n_boot=2000):
+    """A two-sided bootstrap p: where no resample of n_boot crosses zero, the bound 2/n_boot it then has, never 0."""
+    return f"< {2 / n_boot:.2g}" if p == 0 else f"{p:.3f}"
+
+
 def fmt_diff(row):
     if "diff_ci" not in row:
         return "n/a", "n/a"
     return (f"{row['lds_unlearn'] - row['lds_retrain']:+.3f} [{row['diff_ci'][0]:+.2f}, {row['diff_ci'][1]:+.2f}]",
-            f"{row['p_value']:.3f}")
+            fmt_p(row["p_value"], row.get("n_boot", 2000)))
+
+
+def fmt_models(row, name):
+    """How many models a budget buys of a pool, how many draws of them, and what that means for the fit."""
+    n = row[f"n_{name}"]
+    if f"draws_{name}" not in row:
+        return str(n)
+    how = "bootstraps of the pool" if row.get(f"with_replacement_{name}") else "draws"
+    text = f"{n} ({row[f'draws_{name}']} {how}"
+    if name == "retrain" and "estimator_retrain" in row:
+        text += f"; {ESTIMATORS.get(row['estimator_retrain'], row['estimator_retrain'])}"
+    if row.get(f"underdetermined_{name}"):
+        text += "; fewer models than units: underdetermined"
+    return text + ")"
+
+
+def ceiling_text(c):
+    """The ground truth's ceiling, or '' where the run has no second seed for it."""
+    if not c:
+        return ""
+    return (f"Ceiling of this ground truth (CEILING={c['pairs']}: held-out subsets retrained with one more seed): two "
+            f"single-seed ground truths agree at Spearman {c['r']:.2f} [{c['r_ci'][0]:.2f}, {c['r_ci'][1]:.2f}], so a "
+            f"perfect predictor would reach LDS **{c['ceiling']:.2f} [{c['ci'][0]:.2f}, {c['ci'][1]:.2f}]** against "
+            f"the mean of {c['seeds']:g} seed(s) used here.")
 
 
 def gmacs(v):
@@ -106,9 +135,13 @@ def comparison_section(r, run):
         return []
     estimator = ESTIMATORS.get(r.get("method"), "datamodel")
     lines = [f"## How the method compares ({headline})", "",
-             f"Each method's attributions judged the same way: LDS against the held-out retrained models (95% bootstrap "
-             f"interval; the difference from sparsified unlearning paired over the same resamples) and the detection "
-             f"AUC of the known-bad {run.unit}s. Compute in units of one retraining's training "
+             f"Each method's attributions judged the same way: LDS against the held-out retrained models and the "
+             f"detection AUC of the known-bad {run.unit}s. A method made of a pool's models (unlearning, retraining) "
+             f"scores the mean LDS over {r.get('draws', 1)} bootstraps of its models (retraining with the best "
+             f"estimator of {', '.join(r.get('estimators', [])) or 'the run'}, chosen on the held-out subsets: the "
+             f"choice favours retraining); each 95% interval and each difference from unlearning (paired over the "
+             f"same held-out resamples, two-sided p) resamples the held-out subsets and those draws together. "
+             f"Compute in units of one retraining's training "
              f"({ACCOUNTING_WORDS.get(r['accounting'], r['accounting'])}): training (unlearning's includes pruning once; "
              f"a baseline's, its own passes of the full model), and with every model's behaviour (sampling, loss) too. "
              f"Unlearning and retraining use {estimator}; each baseline's sign is its definition's (below), never "
@@ -119,11 +152,12 @@ def comparison_section(r, run):
         e = c["lds"].get(headline)
         lds = f"{e['lds']:.3f} [{e['ci'][0]:.2f}, {e['ci'][1]:.2f}]" if e else "n/a"
         diff = (f"{e['lds'] - rows[0]['lds'][headline]['lds']:+.3f} [{e['diff_ci'][0]:+.2f}, {e['diff_ci'][1]:+.2f}], "
-                f"{e['p_value']:.3f}" if e and "diff_ci" in e else "-")
+                f"{fmt_p(e['p_value'], e.get('n_boot', 2000))}" if e and "diff_ci" in e else "-")
         faults = ", ".join(f"{k} {v:.2f} (rank {c['rank_by_fault'][k]})" for k, v in c.get("auc_by_fault", {}).items())
         auc = f"{c['auc']:.3f}" if "auc" in c else "n/a"
         lines.append(f"| {c['name']} | {c['models'] or '-'} | {c['compute']:.2f} | {c['compute_all']:.2f} | {lds} | "
                      f"{diff} | {auc} | {faults or '-'} |")
+    lines += [""] + [t for t in (ceiling_text(r["behaviors"][headline].get("ceiling")), matching_text(r)) if t]
     behaviors = list(r["behaviors"])
     lines += ["", "LDS of every method on every behaviour:", "",
               "| method | " + " | ".join(behaviors) + " |", "| --- " * (len(behaviors) + 1) + "|"]
@@ -134,21 +168,46 @@ def comparison_section(r, run):
     return lines + [""] + (["The baselines, as defined (baselines.py):", ""] + definitions + [""] if definitions else [])
 
 
+def matching_text(r):
+    """Where unlearning's LDS reaches the strongest retraining comparator's, in compute."""
+    m = r.get("matching")
+    if not m:
+        return ""
+    lo, hi = m["ci"]
+    curve = ", ".join(f"{p['n']} models ({p['compute']:.2f}): {p['lds']:.3f}" for p in m["curve"])
+    if np.isfinite(m["compute"]):
+        verdict = (f"Unlearning reaches it from **{m['compute']:.2f} retrainings** of compute (95% interval "
+                   f"{lo:.2f} to {'not reached' if not np.isfinite(hi) else f'{hi:.2f}'}; reached in "
+                   f"{m['reached_share']:.0%} of the resamples): {m['target_compute'] / m['compute']:.0f}x less.")
+    else:
+        verdict = (f"Unlearning does **not** reach it with all its models (reached in {m['reached_share']:.0%} of the "
+                   f"resamples).")
+    return (f"The strongest retraining comparator here is **{m['target']}**: LDS {m['target_lds']:.3f} at "
+            f"{m['target_compute']:.2f} retrainings. {verdict} Unlearning's LDS by the number of its models (compute "
+            f"in retrainings; mean over draws): {curve}.")
+
+
 def quality_rows(t):
-    """The full model's FID (x the data's floor) and IS: with the behaviours' sampler, and with the quality
+    """The full model's FID and IS, with the model-vs-floor ratio at matched sizes where the run measured it (the
+    model's first m samples and m real images of one half of the reference set, each against the other half: FID's
+    bias shrinks with sample size, so only equal sizes compare); with the behaviours' sampler, and with the quality
     sampler when the run measured one (QUALITY_DDIM)."""
-    floor = t.get("fid_floor")
-    times = lambda fid: f" ({fid / floor:.1f}x)" if floor and fid else ""  # noqa: E731
+    def times(which):
+        fid, floor = t.get(f"fid_matched_{which}"), t.get("floor_matched")
+        if fid is None or not floor:
+            return ""
+        return (f" (at matched sizes, {t['matched_m']} vs {t['matched_n_b']}: {fid:.2f} vs the floor's {floor:.2f}, "
+                f"**{fid / floor:.1f}x**)")
     if "fid_quality" not in t:
-        return [f"| FID vs real data, full model (x the floor); its IS | {num(t['fid_full'])}{times(t['fid_full'])}; "
+        return [f"| FID vs real data, full model; its IS | {num(t['fid_full'])}{times('full')}; "
                 f"{num(t.get('is_full'))} |"]
     rows = []
     if t["fid_full"] is not None:  # (a run whose behaviours draw no samples has only the quality pass's)
         sampler = f" with DDIM-{t['ddim_full']}, the behaviours' sampler" if t.get("ddim_full") else ""
-        rows.append(f"| FID vs real data, full model{sampler} (x the floor); its IS | {num(t['fid_full'])}"
-                    f"{times(t['fid_full'])}; {num(t.get('is_full'))} |")
-    return rows + [f"| FID vs real data, full model with DDIM-{t['ddim_quality']} (x the floor); its IS | "
-                   f"**{num(t['fid_quality'])}{times(t['fid_quality'])}**; {num(t.get('is_quality'))} |"]
+        rows.append(f"| FID vs real data, full model{sampler}; its IS | {num(t['fid_full'])}{times('full')}; "
+                    f"{num(t.get('is_full'))} |")
+    return rows + [f"| FID vs real data, full model with DDIM-{t['ddim_quality']}; its IS | "
+                   f"**{num(t['fid_quality'])}**{times('quality')}; {num(t.get('is_quality'))} |"]
 
 
 def table1_section(r, run):
@@ -158,6 +217,8 @@ def table1_section(r, run):
     lines = ["## Table 1 analogue", "", "| quantity | value |", "| --- | --- |",
              f"| the data's own floor: FID between two halves of the reference set; IS of the real images | "
              f"{num(t.get('fid_floor'))}; {num(t.get('is_real'))} |",
+             f"| the floor at the model's sample size: FID of {t.get('matched_m', 'm')} real images of one half vs the "
+             f"other half | {num(t.get('floor_matched'))} |",
              *quality_rows(t),
              f"| FID vs real data, pruned (and fine-tuned) model | {num(t['fid_pruned'])} |",
              f"| FID between unlearned and retrained models on the same subsets (FID2) | {pm(t['fid2_unlearn_vs_retrain'])} |",
@@ -195,7 +256,7 @@ def behaviors_section(r):
              f"detection AUC, all unlearned models |", "| --- | --- | --- | --- | --- | --- |"]
     for behavior, b in r["behaviors"].items():
         row = b["curve"][-1]
-        p = f" (p = {row['p_value']:.3f})" if "p_value" in row else ""
+        p = f" (p = {fmt_p(row['p_value'], row.get('n_boot', 2000))})" if "p_value" in row else ""
         auc = f"{b['auc_all']:.3f}" if "auc_all" in b else "n/a"
         lines.append(f"| {behavior}{' (headline)' if behavior == r['headline'] else ''} | {b['better'] or '-'} | "
                      f"{b['lds_all']['unlearn']['lds']:.3f} | {b['lds_all']['retrain']['lds']:.3f} | "
@@ -206,23 +267,29 @@ def behaviors_section(r):
 
 def budget_section(behavior, b):
     extra = [a for a in ("time", "with_behavior") if a in b["curve"][0]]
-    lines = [f"## LDS vs budget: {behavior} (K = {b['k_heldout']} held-out subsets, 95% bootstrap intervals)", "",
-             "| budget | unlearned models | LDS unlearning | retrained models | LDS retraining | difference [95%] | p "
-             + "".join(f"| {'wall time' if a == 'time' else 'behaviour counted'}: unlearned models, LDS, "
-                       f"difference (p) " for a in extra) + "|", "| --- " * (7 + len(extra)) + "|"]
+    lines = [f"## LDS vs budget: {behavior} (K = {b['k_heldout']} held-out subsets)", "",
+             "At each budget, each pool's models are drawn at random many times (a bootstrap of the pool where the "
+             "budget buys all of it, so the estimator's own variance shows); the LDS is the mean over the draws, the 95% "
+             "interval and the paired two-sided p come from a bootstrap over the held-out subsets and the draws "
+             "together. Retraining takes the best estimator of the registry at each budget (chosen on the held-out "
+             "subsets: this favours retraining).", "",
+             "| budget | unlearned models | LDS unlearning [95%] | retrained models | LDS retraining [95%] | difference "
+             "[95%] | p " + "".join(f"| {'wall time' if a == 'time' else 'behaviour counted'}: unlearned models, LDS, "
+                                    f"difference (p) " for a in extra) + "|", "| --- " * (7 + len(extra)) + "|"]
     for row in b["curve"]:
         diff, p = fmt_diff(row)
-        cells = [f"{row['budget']:g}", str(row["n_unlearn"]), fmt_lds(row, "unlearn"), str(row["n_retrain"]),
+        cells = [f"{row['budget']:g}", fmt_models(row, "unlearn"), fmt_lds(row, "unlearn"), fmt_models(row, "retrain"),
                  fmt_lds(row, "retrain"), diff, p]
         for a in extra:
             o = row[a]
             cells.append(f"{o['n_unlearn']}, {o['lds_unlearn']:.3f}, {o['lds_unlearn'] - o['lds_retrain']:+.3f} "
-                         f"(p = {o['p_value']:.3f})" if "p_value" in o else f"{o['n_unlearn']}, n/a")
+                         f"(p = {fmt_p(o['p_value'], o.get('n_boot', 2000))})" if "p_value" in o
+                         else f"{o['n_unlearn']}, n/a")
         lines.append("| " + " | ".join(cells) + " |")
     a = b["lds_all"]
-    return lines + ["", f"With every model of each pool: unlearning ({a['unlearn']['n']} models) LDS "
-                    f"{a['unlearn']['lds']:.3f}, retraining ({a['retrain']['n']} models) LDS {a['retrain']['lds']:.3f}.",
-                    ""]
+    return lines + ["", f"With every model of each pool (one fit on the pool as it is): unlearning ({a['unlearn']['n']} "
+                    f"models) LDS {a['unlearn']['lds']:.3f}, retraining ({a['retrain']['n']} models) LDS "
+                    f"{a['retrain']['lds']:.3f}. " + ceiling_text(b.get("ceiling")), ""]
 
 
 def examples_section(r, hb):

@@ -31,7 +31,7 @@ case "$PRESET" in
     : "${TRAIN_STEPS:=40}" "${PRUNE_STEPS:=20}" "${UNLEARN_STEPS:=15}" "${BATCH:=32}"
     : "${M:=8}" "${R:=3}" "${K:=4}" "${GT_SEEDS:=1}" "${SEED_PAIRS:=1}" "${N_SAMPLES:=64}" "${DDIM_STEPS:=5}"; grid=16
     : "${BASELINES:=loss,pixel-nn,feature-sim}"  # the cheap ones (the gradient baselines take ~20 s at 1,797 images)
-    : "${ROWS_PER_TASK:=4}" "${QUALITY_DDIM:=10}" ;;
+    : "${ROWS_PER_TASK:=4}" "${QUALITY_DDIM:=10}" "${DRAWS:=4}" ;;
   default)
     # The main job, at the contributor level (Lin, Lu et al., ICLR 2025): 20 contributors of ~90 digits each, three of
     # whom gave faulty images (15% of the data): blurred digits, spam (near-copies of 6 digits) and watermarked digits,
@@ -47,7 +47,7 @@ case "$PRESET" in
     # LDS (FID) 0.77 [0.63, 0.84] vs retraining -0.01 / -0.05 / -0.11 at budgets 2 / 4 / 8 (p < 0.001 each; with each
     # model's behaviour counted p = 0.105 / <0.001 / <0.001); bad-contributor AUC 0.84 (README).
     : "${RUN:=runs/default}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.15}" "${FAULT:=blur,duplicate,watermark}"
-    : "${CONTRIBUTORS:=random:20}" "${METHOD:=shapley}" "${LOO:=0}"
+    : "${CONTRIBUTORS:=random:20}" "${METHOD:=shapley}" "${LOO:=1}"
     : "${TRAIN_STEPS:=1500}" "${TRAIN_FLAGS:=--lr 3e-3}" "${PRUNE_STEPS:=600}" "${UNLEARN_STEPS:=24}" "${BATCH:=64}"
     : "${UNLEARN_METHOD:=gd}" "${M:=96}" "${R:=8}" "${K:=40}" "${GT_SEEDS:=1}" "${SEED_PAIRS:=1}" "${N_SAMPLES:=1000}"
     : "${DDIM_STEPS:=20}" "${QUALITY_DDIM:=100}" ;;
@@ -154,6 +154,16 @@ fi
 # loss,pixel-nn,trak); BASELINE_FLAGS are added to its call. LOO=1 retrains the full recipe once without each
 # contributor (the loo baseline); auto: at the contributor level only (at the image level: one retraining per image)
 : "${BASELINES:=all}" "${BASELINE_FLAGS:=}" "${LOO:=auto}"
+# DRAWS: random draws of each budget's models from their pool (eval_lds.py --draws; the LDS is their mean, its
+# interval resamples them). CEILING=N: the first N held-out subsets retrained with one more seed, so the report gives
+# the LDS a perfect predictor could reach against the ground truth (resumable: add it to a finished run).
+: "${DRAWS:=50}" "${CEILING:=0}"
+for v in DRAWS CEILING K R M GT_SEEDS SEED_PAIRS JOBS QUALITY_DDIM; do
+  [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "error: $v must be a whole number, got '${!v}'" >&2; exit 2; }
+done
+[ "$DRAWS" -ge 1 ] && [ "$JOBS" -ge 1 ] || { echo "error: DRAWS and JOBS must be at least 1" >&2; exit 2; }
+[ "$CEILING" -le "$K" ] || { echo "error: CEILING=$CEILING: at most K=$K held-out subsets can get another seed" >&2; exit 2; }
+case "$LOO" in 0|1|auto) ;; *) echo "error: LOO must be 0, 1 or auto, got '$LOO'" >&2; exit 2 ;; esac
 [ "$K" != 0 ] || BASELINES=none  # no held-out retrainings: nothing to compare them on
 RECIPE_FLAGS=(); [ -z "$FULL" ] || RECIPE_FLAGS=(--recipe-from "$RUN/full.pt")
 UNLEARN_START=$RUN/pruned.pt; [ "$UNLEARN_METHOD" != gd-full ] || UNLEARN_START=$RUN/full.pt
@@ -244,6 +254,7 @@ retrain() {
 rows_retrain() { retrain "$RUN/masks/retrain.npy" 0 "$RUN/models/retrain" "" "$1"; }
 rows_seed1() { retrain "$RUN/masks/retrain.npy" 1 "$RUN/models/retrain_seed1" "" "$1"; }
 rows_loo() { retrain "$RUN/masks/loo.npy" 0 "$RUN/models/loo" "" "$1"; }  # the full model's seed: only the data differ
+rows_ceiling() { retrain "$RUN/masks/lds.npy" "$GT_SEEDS" "$RUN/models/lds_ceiling" "" "$1"; }  # one seed more
 rows_lds() {  # every held-out subset with GT_SEEDS training seeds; its behaviour is their mean
   local seed
   for (( seed = 0; seed < GT_SEEDS; seed++ )); do retrain "$RUN/masks/lds.npy" "$seed" "$RUN/models/lds" "-s$seed" "$1"; done
@@ -262,14 +273,16 @@ untrained() { [ "$METHOD" != shapley ] || fid --models "$RUN/untrained.pt" --out
 quality() { [ "$QUALITY_DDIM" = 0 ] || fid --models "$RUN/full.pt" --ddim-steps "$QUALITY_DDIM" --behaviors all \
                                         --out "$RUN/behaviors/quality.npz"; }
 lane_a() { fid --models "$RUN/full.pt" --out "$RUN/behaviors/full.npz"; quality; pool unlearn; }
-pools_rk() {  # the retraining baseline's, the ground truth's and leave-one-out's
+pools_rk() {  # the retraining baseline's, the ground truth's (and its ceiling's) and leave-one-out's
   [ "$R" = 0 ] || pool retrain; [ "$K" = 0 ] || pool lds; [ "$LOO" = 0 ] || pool loo
+  [ "$CEILING" = 0 ] || fid --models "$RUN/models/lds_ceiling" --masks "$RUN/masks/lds.npy" \
+                         --out "$RUN/behaviors/lds_ceiling.npz"
 }
 lane_b() {
   fid --models "$RUN/pruned.pt" --out "$RUN/behaviors/pruned.npz"; pools_rk; untrained
   # then, when the unlearned pool outweighs this lane's pools twice (the default preset: 224 vs 64), this
   # lane samples the unlearned models from the last one down until it meets the other lane
-  if [ "$M" -gt $(( 2 * (R + K * GT_SEEDS + N_LOO) )) ]; then
+  if [ "$M" -gt $(( 2 * (R + K * GT_SEEDS + N_LOO + CEILING) )) ]; then
     fid --models "$RUN/models/unlearn" --masks "$RUN/masks/unlearn.npy" --out "$RUN/behaviors/unlearn.npz" --stats-only
   fi
 }
@@ -312,7 +325,7 @@ stage_report() {
   stage "9/10 attributions ($METHOD on every model of each pool)"
   batched fits
   stage "10/10 LDS, budget curve, comparison and report"
-  $PY eval_lds.py --run "$RUN" "${DATA_FLAGS[@]}" --method "$METHOD" --headline "$HEADLINE"
+  $PY eval_lds.py --run "$RUN" "${DATA_FLAGS[@]}" --method "$METHOD" --headline "$HEADLINE" --draws "$DRAWS"
 }
 
 # ---- on this machine -------------------------------------------------------------------------------
@@ -364,6 +377,7 @@ stage_done() {
     lds) for (( seed = 0; seed < GT_SEEDS; seed++ )); do suffixes+=("-s$seed"); done
          rows_done "$RUN/models/lds" "$K" "${suffixes[@]}" ;;
     loo) rows_done "$RUN/models/loo" "$N_LOO" "" ;;
+    ceiling) rows_done "$RUN/models/lds_ceiling" "$CEILING" "" ;;
     *) return 1 ;;
   esac
 }
@@ -389,8 +403,8 @@ run_local() {
   unless_done unlearn -- chunks "rows_unlearn:$M"
   stage "5/10 retraining baseline: $R models from scratch (the same $TRAIN_STEPS steps), and $SEED_PAIRS with a second seed"
   unless_done retrain seed1 -- chunks "rows_retrain:$R" "rows_seed1:$SEED_PAIRS"
-  stage "6/10 ground truth for LDS: $K held-out subsets retrained from scratch ($TRAIN_STEPS steps), $GT_SEEDS seeds each; $N_LOO leave-one-out retrainings"
-  unless_done lds loo -- chunks "rows_lds:$K" "rows_loo:$N_LOO"
+  stage "6/10 ground truth for LDS: $K held-out subsets retrained from scratch ($TRAIN_STEPS steps), $GT_SEEDS seeds each; $N_LOO leave-one-out retrainings; $CEILING with one more seed (the ceiling)"
+  unless_done lds loo ceiling -- chunks "rows_lds:$K" "rows_loo:$N_LOO" "rows_ceiling:$CEILING"
   if [ "$SAMPLED" = 1 ]; then
     stage "7/10 behaviours $BEHAVIORS ($FEATURES features, $N_SAMPLES DDIM-$DDIM_STEPS samples per model)"
   else
@@ -412,7 +426,7 @@ run_local() {
 # requeued or run twice skips the rows already finished (the scripts do), so --requeue is safe.
 JOBS_FILE=$RUN/logs/jobs.txt FAILED=$RUN/logs/failed.txt
 N_LOO=$(loo_rows)
-ROW_STAGES="unlearn:$M retrain:$R seed1:$SEED_PAIRS lds:$K loo:$N_LOO"
+ROW_STAGES="unlearn:$M retrain:$R seed1:$SEED_PAIRS lds:$K loo:$N_LOO ceiling:$CEILING"
 
 rows_of() { local s; for s in $ROW_STAGES; do [ "${s%%:*}" != "$1" ] || echo "${s#*:}"; done; }
 
@@ -489,7 +503,8 @@ submit_all() {
   submit seed1 masks
   submit lds masks
   submit loo masks
-  submit behaviours prune unlearn retrain seed1 lds loo
+  submit ceiling masks
+  submit behaviours prune unlearn retrain seed1 lds loo ceiling
   submit baselines behaviours
   submit report behaviours baselines
   mv "$JOBS_FILE.new" "$JOBS_FILE"

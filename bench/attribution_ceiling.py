@@ -29,7 +29,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data import make_masks  # noqa: E402
+from data import run, make_masks  # noqa: E402
 from eval_lds import detection_auc, lds  # noqa: E402
 from fit_datamodel import attribute  # noqa: E402
 
@@ -126,4 +126,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run(main, parse_args())

@@ -28,6 +28,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from data import finished_run, run  # noqa: E402
 from compute_fid import BEHAVIORS  # noqa: E402
 from fit_datamodel import load_behaviors, values_by_row  # noqa: E402
 from tools.one_process import call  # noqa: E402
@@ -79,6 +80,7 @@ def keys_of(args, kind):
 
 
 def main(args):
+    finished_run(args.run, "masks/unlearn.npy")
     run, out = args.run, os.path.join(args.run, "bench", "noise")
     unlearn = sorted(f for f in os.listdir(os.path.join(run, "models", "unlearn")) if f.endswith(".pt"))[:args.pool]
     pool = linked(os.path.join(out, "pool"), [os.path.join(run, "models", "unlearn", f) for f in unlearn])
@@ -128,4 +130,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run(main, parse_args())

@@ -19,7 +19,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from fit_datamodel import aligned, attribute, load_behaviors, load_npz, one_value  # noqa: E402
-from data import load_masks  # noqa: E402
+from data import finished_run, load_masks, run  # noqa: E402
 
 POOLS = (("unlearn", "unlearned (the method)"), ("retrain", "retrained (the baseline)"),
          ("lds", "held-out retrainings (ground truth)"), ("loo", "leave-one-out retrainings"))
@@ -78,17 +78,18 @@ def table(run):
 
 
 def main(args):
-    for run in args.run or ["runs/default"]:
-        print(f"\n{run}: seconds per model (one lane), and training compute\n")
+    for folder in args.run or ["runs/default"]:
+        finished_run(folder, "attributions/unlearn.npz")
+        print(f"\n{folder}: seconds per model (one lane), and training compute\n")
         print("| models | n | training | sampling | features | loss | fit | total | behaviour / training | "
               "training GMACs |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         num = lambda v, f=".2f": "n/a" if not np.isfinite(v) else format(v, f)  # noqa: E731
-        for label, n, *v in table(run):
+        for label, n, *v in table(folder):
             train, sampling, features, loss, fit, total, ratio, gmacs = v
             print(f"| {label} | {n} | {num(train)} | {num(sampling)} | {num(features)} | {num(loss)} | "
                   f"{num(fit, '.2g') if fit else '-'} | {num(total)} | {num(ratio, '.1f')}x | {num(gmacs, '.1f')} |")
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run(main, parse_args())

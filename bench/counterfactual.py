@@ -32,7 +32,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from data import atomic_write, load_groups, save_npy  # noqa: E402
+from data import finished_run, run, atomic_write, load_groups, save_npy  # noqa: E402
 from fit_datamodel import behavior_values, better, largest_first, load_behaviors, load_npz  # noqa: E402
 
 
@@ -252,6 +252,7 @@ def render(run, sets, rows, improvement, headline, direction, bad, unit, seeds):
 
 
 def main(args):
+    finished_run(args.run, "results.json", "attributions")
     run = args.run
     results = json.load(open(os.path.join(run, "results.json")))
     headline = results["headline"]
@@ -285,4 +286,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run(main, parse_args())

@@ -23,7 +23,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from data import FAULTS  # noqa: E402
+from data import run, FAULTS  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -85,13 +85,13 @@ def main(args):
     for m in mixes:
         columns["default mix" if os.path.normpath(m) == os.path.join("runs", args.preset) else os.path.basename(m)] = m
     if not args.table_only:
-        for fault, run in columns.items():
-            if not os.path.exists(os.path.join(run, "results.json")):
-                print(f"running {fault} -> {run}", flush=True)
-                extra = {} if run in mixes else dict(FAULT=fault, CORRUPT=args.corrupt)
-                run_preset(args.preset, run, dict(env, **extra))
+        for fault, folder in columns.items():
+            if not os.path.exists(os.path.join(folder, "results.json")):
+                print(f"running {fault} -> {folder}", flush=True)
+                extra = {} if folder in mixes else dict(FAULT=fault, CORRUPT=args.corrupt)
+                run_preset(args.preset, folder, dict(env, **extra))
     print(table(columns))
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run(main, parse_args())

@@ -20,6 +20,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from data import run  # noqa: E402
 from ddpm import ARCHS, Schedule, UNet, autocast, count_params, ddim_sample, pick_device  # noqa: E402
 from prune import PAPER_RATIO, prune_structured  # noqa: E402
 from train_ddpm import new_state, stack_states, train, train_stack  # noqa: E402
@@ -131,4 +132,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run(main, parse_args())

@@ -21,7 +21,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from data import load_dataset, save_npy, save_npz  # noqa: E402
+from data import run, load_dataset, save_npy, save_npz  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -80,4 +80,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run(main, parse_args())

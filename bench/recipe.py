@@ -18,6 +18,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from data import finished_run, run  # noqa: E402
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import train_ddpm  # noqa: E402
 from ddpm import load_checkpoint  # noqa: E402
@@ -53,6 +54,7 @@ def train(run_args, recipe, out, seed):
 
 
 def main(args):
+    finished_run(args.run, "full.pt")
     full = load_checkpoint(os.path.join(args.run, "full.pt"))
     run_args = full["args"]  # the full model's train_ddpm.py arguments (data flags, architecture, recipe)
     out_dir = args.out or os.path.join(args.run, "models", "recipes")
@@ -78,4 +80,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run(main, parse_args())

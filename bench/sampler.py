@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from compute_fid import (cnn_extractor, feature_stats, features_of, frechet_distance, inception_extractor,  # noqa: E402
                          inception_score, reference_floor, reference_stats, sample_model, softmax)
-from data import load_dataset  # noqa: E402
+from data import finished_run, run, load_dataset  # noqa: E402
 from ddpm import Schedule, load_checkpoint  # noqa: E402
 from fit_datamodel import load_behaviors  # noqa: E402
 
@@ -62,6 +62,7 @@ def fid_by_steps(ckpt, ref, n, step_counts, seed=0, log=print):
 
 
 def main(args):
+    finished_run(args.run, "full.pt", "behaviors/full.npz")
     full = load_behaviors(os.path.join(args.run, "behaviors", "full.npz"))
     ref = reference(args.run, json.loads(str(full["args"][0])).get("data", "digits"), str(full["features"]))
     n = args.n_samples or int(full["n_samples"])
@@ -81,4 +82,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run(main, parse_args())

@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from eval_lds import bootstrap_lds, interval, paired_test, spearman  # noqa: E402
 from fit_datamodel import aligned, load_behaviors, load_npz  # noqa: E402
-from data import load_masks  # noqa: E402
+from data import finished_run, run, load_masks  # noqa: E402
 
 LINKED = ("models", "full.pt", "pruned.pt", "untrained.pt", "full.png", "pruned.png")  # what the copy reads, not writes
 COPIED = ("masks", "corrupted.npy")
@@ -79,8 +79,7 @@ def sampler_of(run):
 
 
 def main(args):
-    if not os.path.exists(os.path.join(args.run, "results.json")):
-        sys.exit(f"error: {args.run} is not a finished run (no results.json)")
+    finished_run(args.run, "results.json")
     runs = [sampler_of(args.run), sampler_of(other_run(args))]
     if runs[0][1] != runs[1][1]:
         sys.exit(f"error: the two runs lead with different behaviours ({runs[0][1]}, {runs[1][1]})")
@@ -108,4 +107,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run(main, parse_args())

@@ -16,7 +16,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data import load_dataset, make_masks, to_model_space  # noqa: E402
+from data import run, load_dataset, make_masks, to_model_space  # noqa: E402
 from ddpm import ARCHS, Schedule, UNet, count_params  # noqa: E402
 from prune import PAPER_RATIO, prune_structured  # noqa: E402
 from train_ddpm import new_state, train  # noqa: E402
@@ -104,4 +104,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run(main, parse_args())

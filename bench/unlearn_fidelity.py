@@ -31,7 +31,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from data import images_of, load_groups  # noqa: E402
+from data import finished_run, run, images_of, load_groups  # noqa: E402
 from eval_lds import pearson_rows  # noqa: E402
 from fit_datamodel import load_behaviors, values_by_row  # noqa: E402
 from tools.one_process import call  # noqa: E402
@@ -151,6 +151,7 @@ def unlearned(run, out, name, method_flags, data, fid, lds_masks, K, keys, ref_m
 
 
 def main(args):
+    finished_run(args.run, "pruned.pt", "full.pt", "masks/lds.npy")
     run = args.run
     out = os.path.join(run, "bench", "fidelity")
     lds_masks = os.path.join(run, "masks", "lds.npy")
@@ -226,4 +227,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run(main, parse_args())

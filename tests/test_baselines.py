@@ -161,13 +161,17 @@ def tiny_baseline_run(tmp_path_factory):
                                                               schedule=ddpm.Schedule(), args={}))
     (run / "masks").mkdir()
     (run / "behaviors").mkdir()
+    (run / "models" / "loo").mkdir(parents=True)  # two leave-one-out retrainings: TRAK's ensemble of 3 takes them
+    for i in range(2):
+        ddpm.save_checkpoint(run / "models" / "loo" / f"{i:05d}.pt", state_to_checkpoint(
+            new_state(ddpm.UNet(**TINY), lr=1e-3, seed=1 + i, device="cpu"), schedule=ddpm.Schedule(), args={}))
     np.save(run / "masks" / "unlearn.npy", data.make_masks(6, 4, 0.5, seed=0))
     np.save(run / "masks" / "groups.npy", np.arange(60) // 10)
     np.savez(run / "behaviors" / "full.npz", index=np.array([-1]), mask_sha256=np.array([""]), fid=np.array([50.0]),
              precision=np.array([0.5]), n_samples=12, ddim_steps=3, features="cnn", behaviors=json.dumps(["fid", "precision"]),
              behavior_table=json.dumps({"fid": {"better": "lower"}, "precision": {"better": "higher"}}))
-    r = run_cli("baselines", "--run", run, "--data", f"npz:{run / 'd.npz'}", "--draws", "2", "--grad-samples", "5",
-                "--proj-dim", "16", "--batch-size", "8")
+    r = run_cli("baselines", "--run", run, "--data", f"npz:{run / 'd.npz'}", "--draws", "2", "--grad-draws", "2",
+                "--grad-samples", "5", "--proj-dim", "16", "--batch-size", "8", "--ensemble", "3")
     assert r.returncode == 0, r.stderr
     return run
 
@@ -175,7 +179,10 @@ def tiny_baseline_run(tmp_path_factory):
 def test_every_baseline_file_matches_a_direct_computation(tiny_baseline_run):
     """Each baseline's contributor scores from baselines.py against the same definition computed directly here: the
     loss by a per-image loop, distances and similarities by brute force over the full model's samples, the gradient
-    scores by their formulas from the per-image gradients (checked against autograd above), projected by dattri."""
+    scores by their formulas from the per-image gradients (checked against autograd above), projected by dattri; TRAK
+    and D-TRAK the mean of each model's scores over the ensemble (the full model and the two leave-one-out models);
+    every similarity and gradient baseline also against the reference images (here the data set itself: a nearest
+    neighbour other than the image)."""
     from compute_fid import cnn_extractor, features_of, sample_model
     from dattri.func.projection import random_project
     run = tiny_baseline_run
@@ -200,32 +207,49 @@ def test_every_baseline_file_matches_a_direct_computation(tiny_baseline_run):
     expected["feature-nn"] = per_contributor(np.array([min(np.linalg.norm(a - b) for b in fs) for a in ft]))
     cos = np.array([np.mean([a @ b / np.linalg.norm(a) / np.linalg.norm(b) for b in fs]) for a in ft])
     expected["feature-sim"], expected["feature-sim-max"] = -per_contributor(cos), -per_contributor(cos, "max")
+    others = lambda a, b: [min(np.linalg.norm(a[i] - b[j]) for j in range(len(b)) if j != i) for i in range(len(a))]  # noqa: E731
+    expected["pixel-nn-ref"] = per_contributor(np.array(others(x0.flatten(1).numpy(), x0.flatten(1).numpy())))
+    expected["feature-nn-ref"] = per_contributor(np.array(others(ft, ft)))
+    cos_ref = np.array([np.mean([a @ b / np.linalg.norm(a) / np.linalg.norm(b) for b in ft]) for a in ft])
+    expected["feature-sim-ref"], expected["feature-sim-max-ref"] = -per_contributor(cos_ref), \
+        -per_contributor(cos_ref, "max")
+    members = [model] + [ddpm.build_model(ddpm.load_checkpoint(run / "models" / "loo" / f"{i:05d}.pt")).eval()
+                         for i in range(2)]
     project = random_project(torch.zeros(1, sum(p.numel() for p in model.parameters())), 1, 16, 32, 0, "normal",
                              device="cpu")  # dattri's projector, as baselines.py makes it (test_projection_is_linear)
     for output in ("loss", "norm"):
-        phi_train, phi_gen = (project(baselines.per_image_gradients(model, schedule, x, output, seed=0, draws=2,
-                                                                    batch_size=3)).double().numpy()
-                              for x in (x0, samples[:5]))
-        kernel = phi_train.T @ phi_train
-        inverse = np.linalg.inv(kernel + 0.01 * np.trace(kernel) / 16 * np.eye(16))
-        trak = np.array([phi_train[i] @ inverse @ phi_gen.mean(0) for i in range(60)])
-        expected["trak" if output == "loss" else "d-trak"] = -per_contributor(trak, "sum")  # helpful: -harm
-        if output == "loss":
-            unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)  # noqa: E731
-            expected["grad-sim"] = -per_contributor((unit(phi_train) @ unit(phi_gen).T).mean(1))
+        trak, trak_ref = [], []
+        for m in members:  # the ensemble: each model's TRAK scores, then their mean
+            phi_train, phi_gen = (project(baselines.per_image_gradients(m, schedule, x, output, seed=0, draws=2,
+                                                                        batch_size=3)).double().numpy()
+                                  for x in (x0, samples[:5]))
+            kernel = phi_train.T @ phi_train
+            inverse = np.linalg.inv(kernel + 0.01 * np.trace(kernel) / 16 * np.eye(16))
+            trak.append([phi_train[i] @ inverse @ phi_gen.mean(0) for i in range(60)])
+            trak_ref.append([phi_train[i] @ inverse @ phi_train.mean(0) for i in range(60)])  # reference = the data
+            if output == "loss" and m is model:  # grad-sim: the full model's gradients alone
+                unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)  # noqa: E731
+                expected["grad-sim"] = -per_contributor((unit(phi_train) @ unit(phi_gen).T).mean(1))
+                expected["grad-sim-ref"] = -per_contributor((unit(phi_train) @ unit(phi_train).T).mean(1))
+        name = "trak" if output == "loss" else "d-trak"
+        expected[name] = -per_contributor(np.mean(trak, 0), "sum")  # helpful: -harm
+        expected[f"{name}-ref"] = -per_contributor(np.mean(trak_ref, 0), "sum")
     for name, want in expected.items():
         f = read(name)
         keys = json.loads(str(f["behaviors"]))
         assert keys == ["fid", "precision"] and str(f["behavior"]) == "fid", name
         np.testing.assert_allclose(f["scores"], want, rtol=2e-3, atol=1e-6, err_msg=name)
         np.testing.assert_allclose(f["scores_by_behavior"][1], -want, rtol=2e-3, atol=1e-6, err_msg=name)  # higher better
-        assert float(f["macs"]) > 0 and float(f["seconds"]) > 0 and str(f["how"])
-    assert not (run / "attributions" / "baseline-loo.npz").exists()  # no leave-one-out models: not computed
+        assert (float(f["macs"]) > 0 or name == "pixel-nn-ref") and float(f["seconds"]) > 0 and str(f["how"])  # (no model)
+    assert json.loads(str(read("trak")["ensemble"])) == ["full.pt", "models/loo/00000.pt", "models/loo/00001.pt"]
+    assert set(expected) == set(baselines.BASELINES) - {"loo"}  # every baseline checked
+    assert not (run / "attributions" / "baseline-loo.npz").exists()  # no leave-one-out behaviours: not computed
 
 
 def test_loo_is_refused_without_its_models_and_a_rerun_skips_finished_baselines(tiny_baseline_run):
     run = tiny_baseline_run
-    args = ["--run", run, "--data", f"npz:{run / 'd.npz'}", "--draws", "2", "--grad-samples", "5", "--proj-dim", "16"]
+    args = ["--run", run, "--data", f"npz:{run / 'd.npz'}", "--draws", "2", "--grad-draws", "2", "--grad-samples", "5",
+            "--proj-dim", "16", "--ensemble", "3"]
     r = run_cli("baselines", *args, "--only", "loo")
     assert r.returncode == 2 and "loo needs" in r.stderr and "LOO=1" in r.stderr
     r = run_cli("baselines", *args, "--only", "loss,trak")
@@ -338,4 +362,5 @@ def test_counterfactual_bench_retrains_without_the_most_harmful_units(quick_run,
     assert len(list((run / "models" / "counterfactual").glob("*.pt"))) == 2 * len(masks)
     rows = [line for line in out.splitlines() if line.startswith("| ")]
     assert [r.split(" | ")[0] for r in rows[2:]] == ["| sparsified unlearning", "| loss", "| random"]
-    assert "p = " in rows[2] and "nan" not in out
+    assert "p (Holm) = " in rows[2] and "nan" not in out  # (no 10% removal here: no primary cell)
+    assert "Primary** (declared before the run): sparsified unlearning, remove 10%" in out

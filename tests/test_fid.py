@@ -121,6 +121,14 @@ def test_the_data_floor_is_two_halves_of_the_reference_and_near_zero_for_one_dis
     shifted = frechet_distance(*feature_stats(feats[half[:200]]), *feature_stats(feats[half[200:]] + 0.5))
     assert floor < 0.2 * shifted
     assert compute_fid.reference_floor(extract, ds, str(tmp_path), "planted", batch) == (floor, real_is)  # cached
+    # at a model's sample size m: the first m images of half A against all of half B, by hand; a smaller m has more
+    # bias (a larger FID of one distribution), which is why the model's FID is read against this one
+    matched = compute_fid.matched_floor(extract, ds, str(tmp_path), "planted", batch, m=64)
+    expected_m = frechet_distance(*feature_stats(feats[half[:200]][:64]), *feature_stats(feats[half[200:]]))
+    assert int(matched["m"]) == 64 and int(matched["n_b"]) == 200
+    assert float(matched["floor_matched"]) == pytest.approx(expected_m, rel=1e-9) and expected_m > floor
+    np.testing.assert_allclose(matched["mu_b"], feats[half[200:]].mean(0), rtol=1e-5)  # (float32 features)
+    assert int(compute_fid.matched_floor(extract, ds, str(tmp_path), "planted", batch, m=1000)["m"]) == 200  # <= a half
 
 
 def test_the_feature_network_is_seeded():

@@ -35,17 +35,21 @@ def test_quick_preset_leaves_every_artifact(quick_run):
     # the recipe as the checkpoints recorded it: the same for the three stages that train from scratch
     assert "40 steps, batch 32" in report and "one recipe for the full model, retraining baseline, ground truth" in report
     assert "| FID2 ratio: unlearned vs retrained / two retraining seeds |" in report
-    # the data's own floor beside the full model's FID and IS, and real images beside its samples
+    # the data's own floor beside the full model's FID and IS; the ratio at matched sizes (the model's first m samples
+    # and m real images of half A, each against half B), and real images beside its samples
     with np.load(run / "behaviors" / "full.npz") as f:
-        floor, fid = float(f["floor_fid"]), float(f["fid"][0])
-    assert 0 < floor < fid and f"{floor:.2f}" in report and f"({fid / floor:.1f}x)" in report
+        floor, fid, m = float(f["floor_fid"]), float(f["fid"][0]), int(f["matched_m"])
+        floor_m, fid_m, n_b = float(f["floor_matched"]), float(f["fid_matched"][0]), int(f["matched_n_b"])
+    assert 0 < floor < floor_m < fid_m and m == 64 and n_b == 899  # 64 samples against half of 1,797 clean digits
+    assert f"{floor:.2f}" in report and f"at matched sizes, 64 vs 899: {fid_m:.2f} vs the floor's {floor_m:.2f}, " \
+        f"**{fid_m / floor_m:.1f}x**" in report
     # and once more with the quality sampler (QUALITY_DDIM=10; the behaviours' sampler is DDIM-5)
     with np.load(run / "behaviors" / "quality.npz") as f:
         assert int(f["ddim_steps"]) == 10 and int(f["n_samples"]) == 64
-        quality = float(f["fid"][0])
-    assert "full model with DDIM-5, the behaviours' sampler (x the floor)" in report
-    assert f"| FID vs real data, full model with DDIM-10 (x the floor); its IS | **{quality:.2f} ({quality / floor:.1f}x)**" \
-        in report
+        quality, quality_m = float(f["fid"][0]), float(f["fid_matched"][0])
+    assert "full model with DDIM-5, the behaviours' sampler; its IS" in report
+    assert f"| FID vs real data, full model with DDIM-10; its IS | **{quality:.2f}** (at matched sizes, 64 vs 899: " \
+        f"{quality_m:.2f} vs the floor's {floor_m:.2f}, **{quality_m / floor_m:.1f}x**)" in report
     assert "![real](figures/real.png) | ![generated](full.png)" in report
     # the quick preset's baselines (the cheap ones) beside the method, in the report's first table
     assert report.index("## How the method compares (fid)") < report.index("## Table 1 analogue")
@@ -102,13 +106,14 @@ def test_full_model_baseline_and_ground_truth_read_one_recipe(tmp_path):
     behaviours = [c for c in calls if c[0] == "compute_fid.py"]
     assert behaviours and all(c[c.index("--behaviors") + 1] == "loss" and "--ref-models" not in c for c in behaviours)
     assert all(c[c.index("--grid") + 1] == "0" for c in calls if "--grid" in c)
-    # the small preset (contributors, baselines all): one leave-one-out retraining of each of the 20 contributors,
-    # with the full model's seed, and baselines.py once, every baseline; the image level retrains none unless LOO=1,
-    # nor does the default (LOO=0: 20 retrainings would not fit its 30 minutes)
-    assert not [c for c in dry_run_commands(tmp_path) if c[c.index("--out") + 1].endswith("models/loo")]
-    loo = [c for c in dry_run_commands(tmp_path, "small") if c[c.index("--out") + 1].endswith("models/loo")]
-    assert {(c[c.index("--masks") + 1].split("/")[-1], c[c.index("--seed") + 1]) for c in loo} == {("loo.npy", "0")}
-    assert [c[c.index("--indices") + 1] for c in loo] == ["0:20"]  # after the 24 ground-truth rows, in the second lane
+    # the small preset and the default (contributors, baselines all; the default since issue 33, the strongest
+    # retraining comparator): one leave-one-out retraining of each of the 20 contributors, with the full model's seed,
+    # and baselines.py once, every baseline; the image level retrains none unless LOO=1, nor does LOO=0
+    assert not [c for c in dry_run_commands(tmp_path, LOO=0) if c[c.index("--out") + 1].endswith("models/loo")]
+    for preset, lane in (("small", "0:20"), ("default", "0:20")):
+        loo = [c for c in dry_run_commands(tmp_path, preset) if c[c.index("--out") + 1].endswith("models/loo")]
+        assert {(c[c.index("--masks") + 1].split("/")[-1], c[c.index("--seed") + 1]) for c in loo} == {("loo.npy", "0")}
+        assert [c[c.index("--indices") + 1] for c in loo] == [lane]  # after the ground-truth rows, in the second lane
     p = pipeline("default", tmp_path / "dry-baselines", PYTHON="echo")
     out, _ = p.communicate(timeout=60)
     assert "baselines.py --run" in out and "--only" not in out.split("baselines.py")[1].split("\n")[0]
@@ -299,3 +304,20 @@ def test_the_cost_bench_splits_each_models_seconds(quick_run, capsys):
     assert float(rows["retrained (the baseline)"][1]) == pytest.approx(recorded, abs=0.006)
     n, train, sampling, features, loss, fit = rows["unlearned (the method)"][:6]
     assert all(float(v) > 0 for v in (train, sampling, features, loss, fit))
+
+
+def test_ceiling_retrains_held_out_subsets_with_one_more_seed_and_switches_refuse_bad_values(tmp_path):
+    """CEILING=N retrains the first N held-out subsets with seed GT_SEEDS (one more than the ground truth has) into
+    models/lds_ceiling, and measures them; a switch given a value it cannot take ends with one error line, exit 2."""
+    calls = dry_run_commands(tmp_path, "default", CEILING=3)
+    ceiling = [c for c in calls if c[c.index("--out") + 1].endswith("models/lds_ceiling")]
+    assert {(c[c.index("--masks") + 1].split("/")[-1], c[c.index("--seed") + 1]) for c in ceiling} == {("lds.npy", "1")}
+    assert sorted(c[c.index("--indices") + 1] for c in ceiling) == ["0:3"]
+    p = pipeline("default", tmp_path / "dry-ceiling", PYTHON="echo", CEILING="3")
+    out, _ = p.communicate(timeout=60)
+    assert "behaviors/lds_ceiling.npz" in out and "--draws 50" in out
+    for env, says in ((dict(DRAWS="many"), "DRAWS must be a whole number"), (dict(LOO="yes"), "LOO must be 0, 1 or auto"),
+                      (dict(CEILING="41"), "at most K=40"), (dict(DRAWS="0"), "at least 1")):
+        p = pipeline("default", tmp_path / "dry-bad", PYTHON="echo", **env)
+        out, _ = p.communicate(timeout=60)
+        assert p.returncode == 2 and says in out and out.count("error:") == 1, (env, out)
