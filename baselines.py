@@ -26,7 +26,7 @@ similarities, sum for gradient scores):
                      the run's first leave-one-out retrainings); positive: including the image lowers the samples'
                      loss, helpful
     d-trak           the same with the output function ||eps_theta(x_t, t)||^2 (Zheng et al. 2024, D-TRAK), at its
-                     paper's 10 timesteps per image (--grad-draws)
+                     paper's 10 timesteps per image (--dtrak-draws; TRAK and grad-sim: --grad-draws, 4)
     NAME-ref         each similarity and gradient baseline against the reference images (what FID and the loss
                      compare with) instead of the full model's samples; a nearest neighbour leaves out the image's
                      own original
@@ -109,8 +109,10 @@ def parse_args(argv=None):
                    "behaviours were measured, so they are the samples FID saw)")
     p.add_argument("--ddim-steps", type=positive_int, default=None, help="DDIM steps (default: as its behaviours)")
     p.add_argument("--draws", type=positive_int, default=4, help="shared (t, eps) draws per image for the loss")
-    p.add_argument("--grad-draws", type=positive_int, default=10, help="shared (t, eps) draws per image for the "
-                   "gradients (D-TRAK's paper: 10 timesteps and 100; 10 on a CPU)")
+    p.add_argument("--grad-draws", type=positive_int, default=4, help="shared (t, eps) draws per image for the loss "
+                   "gradients of grad-sim and TRAK")
+    p.add_argument("--dtrak-draws", type=positive_int, default=10, help="shared (t, eps) draws per image for D-TRAK's "
+                   "gradients (its paper: 10 timesteps per image, and 100; 10 on a CPU)")
     p.add_argument("--ensemble", type=positive_int, default=3, help="models whose TRAK / D-TRAK scores are averaged "
                    "(TRAK's ensemble): the full model and the first leave-one-out retrainings the run has (models/loo, "
                    "each trained on all but one contributor); the full model alone where it has none")
@@ -336,7 +338,8 @@ def projected_gradients(m, output):
     n_params = sum(v.numel() for v in m.model.parameters())
     project = random_project(torch.zeros(1, n_params), 1, m.args.proj_dim, 32, m.args.seed, "normal", device="cpu")
     changed = np.flatnonzero((m.ds.images != m.ref.images).reshape(len(m.ds), -1).any(1)) if m.same_index else None
-    common = dict(seed=m.args.seed, draws=m.args.grad_draws, batch_size=m.args.batch_size, project=project)
+    draws = m.args.dtrak_draws if output == "norm" else m.args.grad_draws
+    common = dict(seed=m.args.seed, draws=draws, batch_size=m.args.batch_size, project=project)
     out, rows = [], 0
     for path in m.member_files:
         model = m.model if path == "full.pt" else \
@@ -354,7 +357,7 @@ def projected_gradients(m, output):
             rows += len(m.x0) + n_gen + len(m.x_ref)
         out.append((phi_train, phi_gen, phi_ref))
     # a backward pass costs about two forward passes; the projection rows x P x proj_dim
-    macs = 3 * rows * m.args.grad_draws * m.macs + rows * n_params * m.args.proj_dim
+    macs = 3 * rows * draws * m.macs + rows * n_params * m.args.proj_dim
     return out, macs
 
 
@@ -489,7 +492,8 @@ def settings_of(args, full):
     kind = args.features if args.features != "auto" else str(full.get("features", "none"))
     return dict(n_samples=args.n_samples or int(full["n_samples"]), ddim_steps=args.ddim_steps or int(full["ddim_steps"]),
                 features=kind if kind in ("cnn", "inception") else "auto", draws=args.draws,
-                grad_draws=args.grad_draws, ensemble=args.ensemble, grad_samples=args.grad_samples,
+                grad_draws=args.grad_draws, dtrak_draws=args.dtrak_draws, ensemble=args.ensemble,
+                grad_samples=args.grad_samples,
                 proj_dim=args.proj_dim, ridge=args.ridge, seed=args.seed, ref_data=str(full.get("ref_data", "")),
                 ref_sha256=str(full.get("ref_sha256", "")))
 

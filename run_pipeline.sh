@@ -33,23 +33,16 @@ case "$PRESET" in
     : "${BASELINES:=loss,pixel-nn,feature-sim}"  # the cheap ones (the gradient baselines take ~20 s at 1,797 images)
     : "${ROWS_PER_TASK:=4}" "${QUALITY_DDIM:=10}" "${DRAWS:=4}" ;;
   default)
-    # The main job, at the contributor level (Lin, Lu et al., ICLR 2025): 20 contributors of ~90 digits each, three of
-    # whom gave faulty images (15% of the data): blurred digits, spam (near-copies of 6 digits) and watermarked digits,
-    # the faults of real data that one-pass scores get wrong (bench/faults.py: each alone, and noise). Shapley values
-    # by KernelSHAP from 96 unlearned and from 8 retrained models on Shapley-kernel subsets of contributors, the
-    # field's baselines (baselines.py) beside them, LDS on 40 held-out half-subsets (issue 28: a 95% interval within
-    # +-0.2). A full model worth attributing: 1,500 training steps at lr 3e-3 (bench/recipe.py: FID 24.2 at DDIM-100,
-    # 3.4x the data's own floor of 7.1; the `small` preset's 300 steps: 25.6x), Table 1's quality measured with
-    # DDIM-100 (QUALITY_DDIM), every model's behaviours with DDIM-20: unlearning's DDIM-20 attributions score the
-    # DDIM-50 ground truth as well as DDIM-50's own (bench/sampler_lds.py on this preset's run: 0.765 vs 0.758,
-    # p = 0.63; on a 2,000-step model 0.737 both) at 2.5x less sampling. Unlearning: gd, 24 steps of the pruned model
-    # (600 fine-tuning steps). Leave-one-out (LOO=1) adds 20 retrainings (~8 min). Measured on a fast day, fresh clone: 1,783 s; FID 24.2 at DDIM-100 (3.4x);
-    # LDS (FID) 0.77 [0.63, 0.84] vs retraining -0.01 / -0.05 / -0.11 at budgets 2 / 4 / 8 (p < 0.001 each; with each
-    # model's behaviour counted p = 0.105 / <0.001 / <0.001); bad-contributor AUC 0.84 (README).
+    # The main job, at the contributor level (Lin, Lu et al., ICLR 2025): 20 contributors of ~90 digits, three of whom
+    # gave faulty images (15%): blurred, spam (near-copies of 6 digits) and watermarked digits. Shapley values from 96
+    # unlearned and 8 retrained models on Shapley-kernel subsets, leave-one-out (20 retrainings) and the field's
+    # baselines beside them; LDS on 32 held-out half-subsets. The full model: 1,500 steps at lr 3e-3; behaviours with
+    # DDIM-20, Table 1's quality with DDIM-100. Unlearning: gd, 24 steps of the pruned model (600 fine-tuning steps).
+    # Measured figures and how each setting was chosen: README.
     : "${RUN:=runs/default}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.15}" "${FAULT:=blur,duplicate,watermark}"
     : "${CONTRIBUTORS:=random:20}" "${METHOD:=shapley}" "${LOO:=1}"
     : "${TRAIN_STEPS:=1500}" "${TRAIN_FLAGS:=--lr 3e-3}" "${PRUNE_STEPS:=600}" "${UNLEARN_STEPS:=24}" "${BATCH:=64}"
-    : "${UNLEARN_METHOD:=gd}" "${M:=96}" "${R:=8}" "${K:=40}" "${GT_SEEDS:=1}" "${SEED_PAIRS:=1}" "${N_SAMPLES:=1000}"
+    : "${UNLEARN_METHOD:=gd}" "${M:=96}" "${R:=8}" "${K:=32}" "${GT_SEEDS:=1}" "${SEED_PAIRS:=1}" "${N_SAMPLES:=1000}"
     : "${DDIM_STEPS:=20}" "${QUALITY_DDIM:=100}" ;;
   small)
     # The default's data, contributors and estimator with the short recipe it had until issue 28 (12 min): 300

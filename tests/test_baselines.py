@@ -170,7 +170,7 @@ def tiny_baseline_run(tmp_path_factory):
     np.savez(run / "behaviors" / "full.npz", index=np.array([-1]), mask_sha256=np.array([""]), fid=np.array([50.0]),
              precision=np.array([0.5]), n_samples=12, ddim_steps=3, features="cnn", behaviors=json.dumps(["fid", "precision"]),
              behavior_table=json.dumps({"fid": {"better": "lower"}, "precision": {"better": "higher"}}))
-    r = run_cli("baselines", "--run", run, "--data", f"npz:{run / 'd.npz'}", "--draws", "2", "--grad-draws", "2",
+    r = run_cli("baselines", "--run", run, "--data", f"npz:{run / 'd.npz'}", "--draws", "2", "--grad-draws", "2", "--dtrak-draws", "2",
                 "--grad-samples", "5", "--proj-dim", "16", "--batch-size", "8", "--ensemble", "3")
     assert r.returncode == 0, r.stderr
     return run
@@ -248,7 +248,7 @@ def test_every_baseline_file_matches_a_direct_computation(tiny_baseline_run):
 
 def test_loo_is_refused_without_its_models_and_a_rerun_skips_finished_baselines(tiny_baseline_run):
     run = tiny_baseline_run
-    args = ["--run", run, "--data", f"npz:{run / 'd.npz'}", "--draws", "2", "--grad-draws", "2", "--grad-samples", "5",
+    args = ["--run", run, "--data", f"npz:{run / 'd.npz'}", "--draws", "2", "--grad-draws", "2", "--dtrak-draws", "2", "--grad-samples", "5",
             "--proj-dim", "16", "--ensemble", "3"]
     r = run_cli("baselines", *args, "--only", "loo")
     assert r.returncode == 2 and "loo needs" in r.stderr and "LOO=1" in r.stderr

@@ -317,7 +317,7 @@ def test_ceiling_retrains_held_out_subsets_with_one_more_seed_and_switches_refus
     out, _ = p.communicate(timeout=60)
     assert "behaviors/lds_ceiling.npz" in out and "--draws 50" in out
     for env, says in ((dict(DRAWS="many"), "DRAWS must be a whole number"), (dict(LOO="yes"), "LOO must be 0, 1 or auto"),
-                      (dict(CEILING="41"), "at most K=40"), (dict(DRAWS="0"), "at least 1")):
+                      (dict(CEILING="33"), "at most K=32"), (dict(DRAWS="0"), "at least 1")):
         p = pipeline("default", tmp_path / "dry-bad", PYTHON="echo", **env)
         out, _ = p.communicate(timeout=60)
         assert p.returncode == 2 and says in out and out.count("error:") == 1, (env, out)
