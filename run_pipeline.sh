@@ -75,7 +75,8 @@ case "$PRESET" in
     : "${RUN:=runs/images}" "${DATA:=digits}" "${ARCH:=digits-small}" "${CORRUPT:=0.1}"
     : "${TRAIN_STEPS:=500}" "${PRUNE_STEPS:=200}" "${UNLEARN_STEPS:=13}" "${BATCH:=64}" "${UNLEARN_METHOD:=neggrad}"
     : "${UNLEARN_FLAGS:=--lr 3e-4 --warmup 0 --ascent-weight 0.5 --batches epoch}"
-    : "${M:=224}" "${R:=16}" "${K:=24}" "${GT_SEEDS:=2}" "${SEED_PAIRS:=4}" "${N_SAMPLES:=1000}" "${DDIM_STEPS:=10}" ;;
+    : "${M:=224}" "${R:=16}" "${K:=24}" "${GT_SEEDS:=2}" "${SEED_PAIRS:=4}" "${N_SAMPLES:=1000}" "${DDIM_STEPS:=10}"
+    : "${DRAWS:=10}" ;;  # the datamodel's cross-validated fit on 224 x 1,797 costs seconds: 10 draws a budget
   cifar16)
     # Natural images on a CPU (issue 28): 2,000 CIFAR-10 training images (200 a class) at 16x16 colour (cifar10@16:2000:
     # torchvision's download, downsampled), the default's fault mix and contributors, Shapley values, the digits-small

@@ -258,7 +258,7 @@ def test_a_contributor_level_run_is_scored_and_reported_per_contributor(tmp_path
                    1.0 if name == "unlearn" else 10.0)
     np.save(run / "masks" / "groups.npy", groups)
     np.save(run / "corrupted.npy", np.flatnonzero(groups < 2))
-    r = run_cli("eval_lds", "--run", run, "--data", "digits")
+    r = run_cli("eval_lds", "--run", run, "--data", "digits", "--draws", "10")
     assert r.returncode == 0, r.stderr
     results = json.loads((run / "results.json").read_text())
     assert results["unit"] == "contributor" and results["auc"]["unlearn_all"] == 1.0
@@ -293,7 +293,7 @@ def test_contributor_shapley_run_finds_the_bad_contributors_and_keeps_efficiency
                  fid=np.array([fid]), seconds=np.ones(1), train_seconds=np.ones(1))
     np.save(run / "masks" / "groups.npy", groups)
     np.save(run / "corrupted.npy", np.flatnonzero(groups < 2))
-    r = run_cli("eval_lds", "--run", run, "--data", "digits", "--method", "shapley")
+    r = run_cli("eval_lds", "--run", run, "--data", "digits", "--method", "shapley", "--draws", "10")
     assert r.returncode == 0, r.stderr
     results = json.loads((run / "results.json").read_text())
     assert results["method"] == "shapley" and results["unit"] == "contributor"

@@ -278,7 +278,7 @@ def test_the_report_compares_every_method_on_planted_baselines(tmp_path):
     for name, scores, order in (("oracle", effect, 0), ("backwards", -effect, 1)):
         np.savez(run / "attributions" / f"baseline-{name}.npz", scores=scores, scores_by_behavior=scores[None],
                  behaviors=json.dumps(["fid"]), macs=5e9, seconds=1.0, how=f"{name}'s definition", order=order)
-    r = run_cli("eval_lds", "--run", run, "--data", "digits")
+    r = run_cli("eval_lds", "--run", run, "--data", "digits", "--draws", "10")
     assert r.returncode == 0, r.stderr
     rows = {c["name"]: c for c in json.loads((run / "results.json").read_text())["comparison"]}
     assert list(rows) == ["sparsified unlearning", "retraining, equal compute", "retraining, all 8 models", "oracle",

@@ -258,7 +258,7 @@ def test_an_npz_corrupted_array_names_the_known_bad_images(tmp_path):
     for name, masks in pools.items():
         write_pool(run, name, masks, 30 + masks @ effect + rng.normal(0, 0.3, len(masks)),
                    1.0 if name == "unlearn" else 10.0)
-    r = run_cli("eval_lds", "--run", run, "--data", spec)
+    r = run_cli("eval_lds", "--run", run, "--data", spec, "--draws", "10")
     assert r.returncode == 0, r.stderr
     import json
     auc = json.loads((run / "results.json").read_text())["auc"]
