@@ -832,7 +832,7 @@ def summary(r):
     row = r["behaviors"][r["headline"]]["curve"][-1]
     parts = [f"LDS {r['headline']} at budget {row['budget']:g}: unlearning {report.fmt_lds(row, 'unlearn')} vs "
              f"retraining {report.fmt_lds(row, 'retrain')}"
-             + (f" (p = {report.fmt_p(row['p_value'], row.get('n_boot', 2000))})" if "p_value" in row else "")]
+             + (f" ({report.p_text(row['p_value'], row.get('n_boot', 2000))})" if "p_value" in row else "")]
     if "auc" in r:
         parts.append(f"{'bad-contributor' if r.get('unit') == 'contributor' else 'corrupted-image'} AUC "
                      f"{r['auc']['unlearn_all']:.3f}")

@@ -53,6 +53,12 @@ def fmt_p(p, n_boot=2000):
     return f"< {2 / n_boot:.2g}" if p == 0 else f"{p:.3f}"
 
 
+def p_text(p, n_boot=2000):
+    """'p = 0.011', or 'p < 0.001' where no resample crosses."""
+    text = fmt_p(p, n_boot)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
 def fmt_diff(row):
     if "diff_ci" not in row:
         return "n/a", "n/a"
@@ -256,7 +262,7 @@ def behaviors_section(r):
              f"detection AUC, all unlearned models |", "| --- | --- | --- | --- | --- | --- |"]
     for behavior, b in r["behaviors"].items():
         row = b["curve"][-1]
-        p = f" (p = {fmt_p(row['p_value'], row.get('n_boot', 2000))})" if "p_value" in row else ""
+        p = f" ({p_text(row['p_value'], row.get('n_boot', 2000))})" if "p_value" in row else ""
         auc = f"{b['auc_all']:.3f}" if "auc_all" in b else "n/a"
         lines.append(f"| {behavior}{' (headline)' if behavior == r['headline'] else ''} | {b['better'] or '-'} | "
                      f"{b['lds_all']['unlearn']['lds']:.3f} | {b['lds_all']['retrain']['lds']:.3f} | "
@@ -283,7 +289,7 @@ def budget_section(behavior, b):
         for a in extra:
             o = row[a]
             cells.append(f"{o['n_unlearn']}, {o['lds_unlearn']:.3f}, {o['lds_unlearn'] - o['lds_retrain']:+.3f} "
-                         f"(p = {fmt_p(o['p_value'], o.get('n_boot', 2000))})" if "p_value" in o
+                         f"({p_text(o['p_value'], o.get('n_boot', 2000))})" if "p_value" in o
                          else f"{o['n_unlearn']}, n/a")
         lines.append("| " + " | ".join(cells) + " |")
     a = b["lds_all"]
