@@ -280,3 +280,19 @@ def test_a_full_disk_ends_in_one_line_and_leaves_nothing_half_written(tmp_path, 
         assert r.stderr.startswith(f"error: cannot write {out}: ") and \
             ("No space left on device" in r.stderr or "no space left on device" in r.stderr), r.stderr
         assert out.read_bytes() == SENTINEL and sorted(p.name for p in out.parent.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("bench, extra", [("counterfactual", []), ("recipe", []), ("sampler", []),
+                                          ("sampler_lds", ["--ddim", "50"]), ("unlearn_fidelity", []),
+                                          ("behaviour_noise", []), ("cost", [])])
+def test_a_bench_pointed_at_a_missing_or_unfinished_run_says_so_in_one_line(bench, extra, tmp_path, capsys):
+    """The benches refuse bad input as the scripts do: one error line on stderr, exit code 2, no traceback."""
+    from conftest import load_bench
+    from data import run
+    module = load_bench(bench)
+    for folder in (tmp_path / "nowhere", tmp_path):  # missing; a folder that holds no run
+        with pytest.raises(SystemExit) as e:
+            run(module.main, module.parse_args(["--run", str(folder), *extra]))
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+        assert ("run folder not found" if folder.name == "nowhere" else "is not a finished run") in err
