@@ -282,15 +282,10 @@ def spearman(pred, y):
 
 
 def bootstrap_lds(preds, y, seed=0, n=BOOTSTRAP):
-    """LDS of each prediction vector in `preds` on n resamples of the held-out subsets (the same
-    resamples for all, so differences are paired). Returns (len(preds), n); a resample where a
-    prediction is constant counts as 0. All resamples at once: Spearman's rho is Pearson's r of the
-    ranks (ties averaged), so one rankdata over the (n, K) resampled values replaces n spearmanr calls."""
-    rng = np.random.default_rng(seed)
-    y = np.asarray(y)
-    idx = np.stack([rng.integers(0, len(y), len(y)) for _ in range(n)])  # one draw per resample, in order
-    rank_y = rankdata(y[idx], axis=1)
-    return np.stack([pearson_rows(rankdata(np.asarray(p)[idx], axis=1), rank_y) for p in preds])
+    """LDS of each prediction vector in `preds` on n resamples of the held-out subsets (the same resamples for all,
+    so differences are paired). Returns (len(preds), n); a resample where a prediction is constant counts as 0. The
+    one-draw case of bootstrap_draws (the same held-out resamples)."""
+    return bootstrap_draws([np.asarray(p)[None] for p in preds], y, seed, n)
 
 
 def bootstrap_draws(preds, y, seed=0, n=BOOTSTRAP):
@@ -301,8 +296,8 @@ def bootstrap_draws(preds, y, seed=0, n=BOOTSTRAP):
     was given. Returns (len(preds), n)."""
     rng = np.random.default_rng(seed)
     y = np.asarray(y)
-    idx = np.stack([rng.integers(0, len(y), len(y)) for _ in range(n)])  # (n, K), the same draws as bootstrap_lds
-    rank_y = rankdata(y[idx], axis=1)
+    idx = np.stack([rng.integers(0, len(y), len(y)) for _ in range(n)])  # (n, K): one draw per resample, in order
+    rank_y = rankdata(y[idx], axis=1)  # Spearman's rho is Pearson's r of the ranks (ties averaged): all at once
     out = []
     for p in preds:
         p = np.atleast_2d(np.asarray(p))
@@ -471,6 +466,15 @@ class Fits:
         return self.drawn[key]
 
 
+def best_drawn(fits, name, behavior, n, choices, draws, y):
+    """(estimator, its predictions (D, K), {estimator: (mean LDS, std)}, its all-zero draws) of the estimator of
+    `choices` with the highest mean LDS over the draws of n models of pool `name` (chosen on the held-out subsets)."""
+    tried = {m: fits.drawn_predictions(name, behavior, n, m, draws) for m in choices}
+    means = {m: mean_lds(p, y) for m, (p, _) in tried.items()}
+    best = max(means, key=lambda m: means[m][0])
+    return best, tried[best][0], means, tried[best][1]
+
+
 def mean_lds(preds, y):
     """(mean, std) of the LDS over the rows (draws) of preds (D, K)."""
     values = pearson_rows(rankdata(preds, axis=1), np.tile(rankdata(y), (len(preds), 1)))
@@ -498,16 +502,13 @@ def budget_curve(run, fits, behavior, budgets, costs, accountings, seed, estimat
                 out[f"n_{name}"] = n[name]
                 if n[name] < 2:
                     continue
-                tried = {m: fits.drawn_predictions(name, behavior, n[name], m, draws)
-                         for m in (estimators if name == "retrain" else [fits.method])}
-                means = {m: mean_lds(p, y) for m, (p, _) in tried.items()}
-                best = max(means, key=lambda m: means[m][0])
-                preds[name] = tried[best][0]
+                best, preds[name], means, zero = best_drawn(fits, name, behavior, n[name],
+                                                            estimators if name == "retrain" else [fits.method], draws, y)
                 out.update({f"lds_{name}": means[best][0], f"sd_{name}": means[best][1], f"estimator_{name}": best,
-                            f"draws_{name}": len(preds[name]), f"all_zero_{name}": tried[best][1] == len(preds[name]),
+                            f"draws_{name}": len(preds[name]), f"all_zero_{name}": zero == len(preds[name]),
                             f"with_replacement_{name}": n[name] >= len(run.pools[name].rows),
                             f"underdetermined_{name}": n[name] < n_units})
-                if len(tried) > 1:
+                if len(means) > 1:
                     out[f"lds_by_estimator_{name}"] = {m: v[0] for m, v in means.items()}
             if preds:
                 boot = bootstrap_draws(list(preds.values()), y, seed)
@@ -614,13 +615,13 @@ def comparison(run, fits, costs, accounting, seed):
         preds, points = [], []
         for m in have:
             if "pool" in m:
-                choices = fits.fitters if m["pool"] == "retrain" and behavior == run.headline else [fits.method]
+                choices = list(fits.fitters) if m["pool"] == "retrain" and behavior == run.headline else [fits.method]
                 draws = fits.draws if behavior == run.headline else min(fits.draws, fits.draws_other)
-                tried = {e: fits.drawn_predictions(m["pool"], behavior, m["models"], e, draws)[0] for e in choices}
-                best = max(tried, key=lambda e: mean_lds(tried[e], held.y[behavior])[0])
+                best, drawn, means, _ = best_drawn(fits, m["pool"], behavior, m["models"], choices, draws,
+                                                   held.y[behavior])
                 m.setdefault("estimator", {})[behavior] = best
-                preds.append(tried[best])
-                points.append(mean_lds(tried[best], held.y[behavior])[0])
+                preds.append(drawn)
+                points.append(means[best][0])
             else:
                 preds.append(held.X @ m["scores"][behavior])
                 points.append(spearman(preds[-1], held.y[behavior]))
