@@ -479,10 +479,6 @@ def expand_keys(beh):
 ENSEMBLED = ("trak", "trak_ref", "d_trak", "d_trak_ref")  # measures averaged over the ensemble's models
 
 
-def b_measure(name):
-    return BASELINES[name].measure
-
-
 def baseline_path(run_dir, name):
     return os.path.join(run_dir, "attributions", f"baseline-{name}.npz")
 
@@ -556,7 +552,7 @@ def main(args):
                  behaviors=json.dumps(keys), scores_by_behavior=np.stack([scores[k] for k in keys]), macs=macs,
                  seconds=seconds, how=BASELINES[name].how, aggregate=BASELINES[name].aggregate,
                  unit="contributor" if groups is not None else "image", settings=json.dumps(settings),
-                 ensemble=json.dumps(model.member_files if b_measure(name) in ENSEMBLED else ["full.pt"]),
+                 ensemble=json.dumps(model.member_files if BASELINES[name].measure in ENSEMBLED else ["full.pt"]),
                  order=list(BASELINES).index(name), **extra)
         unit = "contributors" if groups is not None else "images"
         order = largest_first(scores[headline] if directions[headline] == "lower" else -scores[headline])

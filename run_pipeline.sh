@@ -3,7 +3,7 @@
 # killed run continues where it stopped):
 #
 #   bash run_pipeline.sh            # default: 20 contributors of digits (3 gave blurred, spam, watermarked ones),
-#                                   # Shapley values, LDS for unlearning and retraining at equal compute (~30 min)
+#                                   # Shapley values, leave-one-out and the baselines beside them (~45 min)
 #   bash run_pipeline.sh small      # the same with a short recipe whose model barely generates digits (12 min)
 #   bash run_pipeline.sh images     # the image level: one score per digit (10% noise images)
 #   bash run_pipeline.sh quick      # the whole chain in a couple of minutes (used by the tests)
