@@ -312,7 +312,7 @@ def test_counterfactual_cluster_test_against_a_loop_and_planted_answers():
     base = rng.normal(size=4)
     diff, ci, p, _ = counterfactual.cluster_test(base + 3.0, np.tile(base, (6, 1)), n_boot=200)
     assert diff == pytest.approx(3.0) and ci == pytest.approx((3.0, 3.0)) and p == 0.0
-    assert counterfactual.fmt_p(0.0, 10000) == "< 0.0001" and counterfactual.fmt_p(0.0321, 10000) == "0.032"
+    assert counterfactual.fmt_p(0.0, 10000) == "< 0.0001" and counterfactual.fmt_p(0.0321, 10000) == "= 0.032"
     # Holm by hand: sorted 0.01, 0.02, 0.04 -> x3, x2, x1 = 0.03, 0.04, 0.04 (monotone)
     assert counterfactual.holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
 
@@ -362,5 +362,5 @@ def test_counterfactual_bench_retrains_without_the_most_harmful_units(quick_run,
     assert len(list((run / "models" / "counterfactual").glob("*.pt"))) == 2 * len(masks)
     rows = [line for line in out.splitlines() if line.startswith("| ")]
     assert [r.split(" | ")[0] for r in rows[2:]] == ["| sparsified unlearning", "| loss", "| random"]
-    assert "p (Holm) = " in rows[2] and "nan" not in out  # (no 10% removal here: no primary cell)
+    assert "p (Holm) " in rows[2] and "nan" not in out  # (no 10% removal here: no primary cell)
     assert "Primary** (declared before the run): sparsified unlearning, remove 10%" in out
