@@ -113,7 +113,7 @@ def parse_args(argv=None):
                    "gradients of grad-sim and TRAK")
     p.add_argument("--dtrak-draws", type=positive_int, default=10, help="shared (t, eps) draws per image for D-TRAK's "
                    "gradients (its paper: 10 timesteps per image, and 100; 10 on a CPU)")
-    p.add_argument("--ensemble", type=positive_int, default=3, help="models whose TRAK / D-TRAK scores are averaged "
+    p.add_argument("--ensemble", type=positive_int, default=2, help="models whose TRAK / D-TRAK scores are averaged "
                    "(TRAK's ensemble): the full model and the first leave-one-out retrainings the run has (models/loo, "
                    "each trained on all but one contributor); the full model alone where it has none")
     p.add_argument("--grad-samples", type=positive_int, default=500, help="generated samples whose gradients the "
