@@ -1,0 +1,25 @@
+# The main job, at the contributor level (Lin, Lu et al., ICLR 2025): 20 contributors of ~90 digits, three of whom
+# gave faulty images; Shapley values from unlearned and retrained models, leave-one-out and the field's baselines
+# beside them. What it measures and how each setting was chosen: docs/default.md.
+RUN=runs/default           # where the run's files go
+DATA=digits                # the embedded 8x8 digits (1,797 images)
+ARCH=digits-small          # the small UNet (ddpm.py)
+CORRUPT=0.15               # the fraction of training images given a fault
+FAULT=blur,duplicate,watermark  # blurred, spam (near-copies of 6 digits) and watermarked digits, a contributor each
+CONTRIBUTORS=random:20     # 20 contributors of random digits (the faulty ones get seeded random ids)
+METHOD=shapley             # Shapley values (subsets follow the Shapley kernel)
+LOO=1                      # leave-one-out: 20 retrainings, the strongest retraining estimator here
+TRAIN_STEPS=1500           # training steps of the full model and of every retraining
+TRAIN_FLAGS="--lr 3e-3"    # the training recipe's learning rate
+PRUNE_STEPS=600            # fine-tuning steps after pruning
+UNLEARN_STEPS=24           # sparsified unlearning's steps per subset (gd from the pruned model)
+BATCH=64                   # batch size of every training
+UNLEARN_METHOD=gd          # the paper's unlearning: gradient descent on the subset, from the pruned model
+M=96                       # unlearned models
+R=8                        # models retrained from scratch for the retraining baseline
+K=24                       # held-out half-subsets retrained from scratch: the LDS's ground truth
+GT_SEEDS=1                 # training seeds per held-out subset
+SEED_PAIRS=0               # no second-seed pair (CEILING=16 measures the ground truth's noise)
+N_SAMPLES=1000             # samples per model for the sampled behaviours
+DDIM_STEPS=20              # DDIM steps of those samples
+QUALITY_DDIM=100           # DDIM steps of the full model's sampling for Table 1

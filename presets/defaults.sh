@@ -1,0 +1,32 @@
+# Every setting a preset leaves unset (read after the preset; the environment wins over both).
+FAULT=noise                # data.FAULTS: noise, blur, duplicate, one-class, watermark; several comma-separated share CORRUPT
+CONTRIBUTORS=              # contributor level: classes, random:G or FILE.npy (make_subsets.py --groups); empty: images
+METHOD=datamodel           # the estimator: datamodel, banzhaf (half-subsets) or shapley (Shapley-kernel subsets)
+ALPHA=0.5                  # the fraction of the training data in a subset
+RATIO=0.3                  # structured pruning ratio
+UNLEARN_METHOD=gd          # unlearn.py --method (gd from the pruned model; gd-full from the full model)
+TRAIN_FLAGS=               # added to every train_ddpm.py call (the recipe)
+UNLEARN_FLAGS=             # added to every unlearn.py call
+FULL=                      # a checkpoint to attribute instead of training one (tools/import_model.py makes one)
+BEHAVIORS=all              # what compute_fid.py measures per model (all, or keys such as fid,loss)
+HEADLINE=auto              # the behaviour the report leads with (auto: fid when computed, else runfolder.headline's)
+LOSS_DRAWS=4               # (t, eps) draws per reference image of loss and elbo
+FEATURES=auto              # FID's features (auto: cnn on digits, inception on CIFAR-10)
+N_REF=0                    # reference images for FID (0: all)
+REF_DATA=                  # FID against another reference set (e.g. npz:curated.npz)
+INCEPTION_WEIGHTS=         # pytorch-fid's weights file where there is no internet
+QUALITY_DDIM=0             # the full model sampled once more with N DDIM steps for Table 1 (0: none)
+BASELINES=all              # the field's baselines (baselines.py: all, none, or names such as loss,pixel-nn,trak)
+BASELINE_FLAGS=            # added to baselines.py's call
+LOO=auto                   # leave-one-out retrainings (auto: at the contributor level when baselines run)
+DRAWS=50                   # random draws of each budget's models from their pool (eval_lds.py --draws)
+CEILING=0                  # the first N held-out subsets retrained with one more seed: the LDS a perfect predictor reaches
+JOBS=2                     # processes side by side for per-row stages (the cores are shared among them)
+DEVICE=auto                # cpu, cuda or auto
+SCHEDULER=local            # local, or slurm (every stage a job, per-row stages job arrays)
+ROWS_PER_TASK=8            # Slurm: rows of a per-row stage per array task
+CPUS=2                     # Slurm: CPUs per task
+GPUS=0                     # Slurm: GPUs per task (--gres=gpu:N)
+PARTITION=                 # Slurm: the partition (empty: SBATCH_PARTITION or the cluster's default)
+SBATCH_FLAGS=              # Slurm: added to every sbatch call (e.g. "--account=lab --qos=short")
+ARRAY_MAX=                 # Slurm: at most N tasks of an array at once
