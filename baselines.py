@@ -46,10 +46,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from data import (ArgumentParser, DataError, add_data_args, dataset_from_args, load_dataset, load_groups, load_masks,
-                  positive_int, positive_float, run, save_npz, to_model_space)
+from data import (ArgumentParser, DataError, add_data_args, dataset_from_args, load_dataset, positive_int,
+                  positive_float, run, save_npz, to_model_space)
+import runfolder
+from runfolder import aligned, behavior_keys, behavior_values, better, load_behaviors, load_groups, load_masks
 from ddpm import Schedule, build_model, forward_macs, load_checkpoint, pick_device, q_sample, shared_draws
-from fit_datamodel import aligned, behavior_keys, behavior_values, better, largest_first, load_behaviors
+from fit_datamodel import largest_first
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,7 @@ class FullModel:
         self.ref, self.same_index = reference_images(args, ds, settings)
         self.x_ref = to_model_space(self.ref.images)
         # the ensemble of TRAK and D-TRAK: the full model, then the run's leave-one-out retrainings in order
-        self.member_files = ["full.pt"] + loo_members(args.run, args.ensemble - 1)
+        self.member_files = [runfolder.checkpoint(args.run, "full")] + loo_members(args.run, args.ensemble - 1)
         self.done, self.cost = {}, {}  # name -> value; name -> (macs, seconds) of that step alone
 
     def get(self, name):
@@ -180,7 +182,7 @@ def _samples(m):
 
 def _extractor(m):
     """The run's feature network (compute_fid's)."""
-    from compute_fid import cnn_extractor, inception_extractor
+    from features import cnn_extractor, inception_extractor
     if m.settings["features"] == "cnn":
         return cnn_extractor(load_dataset(m.args.data), m.args.run, m.args.seed, m.device)[0], 0
     return inception_extractor(m.args.inception_weights, m.device)[0], 0
@@ -188,7 +190,7 @@ def _extractor(m):
 
 def _features(m):
     """(training images' features, samples' features) in the run's feature space."""
-    from compute_fid import features_of
+    from features import features_of
     extract = m.get("extractor")
     train = features_of(extract, m.x0, 500)[0].astype(np.float64)
     return (train, features_of(extract, m.get("samples"), 500)[0].astype(np.float64)), 0
@@ -208,14 +210,14 @@ def reference_images(args, ds, settings):
 
 
 def loo_members(run_dir, k):
-    """The first k leave-one-out retrainings of the run (models/loo/NNNNN.pt), as many as it has."""
-    folder = os.path.join(run_dir, "models", "loo")
+    """The first k leave-one-out retrainings of the run, as many as it has."""
+    folder = runfolder.models(run_dir, "loo")
     found = sorted(f for f in os.listdir(folder) if f.endswith(".pt")) if os.path.isdir(folder) else []
-    return [os.path.join("models", "loo", f) for f in found[:k]]
+    return [os.path.join(folder, f) for f in found[:k]]
 
 
 def _ref_features(m):
-    from compute_fid import features_of
+    from features import features_of
     extract = m.get("extractor")
     return features_of(extract, m.x_ref, 500)[0].astype(np.float64), 0
 
@@ -342,8 +344,7 @@ def projected_gradients(m, output):
     common = dict(seed=m.args.seed, draws=draws, batch_size=m.args.batch_size, project=project)
     out, rows = [], 0
     for path in m.member_files:
-        model = m.model if path == "full.pt" else \
-            build_model(load_checkpoint(os.path.join(m.args.run, path)), "ema").to(m.device).eval()
+        model = m.model if path == m.member_files[0] else build_model(load_checkpoint(path), "ema").to(m.device).eval()
         phi_train, phi_gen = (per_image_gradients(model, m.schedule, x.to(m.device), output, **common).double().numpy()
                               for x in (m.x0, m.get("samples")[:n_gen]))
         if changed is not None:
@@ -450,14 +451,14 @@ def loo_scores(full, loo, masks):
     left_out = [np.flatnonzero(~row) for row in masks]
     if masks.shape[0] != masks.shape[1] or any(len(j) != 1 for j in left_out) or \
             len({int(j[0]) for j in left_out}) != len(masks):
-        raise DataError("masks/loo.npy must leave out one contributor a row, every one once")
+        raise DataError("the leave-one-out masks must leave out one contributor a row, every one once")
     left_out = np.concatenate(left_out)
     out = {}
     for name in expand_keys(loo):
-        rows, _, y = aligned(masks, loo, name, "masks/loo.npy")
+        rows, _, y = aligned(masks, loo, name, "the leave-one-out masks")
         if len(rows) != len(masks):
-            raise DataError(f"behaviors/loo.npz has the models of {len(rows)} of the {len(masks)} rows of "
-                            f"masks/loo.npy: finish the loo stage first")
+            raise DataError(f"the leave-one-out behaviours have the models of {len(rows)} of the {len(masks)} rows "
+                            f"of their masks: finish the loo stage first")
         v_loo = np.empty(len(masks))
         v_loo[left_out[rows]] = y
         out[name] = float(behavior_values(full, name)[0]) - v_loo
@@ -479,10 +480,6 @@ def expand_keys(beh):
 ENSEMBLED = ("trak", "trak_ref", "d_trak", "d_trak_ref")  # measures averaged over the ensemble's models
 
 
-def baseline_path(run_dir, name):
-    return os.path.join(run_dir, "attributions", f"baseline-{name}.npz")
-
-
 def settings_of(args, full):
     """What a baseline's numbers depend on (recorded in its file; a file of other settings is recomputed)."""
     kind = args.features if args.features != "auto" else str(full.get("features", "none"))
@@ -496,14 +493,14 @@ def settings_of(args, full):
 
 def chosen_baselines(args, run_dir, groups):
     """The baselines to compute: --only's, or every one the run allows (loo where its models were measured)."""
-    has_loo = os.path.exists(os.path.join(run_dir, "behaviors", "loo.npz"))
+    has_loo = os.path.exists(runfolder.behaviors(run_dir, "loo"))
     if args.only:
         names = [n.strip() for n in args.only.split(",") if n.strip()]
         unknown = [n for n in names if n not in BASELINES]
         if unknown or not names:
             raise DataError(f"unknown baseline {', '.join(unknown) or repr(args.only)}: use some of {', '.join(BASELINES)}")
         if "loo" in names and not has_loo:
-            raise DataError(f"loo needs {run_dir}/behaviors/loo.npz: the models retrained without each "
+            raise DataError(f"loo needs {runfolder.behaviors(run_dir, 'loo')}: the models retrained without each "
                             f"{'contributor' if groups is not None else 'image'} (bash run_pipeline.sh with LOO=1)")
         return names
     # at the image level a contributor's most similar image is the image itself: no -max variant
@@ -522,19 +519,19 @@ def up_to_date(path, settings):
 
 def main(args):
     run_dir = args.run
-    full = load_behaviors(os.path.join(run_dir, "behaviors", "full.npz"))
+    full = load_behaviors(runfolder.behaviors(run_dir, "full"))
     ds = dataset_from_args(args)
-    groups = load_groups(os.path.join(run_dir, "masks", "unlearn.npy"), n=len(ds))
+    groups = load_groups(runfolder.masks(run_dir, "unlearn"), n=len(ds))
     directions = {k: better(full, k) for k in expand_keys(full)}
-    headline = args.headline if args.headline != "auto" else "fid" if "fid" in directions else next(iter(directions))
+    headline = runfolder.headline(args.headline, directions)
     if headline not in directions:
-        raise DataError(f"--headline {headline!r} is not a behaviour of {run_dir}/behaviors/full.npz")
+        raise DataError(f"--headline {headline!r} is not a behaviour of {runfolder.behaviors(run_dir, 'full')}")
     names = chosen_baselines(args, run_dir, groups)
     settings = settings_of(args, full)
     if settings["features"] == "auto":  # as compute_fid.py's auto: the cnn where the data has labels
         settings["features"] = "cnn" if ds.labels is not None else "inception"
-    todo = [n for n in names if args.force or not up_to_date(baseline_path(run_dir, n), settings)]
-    model = FullModel(load_checkpoint(os.path.join(run_dir, "full.pt")), ds, args, settings, pick_device(args.device)) \
+    todo = [n for n in names if args.force or not up_to_date(runfolder.baseline(run_dir, n), settings)]
+    model = FullModel(load_checkpoint(runfolder.checkpoint(run_dir, "full")), ds, args, settings, pick_device(args.device)) \
         if any(n != "loo" for n in todo) else None
     for name in todo:
         if name == "loo":
@@ -548,23 +545,30 @@ def main(args):
         if headline not in scores:
             raise DataError(f"{name} gives no scores for {headline} (no better direction): choose another --headline")
         keys = list(scores)
-        save_npz(baseline_path(run_dir, name), scores=scores[headline], intercept=0.0, method=name, behavior=headline,
+        save_npz(runfolder.baseline(run_dir, name), scores=scores[headline], intercept=0.0, method=name, behavior=headline,
                  behaviors=json.dumps(keys), scores_by_behavior=np.stack([scores[k] for k in keys]), macs=macs,
                  seconds=seconds, how=BASELINES[name].how, aggregate=BASELINES[name].aggregate,
                  unit="contributor" if groups is not None else "image", settings=json.dumps(settings),
-                 ensemble=json.dumps(model.member_files if BASELINES[name].measure in ENSEMBLED else ["full.pt"]),
+                 ensemble=json.dumps(ensemble_of(run_dir, model, name)),
                  order=list(BASELINES).index(name), **extra)
         unit = "contributors" if groups is not None else "images"
         order = largest_first(scores[headline] if directions[headline] == "lower" else -scores[headline])
         print(f"{name}: most harmful {unit} for {headline} {order[:5].tolist()} ({macs / 1e9:,.1f} GMACs, "
               f"{seconds:.1f} s)")
-    print(f"wrote {len(todo)} baselines to {os.path.join(run_dir, 'attributions')} ({len(names) - len(todo)} up to date)")
+    print(f"wrote {len(todo)} baselines to {runfolder.attributions_dir(run_dir)} "
+          f"({len(names) - len(todo)} up to date)")
+
+
+def ensemble_of(run_dir, model, name):
+    """The models a baseline's scores average over, as paths inside the run (recorded in its file)."""
+    members = model.member_files if BASELINES[name].measure in ENSEMBLED else [runfolder.checkpoint(run_dir, "full")]
+    return [runfolder.relative(run_dir, m) for m in members]
 
 
 def loo_baseline(run_dir, full):
     """Leave-one-out's scores and its cost: every retraining's training compute, and apart its behaviours'."""
-    loo = load_behaviors(os.path.join(run_dir, "behaviors", "loo.npz"))
-    masks = load_masks(os.path.join(run_dir, "masks", "loo.npy"))
+    loo = load_behaviors(runfolder.behaviors(run_dir, "loo"))
+    masks = load_masks(runfolder.masks(run_dir, "loo"))
     scores = loo_scores(full, loo, masks)
     behavior = dict(behavior_macs=float(np.sum(loo.get("behavior_macs", 0.0))),
                     behavior_seconds=float(np.sum(loo.get("seconds", 0.0)) + np.sum(loo.get("loss_seconds", 0.0))))

@@ -12,11 +12,11 @@ reference images, with (t, eps) draws shared by every model.
     python compute_fid.py --data digits --models runs/x/models/unlearn --ref-models runs/x/models/retrain \\
         --masks runs/x/masks/retrain.npy --out runs/x/behaviors/fid2.npz        # the paper's FID2
 
-Behaviours (--behaviors, keys of the output; BEHAVIORS below says how each is computed and which way is
+Behaviours (--behaviors, keys of the output; metrics.BEHAVIORS says how each is computed and which way is
 better): fid, kid, is, precision, recall, density, coverage, class (soft class shares class:K), entropy
 (from the samples), loss, elbo (from the reference images, no sampling).
 
-Features (--features):
+Features (--features; the networks and the reference statistics: features.py):
     cnn        a small classifier trained here on the real training data (seeded, cached in the run
                folder, held-out accuracy printed); its penultimate layer (64-d) gives the features and
                its softmax the class shares and the Inception Score. Default for data with labels (digits).
@@ -35,25 +35,26 @@ method), mask_sha256, files; behaviors and
 behavior_table (JSON: each key's better direction and how it is computed), method; floor_fid and real_is, the
 reference set's own floor (FID between two halves of it) and Inception Score, against which a model's are read.
 """
-import argparse
 import copy
 import json
 import os
 import re
 import time
 from dataclasses import dataclass
-from unittest import mock
 
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from filelock import FileLock  # comes with torch
+
 from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_args, at_least_two, images_sha256,
-                  load_dataset, load_masks,
-                  nonnegative_int, positive_int, row_sha256, run, save_npz, to_model_space)
+                  load_dataset, nonnegative_int, positive_int, row_sha256, run, save_npz, to_model_space)
 from ddpm import (Schedule, autocast, build_model, ddim_sample, denoising_errors, elbo_weights, file_sha256,
-                  load_checkpoint, pick_device, save_checkpoint)
+                  load_checkpoint, pick_device)
+from features import (_safe, cnn_extractor, features_of, inception_extractor, matched_floor, reference_floor,
+                      reference_knn, reference_stats, softmax)
+from metrics import (BEHAVIORS, DC_K, KNN_KEYS, behavior_table, density_coverage, entropy, feature_stats,
+                     frechet_distance, inception_score, kid, low_rank_factor, parse_behaviors, precision_recall,
+                     sqrt_psd)
+from runfolder import load_masks
 
 PAPER_DDIM_STEPS = 100  # the paper samples with DDIM, 100 steps
 MODEL_FILE = re.compile(r"^(\d{5})(?:-s(\d+))?\.pt$")  # 00042.pt or 00003-s0.pt
@@ -102,407 +103,7 @@ def parse_args(argv=None):
 
 
 # ----------------------------------------------------------------------------------------------
-# The Frechet distance
-
-def frechet_distance(mu1, sigma1, mu2, sigma2, root1=None, factor2=None):
-    """|mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1^1/2 S2 S1^1/2)^1/2) (Dowson & Landau 1982; Heusel et al.
-    2017). tr((S1 S2)^1/2) is computed as the sum of square roots of the eigenvalues of the symmetric
-    PSD matrix S1^1/2 S2 S1^1/2, in float64: finite and accurate when the covariances are
-    rank-deficient (fewer samples than feature dimensions), where scipy's sqrtm is not. `root1`
-    (sqrt_psd(sigma1)) spares the eigendecomposition of a reference used for many models. `factor2`
-    (low_rank_factor: F of n < d rows with sigma2 = F^T F) turns the d x d eigenproblem into an n x n
-    one: S1^1/2 F^T F S1^1/2 and F S1 F^T have the same nonzero eigenvalues (2048-d Inception features
-    of a few hundred samples: milliseconds instead of seconds)."""
-    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
-    s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
-    if factor2 is not None:
-        f = np.asarray(factor2, np.float64)
-        m = f @ s1 @ f.T
-    else:
-        root1 = sqrt_psd(s1) if root1 is None else root1
-        m = root1 @ s2 @ root1
-    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
-
-
-def sqrt_psd(sigma):
-    """The symmetric square root of a covariance matrix (negative rounding noise clipped to 0)."""
-    s = np.asarray(sigma, np.float64)
-    w, v = np.linalg.eigh((s + s.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-
-
-def feature_stats(features):
-    f = np.asarray(features, np.float64)
-    return f.mean(0), np.cov(f, rowvar=False)
-
-
-def low_rank_factor(features):
-    """F (n, d) with F^T F = the features' covariance (ddof 1), when there are fewer samples than feature
-    dimensions (n < d); None otherwise (then the d x d covariance is the cheaper form)."""
-    f = np.asarray(features, np.float64)
-    if len(f) >= f.shape[1]:
-        return None
-    return (f - f.mean(0)) / np.sqrt(len(f) - 1)
-
-
-# ----------------------------------------------------------------------------------------------
-# The behaviours: one table. A key is one array of the behaviours file (class: one per class, class:K).
-# `source`: "samples" (from the one DDIM sampling pass per model, common random numbers) or "reference"
-# (from the model's noise predictions on the reference images: no sampling); `better`: which way is better,
-# or None where neither is (a class share); it sets the sign of "harmful" in the report.
-
-@dataclass(frozen=True)
-class Behavior:
-    source: str
-    better: str  # "lower", "higher" or None
-    how: str
-
-
-PR_K, DC_K = 3, 5  # nearest neighbours: precision/recall (Kynkaanniemi et al. 2019), density/coverage (Naeem et al. 2020)
-BEHAVIORS = {
-    "fid": Behavior("samples", "lower", "Frechet distance between Gaussian fits of the sample and reference features "
-                    "(Heusel et al. 2017)"),
-    "kid": Behavior("samples", "lower", "kernel inception distance: the unbiased MMD^2 between sample and reference "
-                    "features with the kernel (x.y / d + 1)^3, over all pairs (Binkowski et al. 2018)"),
-    "is": Behavior("samples", "higher", "Inception Score exp(E_x KL(p(y|x) || p(y))) from the feature network's "
-                   "classifier (the digits CNN's classes, or Inception's 1008 logits), one split (Salimans et al. 2016)"),
-    "precision": Behavior("samples", "higher", f"share of samples inside the reference manifold (balls reaching each "
-                          f"reference feature's {PR_K}rd nearest neighbour; Kynkaanniemi et al. 2019)"),
-    "recall": Behavior("samples", "higher", f"share of reference images inside the samples' manifold (k = {PR_K}; "
-                       f"Kynkaanniemi et al. 2019)"),
-    "density": Behavior("samples", "higher", f"how many reference balls (k = {DC_K}) a sample falls in, on average, "
-                        f"over k (Naeem et al. 2020)"),
-    "coverage": Behavior("samples", "higher", f"share of reference balls (k = {DC_K}) that hold a sample "
-                         f"(Naeem et al. 2020)"),
-    "class": Behavior("samples", None, "class:K, the soft share of class K: the mean softmax probability of K over "
-                      "the samples (less noisy than counting argmax labels; data with labels only)"),
-    "entropy": Behavior("samples", "higher", "entropy (nats) of the soft class shares: diversity over classes"),
-    "loss": Behavior("reference", "lower", "the DDPM loss (mean squared error per pixel) on the reference images, with "
-                     "(t, eps) drawn from --loss-seed and shared by every model, --loss-draws per image (t stratified)"),
-    "elbo": Behavior("reference", "lower", "the variational bound in nats per pixel (up to a constant): the same "
-                     "draws, each weighted by ddpm.elbo_weights (Ho et al. eq. (5) with sigma_t^2 = beta_t)"),
-}
-KNN_KEYS = ("kid", "precision", "recall", "density", "coverage")  # the sampled behaviours that need reference features
-
-
-def parse_behaviors(text):
-    """--behaviors: comma-separated keys of BEHAVIORS, or `all` (an argparse type)."""
-    keys = list(BEHAVIORS) if text == "all" else [k.strip() for k in text.split(",") if k.strip()]
-    unknown = [k for k in keys if k not in BEHAVIORS]
-    if unknown or not keys:
-        raise argparse.ArgumentTypeError(f"unknown behaviour {', '.join(unknown) or repr(text)}: use all or some of "
-                                         f"{', '.join(BEHAVIORS)}")
-    return [k for k in BEHAVIORS if k in keys]  # the table's order
-
-
-def behavior_table(keys):
-    """{key: {better, how}} of the computed behaviours, as the behaviours file records it (JSON)."""
-    return {k: dict(better=BEHAVIORS[k].better, how=BEHAVIORS[k].how) for k in keys}
-
-
-BLOCK = 2048  # rows of a block of distances or kernel values (2048 x 10,000 float64: 160 MB)
-
-
-def _blocks(a, b):
-    """(row offset, squared Euclidean distances of a block of a's rows to every row of b), float64, block by block:
-    features of 10,000 images would make dense matrices of gigabytes."""
-    a = torch.as_tensor(np.asarray(a), dtype=torch.float64)
-    b = torch.as_tensor(np.asarray(b), dtype=torch.float64)
-    for i in range(0, len(a), BLOCK):
-        yield i, (torch.cdist(a[i:i + BLOCK], b, compute_mode="donot_use_mm_for_euclid_dist") ** 2).numpy()
-
-
-def knn_radii(features, k):
-    """Each feature's distance to its k-th nearest neighbour among the others (the ball of the manifold
-    estimates of Kynkaanniemi et al. 2019 and Naeem et al. 2020)."""
-    radii = np.empty(len(features))
-    for i, d in _blocks(features, features):
-        radii[i:i + len(d)] = np.sqrt(np.partition(d, k, axis=1)[:, k])  # column 0 is the point itself
-    return radii
-
-
-def precision_recall(sample, ref, ref_radii, k=PR_K):
-    """(precision, recall): the share of samples within some reference ball, and of reference features
-    within some sample ball; a ball reaches its centre's k-th nearest neighbour in its own set."""
-    inside_ref = np.zeros(len(sample), dtype=bool)
-    for i, d in _blocks(sample, ref):
-        inside_ref[i:i + len(d)] = (np.sqrt(d) <= ref_radii[None, :]).any(1)
-    sample_radii = knn_radii(sample, k)
-    inside_sample = np.zeros(len(ref), dtype=bool)
-    for i, d in _blocks(ref, sample):
-        inside_sample[i:i + len(d)] = (np.sqrt(d) <= sample_radii[None, :]).any(1)
-    return float(inside_ref.mean()), float(inside_sample.mean())
-
-
-def density_coverage(sample, ref, ref_radii, k=DC_K):
-    """(density, coverage) of Naeem et al. (2020): density = (1 / (k n)) sum over samples of the number of
-    reference balls holding it; coverage = the share of reference balls holding at least one sample."""
-    held, covered = 0, np.zeros(len(ref), dtype=bool)
-    for _, d in _blocks(sample, ref):
-        inside = np.sqrt(d) <= ref_radii[None, :]
-        held += int(inside.sum())
-        covered |= inside.any(0)
-    return float(held / (k * len(sample))), float(covered.mean())
-
-
-def kid_kernel(a, b):
-    """The polynomial kernel of KID, (a.b / d + 1)^3, for all pairs."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return (a @ b.T / a.shape[1] + 1.0) ** 3
-
-
-def _kernel_sum(a, b):
-    return sum(float(kid_kernel(a[i:i + BLOCK], b).sum()) for i in range(0, len(a), BLOCK))
-
-
-def kid_ref_term(ref):
-    """The reference's share of the unbiased MMD^2: the mean of k(y_i, y_j) over pairs i != j."""
-    ref = np.asarray(ref, np.float64)
-    m = len(ref)
-    diag = ((ref ** 2).sum(1) / ref.shape[1] + 1.0) ** 3
-    return (_kernel_sum(ref, ref) - float(diag.sum())) / (m * (m - 1))
-
-
-def kid(sample, ref, ref_term=None):
-    """Unbiased MMD^2 (Binkowski et al. 2018, eq. (3)) between sample and reference features, over all pairs:
-    mean_{i != j} k(x_i, x_j) + mean_{i != j} k(y_i, y_j) - 2 mean_{i, j} k(x_i, y_j)."""
-    sample = np.asarray(sample, np.float64)
-    n = len(sample)
-    xx = kid_ref_term(sample)  # the same U-statistic, of the samples
-    yy = kid_ref_term(ref) if ref_term is None else ref_term
-    return float(xx + yy - 2 * _kernel_sum(sample, ref) / (n * len(ref)))
-
-
-def inception_score(probs):
-    """exp(E_x KL(p(y|x) || p(y))) with p(y) the mean of p(y|x) over the samples (Salimans et al. 2016), one split."""
-    p = np.asarray(probs, np.float64)
-    marginal = p.mean(0, keepdims=True)
-    kl = (p * (np.log(np.clip(p, 1e-30, None)) - np.log(np.clip(marginal, 1e-30, None)))).sum(1)
-    return float(np.exp(kl.mean()))
-
-
-def entropy(shares):
-    """-sum_k s_k log s_k (nats) of a vector of shares."""
-    s = np.asarray(shares, np.float64)
-    s = s[s > 0]
-    return float(-(s * np.log(s)).sum())
-
-
-# ----------------------------------------------------------------------------------------------
-# Feature networks
-
-class SmallCNN(nn.Module):
-    """A digit-sized classifier; its 64-d penultimate activations are the FID features."""
-
-    def __init__(self, in_channels, num_classes):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(64, num_classes)
-
-    def forward(self, x):  # x (B, C, H, W) in [-1, 1] -> (features (B, 64), logits (B, classes))
-        f = self.features(x)
-        return f, self.head(f)
-
-
-def train_cnn(ds, *, seed=0, epochs=30, device="cpu"):
-    """Train SmallCNN on 80% of the real images (seeded); returns (model, held-out accuracy)."""
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    x, y = to_model_space(ds.images), torch.from_numpy(ds.labels)
-    order = torch.randperm(len(x), generator=g)
-    cut = int(0.8 * len(x))
-    train_idx, test_idx = order[:cut], order[cut:]
-    model = SmallCNN(x.shape[1], int(y.max()) + 1).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    for _ in range(epochs):
-        perm = train_idx[torch.randperm(len(train_idx), generator=g)]
-        for i in range(0, len(perm), 64):
-            b = perm[i:i + 64]
-            loss = F.cross_entropy(model(x[b].to(device))[1], y[b].to(device))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    with torch.no_grad():
-        acc = (model(x[test_idx].to(device))[1].argmax(1).cpu() == y[test_idx]).float().mean().item()
-    return model, acc
-
-
-def cnn_extractor(ds, cache, seed, device, epochs=30):
-    """The cached classifier of this dataset, trained on first use (for `epochs` epochs)."""
-    if ds.labels is None:
-        raise DataError(f"{ds.name} has no labels, so the cnn features cannot be trained; use --features inception")
-    path = os.path.join(cache, f"fid_cnn_{_safe(ds.name)}.pt")
-    num_classes = int(ds.labels.max()) + 1
-    model = SmallCNN(ds.images.shape[1], num_classes).to(device)
-    os.makedirs(cache, exist_ok=True)
-    # the pipeline's two behaviour lanes start together: one trains (~10 s on a core), the other waits and loads
-    with FileLock(os.path.join(cache, f".fid_cnn_{_safe(ds.name)}.lock")):
-        if os.path.exists(path):
-            saved = torch.load(path, map_location=device, weights_only=True)
-            model.load_state_dict(saved["model"])
-            acc = saved["accuracy"]
-        else:
-            model, acc = train_cnn(ds, seed=seed, epochs=epochs, device=device)
-            save_checkpoint(path, dict(model=model.state_dict(), accuracy=acc, num_classes=num_classes, seed=seed))
-    model.eval()
-    print(f"cnn features: held-out accuracy {acc:.3f} ({path})")
-
-    @torch.no_grad()
-    def extract(x):  # x in [-1, 1] -> (features (B, 64), logits over the data's classes (B, classes))
-        f, logits = model(x.to(device))
-        return f.cpu().numpy(), logits.double().cpu().numpy()
-    return extract, num_classes, dict(kind="cnn", accuracy=acc)
-
-
-def inception_extractor(weights, device):
-    """pytorch-fid's InceptionV3 (2048-d pool features) and the FID network's classifier on them (its 1008
-    logits, for the Inception Score); `weights` is a path or 'random' (a seeded random classifier too)."""
-    import pytorch_fid.inception as pi
-    import torchvision
-    if weights == "random":  # plumbing tests: the real network, random weights
-        patches = [mock.patch.object(pi, "load_state_dict_from_url", lambda *a, **k: {}),
-                   mock.patch.object(torchvision.models.Inception3, "load_state_dict", lambda *a, **k: None)]
-        fc = nn.Linear(2048, 1008)
-        with torch.no_grad():
-            g = torch.Generator().manual_seed(0)
-            fc.weight.copy_(torch.randn(fc.weight.shape, generator=g) * 0.02)
-            fc.bias.zero_()
-    else:
-        path = weights or os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(pi.FID_WEIGHTS_URL))
-        if not os.path.isfile(path):
-            raise DataError(f"Inception weights not found at {path}: download {pi.FID_WEIGHTS_URL} there "
-                            f"or pass --inception-weights PATH")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise DataError(f"cannot read Inception weights {path}: {type(e).__name__}")
-        patches = [mock.patch.object(pi, "load_state_dict_from_url", lambda *a, **k: state)]
-        fc = nn.Linear(2048, state["fc.weight"].shape[0])  # the classifier pytorch-fid's InceptionV3 drops
-        fc.load_state_dict({"weight": state["fc.weight"], "bias": state["fc.bias"]})
-    for p in patches:
-        p.start()
-    try:
-        model = pi.InceptionV3([pi.InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).to(device).eval()
-    finally:
-        for p in patches:
-            p.stop()
-    fc = fc.to(device).eval()
-
-    @torch.no_grad()
-    def extract(x):  # x in [-1, 1], 1 or 3 channels -> (features (B, 2048), Inception's logits (B, 1008))
-        x = (x.to(device) + 1) / 2  # InceptionV3 expects [0, 1] and resizes to 299 itself
-        if x.shape[1] == 1:
-            x = x.repeat(1, 3, 1, 1)
-        f = model(x)[0][:, :, 0, 0]
-        return f.cpu().numpy(), fc(f).double().cpu().numpy()
-    # no data classes: Inception's logits give the Inception Score, not class shares of the data
-    return extract, None, dict(kind="inception", weights=str(weights or "hub cache"))
-
-
-def _safe(name):
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-
-
-def features_of(extract, images, batch_size):
-    """Features and classifier logits of model-space images, in batches."""
-    feats, logits = [], []
-    for i in range(0, len(images), batch_size):
-        f, z = extract(images[i:i + batch_size])
-        feats.append(f)
-        logits.append(z)
-    return np.concatenate(feats), np.concatenate(logits)
-
-
-def softmax(logits):
-    z = np.asarray(logits, np.float64)
-    z = np.exp(z - z.max(1, keepdims=True))
-    return z / z.sum(1, keepdims=True)
-
-
-def cached_reference(path, ref, keys, compute):
-    """The arrays `keys` of a reference cache file written for these very images (their sha256), or compute()'s,
-    saved there first."""
-    sha = images_sha256(ref.images)
-    if os.path.exists(path):
-        with np.load(path) as f:
-            if "sha256" in f.files and str(f["sha256"]) == sha:
-                return {k: f[k] for k in keys}
-    values = compute()
-    save_npz(path, **values, sha256=sha)
-    return values
-
-
-def reference_features(extract, ref, n, batch_size, seed=0):
-    """Features of the reference images: all of them, or a seeded choice of n."""
-    images = ref.images if n == len(ref) else ref.images[np.random.default_rng(seed).choice(len(ref), n, replace=False)]
-    return features_of(extract, to_model_space(images), batch_size)[0]
-
-
-def reference_stats(extract, ref, cache, kind, batch_size, n_ref=0, seed=0):
-    """Mean and covariance of the features of the reference images (the real, uncorrupted training
-    images, or --ref-data; all, or a seeded choice of n_ref of them), cached with the images' sha256."""
-    n = n_ref if 0 < n_ref < len(ref) else len(ref)
-
-    def compute():
-        mu, sigma = feature_stats(reference_features(extract, ref, n, batch_size, seed))
-        return dict(mu=mu, sigma=sigma, n=n)
-    values = cached_reference(os.path.join(cache, f"fid_ref_{kind}_{_safe(ref.name)}_{n}.npz"), ref, ("mu", "sigma"),
-                              compute)
-    return values["mu"], values["sigma"]
-
-
-def reference_floor(extract, ref, cache, kind, batch_size, n_ref=0, seed=0):
-    """(FID between two seeded halves of the reference images, the Inception Score of the reference images): the
-    data's own floor, what a model that generates the data itself would score against a reference of this size
-    (FID of a perfect model is about the FID of two halves of the real data), cached with the images' sha256."""
-    n = n_ref if 0 < n_ref < len(ref) else len(ref)
-    if n < 8:  # two halves need a few images each for a covariance
-        return np.nan, np.nan
-
-    def compute():
-        images = ref.images if n == len(ref) else \
-            ref.images[np.random.default_rng(seed).choice(len(ref), n, replace=False)]
-        feats, logits = features_of(extract, to_model_space(images), batch_size)
-        half = np.random.default_rng(seed + 1).permutation(n)
-        a, b = feats[half[:n // 2]], feats[half[n // 2:]]
-        return dict(floor_fid=np.float64(frechet_distance(*feature_stats(a), *feature_stats(b))),
-                    real_is=np.float64(inception_score(softmax(logits))))
-    values = cached_reference(os.path.join(cache, f"fid_floor_{kind}_{_safe(ref.name)}_{n}.npz"), ref,
-                              ("floor_fid", "real_is"), compute)
-    return float(values["floor_fid"]), float(values["real_is"])
-
-
-# ----------------------------------------------------------------------------------------------
 # Models
-
-def matched_floor(extract, ref, cache, kind, batch_size, m, n_ref=0, seed=0):
-    """The floor at a model's sample size: FID bias shrinks with the sizes of both sets, so a model's FID from its
-    samples against the whole reference is not comparable with the FID between two halves of it. Returns the FID of
-    the first m images of half A against half B (reference_floor's halves), half B's statistics (a model's FID from
-    its first m samples against them is then at the same sizes) and m, cached with the images' sha256."""
-    n = n_ref if 0 < n_ref < len(ref) else len(ref)
-    m = min(m, n // 2)
-    if m < 8:
-        return None
-
-    def compute():
-        images = ref.images if n == len(ref) else \
-            ref.images[np.random.default_rng(seed).choice(len(ref), n, replace=False)]
-        feats, _ = features_of(extract, to_model_space(images), batch_size)
-        half = np.random.default_rng(seed + 1).permutation(n)
-        a, b = feats[half[:n // 2]][:m], feats[half[n // 2:]]
-        mu_b, sigma_b = feature_stats(b)
-        return dict(floor_matched=np.float64(frechet_distance(*feature_stats(a), mu_b, sigma_b)), mu_b=mu_b,
-                    sigma_b=sigma_b, m=np.int64(m), n_b=np.int64(len(b)))
-    return cached_reference(os.path.join(cache, f"fid_matched_{kind}_{_safe(ref.name)}_{n}_{m}.npz"), ref,
-                            ("floor_matched", "mu_b", "sigma_b", "m", "n_b"), compute)
-
 
 def list_models(models, masks_path):
     """[(path, row index, training seed)] of a folder (or one checkpoint: row -1)."""
@@ -560,20 +161,6 @@ def sample_models(ckpts, schedule, noise, ddim_steps, batch_size, device, precis
             out.append(x.float().unflatten(0, (G, -1)).cpu())
     # as images: an undertrained model's outliers stay bounded
     return [torch.cat([o[g] for o in out]).clamp(-1, 1) for g in range(G)]
-
-
-def reference_knn(extract, ref, cache, kind, batch_size, n_knn, seed=0):
-    """What the kNN behaviours need of the reference (cached with the images' sha256): the features of all
-    reference images, or of a seeded choice of n_knn (kNN radii cost n_knn^2 distances), their kNN radii for
-    k = PR_K and DC_K, and the reference's term of the unbiased MMD^2 (KID)."""
-    n = n_knn if 0 < n_knn < len(ref) else len(ref)
-
-    def compute():
-        feats = reference_features(extract, ref, n, batch_size, seed).astype(np.float64)
-        return dict(features=feats, radii_pr=knn_radii(feats, PR_K), radii_dc=knn_radii(feats, DC_K),
-                    kid_yy=np.float64(kid_ref_term(feats)))
-    return cached_reference(os.path.join(cache, f"knn_ref_{kind}_{_safe(ref.name)}_{n}.npz"), ref,
-                            ("features", "radii_pr", "radii_dc", "kid_yy"), compute)
 
 
 FEATURES_KEPT = 1 << 22  # a model's sample features (float32) are cached up to this many numbers (16 MB): the CNN's

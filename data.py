@@ -420,22 +420,6 @@ def load_array(path, what):
     return array
 
 
-def load_groups(masks_path, n=None):
-    """The contributor 0..G-1 of each training image, from groups.npy beside a mask file (a
-    contributor-level run: its mask files choose contributors); None for a per-image run."""
-    path = os.path.join(os.path.dirname(os.path.abspath(masks_path)), "groups.npy")
-    if not os.path.exists(path):
-        return None
-    groups = load_array(path, "groups file")
-    if groups.ndim != 1 or groups.dtype.kind not in "iu" or not len(groups):
-        raise DataError(f"{path}: groups must be a 1-d integer array, one contributor per image")
-    if groups.min() < 0 or len(np.unique(groups)) != groups.max() + 1:
-        raise DataError(f"{path}: contributors must be numbered 0..G-1, each with at least one image")
-    if n is not None and len(groups) != n:
-        raise DataError(f"{path} gives contributors of {len(groups)} images but the dataset has {n}")
-    return groups.astype(np.int64)
-
-
 def images_of(row, groups):
     """A mask row as a bool over images: itself (per image), or every image of each chosen contributor."""
     return np.asarray(row, dtype=bool) if groups is None else np.asarray(row, dtype=bool)[groups]
@@ -488,25 +472,6 @@ def make_groups(spec, ds, seed=0):
     if (groups < 0).any():
         raise DataError(f"--groups file {spec}: contributor ids must be non-negative integers, found {groups.min()}")
     return np.unique(groups, return_inverse=True)[1].astype(np.int64)  # numbered 0..G-1
-
-
-def load_masks(path, n=None):
-    """A (rows, N) bool mask file, or (rows, G) over the G contributors of a run with groups.npy; with
-    n, check its width against the dataset's size (or its contributors)."""
-    if not os.path.isfile(path):
-        raise DataError(f"mask file not found: {path}")
-    masks = load_array(path, "mask file")
-    if masks.ndim != 2 or masks.dtype != bool:
-        raise DataError(f"{path}: masks must be a 2-d bool array, got {masks.dtype} {masks.shape}")
-    if masks.shape[0] == 0:
-        raise DataError(f"{path} has no rows")
-    groups = load_groups(path, n) if n is not None else None
-    if groups is not None and masks.shape[1] != groups.max() + 1:
-        raise DataError(f"{path}: masks have width {masks.shape[1]} but groups.npy beside it has "
-                        f"{groups.max() + 1} contributors")
-    if groups is None and n is not None and masks.shape[1] != n:
-        raise DataError(f"{path}: masks have width {masks.shape[1]} but the dataset has {n} images")
-    return masks
 
 
 def parse_range(spec, count):
@@ -650,17 +615,6 @@ def add_speed_args(parser, stack_help, training=True):
                         "on recent GPUs; one model at a time)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the forward pass (one model at a time; "
                         "pays a compilation of tens of seconds first)")
-
-
-def finished_run(path, *needed):
-    """The run folder `path`, refused with one clear line (a DataError) when it or a file it must hold is missing:
-    the benches read finished runs."""
-    if not os.path.isdir(path):
-        raise DataError(f"run folder not found: {path} (make it with bash run_pipeline.sh PRESET, or give --run)")
-    missing = [f for f in needed if not os.path.exists(os.path.join(path, f))]
-    if missing:
-        raise DataError(f"{path} is not a finished run: {', '.join(missing)} missing (bash run_pipeline.sh finishes it)")
-    return path
 
 
 def run(main, args):

@@ -34,10 +34,11 @@ import numpy as np
 from scipy.stats import rankdata
 
 import report
-from data import (ArgumentParser, DataError, add_data_args, atomic_write, dataset_from_args, load_groups, load_masks,
-                  positive_int, run)
-from fit_datamodel import (aligned, attribute, behavior_keys, behavior_values, better, largest_first, load_behaviors,
-                           load_npz, values_by_row)
+import runfolder
+from data import ArgumentParser, DataError, add_data_args, atomic_write, dataset_from_args, positive_int, run
+from fit_datamodel import ESTIMATORS, attribute, largest_first, predict
+from runfolder import (aligned, behavior_keys, behavior_values, better, load_behaviors, load_groups, load_masks,
+                       load_npz, optional_behaviors, values_by_row)
 
 POOLS = ("unlearn", "retrain")  # the two ways of making models for the datamodel
 BOOTSTRAP = 2000
@@ -58,7 +59,7 @@ def parse_args(argv=None):
                    "detection); auto: fid when computed, else the first")
     p.add_argument("--only", type=lambda s: [k for k in s.split(",") if k], default=None,
                    help="comma-separated behaviours to score (default: every behaviour all pools have)")
-    p.add_argument("--method", choices=["datamodel", "banzhaf", "shapley"], default="datamodel",
+    p.add_argument("--method", choices=list(ESTIMATORS), default="datamodel",
                    help="the attributions of both pools: datamodel, Banzhaf values (Wang & Jia 2023: the semivalue "
                    "most robust to noisy behaviours; half-subset pools), or Shapley values (KernelSHAP; needs pools of "
                    "Shapley-kernel subsets, behaviors/untrained.npz for v(empty), and v(all) from full.npz for "
@@ -133,16 +134,16 @@ def load_run(args):
     run_dir = args.run
     if not os.path.isdir(run_dir):
         raise DataError(f"run folder not found: {run_dir}")
-    names = ("unlearn",) if not os.path.exists(os.path.join(run_dir, "masks", "lds.npy")) else POOLS + ("lds",)
+    names = ("unlearn",) if not os.path.exists(runfolder.masks(run_dir, "lds")) else POOLS + ("lds",)
     ends = {k: optional_behaviors(run_dir, k) for k in ("full", "pruned", "untrained", "fid2", "fid_seeds", "quality")}
     ds = dataset_from_args(args)
-    groups = load_groups(os.path.join(run_dir, "masks", "unlearn.npy"), n=len(ds))
-    files = {name: load_behaviors(os.path.join(run_dir, "behaviors", f"{name}.npz")) for name in names}
+    groups = load_groups(runfolder.masks(run_dir, "unlearn"), n=len(ds))
+    files = {name: load_behaviors(runfolder.behaviors(run_dir, name)) for name in names}
     class_behavior = choose_class(files["unlearn"]) if args.class_behavior == "auto" else args.class_behavior
     behaviors = run_behaviors(list(files.values()), class_behavior, args.headline, args.only)
     check_one_reference(list(files.values()) + [b for k, b in ends.items() if k in ("full", "pruned") and b is not None])
     pools = {name: load_pool(run_dir, name, files[name], behaviors) for name in names}
-    ceiling_file = os.path.join(run_dir, "behaviors", "lds_ceiling.npz")  # CEILING=N: held-out subsets, another seed
+    ceiling_file = runfolder.behaviors(run_dir, "lds_ceiling")  # CEILING=N: held-out subsets, another seed
     if "lds" in pools and os.path.exists(ceiling_file):
         pools["lds_ceiling"] = load_pool(run_dir, "lds", load_behaviors(ceiling_file), behaviors)
     bad, bad_kinds = bad_units(run_dir, ds, groups)
@@ -155,16 +156,11 @@ def load_run(args):
                baselines=load_baselines(run_dir, n_units))
 
 
-def optional_behaviors(run_dir, name):
-    path = os.path.join(run_dir, "behaviors", f"{name}.npz")
-    return load_behaviors(path) if os.path.exists(path) else None
-
-
 def load_pool(run_dir, name, beh, behaviors):
-    masks = load_masks(os.path.join(run_dir, "masks", f"{name}.npy"))
-    y = {}
+    path = runfolder.masks(run_dir, name)
+    masks, y = load_masks(path), {}
     for behavior in behaviors:
-        rows, X, y[behavior] = aligned(masks, beh, behavior, f"masks/{name}.npy")
+        rows, X, y[behavior] = aligned(masks, beh, behavior, runfolder.relative(run_dir, path))
 
     def per_row(key, default=np.nan):  # a per-model quantity, averaged over a row's models (training seeds)
         a = beh[key].astype(np.float64) if key in beh else np.full(len(beh["index"]), default)
@@ -178,7 +174,7 @@ def bad_units(run_dir, ds, groups):
     """(the known-bad units, {fault kind: its bad units}): the run's corrupted images (corrupted.npy), or the
     contributors most of whose images are corrupted, each of the kind most of its corrupted images have (the
     dataset's planted faults; `corrupted` for images it does not know); (None, {}) when the run names none."""
-    path = os.path.join(run_dir, "corrupted.npy")
+    path = runfolder.corrupted(run_dir)
     if not os.path.exists(path):
         return None, {}
     corrupted = np.load(path)
@@ -197,14 +193,14 @@ def bad_units(run_dir, ds, groups):
 
 def load_baselines(run_dir, n_units):
     """{name: attributions file} of baselines.py's outputs in the run (attributions/baseline-NAME.npz)."""
-    folder, found = os.path.join(run_dir, "attributions"), {}
+    folder, found = runfolder.attributions_dir(run_dir), {}
     for f in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-        if f.startswith("baseline-") and f.endswith(".npz"):
+        if runfolder.baseline_name(f):
             b = load_npz(os.path.join(folder, f), "baseline attributions file",
                          ("scores_by_behavior", "behaviors", "macs", "seconds"))
             if b["scores_by_behavior"].shape[1] != n_units or not np.isfinite(b["scores_by_behavior"]).all():
                 raise DataError(f"{folder}/{f}: scores must be finite, one per {n_units} units")
-            found[f[len("baseline-"):-len(".npz")]] = b
+            found[runfolder.baseline_name(f)] = b
     return dict(sorted(found.items(), key=lambda kv: int(kv[1].get("order", 0))))  # baselines.py's table order
 
 
@@ -223,8 +219,7 @@ def run_behaviors(pool_behaviors, class_behavior, headline, only=None):
     keys = [class_behavior if k == "class" else k for k in common if k != "class" or class_behavior]
     if only:
         keys = [k for k in keys if k in only or (k.startswith("class:") and "class" in only)]
-    if headline == "auto":
-        headline = "fid" if "fid" in keys else keys[0] if keys else None
+    headline = runfolder.headline(headline, keys)
     if headline not in keys:
         raise DataError(f"headline behaviour {headline!r} is not in every pool's behaviours ({', '.join(keys)})")
     return [headline] + [k for k in keys if k != headline]
@@ -270,9 +265,9 @@ def unlearning_method(beh):
 # ----------------------------------------------------------------------------------------------
 # The score and its uncertainty
 
-def lds(scores, intercept, X, y):
-    """Spearman correlation between predicted and actual behaviours of held-out subsets."""
-    return spearman(X @ scores + intercept, y)
+def lds(scores, intercept, X, y, info=None):
+    """Spearman correlation between predicted (fit_datamodel.predict) and actual behaviours of held-out subsets."""
+    return spearman(predict(X, scores, intercept, info or {}), y)
 
 
 def spearman(pred, y):
@@ -341,31 +336,30 @@ def harm(scores, direction):
 # ----------------------------------------------------------------------------------------------
 # The estimator of both pools
 
-ESTIMATORS = ("datamodel", "banzhaf", "shapley")  # fit_datamodel.attribute's methods
-
-
 def estimator(run, method, seed):
-    """fit(pool, behavior, X, y) -> (scores, intercept, info): one estimator of the registry for both pools.
-    Shapley values need v(empty), an untrained model's behaviour, and v(all) of each pool: the model
-    trained on all data for retraining, the pruned model fine-tuned on all data for unlearning."""
-    if method in ("datamodel", "banzhaf"):
+    """fit(pool, behavior, X, y) -> (scores, intercept, info): one estimator of fit_datamodel.ESTIMATORS for both
+    pools. Shapley values (and SurrogateSHAP) need v(empty), an untrained model's behaviour, and v(all) of each
+    pool: the model trained on all data for retraining, the pruned model fine-tuned on all data for unlearning."""
+    if not ESTIMATORS[method].ends:
         return lambda name, behavior, X, y: attribute(X, y, method, seed=seed)
     for key in ("untrained", "full", "pruned"):
         if run.ends[key] is None:
-            raise DataError(f"--method shapley needs {run.dir}/behaviors/{key}.npz")
+            raise DataError(f"--method {method} needs {runfolder.behaviors(run.dir, key)}")
     v_all = {"retrain": "full", "unlearn": "pruned"}
 
     def fit(name, behavior, X, y):
         one = lambda key: float(behavior_values(run.ends[key], behavior)[0])  # noqa: E731
-        return attribute(X, y, "shapley", v_empty=one("untrained"), v_full=one(v_all[name]))
+        return attribute(X, y, method, seed=seed, v_empty=one("untrained"), v_full=one(v_all[name]))
     return fit
 
 
 def estimators(run, method, seed):
     """{estimator: fit} of the registry, the run's own first: the retraining side of the headline's budget curve
-    takes the best of them at each budget. Shapley values only where the pools follow the Shapley kernel (the run's
-    method is shapley): on half-subsets KernelSHAP's weights do not hold."""
-    names = [method] + [m for m in ESTIMATORS if m != method and (m != "shapley" or method == "shapley")]
+    takes the best of them at each budget. Those that need Shapley-kernel subsets only where the pools follow the
+    kernel (the run's method needs it), and those that use v(empty) only where the run has it."""
+    kernel, ends = ESTIMATORS[method].kernel, ESTIMATORS[method].ends
+    names = [method] + [m for m, e in ESTIMATORS.items() if m != method and e.choice and (not e.kernel or kernel)
+                        and (not e.ends or ends)]
     return {m: estimator(run, m, seed) for m in names}
 
 
@@ -436,8 +430,7 @@ class Fits:
         return self.done[key]
 
     def predict(self, name, behavior, n=None):
-        scores, intercept, _ = self(name, behavior, n)
-        return self.run.pools["lds"].X @ scores + intercept
+        return predict(self.run.pools["lds"].X, *self(name, behavior, n))
 
     def rows(self, name, n, draws=None):
         """(D, n) rows of pool `name` that the budget's D draws take: n at random without replacement, or, where n
@@ -459,8 +452,8 @@ class Fits:
             pool, X_held = self.run.pools[name], self.run.pools["lds"].X
             preds, zero = [], 0
             for rows in self.rows(name, n, draws):
-                scores, intercept, _ = self.fit(name, behavior, pool.X[rows], pool.y[behavior][rows], estimator)
-                preds.append(X_held @ scores + intercept)
+                scores, intercept, info = self.fit(name, behavior, pool.X[rows], pool.y[behavior][rows], estimator)
+                preds.append(predict(X_held, scores, intercept, info))
                 zero += not np.any(scores)
             self.drawn[key] = (np.stack(preds), zero)
         return self.drawn[key]
@@ -706,8 +699,8 @@ def behavior_entry(run, fits, behavior, budgets, costs, accountings, seed, choic
     held = run.pools["lds"]
     lds_all = {}
     for name in POOLS:
-        scores, intercept, _ = fits(name, behavior)
-        lds_all[name] = dict(n=len(run.pools[name].rows), lds=lds(scores, intercept, held.X, held.y[behavior]))
+        scores, intercept, info = fits(name, behavior)
+        lds_all[name] = dict(n=len(run.pools[name].rows), lds=lds(scores, intercept, held.X, held.y[behavior], info))
     entry = dict(curve=budget_curve(run, fits, behavior, budgets, costs, accountings, seed, choices, draws),
                  k_heldout=len(held.rows), lds_all=lds_all, better=run.directions[behavior],
                  ceiling=ceiling(run, behavior, seed))
@@ -775,7 +768,7 @@ def table1(run, costs):
     quality = run.ends["quality"]  # the full model once more with a better sampler (QUALITY_DDIM)
     if first(quality, "fid") is not None:
         t.update(fid_quality=first(quality, "fid"), is_quality=first(quality, "is"), ddim_quality=int(quality["ddim_steps"]))
-    # the model-vs-floor ratio at matched sizes (compute_fid.matched_floor): m samples and m real images, each against
+    # the model-vs-floor ratio at matched sizes (features.matched_floor): m samples and m real images, each against
     # the same half of the reference set
     for name, beh in (("full", full), ("quality", quality)):
         if first(beh, "fid_matched") is not None:
@@ -851,10 +844,10 @@ def main(args):
             results, figures = evaluate_attribution_only(run_folder, args)
         else:
             results, figures = evaluate(run_folder, args)
-        atomic_write(os.path.join(args.run, "results.json"), lambda f: f.write(json.dumps(results, indent=1).encode()))
+        atomic_write(runfolder.results(args.run), lambda f: f.write(json.dumps(results, indent=1).encode()))
         report.write(run_folder, results, figures)
         print(summary(results))
-        print(f"wrote {os.path.join(args.run, 'report.md')} and figures/")
+        print(f"wrote {runfolder.report(args.run)} and {runfolder.figures(args.run)}")
         return
     if not (args.attributions and args.masks and args.behaviors):
         raise DataError("give --run RUN, or --attributions, --masks and --behaviors")
@@ -865,7 +858,7 @@ def main(args):
     if len(att["scores"]) != masks.shape[1]:
         raise DataError(f"attributions have {len(att['scores'])} scores but {args.masks} has width {masks.shape[1]}")
     _, X, y = aligned(masks, load_behaviors(args.behaviors), str(att["behavior"]), args.masks)
-    pred = X @ att["scores"] + float(att["intercept"])
+    pred = predict(X, att["scores"], float(att["intercept"]), {k: att[k] for k in ("interactions",) if k in att})
     lo, hi = interval(bootstrap_lds([pred], y, args.seed)[0])
     print(f"LDS {spearman(pred, y):.3f} [95% {lo:.3f}, {hi:.3f}] over {len(y)} held-out subsets")
 

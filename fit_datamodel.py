@@ -1,7 +1,7 @@
 """Attributions from a mask file and a behaviours file: one score per training image.
 
     python fit_datamodel.py --masks runs/x/masks/unlearn.npy --behaviors runs/x/behaviors/unlearn.npz \\
-        --out runs/x/attributions/unlearn.npz [--method datamodel|banzhaf|shapley] [--behavior fid|class:K]
+        --out runs/x/attributions/unlearn.npz [--method datamodel|banzhaf|shapley|surrogate-shap] [--behavior fid|class:K]
 
 datamodel  linear regression of the behaviour on the 0/1 subset indicator (Ilyas et al. 2022),
            gamma(S) ~ intercept + sum_{j in S} score_j, with scikit-learn's cross-validated Lasso and
@@ -13,21 +13,28 @@ shapley    Shapley values by KernelSHAP (Lundberg & Lee 2017): the Shapley-kerne
            2025) estimate contributor values. Subsets whose sizes follow the Shapley kernel come from
            `make_subsets.py --alpha shapley`; v(empty) and v(full) from all-zero and all-one mask rows,
            or --v-empty and --v-full.
+surrogate-shap  SurrogateSHAP: the Shapley values and pairwise interactions of gradient-boosted trees fitted
+           to the coalition values (interventional TreeSHAP against the empty coalition), on any subsets; its
+           prediction of a coalition's value is quadratic (saved: interactions).
 
 Behaviours (--behavior): any key of the behaviours file (compute_fid.py: fid, the paper's, kid, is, precision,
 recall, density, coverage, entropy, loss, elbo) or class:K, the share of generated images of class K.
 Sign convention: a positive score means including the image raises the behaviour. For FID (lower is
 better) that is harmful; for a behaviour where higher is better (precision, ...) it is helpful.
-Rows with several models (training seeds) are averaged. numpy/scipy/scikit-learn only.
+Rows with several models (training seeds) are averaged. numpy/scipy/scikit-learn (and xgboost for
+surrogate-shap).
 """
 import argparse
 import json
+import math
 import warnings
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-from data import (ArgumentParser, DataError, at_least_two, load_groups, load_masks, positive_int, row_sha256, run,
-                  save_npz)
+from data import ArgumentParser, DataError, at_least_two, positive_int, run, save_npz
+from runfolder import aligned, behavior_keys, behavior_values, better, headline, load_behaviors, load_groups, load_masks
 
 
 def parse_args(argv=None):
@@ -35,14 +42,15 @@ def parse_args(argv=None):
     p.add_argument("--masks", required=True, help="mask file the behaviours' rows come from")
     p.add_argument("--behaviors", required=True, help="behaviours file (compute_fid.py)")
     p.add_argument("--out", required=True, help="attributions file to write (.npz)")
-    p.add_argument("--method", choices=["datamodel", "banzhaf", "shapley"], default="datamodel")
+    p.add_argument("--method", choices=list(ESTIMATORS), default="datamodel", help="the estimator (ESTIMATORS): "
+                   + "; ".join(f"{k}: {e.title}" for k, e in ESTIMATORS.items()))
     p.add_argument("--v-empty", type=number_or_file, default=None, help="shapley: the behaviour with no training "
                    "data, a number or a behaviours file of one model (an untrained one: train_ddpm.py --init-only); "
                    "default: that of an all-zero mask row")
     p.add_argument("--v-full", type=number_or_file, default=None, help="shapley: the behaviour with all training "
                    "data, a number or a behaviours file of one model; default: that of an all-one mask row")
     p.add_argument("--behavior", default="fid", help="a key of the behaviours file (fid, loss, kid, ...), "
-                   "or class:K (the share of samples of class K)")
+                   "or class:K (the share of samples of class K); auto: fid when the file has it, else its first")
     p.add_argument("--max-models", type=positive_int, default=None, help="use the first n rows only")
     p.add_argument("--folds", type=at_least_two, default=5, help="cross-validation folds choosing the regularisation")
     p.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds")
@@ -68,109 +76,6 @@ def one_value(v, behavior, what):
     if len(values) != 1:
         raise DataError(f"{what} {v}: a behaviours file of one model, not {len(values)}")
     return float(values[0])
-
-
-def load_npz(path, what, required=()):
-    """The arrays of an .npz file as a dict; refuse a missing or unreadable file, or one without `required`."""
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except FileNotFoundError:
-        raise DataError(f"{what} not found: {path}")
-    except Exception as e:
-        raise DataError(f"cannot read {what} {path}: {type(e).__name__}")
-    missing = [k for k in required if k not in arrays]
-    if missing:
-        raise DataError(f"{path} is not a {what} (no {', '.join(missing)})")
-    return arrays
-
-
-def behavior_keys(beh):
-    """The behaviours a behaviours file holds, in its order: its `behaviors` list (compute_fid.py), or fid and
-    class for a file written before there were others."""
-    if "behaviors" in beh:
-        return [str(k) for k in json.loads(str(beh["behaviors"]))]
-    return ["fid"] + (["class"] if "class_hist" in beh and beh["class_hist"].size else [])
-
-
-def better(beh, key):
-    """Which way the behaviour `key` is better ("lower", "higher"), or None (a class share), as the file says."""
-    if key.startswith("class:"):
-        return None
-    table = json.loads(str(beh["behavior_table"])) if "behavior_table" in beh else {"fid": {"better": "lower"}}
-    return (table.get(key) or {}).get("better")
-
-
-def _per_entry(beh, key):
-    """The array behind a behaviour key (class: the soft shares, or the argmax counts of an older file)."""
-    if key == "class":
-        return beh["class_share"] if "class_share" in beh else beh.get("class_hist")
-    return beh.get(key)
-
-
-def load_behaviors(path):
-    """A behaviours file of compute_fid.py, checked: every behaviour it lists is there, finite, one entry per
-    model, and class shares or counts have at least one sample per model."""
-    beh = load_npz(path, "behaviours file", ("index", "mask_sha256"))
-    keys = behavior_keys(beh)
-    missing = [k for k in keys if _per_entry(beh, k) is None]
-    if missing or not keys:
-        raise DataError(f"{path} is not a behaviours file (no {', '.join(missing) or 'behaviour'})")
-    m = len(beh["index"])
-    for key in ["mask_sha256", "seconds", "train_seconds"] + keys:
-        a = _per_entry(beh, key) if key in keys else beh.get(key)
-        if a is not None and (a.ndim == 0 or len(a) != m):
-            raise DataError(f"{path}: '{key}' has {a.size} entries but 'index' has {m}")
-    for key in keys:
-        a = _per_entry(beh, key)
-        if a.dtype.kind not in "fiu" or not np.isfinite(a.astype(float)).all():
-            raise DataError(f"{path}: '{key}' must be finite numbers ({int(np.sum(~np.isfinite(a.astype(float))))} "
-                            f"are not)")
-    if "class" in keys and (_per_entry(beh, "class").ndim != 2 or (_per_entry(beh, "class").sum(1) <= 0).any()):
-        raise DataError(f"{path}: class shares must be (models, classes) with at least one sample per model")
-    return beh
-
-
-def behavior_values(beh, behavior):
-    """The chosen behaviour per entry: a key of the file (fid, loss, ...), or class:K, the share of class K
-    among the samples (soft: the mean softmax probability; older files: the share of argmax labels)."""
-    keys = behavior_keys(beh)
-    if behavior.startswith("class:"):
-        if "class" not in keys:
-            raise DataError("these behaviours have no class shares (computed with inception features?)")
-        try:
-            k = int(behavior[6:])
-        except ValueError:
-            raise DataError(f"bad behaviour {behavior!r}: use class:K with an integer K")
-        shares = _per_entry(beh, "class").astype(np.float64)
-        if not 0 <= k < shares.shape[1]:
-            raise DataError(f"class {k} is out of range 0..{shares.shape[1] - 1}")
-        return shares[:, k] / shares.sum(1)
-    if behavior == "class" or behavior not in keys:
-        raise DataError(f"unknown behaviour {behavior!r}: this file has "
-                        + ", ".join(k if k != "class" else "class:K" for k in keys))
-    return beh[behavior].astype(np.float64)
-
-
-def values_by_row(beh, behavior, seed=None):
-    """{mask row: behaviour} of a behaviours file's models: one training seed's, or the mean over its seeds."""
-    values, rows = behavior_values(beh, behavior), beh["index"].astype(int)
-    keep = np.ones(len(rows), dtype=bool) if seed is None else beh["seed"].astype(int) == seed
-    return {int(r): float(values[keep & (rows == r)].mean()) for r in np.unique(rows[keep])}
-
-
-def aligned(masks, beh, behavior, masks_name="masks"):
-    """(rows (M,), X (M, N) float, y (M,)): one entry per mask row, seeds averaged, checked by sha256."""
-    index, sha = beh["index"].astype(int), beh["mask_sha256"]
-    if (index < 0).any() or (index >= len(masks)).any():
-        raise DataError(f"behaviours name rows outside the {len(masks)} rows of {masks_name}")
-    for i, s in zip(index, sha):
-        if str(s) != row_sha256(masks[i]):
-            raise DataError(f"behaviour of row {i} does not match row {i} of {masks_name} (sha256 differs)")
-    values = behavior_values(beh, behavior)
-    rows = np.unique(index)
-    y = np.array([values[index == r].mean() for r in rows])
-    return rows, masks[rows].astype(np.float64), y
 
 
 def fit_banzhaf(X, y):
@@ -244,14 +149,112 @@ def fit_shapley(X, y, v_empty=None, v_full=None):
     return scores, float(v_empty), dict(method="shapley", model="kernelshap", alpha=0.0, v_full=float(v_full))
 
 
+def fit_surrogate_shap(X, y, v_empty=None, v_full=None, seed=0, trees=900, depth=5):
+    """SurrogateSHAP (the seed authors' lab, 2026): gradient-boosted trees fitted to the coalition values instead of
+    KernelSHAP's weighted linear fit (XGBoost: 900 trees of depth 5, learning rate 0.05, 80% of the rows each tree),
+    the empty and the full coalition as two rows more where their values are given; then the trees' own game
+    g(S) = f(1_S) read by interventional TreeSHAP against the empty coalition (tree_shapley): its Shapley values and
+    pairwise interactions, exactly. Its prediction of a coalition's value is quadratic (predict)."""
+    import xgboost
+    n = X.shape[1]
+    rows, values = [X], [y]
+    for v, ends in ((v_empty, np.zeros((1, n))), (v_full, np.ones((1, n)))):
+        if v is not None:
+            rows.append(ends)
+            values.append([v])
+    model = xgboost.XGBRegressor(n_estimators=trees, max_depth=depth, learning_rate=0.05, subsample=0.8,
+                                 random_state=seed, n_jobs=1, tree_method="exact")
+    model.fit(np.concatenate(rows), np.concatenate(values))
+    phi, interactions = tree_shapley(leaf_paths(model.get_booster()), n)
+    base = float(model.predict(np.zeros((1, n)))[0])  # g(empty)
+    return phi, base, dict(method="surrogate-shap", model="xgboost", alpha=0.0, interactions=interactions,
+                           regressor=model)
+
+
+def leaf_paths(booster):
+    """[(leaf value, A, B)] of every leaf of every tree: a coalition S reaches the leaf through the splits of its
+    0/1 indicator exactly when A is in S and B is not (a leaf no indicator reaches is left out)."""
+    def walk(node, allowed):
+        if "leaf" in node:
+            if all(allowed.values()):
+                yield (float(node["leaf"]), [j for j, a in allowed.items() if a == {1}],
+                       [j for j, a in allowed.items() if a == {0}])
+            return
+        j, cut = int(node["split"].lstrip("f")), float(node["split_condition"])
+        children = {c["nodeid"]: c for c in node["children"]}
+        for child, values in ((node["yes"], {v for v in (0, 1) if v < cut}),
+                              (node["no"], {v for v in (0, 1) if not v < cut})):
+            yield from walk(children[child], {**allowed, j: allowed.get(j, {0, 1}) & values})
+    return [leaf for tree in booster.get_dump(dump_format="json") for leaf in walk(json.loads(tree), {})]
+
+
+def tree_shapley(leaves, n):
+    """(phi (n,), M (n, n)): the Shapley values and interactions of the game g(S) = sum of the leaves S reaches,
+    from each leaf's game v 1[A in S, B out of S] in closed form (a = |A|, b = |B|; Beta integrals of the
+    Shapley weights): phi_i = v (a-1)! b! / (a+b)! for i in A, -v a! (b-1)! / (a+b)! for i in B; the Shapley
+    interaction index I_ij = v (a-2)! b! / (a+b-1)! within A, v a! (b-2)! / (a+b-1)! within B, -v (a-1)! (b-1)!
+    / (a+b-1)! across. M is SHAP's interaction matrix: M_ij = I_ij / 2 off the diagonal, M_ii = phi_i - sum_j M_ij
+    (each row sums to phi_i), so g(empty) + sum_{i, j in S} M_ij is the quadratic prediction of g(S)."""
+    f = math.factorial
+    phi, inter = np.zeros(n), np.zeros((n, n))
+    for v, A, B in leaves:
+        a, b = len(A), len(B)
+        if a + b == 0:
+            continue
+        if a:
+            phi[A] += v * f(a - 1) * f(b) / f(a + b)
+        if b:
+            phi[B] -= v * f(a) * f(b - 1) / f(a + b)
+        if a >= 2:
+            inter[np.ix_(A, A)] += v * f(a - 2) * f(b) / f(a + b - 1)
+        if b >= 2:
+            inter[np.ix_(B, B)] += v * f(a) * f(b - 2) / f(a + b - 1)
+        if a and b:
+            cross = v * f(a - 1) * f(b - 1) / f(a + b - 1)
+            inter[np.ix_(A, B)] -= cross
+            inter[np.ix_(B, A)] -= cross
+    np.fill_diagonal(inter, 0.0)
+    M = inter / 2
+    M[np.diag_indices(n)] = phi - M.sum(1)
+    return phi, M
+
+
+def predict(X, scores, intercept, info):
+    """An estimator's prediction of each coalition's value (rows of X, 0/1): linear, intercept + X scores, or
+    quadratic where the fit has interactions (SurrogateSHAP): intercept + sum_{i, j in S} M_ij."""
+    if "interactions" in info:
+        return intercept + np.einsum("ki,ij,kj->k", X, info["interactions"], X)
+    return X @ scores + intercept
+
+
+@dataclass(frozen=True)
+class Estimator:
+    title: str  # the report's name for it
+    fit: Callable  # fit(X, y, folds, seed, v_empty, v_full) -> (scores, intercept, info)
+    ends: bool  # uses v(empty) and v(full): a run gives them from its untrained and full (or pruned) models
+    kernel: bool  # needs subsets whose sizes follow the Shapley kernel
+    choice: bool  # among those retraining's side of the budget curve picks its best from (eval_lds.estimators)
+
+
+ESTIMATORS = {  # fit_datamodel.py --method
+    "datamodel": Estimator("datamodel", lambda X, y, folds, seed, ve, vf: fit_datamodel(X, y, folds, seed),
+                           ends=False, kernel=False, choice=True),
+    "banzhaf": Estimator("Banzhaf values", lambda X, y, folds, seed, ve, vf: fit_banzhaf(X, y),
+                         ends=False, kernel=False, choice=True),
+    "shapley": Estimator("Shapley values", lambda X, y, folds, seed, ve, vf: fit_shapley(X, y, ve, vf),
+                         ends=True, kernel=True, choice=True),
+    # a second of trees a fit: not among retraining's choices at every budget and draw (it would add minutes to
+    # the default's evaluation); its own run or fit_datamodel.py --method surrogate-shap measure it
+    "surrogate-shap": Estimator("SurrogateSHAP", lambda X, y, folds, seed, ve, vf: fit_surrogate_shap(X, y, ve, vf, seed),
+                                ends=True, kernel=False, choice=False),
+}
+
+
 def attribute(X, y, method="datamodel", folds=5, seed=0, v_empty=None, v_full=None):
+    """(scores, intercept, info) of the estimator `method` of ESTIMATORS on models X (0/1 rows) and behaviours y."""
     if len(y) < 2:
         raise DataError(f"need at least 2 models to fit attributions, got {len(y)}")
-    if method == "banzhaf":
-        return fit_banzhaf(X, y)
-    if method == "shapley":
-        return fit_shapley(X, y, v_empty, v_full)
-    return fit_datamodel(X, y, folds, seed)
+    return ESTIMATORS[method].fit(X, y, folds, seed, v_empty, v_full)
 
 
 def largest_first(values, seed=0):
@@ -265,14 +268,16 @@ def largest_first(values, seed=0):
 def main(args):
     masks = load_masks(args.masks)
     beh = load_behaviors(args.behaviors)
+    args.behavior = headline(args.behavior, behavior_keys(beh))
     rows, X, y = aligned(masks, beh, args.behavior, args.masks)
     if args.max_models is not None:
         rows, X, y = rows[:args.max_models], X[:args.max_models], y[:args.max_models]
     v_empty, v_full = (one_value(v, args.behavior, what) for v, what in ((args.v_empty, "--v-empty"),
                                                                           (args.v_full, "--v-full")))
     scores, intercept, info = attribute(X, y, args.method, args.folds, args.seed, v_empty, v_full)
+    extra = {"interactions": info["interactions"]} if "interactions" in info else {}  # SurrogateSHAP's M
     save_npz(args.out, scores=scores, intercept=intercept, method=args.method, behavior=args.behavior,
-             model=info["model"], alpha=info["alpha"], rows=rows, n_models=len(rows))
+             model=info["model"], alpha=info["alpha"], rows=rows, n_models=len(rows), **extra)
     direction = better(beh, args.behavior)
     unit = "contributors" if load_groups(args.masks) is not None else "images"
     # harmful: raises a behaviour where lower is better, lowers one where higher is better

@@ -26,8 +26,9 @@ import os
 
 import numpy as np
 
-from data import (ArgumentParser, DataError, add_data_args, dataset_from_args, load_dataset, load_groups, load_masks, make_groups,
+from data import (ArgumentParser, DataError, add_data_args, dataset_from_args, load_dataset, make_groups,
                   make_kernel_masks, make_masks, open_fraction, positive_int, run, save_npy)
+from runfolder import groups_beside, load_groups, load_masks
 
 PAPER_ALPHA = 0.5  # subset fraction used by the paper (and by LDS)
 
@@ -68,7 +69,7 @@ def main(args):
         groups = make_groups(args.groups, ds, args.groups_seed)
         existing = load_groups(args.out)
         if existing is not None and not np.array_equal(existing, groups) and not args.force:
-            raise DataError(f"groups.npy beside {args.out} holds other contributors (use --force to replace it)")
+            raise DataError(f"{groups_beside(args.out)} holds other contributors (use --force to replace it)")
     if os.path.exists(args.out) and not args.force:
         masks = load_masks(args.out)
         print(f"skip: {args.out} exists ({masks.shape[0]} x {masks.shape[1]}); use --force to resample")
@@ -90,7 +91,7 @@ def main(args):
             else:
                 masks = make_masks(n, args.count, args.alpha, args.seed)
         if groups is not None:
-            save_npy(os.path.join(os.path.dirname(os.path.abspath(args.out)), "groups.npy"), groups)
+            save_npy(groups_beside(args.out), groups)
         save_npy(args.out, masks)
         sizes = masks.sum(1)
         size = f"{sizes.min()}..{sizes.max()}" if sizes.min() != sizes.max() else f"{sizes[0]}"

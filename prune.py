@@ -22,8 +22,8 @@ import time
 import torch
 import torch.nn as nn
 
-from data import (ArgumentParser, DataError, add_data_args, dataset_from_args, fraction, nonnegative_int, open_fraction,
-                  positive_float, positive_int, run, to_model_space)
+from data import (ArgumentParser, DataError, add_data_args, dataset_from_args, fraction, nonnegative_int,
+                  open_fraction, positive_float, positive_int, run, to_model_space)
 from ddpm import (AttnBlock, Schedule, build_model, file_sha256, fixed_noise_loss, forward_macs, layer_widths,
                   load_checkpoint, pick_device, save_checkpoint)
 from train_ddpm import new_state, sample_grid, state_to_checkpoint, train, training_macs

@@ -9,16 +9,17 @@ import os
 
 import numpy as np
 
+import runfolder
 from data import atomic_write, save_grid
+from fit_datamodel import ESTIMATORS
 
-ESTIMATORS = {"shapley": "Shapley values", "banzhaf": "Banzhaf values", "datamodel": "datamodel"}
 ACCOUNTING_WORDS = {"compute": "training compute (MACs: 3 x forward MACs per image x images seen; the same on any day)",
                     "time": "measured wall time of training"}
 
 
 def write(run, results, figures):
     """report.md and the figures of a run (eval_lds.Run) from its evaluation."""
-    fig_dir = os.path.join(run.dir, "figures")
+    fig_dir = runfolder.figures(run.dir)
     os.makedirs(fig_dir, exist_ok=True)
     order = figures["order"]
     if not results.get("attribution_only"):
@@ -28,16 +29,30 @@ def write(run, results, figures):
     save_grid(examples(run.ds.images, order[:16], run.groups), os.path.join(fig_dir, "most_harmful.png"), nrow=8)
     save_grid(examples(run.ds.images, order[::-1][:16], run.groups), os.path.join(fig_dir, "most_helpful.png"), nrow=8)
     if results.get("attribution_only"):
-        atomic_write(os.path.join(run.dir, "attributions", "all_behaviors.npz"),
+        atomic_write(runfolder.attributions(run.dir, "all_behaviors"),
                      lambda f: np.savez(f, **{k.replace(":", "_"): v for k, v in figures["scores_of"].items()}))
         text = render_attribution_only(results, run, order)
     else:
         text = render(results, run, order)
-    atomic_write(os.path.join(run.dir, "report.md"), lambda f: f.write(text.encode()))
+    atomic_write(runfolder.report(run.dir), lambda f: f.write(text.encode()))
 
 
 # ----------------------------------------------------------------------------------------------
 # Formatting
+
+def title(method):
+    """The report's name of an estimator (fit_datamodel.ESTIMATORS); the datamodel's where a run names none."""
+    return ESTIMATORS[method or "datamodel"].title
+
+
+def link(name):
+    """A figure's link in report.md (which lies in the run folder)."""
+    return runfolder.relative(".", runfolder.figures(".", name))
+
+
+def grid_of(run_dir):
+    """The sample grid train_ddpm.py writes beside the full model."""
+    return runfolder.grid(run_dir, "full")
 
 def fmt_lds(row, name):
     """A budget row's LDS of one pool (the mean over its draws) with its interval."""
@@ -74,7 +89,7 @@ def fmt_models(row, name):
     how = "bootstraps of the pool" if row.get(f"with_replacement_{name}") else "draws"
     text = f"{n} ({row[f'draws_{name}']} {how}"
     if name == "retrain" and "estimator_retrain" in row:
-        text += f"; {ESTIMATORS.get(row['estimator_retrain'], row['estimator_retrain'])}"
+        text += f"; {title(row['estimator_retrain'])}"
     if row.get(f"underdetermined_{name}"):
         text += "; fewer models than units: underdetermined"
     return text + ")"
@@ -126,7 +141,8 @@ def render(r, run, order):
     lines += comparison_section(r, run) + table1_section(r, run) + behaviors_section(r)
     for behavior, b in r["behaviors"].items():
         lines += budget_section(behavior, b)
-    lines += ["![LDS vs budget](figures/lds_vs_budget.png)", "", "![predicted vs actual](figures/predicted_vs_actual.png)",
+    lines += [f"![LDS vs budget]({link('lds_vs_budget.png')})", "",
+              f"![predicted vs actual]({link('predicted_vs_actual.png')})",
               ""] + examples_section(r, hb)
     if "auc" in r:
         lines += detection_section(r, run, order)
@@ -139,7 +155,7 @@ def comparison_section(r, run):
     headline, rows = r["headline"], r.get("comparison", [])
     if not rows:
         return []
-    estimator = ESTIMATORS.get(r.get("method"), "datamodel")
+    estimator = title(r.get("method"))
     lines = [f"## How the method compares ({headline})", "",
              f"Each method's attributions judged the same way: LDS against the held-out retrained models and the "
              f"detection AUC of the known-bad {run.unit}s. A method made of a pool's models (unlearning, retraining) "
@@ -244,10 +260,11 @@ def table1_section(r, run):
               f"{t['seconds_sampling']:.2f} s / {t['seconds_loss']:.2f} s |",
               f"| behaviour per model, all together: retrained / unlearned | {t['seconds_behavior_retrain']:.1f} s / "
               f"{t['seconds_behavior_unlearn']:.1f} s |", ""]
-    if not os.path.exists(os.path.join(run.dir, "full.png")):  # (an imported model has no grid beside it)
+    if not os.path.exists(grid_of(run.dir)):  # (an imported model has no grid beside it)
         return lines
-    return lines + ["Real images (left) and the full model's samples (right, full.png, as train_ddpm.py drew them):", "",
-                    "| real | generated |", "| --- | --- |", "| ![real](figures/real.png) | ![generated](full.png) |", ""]
+    grid = os.path.basename(grid_of(run.dir))
+    return lines + [f"Real images (left) and the full model's samples (right, {grid}, as train_ddpm.py drew them):", "",
+                    "| real | generated |", "| --- | --- |", f"| ![real]({link('real.png')}) | ![generated]({grid}) |", ""]
 
 
 def behaviors_section(r):
@@ -299,30 +316,30 @@ def budget_section(behavior, b):
 
 
 def examples_section(r, hb):
-    estimator, headline = ESTIMATORS.get(r.get("method"), "datamodel"), r["headline"]
+    estimator, headline = title(r.get("method")), r["headline"]
     return [f"## Most harmful and most helpful training {r['unit']}s (unlearning {estimator}, all unlearned "
             f"models, {headline})", "",
             f"Most harmful ({'raise' if hb['better'] == 'lower' else 'lower'} {headline} most):", "",
-            "![most harmful](figures/most_harmful.png)", "",
+            f"![most harmful]({link('most_harmful.png')})", "",
             f"Most helpful ({'lower' if hb['better'] == 'lower' else 'raise'} {headline} most):", "",
-            "![most helpful](figures/most_helpful.png)", ""]
+            f"![most helpful]({link('most_helpful.png')})", ""]
 
 
 def detection_section(r, run, order):
-    a, headline, estimator = r["auc"], r["headline"], ESTIMATORS.get(r.get("method"), "datamodel")
+    a, headline, estimator = r["auc"], r["headline"], title(r.get("method"))
     auc = lambda name: f"{a[name]:.3f}" if name in a else "n/a (too few models)"  # noqa: E731
     kinds = ", ".join(f"{k} ({len(v)})" for k, v in run.bad_kinds.items())
     if r["unit"] == "contributor":  # each row of the figures is one contributor
-        title, top = "## Finding the bad contributors", 8
+        heading, top = "## Finding the bad contributors", 8
         what = (f"{len(run.bad)} of {len(order)} contributors gave mostly faulty images ({kinds}; each row of the "
                 f"figures above is one contributor). Detection AUC of the attribution scores ({headline}; bad = harmful)")
     else:
-        title, top = "## Finding the corrupted images", 16
+        heading, top = "## Finding the corrupted images", 16
         what = (f"{len(run.bad)} of {len(run.ds)} training images are corrupted ({kinds}). Detection AUC of the "
                 f"attribution scores ({headline}; corrupted = harmful)")
     found = (f"{int(np.isin(order[:top], run.bad).sum())} of the {top} most harmful {r['unit']}s are "
              f"{'bad' if r['unit'] == 'contributor' else 'corrupted'}.")
-    return [title, "", f"{what}, {estimator}: unlearning at the largest budget {auc('unlearn')}, retraining at the "
+    return [heading, "", f"{what}, {estimator}: unlearning at the largest budget {auc('unlearn')}, retraining at the "
             f"largest budget {auc('retrain')}; unlearning with every unlearned model {a['unlearn_all']:.3f} "
             f"(Banzhaf {a['unlearn_all_banzhaf']:.3f}"
             + (f", datamodel {a['unlearn_all_datamodel']:.3f}" if "unlearn_all_datamodel" in a else "")
@@ -331,7 +348,7 @@ def detection_section(r, run, order):
 
 def render_attribution_only(r, run, order):
     t, headline, method = r["table1"], r["headline"], r["unlearning"]
-    hb, estimator = r["behaviors"][headline], ESTIMATORS.get(r.get("method"), "datamodel")
+    hb, estimator = r["behaviors"][headline], title(r.get("method"))
     lines = [f"# Data attribution report: {os.path.basename(os.path.abspath(run.dir))} (attribution only)", "",
              "**No LDS was measured.** This run has no held-out subsets retrained from scratch (K = 0), so nothing "
              "here says how well the attributions predict what retraining would do. Measuring it (the linear "
@@ -359,10 +376,11 @@ def render_attribution_only(r, run, order):
         auc = f"{b['auc_all']:.3f}" if "auc_all" in b else "n/a"
         lines.append(f"| {behavior}{' (headline)' if behavior == headline else ''} | {b['better'] or '-'} | "
                      f"{b['spread']:.4g} | {auc} |")
-    lines += ["", "The scores of every behaviour: attributions/all_behaviors.npz (one array per behaviour).", "",
+    all_scores = runfolder.relative(run.dir, runfolder.attributions(run.dir, "all_behaviors"))
+    lines += ["", f"The scores of every behaviour: {all_scores} (one array per behaviour).", "",
               f"## Most harmful and most helpful training {r['unit']}s ({headline})", "",
-              "Most harmful:", "", "![most harmful](figures/most_harmful.png)", "",
-              "Most helpful:", "", "![most helpful](figures/most_helpful.png)", ""]
+              "Most harmful:", "", f"![most harmful]({link('most_harmful.png')})", "",
+              "Most helpful:", "", f"![most helpful]({link('most_helpful.png')})", ""]
     if "auc" in r:
         top = 8 if r["unit"] == "contributor" else 16
         lines += [f"## Finding the {'bad contributors' if r['unit'] == 'contributor' else 'corrupted images'}", "",
@@ -406,16 +424,16 @@ def plot_curves(curves, path):
 
 def plot_scatter(points, path):
     """Predicted (sum of attributions) against actual behaviour of the held-out retrained models, per pool:
-    {title: (predicted, actual, Spearman's rho)}."""
+    {name: (predicted, actual, Spearman's rho)}."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(points), figsize=(4.5 * len(points), 4), squeeze=False)
-    for ax, (title, (pred, actual, rho)) in zip(axes[0], points.items()):
+    for ax, (name, (pred, actual, rho)) in zip(axes[0], points.items()):
         ax.scatter(pred, actual, s=14)
         ax.set_xlabel("predicted (sum of attributions)")
         ax.set_ylabel("actual (retrained from scratch)")
-        ax.set_title(f"{title}\nSpearman {rho:.3f}")
+        ax.set_title(f"{name}\nSpearman {rho:.3f}")
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)

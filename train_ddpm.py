@@ -19,10 +19,10 @@ import time
 import torch
 from tqdm import tqdm
 
-from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_args, dataset_from_args, fraction, images_of,
-                  load_groups, load_masks, nonnegative_float,
-                  nonnegative_int, parse_range, positive_float, positive_int, row_sha256, run, save_grid, to_model_space,
-                  to_uint8)
+from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_args, dataset_from_args, fraction,
+                  images_of, nonnegative_float, nonnegative_int, parse_range, positive_float, positive_int,
+                  row_sha256, run, save_grid, to_model_space, to_uint8)
+from runfolder import load_groups, load_masks
 from ddpm import (ARCHS, Schedule, UNet, apply_masks, autocast, count_params, ddim_sample, ddpm_loss,
                   ema_update, forward_macs, load_checkpoint, pick_device, q_sample, save_checkpoint)
 

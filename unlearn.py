@@ -26,9 +26,10 @@ import torch
 import torch.nn as nn
 import torch.nn.utils.parametrize as parametrize
 
-from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_args, dataset_from_args, fraction, images_of,
-                  load_groups, load_masks, nonnegative_float, nonnegative_int,
-                  parse_range, positive_float, positive_int, row_sha256, run, to_model_space)
+from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_args, dataset_from_args, fraction,
+                  images_of, nonnegative_float, nonnegative_int, parse_range, positive_float, positive_int,
+                  row_sha256, run, to_model_space)
+from runfolder import load_groups, load_masks
 from ddpm import Schedule, build_model, file_sha256, load_checkpoint, pick_device, save_checkpoint
 from train_ddpm import new_state, stack_states, state_to_checkpoint, train, train_stack, unstack
 

@@ -6,9 +6,9 @@ truth's 0.63-0.73). Each model's behaviour is r * z + sqrt(1 - r^2) * noise, z t
 the ground truth of the K held-out subsets has its own r_gt. The project's estimators are fitted on M
 such models; printed: the corrupted-image detection AUC and the LDS, mean over repetitions.
 
-    python bench/attribution_ceiling.py                             # the images preset's sizes
-    python bench/attribution_ceiling.py --models 224,1000,4000 --r 1,0.26 --r-gt 0.7
-    python bench/attribution_ceiling.py --contributors 20 --bad-share 0.67 --models 64 --r 1,0.7,0.4
+    python -m bench.attribution_ceiling                             # the images preset's sizes
+    python -m bench.attribution_ceiling --models 224,1000,4000 --r 1,0.26 --r-gt 0.7
+    python -m bench.attribution_ceiling --contributors 20 --bad-share 0.67 --models 64 --r 1,0.7,0.4
 
 --contributors G: the contributor level. G contributors of equal size, the --bad-contributors of them giving
 images of which --bad-share are corrupted (a mix when below 1), the rest clean. A model's behaviour follows the
@@ -23,15 +23,12 @@ Read beside a run's report: whether the number of models, the behaviour's noise 
 noise is what holds a run's LDS and AUC down.
 """
 import argparse
-import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data import run, make_masks  # noqa: E402
-from eval_lds import detection_auc, lds  # noqa: E402
-from fit_datamodel import attribute  # noqa: E402
+from data import run, make_masks
+from eval_lds import detection_auc, lds
+from fit_datamodel import attribute
 
 
 def parse_args(argv=None):

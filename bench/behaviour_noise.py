@@ -13,8 +13,8 @@ per image for loss and elbo), print:
 - seconds per model of the behaviour.
 
     bash run_pipeline.sh images                              # makes runs/images (GT_SEEDS >= 2)
-    python bench/behaviour_noise.py                          # on runs/images
-    python bench/behaviour_noise.py --run runs/images --samples 1000,4000 --draws 4,16,64 --pool 24
+    python -m bench.behaviour_noise                          # on runs/images
+    python -m bench.behaviour_noise --run runs/images --samples 1000,4000 --draws 4,16,64 --pool 24
 
 Everything goes through compute_fid.py (its caches under <run>/bench/noise/), so the numbers are the
 pipeline's.
@@ -22,16 +22,14 @@ pipeline's.
 import argparse
 import json
 import os
-import sys
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from data import finished_run, run  # noqa: E402
-from compute_fid import BEHAVIORS  # noqa: E402
-from fit_datamodel import load_behaviors, values_by_row  # noqa: E402
-from tools.one_process import call  # noqa: E402
+import runfolder
+from metrics import BEHAVIORS
+from data import run
+from runfolder import finished_run, load_behaviors, values_by_row
+from tools.one_process import call
 
 
 def parse_args(argv=None):
@@ -80,12 +78,12 @@ def keys_of(args, kind):
 
 
 def main(args):
-    finished_run(args.run, "masks/unlearn.npy")
+    finished_run(args.run, runfolder.masks(args.run, "unlearn"))
     run, out = args.run, os.path.join(args.run, "bench", "noise")
-    unlearn = sorted(f for f in os.listdir(os.path.join(run, "models", "unlearn")) if f.endswith(".pt"))[:args.pool]
-    pool = linked(os.path.join(out, "pool"), [os.path.join(run, "models", "unlearn", f) for f in unlearn])
-    pool_masks, lds_masks = (os.path.join(run, "masks", f"{n}.npy") for n in ("unlearn", "lds"))
-    lds = os.path.join(run, "models", "lds")
+    unlearn = sorted(f for f in os.listdir(runfolder.models(run, "unlearn")) if f.endswith(".pt"))[:args.pool]
+    pool = linked(os.path.join(out, "pool"), [os.path.join(runfolder.models(run, "unlearn"), f) for f in unlearn])
+    pool_masks, lds_masks = (runfolder.masks(run, n) for n in ("unlearn", "lds"))
+    lds = runfolder.models(run, "lds")
     rows = []
     for kind, sizes in (("samples", args.samples), ("reference", args.draws)):
         if not keys_of(args, kind):

@@ -3,23 +3,22 @@ the samples' features (and the behaviours read off them), the sampling-free loss
 (per model of the pool), for every pool of a finished run, with the training compute in MACs. A user renting a GPU
 pays for all of it; the report's "with behaviours" column counts it, and this table says where it goes.
 
-    python bench/cost.py --run runs/default
-    python bench/cost.py --run runs/default --run runs/images       # several presets, one table each
+    python -m bench.cost --run runs/default
+    python -m bench.cost --run runs/default --run runs/images       # several presets, one table each
 
 Every figure is what the run measured (wall seconds of one lane of the pipeline, as its stages ran them) except the
 fit, timed here on the run's own unlearned pool. Behaviours computed before the features were timed apart show n/a.
 """
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from fit_datamodel import aligned, attribute, load_behaviors, load_npz, one_value  # noqa: E402
-from data import finished_run, load_masks, run  # noqa: E402
+import runfolder
+from data import run
+from fit_datamodel import attribute, one_value
+from runfolder import aligned, finished_run, load_behaviors, load_masks, load_npz
 
 POOLS = (("unlearn", "unlearned (the method)"), ("retrain", "retrained (the baseline)"),
          ("lds", "held-out retrainings (ground truth)"), ("loo", "leave-one-out retrainings"))
@@ -39,17 +38,17 @@ def mean_of(beh, key):
 def fit_seconds(run):
     """Seconds per model of fitting the run's estimator on its unlearned pool (the headline behaviour), timed here
     (best of 3: a fit takes milliseconds, so one noisy repetition would decide it)."""
-    path = os.path.join(run, "attributions", "unlearn.npz")
+    path = runfolder.attributions(run, "unlearn")
     if not os.path.exists(path):
         return float("nan")
     fitted = load_npz(path, "attributions", ("method", "behavior"))
-    masks_path = os.path.join(run, "masks", "unlearn.npy")
-    beh = load_behaviors(os.path.join(run, "behaviors", "unlearn.npz"))
+    masks_path = runfolder.masks(run, "unlearn")
+    beh = load_behaviors(runfolder.behaviors(run, "unlearn"))
     _, X, y = aligned(load_masks(masks_path), beh, str(fitted["behavior"]), masks_path)
     method = str(fitted["method"])
     full_value = empty_value = None
     if method == "shapley":  # v(empty) and v(all) of the unlearned pool: the untrained and the pruned model's
-        empty_value, full_value = (one_value(os.path.join(run, "behaviors", f"{n}.npz"), str(fitted["behavior"]), n)
+        empty_value, full_value = (one_value(runfolder.behaviors(run, n), str(fitted["behavior"]), n)
                                    for n in ("untrained", "pruned"))
     best = float("inf")
     for _ in range(3):
@@ -65,7 +64,7 @@ def table(run):
     fit = fit_seconds(run)
     rows = []
     for name, label in POOLS:
-        path = os.path.join(run, "behaviors", f"{name}.npz")
+        path = runfolder.behaviors(run, name)
         if not os.path.exists(path):
             continue
         beh = load_behaviors(path)
@@ -79,7 +78,7 @@ def table(run):
 
 def main(args):
     for folder in args.run or ["runs/default"]:
-        finished_run(folder, "attributions/unlearn.npz")
+        finished_run(folder, runfolder.attributions(folder, "unlearn"))
         print(f"\n{folder}: seconds per model (one lane), and training compute\n")
         print("| models | n | training | sampling | features | loss | fit | total | behaviour / training | "
               "training GMACs |")

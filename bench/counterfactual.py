@@ -14,8 +14,8 @@ removal; every other cell's p is Holm-adjusted over the whole table. Seeds (4) a
 before the table in the README was run.
 
     bash run_pipeline.sh small                                  # makes runs/small
-    python bench/counterfactual.py                              # runs/small: ~25 min on 2 cores
-    python bench/counterfactual.py --run runs/images --data-flags ""   # the image level: the top images
+    python -m bench.counterfactual                              # runs/small: ~25 min on 2 cores
+    python -m bench.counterfactual --run runs/images --data-flags ""   # the image level: the top images
 
 The removal sets are rows of <run>/masks/counterfactual.npy (identical sets of several methods share a row; a new
 method's sets are appended, so finished models stay valid), the models <run>/models/counterfactual/NNNNN-sS.pt,
@@ -30,10 +30,12 @@ import sys
 
 import numpy as np
 
+import runfolder
+from data import run, atomic_write, save_npy
+from fit_datamodel import largest_first
+from runfolder import behavior_values, better, finished_run, load_behaviors, load_groups, load_npz
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from data import finished_run, run, atomic_write, load_groups, save_npy  # noqa: E402
-from fit_datamodel import behavior_values, better, largest_first, load_behaviors, load_npz  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -58,17 +60,17 @@ def parse_args(argv=None):
 def method_scores(run):
     """{method: (scores, behaviour)} from the run's attribution files: unlearning's and retraining's (all their
     models), then each baseline's in the report's order."""
-    folder = os.path.join(run, "attributions")
+    folder = runfolder.attributions_dir(run)
     found = {}
-    for f, name in (("unlearn.npz", "sparsified unlearning"), ("retrain.npz", "retraining, all models")):
-        if os.path.exists(os.path.join(folder, f)):
-            a = load_npz(os.path.join(folder, f), "attributions file", ("scores", "behavior"))
+    for pool, name in (("unlearn", "sparsified unlearning"), ("retrain", "retraining, all models")):
+        if os.path.exists(runfolder.attributions(run, pool)):
+            a = load_npz(runfolder.attributions(run, pool), "attributions file", ("scores", "behavior"))
             found[name] = (a["scores"], str(a["behavior"]))
     baselines = []
     for f in os.listdir(folder):
-        if f.startswith("baseline-") and f.endswith(".npz"):
+        if runfolder.baseline_name(f):
             a = load_npz(os.path.join(folder, f), "attributions file", ("scores", "behavior"))
-            baselines.append((int(a.get("order", 0)), f[len("baseline-"):-4], a))
+            baselines.append((int(a.get("order", 0)), runfolder.baseline_name(f), a))
     for _, name, a in sorted(baselines):
         found[name] = (a["scores"], str(a["behavior"]))
     return found
@@ -93,7 +95,7 @@ def removal_sets(scores, direction, sizes, n_random, n_units, seed):
 def rows_of(run, sets, n_units):
     """The row of masks/counterfactual.npy that keeps everything but each set's units (row 0: everything), appending
     the sets that have none yet; returns (masks, [row of each set])."""
-    path = os.path.join(run, "masks", "counterfactual.npy")
+    path = runfolder.masks(run, "counterfactual")
     masks = np.load(path) if os.path.exists(path) else np.ones((1, n_units), dtype=bool)
     index = {m.tobytes(): i for i, m in enumerate(masks)}
     rows, new = [], []
@@ -115,7 +117,7 @@ def rows_of(run, sets, n_units):
 
 def data_flags(run):
     """--data, --corrupt, --corrupt-seed and --fault as the full model was trained (its recorded arguments)."""
-    a = json.loads(str(load_behaviors(os.path.join(run, "behaviors", "full.npz"))["args"][0]))
+    a = json.loads(str(load_behaviors(runfolder.behaviors(run, "full"))["args"][0]))
     return ["--data", str(a["data"]), "--corrupt", str(a["corrupt"]), "--corrupt-seed", str(a.get("corrupt_seed", 0)),
             "--fault", str(a.get("fault", "noise"))]
 
@@ -123,17 +125,17 @@ def data_flags(run):
 def retrain(run, n_rows, seeds, jobs):
     """Every row of masks/counterfactual.npy with every seed, by train_ddpm.py --recipe-from full.pt, in `jobs`
     processes of one thread (tools/one_process.py: one interpreter a lane)."""
-    calls = [["train_ddpm.py", *data_flags(run), "--recipe-from", os.path.join(run, "full.pt"), "--masks",
-              os.path.join(run, "masks", "counterfactual.npy"), "--index", str(r), "--seed", str(s), "--grid", "0",
-              "--out", os.path.join(run, "models", "counterfactual", f"{r:05d}-s{s}.pt")]
+    calls = [["train_ddpm.py", *data_flags(run), "--recipe-from", runfolder.checkpoint(run, "full"), "--masks",
+              runfolder.masks(run, "counterfactual"), "--index", str(r), "--seed", str(s), "--grid", "0",
+              "--out", os.path.join(runfolder.models(run, "counterfactual"), f"{r:05d}-s{s}.pt")]
              for s in range(seeds) for r in range(n_rows)
-             if not os.path.exists(os.path.join(run, "models", "counterfactual", f"{r:05d}-s{s}.pt"))]
+             if not os.path.exists(os.path.join(runfolder.models(run, "counterfactual"), f"{r:05d}-s{s}.pt"))]
     lanes = [calls[i::jobs] for i in range(jobs)]
     procs = []
     for lane in lanes:
         if lane:
             argv = [a for c in lane for a in ["::", *c]][1:]
-            procs.append(subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "one_process.py"), *argv],
+            procs.append(subprocess.Popen([sys.executable, "-m", "tools.one_process", *argv],
                                           cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1")))
     if any(p.wait() != 0 for p in procs):
         sys.exit("error: a counterfactual retraining failed (its output is above)")
@@ -143,11 +145,11 @@ def retrain(run, n_rows, seeds, jobs):
 def behaviours(run, headline):
     """The headline of every counterfactual model, as the run's behaviours were measured (its sampling settings)."""
     from tools.one_process import call
-    full = load_behaviors(os.path.join(run, "behaviors", "full.npz"))
+    full = load_behaviors(runfolder.behaviors(run, "full"))
     key = "class" if headline.startswith("class:") else headline
-    call("compute_fid", [*data_flags(run)[:2], "--models", os.path.join(run, "models", "counterfactual"), "--masks",
-                         os.path.join(run, "masks", "counterfactual.npy"), "--out",
-                         os.path.join(run, "behaviors", "counterfactual.npz"), "--n-samples", str(int(full["n_samples"])),
+    call("compute_fid", [*data_flags(run)[:2], "--models", runfolder.models(run, "counterfactual"), "--masks",
+                         runfolder.masks(run, "counterfactual"), "--out",
+                         runfolder.behaviors(run, "counterfactual"), "--n-samples", str(int(full["n_samples"])),
                          "--ddim-steps", str(int(full["ddim_steps"])), "--features", str(full["features"]) if
                          str(full["features"]) in ("cnn", "inception") else "auto", "--behaviors", key, "--cache", run,
                          "--loss-draws", str(int(full["loss_draws"]))])
@@ -253,15 +255,15 @@ def render(run, sets, rows, improvement, headline, direction, bad, unit, seeds):
 
 
 def main(args):
-    finished_run(args.run, "results.json", "attributions")
+    finished_run(args.run, runfolder.results(args.run), os.path.dirname(runfolder.attributions(args.run, "unlearn")))
     run = args.run
-    results = json.load(open(os.path.join(run, "results.json")))
+    results = json.load(open(runfolder.results(run)))
     headline = results["headline"]
     direction = results["behaviors"][headline]["better"]
     scores = {k: s for k, (s, b) in method_scores(run).items() if b == headline}
     if args.methods:
         scores = {k: v for k, v in scores.items() if k in args.methods.split(",")}
-    groups = load_groups(os.path.join(run, "masks", "unlearn.npy"))
+    groups = load_groups(runfolder.masks(run, "unlearn"))
     n_units = len(next(iter(scores.values())))
     unit = "contributor" if groups is not None else "image"
     sizes = [(f"remove {float(f):.0%}", max(1, round(float(f) * n_units))) for f in args.fractions.split(",")]
@@ -269,16 +271,16 @@ def main(args):
         sizes.append((f"keep top {args.keep:.0%}", n_units - round(args.keep * n_units)))
     sets = removal_sets(scores, direction, sizes, args.random, n_units, args.seed)
     masks, rows = rows_of(run, sets, n_units)
-    atomic_write(os.path.join(run, "counterfactual.json"), lambda f: f.write(json.dumps(
+    atomic_write(runfolder.bench_file(run, "counterfactual.json"), lambda f: f.write(json.dumps(
         [dict(label=label, method=m, size=size, draw=d, removed=removed.tolist(), row=r)
          for (label, m, size, d, removed), r in zip(sets, rows)], indent=1).encode()))
     retrain(run, len(masks), args.seeds, args.jobs)
     behaviours(run, headline)
-    beh = load_behaviors(os.path.join(run, "behaviors", "counterfactual.npz"))
+    beh = load_behaviors(runfolder.behaviors(run, "counterfactual"))
     improvement = changes(beh, headline, [0] + rows, args.seeds, direction or better(beh, headline))
     bad = None
-    if os.path.exists(os.path.join(run, "corrupted.npy")):
-        corrupted = np.load(os.path.join(run, "corrupted.npy"))
+    if os.path.exists(runfolder.corrupted(run)):
+        corrupted = np.load(runfolder.corrupted(run))
         bad = corrupted if groups is None else np.flatnonzero(
             np.bincount(groups[corrupted], minlength=n_units) > 0.5 * np.bincount(groups, minlength=n_units))
     text = render(run, sets, rows, improvement, headline, direction, bad, unit, args.seeds)

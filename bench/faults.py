@@ -5,10 +5,10 @@ time (data.FAULTS: 2 of 20 contributors give faulty images, CORRUPT 0.1), and on
 every method of the report's comparison (sparsified unlearning, retraining at equal compute, each baseline): the
 headline LDS and the bad-contributor AUC per fault, and each method's compute in retrainings.
 
-    python bench/faults.py                                   # every fault, then the table (about 12 min a fault)
-    python bench/faults.py --faults blur,duplicate           # some of them
-    python bench/faults.py --table-only                      # the table of the runs already made
-    python bench/faults.py --env "K=48 GT_SEEDS=2"           # any setting of the preset, for every run
+    python -m bench.faults                                   # every fault, then the table (about 12 min a fault)
+    python -m bench.faults --faults blur,duplicate           # some of them
+    python -m bench.faults --table-only                      # the table of the runs already made
+    python -m bench.faults --env "K=48 GT_SEEDS=2"           # any setting of the preset, for every run
 
 Runs land in runs/faults/<fault>/ (a rerun resumes them, as any run of the pipeline); the mix column reads
 runs/small (made by `bash run_pipeline.sh small` when missing). No seed is chosen per fault: every run uses the
@@ -21,9 +21,10 @@ import shlex
 import subprocess
 import sys
 
+import runfolder
+from data import run, FAULTS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from data import run, FAULTS  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -51,8 +52,8 @@ def run_preset(preset, run, env):
 
 def table(columns):
     """Markdown: one row per method, per fault its headline LDS / AUC, then its compute in retrainings."""
-    results = {name: json.load(open(os.path.join(run, "results.json"))) for name, run in columns.items()
-               if os.path.exists(os.path.join(run, "results.json"))}
+    results = {name: json.load(open(runfolder.results(run))) for name, run in columns.items()
+               if os.path.exists(runfolder.results(run))}
     if not results:
         return "no finished run yet"
     methods = list(dict.fromkeys(c["name"] for r in results.values() for c in r.get("comparison", [])))
@@ -86,7 +87,7 @@ def main(args):
         columns["default mix" if os.path.normpath(m) == os.path.join("runs", args.preset) else os.path.basename(m)] = m
     if not args.table_only:
         for fault, folder in columns.items():
-            if not os.path.exists(os.path.join(folder, "results.json")):
+            if not os.path.exists(runfolder.results(folder)):
                 print(f"running {fault} -> {folder}", flush=True)
                 extra = {} if folder in mixes else dict(FAULT=fault, CORRUPT=args.corrupt)
                 run_preset(args.preset, folder, dict(env, **extra))

@@ -3,8 +3,8 @@ parameters; full and structurally pruned at ratio 0.3) in fp32, bf16 and bf16 + 
 DDIM-100 sampling in images per second; sparsified unlearning in model-steps per second with G digits
 models trained one at a time (G = 1) or stacked (train_ddpm.train_stack, vmap over stacked weights).
 
-    python bench/gpu.py                  # on CUDA: batch 128, DDIM-100 on 256 images, G = 1, 8, 64
-    python bench/gpu.py --small          # CPU-sized (the default without CUDA): batch 2, DDIM-10, G = 1, 4, 8
+    python -m bench.gpu                  # on CUDA: batch 128, DDIM-100 on 256 images, G = 1, 8, 64
+    python -m bench.gpu --small          # CPU-sized (the default without CUDA): batch 2, DDIM-10, G = 1, 4, 8
 
 The issue's goals on an H200: a training step <= 30 ms at batch 128, DDIM-100 >= 300 images/s,
 stacked unlearning >= 10x the model-steps/s of one model at a time. On CPU the figures only show that
@@ -13,17 +13,14 @@ units emulates it, ~16x slower than fp32 here; inductor compiles for minutes).
 """
 import argparse
 import copy
-import os
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data import run  # noqa: E402
-from ddpm import ARCHS, Schedule, UNet, autocast, count_params, ddim_sample, pick_device  # noqa: E402
-from prune import PAPER_RATIO, prune_structured  # noqa: E402
-from train_ddpm import new_state, stack_states, train, train_stack  # noqa: E402
+from data import run
+from ddpm import ARCHS, Schedule, UNet, autocast, count_params, ddim_sample, pick_device
+from prune import PAPER_RATIO, prune_structured
+from train_ddpm import new_state, stack_states, train, train_stack
 
 
 def parse_args(argv=None):

@@ -6,8 +6,8 @@ and a groups file, and `bash run_pipeline.sh` (the default preset, everything el
 clean digits as the FID reference. Printed: the bad-contributor detection AUC of the preset's estimator (and of
 the others on the same unlearned models) and the LDS of both methods at each budget.
 
-    python bench/mixed_contributors.py                       # 20 contributors, 3 of them two thirds bad
-    python bench/mixed_contributors.py --bad 2 --bad-share 1 --out runs/bench-bad-only
+    python -m bench.mixed_contributors                       # 20 contributors, 3 of them two thirds bad
+    python -m bench.mixed_contributors --bad 2 --bad-share 1 --out runs/bench-bad-only
 
 The run takes what the default preset takes (about 8 minutes on 2 cores of a fast day).
 """
@@ -15,13 +15,13 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 
+import runfolder
+from data import run, load_dataset, save_npy, save_npz
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from data import run, load_dataset, save_npy, save_npz  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -65,7 +65,7 @@ def main(args):
     env = dict(os.environ, RUN=run, DATA=f"npz:{os.path.abspath(data_path)}", CORRUPT="0",
                CONTRIBUTORS=os.path.abspath(groups_path), REF_DATA="digits")
     subprocess.run(["bash", os.path.join(ROOT, "run_pipeline.sh"), args.preset], cwd=ROOT, env=env, check=True)
-    with open(os.path.join(run, "results.json")) as f:
+    with open(runfolder.results(run)) as f:
         r = json.load(f)
     auc, curve = r["auc"], r["behaviors"][r["headline"]]["curve"]
     print()

@@ -4,8 +4,8 @@ and Inception Score of its samples at several DDIM step counts, beside the data'
 of the reference set): issue 28 asks for a full model within 4x of the floor, sampled with a step count whose FID is
 within 20% of DDIM-100's, and a recipe the pipeline's ~60 retrainings can afford.
 
-    python bench/recipe.py --run runs/default                       # the default's data, four recipes
-    python bench/recipe.py --run runs/default --recipes "300;1000;1000 --lr 4e-3;3000" --ddim 10,20,100
+    python -m bench.recipe --run runs/default                       # the default's data, four recipes
+    python -m bench.recipe --run runs/default --recipes "300;1000;1000 --lr 4e-3;3000" --ddim 10,20,100
 
 A recipe is train_ddpm.py's flags (steps first: "1000 --lr 4e-3 --batch-size 128"); the run folder gives the data
 flags (its full model's), the architecture and the cached feature network. Nothing in the run is written but the
@@ -14,15 +14,13 @@ feature caches compute_fid.py would write; the models go to --out.
 import argparse
 import os
 import shlex
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from data import finished_run, run  # noqa: E402
-sys.path.insert(0, os.path.join(ROOT, "bench"))
-import train_ddpm  # noqa: E402
-from ddpm import load_checkpoint  # noqa: E402
-from sampler import fid_by_steps, reference  # noqa: E402
+import runfolder
+import train_ddpm
+from bench.sampler import fid_by_steps, reference
+from data import run
+from ddpm import load_checkpoint
+from runfolder import finished_run
 
 
 def parse_args(argv=None):
@@ -54,10 +52,10 @@ def train(run_args, recipe, out, seed):
 
 
 def main(args):
-    finished_run(args.run, "full.pt")
-    full = load_checkpoint(os.path.join(args.run, "full.pt"))
+    finished_run(args.run, runfolder.checkpoint(args.run, "full"))
+    full = load_checkpoint(runfolder.checkpoint(args.run, "full"))
     run_args = full["args"]  # the full model's train_ddpm.py arguments (data flags, architecture, recipe)
-    out_dir = args.out or os.path.join(args.run, "models", "recipes")
+    out_dir = args.out or runfolder.models(args.run, "recipes")
     os.makedirs(out_dir, exist_ok=True)
     ref = reference(args.run, run_args.get("data", "digits"))
     floor = ref[3]

@@ -3,26 +3,24 @@ full model's samples at several DDIM step counts (the same initial noise at ever
 and sample size), beside the data's own floor: the FID between two halves of the reference set and the real images'
 Inception Score. The smallest step count whose FID is within 20% of DDIM-100's is the one the table recommends.
 
-    python bench/sampler.py --run runs/default                     # the default preset's full model
-    python bench/sampler.py --run runs/default --steps 5,10,20,50,100,200 --n-samples 4000
+    python -m bench.sampler --run runs/default                     # the default preset's full model
+    python -m bench.sampler --run runs/default --steps 5,10,20,50,100,200 --n-samples 4000
 
 Each FID costs one sampling pass of --n-samples images at that step count (DDIM-100 of 2,000 digits: ~25 s on 2 cores).
 """
 import argparse
 import json
-import os
-import sys
 import time
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from compute_fid import (cnn_extractor, feature_stats, features_of, frechet_distance, inception_extractor,  # noqa: E402
-                         inception_score, reference_floor, reference_stats, sample_model, softmax)
-from data import finished_run, run, load_dataset  # noqa: E402
-from ddpm import Schedule, load_checkpoint  # noqa: E402
-from fit_datamodel import load_behaviors  # noqa: E402
+import runfolder
+from compute_fid import sample_model
+from features import cnn_extractor, features_of, inception_extractor, reference_floor, reference_stats, softmax
+from metrics import feature_stats, frechet_distance, inception_score
+from data import run, load_dataset
+from ddpm import Schedule, load_checkpoint
+from runfolder import finished_run, load_behaviors
 
 
 def parse_args(argv=None):
@@ -62,11 +60,11 @@ def fid_by_steps(ckpt, ref, n, step_counts, seed=0, log=print):
 
 
 def main(args):
-    finished_run(args.run, "full.pt", "behaviors/full.npz")
-    full = load_behaviors(os.path.join(args.run, "behaviors", "full.npz"))
+    finished_run(args.run, runfolder.checkpoint(args.run, "full"), runfolder.behaviors(args.run, "full"))
+    full = load_behaviors(runfolder.behaviors(args.run, "full"))
     ref = reference(args.run, json.loads(str(full["args"][0])).get("data", "digits"), str(full["features"]))
     n = args.n_samples or int(full["n_samples"])
-    rows = fid_by_steps(load_checkpoint(os.path.join(args.run, "full.pt")), ref, n,
+    rows = fid_by_steps(load_checkpoint(runfolder.checkpoint(args.run, "full")), ref, n,
                         [int(s) for s in args.steps.split(",")], args.seed, log=lambda m: print(m, flush=True))
     floor, real_is, kind = ref[3:]
     best = dict((s, f) for s, f, _, _ in rows).get(100)

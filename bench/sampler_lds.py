@@ -6,8 +6,8 @@ A sampler is cheap enough where its attributions score the other sampler's groun
 own attributions do (issue 28: fewer DDIM steps only where the LDS stays).
 
     bash run_pipeline.sh                                         # runs/default: behaviours with DDIM-20
-    python bench/sampler_lds.py --run runs/default --ddim 50     # every model again with DDIM-50 (~8 min on 2 cores)
-    python bench/sampler_lds.py --run runs/small --preset small --ddim 20
+    python -m bench.sampler_lds --run runs/default --ddim 50     # every model again with DDIM-50 (~8 min on 2 cores)
+    python -m bench.sampler_lds --run runs/small --preset small --ddim 20
 
 The other sampler's run is a folder beside the run (RUN-ddimN, or --out) that links the run's models (nothing is
 trained again) and holds its own behaviours, attributions and report: `bash run_pipeline.sh PRESET` with RUN=that
@@ -21,14 +21,13 @@ import sys
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from eval_lds import bootstrap_lds, interval, paired_test, spearman  # noqa: E402
-from fit_datamodel import aligned, load_behaviors, load_npz  # noqa: E402
-from data import finished_run, run, load_masks  # noqa: E402
+import runfolder
+from data import run
+from eval_lds import bootstrap_lds, interval, paired_test, spearman
+from runfolder import aligned, finished_run, load_behaviors, load_masks, load_npz
 
-LINKED = ("models", "full.pt", "pruned.pt", "untrained.pt", "full.png", "pruned.png")  # what the copy reads, not writes
-COPIED = ("masks", "corrupted.npy")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 
 def parse_args(argv=None):
@@ -45,10 +44,11 @@ def other_run(args):
     """The run's models behind the other sampler: a folder linking them, whose behaviours the pipeline computes."""
     out = args.out or f"{args.run.rstrip('/')}-ddim{args.ddim}"
     os.makedirs(out, exist_ok=True)
-    for name in LINKED + COPIED:
-        src, dst = os.path.join(args.run, name), os.path.join(out, name)
+    linked, copied = runfolder.trained(args.run)  # what the copy reads, not writes
+    for src in linked + copied:
+        dst = os.path.join(out, runfolder.relative(args.run, src))
         if os.path.exists(src) and not os.path.lexists(dst):
-            if name in LINKED:
+            if src in linked:
                 os.symlink(os.path.abspath(src), dst)
             elif os.path.isdir(src):
                 shutil.copytree(src, dst)
@@ -57,7 +57,7 @@ def other_run(args):
     for name in os.listdir(args.run):  # the feature network and reference statistics: the same for both samplers
         if name.startswith(("fid_", "knn_")) and not os.path.exists(os.path.join(out, name)):
             shutil.copy(os.path.join(args.run, name), os.path.join(out, name))
-    if not os.path.exists(os.path.join(out, "results.json")):
+    if not os.path.exists(runfolder.results(out)):
         env = dict(os.environ, **dict(w.split("=", 1) for w in args.env.split()), RUN=out, DDIM_STEPS=str(args.ddim),
                    BASELINES="none", QUALITY_DDIM="0")
         with open(os.path.join(out, "pipeline.log"), "a") as log:
@@ -70,16 +70,16 @@ def other_run(args):
 
 def sampler_of(run):
     """(DDIM steps, headline behaviour, attributions, held-out (X, y), seconds of sampling per unlearned model)."""
-    att = load_npz(os.path.join(run, "attributions", "unlearn.npz"), "attributions", required=("scores", "behavior"))
+    att = load_npz(runfolder.attributions(run, "unlearn"), "attributions", required=("scores", "behavior"))
     headline = str(att["behavior"])
-    held = load_behaviors(os.path.join(run, "behaviors", "lds.npz"))
-    _, X, y = aligned(load_masks(os.path.join(run, "masks", "lds.npy")), held, headline)
-    unlearned = load_behaviors(os.path.join(run, "behaviors", "unlearn.npz"))
+    held = load_behaviors(runfolder.behaviors(run, "lds"))
+    _, X, y = aligned(load_masks(runfolder.masks(run, "lds")), held, headline)
+    unlearned = load_behaviors(runfolder.behaviors(run, "unlearn"))
     return int(held["ddim_steps"]), headline, att, (X, y), float(np.mean(unlearned["seconds"]))
 
 
 def main(args):
-    finished_run(args.run, "results.json")
+    finished_run(args.run, runfolder.results(args.run))
     runs = [sampler_of(args.run), sampler_of(other_run(args))]
     if runs[0][1] != runs[1][1]:
         sys.exit(f"error: the two runs lead with different behaviours ({runs[0][1]}, {runs[1][1]})")

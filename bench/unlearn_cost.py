@@ -5,21 +5,19 @@ With --run, the figures a finished pipeline run measured: the cost ratio per mod
 unlearning wall time, and training compute) and the FID2 ratio (unlearned vs retrained on the same subset,
 against two retrainings of one subset with different seeds).
 
-    python bench/unlearn_cost.py                          # the images preset's recipe (digits-small, 500 steps)
-    python bench/unlearn_cost.py --retrain-steps 2000 --arch digits
-    python bench/unlearn_cost.py --run runs/default       # what the run measured (instant)
+    python -m bench.unlearn_cost                          # the images preset's recipe (digits-small, 500 steps)
+    python -m bench.unlearn_cost --retrain-steps 2000 --arch digits
+    python -m bench.unlearn_cost --run runs/default       # what the run measured (instant)
 """
 import argparse
-import os
-import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data import run, load_dataset, make_masks, to_model_space  # noqa: E402
-from ddpm import ARCHS, Schedule, UNet, count_params  # noqa: E402
-from prune import PAPER_RATIO, prune_structured  # noqa: E402
-from train_ddpm import new_state, train  # noqa: E402
+import runfolder
+from data import run, load_dataset, make_masks, to_model_space
+from ddpm import ARCHS, Schedule, UNet, count_params
+from prune import PAPER_RATIO, prune_structured
+from train_ddpm import new_state, train
 
 
 def parse_args(argv=None):
@@ -53,7 +51,7 @@ def run_figures(run):
     """(cost ratio, retrain s, unlearn s, FID2 ratio, FID2, FID2 of two seeds): the run's report figures
     (eval_lds.py's Table 1 in results.json)."""
     import json
-    with open(os.path.join(run, "results.json")) as f:
+    with open(runfolder.results(run)) as f:
         t = json.load(f)["table1"]
     fid2, seeds = t["fid2_unlearn_vs_retrain"][0], t["fid_retrain_vs_retrain_other_seed"][0]
     return t["speedup"], t["seconds_retrain"], t["seconds_unlearn"], t["fid2_ratio"], fid2, seeds
@@ -67,7 +65,7 @@ def main(args):
         print(f"{args.run}: FID2 unlearned vs retrained {fid2:.2f} / two retraining seeds {seeds:.2f} = "
               f"{fid2_ratio:.2f} (goal <= 1.5)")
         import json
-        with open(os.path.join(args.run, "results.json")) as f:
+        with open(runfolder.results(args.run)) as f:
             t = json.load(f)["table1"]
         if "compute_ratio" in t:  # what the budgets count: training MACs, the same on any day
             print(f"{args.run}: training compute per model, retraining {t['macs_retrain'] / 1e9:.1f} / unlearning "

@@ -12,9 +12,9 @@ each other; against the mean of two seeds, a perfect unlearner (a third seed) wo
 2), rho the ceiling row's Pearson.
 
     bash run_pipeline.sh images                             # makes runs/images (or any run with GT_SEEDS >= 2)
-    python bench/unlearn_fidelity.py                        # every method below, on runs/images
-    python bench/unlearn_fidelity.py --run runs/images --configs "gd-epoch=--method gd --batches epoch --steps 25"
-    python bench/unlearn_fidelity.py --run runs/default --behaviors fid,loss --fid-flags "--n-samples 2000 --ddim-steps 5" \\
+    python -m bench.unlearn_fidelity                        # every method below, on runs/images
+    python -m bench.unlearn_fidelity --run runs/images --configs "gd-epoch=--method gd --batches epoch --steps 25"
+    python -m bench.unlearn_fidelity --run runs/default --behaviors fid,loss --fid-flags "--n-samples 2000 --ddim-steps 5" \\
         --configs "gd=--method gd --steps 12;neggrad=--method neggrad --steps 6 --warmup 0 --batches epoch"   # contributors
 
 Models and behaviours land in <run>/bench/fidelity/ and are reused by a rerun; behaviours go through
@@ -24,17 +24,15 @@ import argparse
 import json
 import os
 import shlex
-import sys
 import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from data import finished_run, run, images_of, load_groups  # noqa: E402
-from eval_lds import pearson_rows  # noqa: E402
-from fit_datamodel import load_behaviors, values_by_row  # noqa: E402
-from tools.one_process import call  # noqa: E402
+import runfolder
+from data import run, images_of
+from eval_lds import pearson_rows
+from runfolder import finished_run, load_behaviors, load_groups, values_by_row
+from tools.one_process import call
 
 # name -> unlearn.py flags. Sized at about equal training compute: gd's 25 steps of batch 64 on the pruned
 # model (neggrad draws two minibatches a step, gd-full's unpruned model costs twice a pruned step: 13 steps).
@@ -136,8 +134,8 @@ def unlearned(run, out, name, method_flags, data, fid, lds_masks, K, keys, ref_m
     every held-out row; FID2 against `ref_models` (a retraining seed's models) when given."""
     import torch
     folder = os.path.join(out, "".join(ch if ch.isalnum() else "_" for ch in name).strip("_"))
-    start = "full.pt" if "gd-full" in method_flags else "pruned.pt"
-    call("unlearn", ["--ckpt", os.path.join(run, start), *data, "--masks", lds_masks, "--out", folder, *method_flags])
+    start = runfolder.checkpoint(run, "full" if "gd-full" in method_flags else "pruned")
+    call("unlearn", ["--ckpt", start, *data, "--masks", lds_masks, "--out", folder, *method_flags])
     beh = os.path.join(folder + ".npz")
     call("compute_fid", [*fid, "--models", folder, "--masks", lds_masks, "--out", beh])
     ckpts = [torch.load(os.path.join(folder, f"{r:05d}.pt"), map_location="cpu", weights_only=True) for r in range(K)]
@@ -151,15 +149,15 @@ def unlearned(run, out, name, method_flags, data, fid, lds_masks, K, keys, ref_m
 
 
 def main(args):
-    finished_run(args.run, "pruned.pt", "full.pt", "masks/lds.npy")
+    finished_run(args.run, runfolder.checkpoint(args.run, "pruned"), runfolder.checkpoint(args.run, "full"), runfolder.masks(args.run, "lds"))
     run = args.run
     out = os.path.join(run, "bench", "fidelity")
-    lds_masks = os.path.join(run, "masks", "lds.npy")
+    lds_masks = runfolder.masks(run, "lds")
     masks = np.load(lds_masks)
     K = len(masks)
-    models = sorted(f for f in os.listdir(os.path.join(run, "models", "lds")) if f.endswith(".pt"))
+    models = sorted(f for f in os.listdir(runfolder.models(run, "lds")) if f.endswith(".pt"))
     seeds = sorted({int(f.split("-s")[1][:-3]) for f in models})
-    corrupted = np.load(os.path.join(run, "corrupted.npy"))
+    corrupted = np.load(runfolder.corrupted(run))
     groups = load_groups(lds_masks)  # a contributor-level run: a row's images through its contributors
     count = np.array([images_of(row, groups)[corrupted].sum() for row in masks], dtype=float)
     configs = CONFIGS if not args.configs else dict(c.split("=", 1) for c in args.configs.split(";") if c.strip())
@@ -168,12 +166,12 @@ def main(args):
     fid = ["--data", args.data, *shlex.split(args.fid_flags), "--loss-draws", args.loss_draws, "--cache", run,
            "--behaviors", args.behaviors]
     # the retrained models, as the run made them (every seed), and one retraining timed here, beside the methods
-    call("compute_fid", [*fid, "--models", os.path.join(run, "models", "lds"), "--masks", lds_masks,
+    call("compute_fid", [*fid, "--models", runfolder.models(run, "lds"), "--masks", lds_masks,
                          "--out", os.path.join(out, "retrained.npz")])
-    per_seed = [linked(os.path.join(out, f"retrained_s{s}"), {r: os.path.join(run, "models", "lds", f"{r:05d}-s{s}.pt")
+    per_seed = [linked(os.path.join(out, f"retrained_s{s}"), {r: os.path.join(runfolder.models(run, "lds"), f"{r:05d}-s{s}.pt")
                                                               for r in range(K)}) for s in seeds[:2]]
     ceiling = len(seeds) >= 2
-    retrain_seconds, retrain_macs = time_one_retraining(os.path.join(run, "models", "lds", models[0]), data, lds_masks,
+    retrain_seconds, retrain_macs = time_one_retraining(os.path.join(runfolder.models(run, "lds"), models[0]), data, lds_masks,
                                                         os.path.join(out, "timed_retraining.pt"))
 
     rng = np.random.default_rng(args.seed)
@@ -209,7 +207,7 @@ def main(args):
         truth.clear()
         truth.update(saved)
     else:
-        print(f"{run}/models/lds has one training seed (GT_SEEDS=1): no ceiling row, no FID2 ratio")
+        print(f"{runfolder.models(run, 'lds')} has one training seed (GT_SEEDS=1): no ceiling row, no FID2 ratio")
 
     for name, flags in configs.items():
         row(name, *unlearned(run, out, name, shlex.split(flags), data, fid, lds_masks, K, keys,

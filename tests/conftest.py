@@ -5,9 +5,9 @@ import sys
 
 import pytest
 import torch
+import runfolder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 os.environ.setdefault("TQDM_DISABLE", "1")
 # Under pytest-xdist (.ci/run: two workers on two cores) every worker and everything it starts gets one
 # thread, so that the threads of all running jobs never exceed the cores (oversubscribed OpenMP
@@ -60,11 +60,10 @@ def write_pool(run, name, masks, fid, train_seconds):
     (planted FIDs, one model per row)."""
     import numpy as np
     import data
-    (run / "masks").mkdir(parents=True, exist_ok=True)
-    (run / "behaviors").mkdir(exist_ok=True)
-    np.save(run / "masks" / f"{name}.npy", masks)
+    runfolder.make(run)
+    np.save(runfolder.masks(run, name), masks)
     m = len(masks)
-    np.savez(run / "behaviors" / f"{name}.npz", index=np.arange(m), fid=fid, seconds=np.ones(m),
+    np.savez(runfolder.behaviors(run, name), index=np.arange(m), fid=fid, seconds=np.ones(m),
              mask_sha256=np.array([data.row_sha256(r) for r in masks]), train_seconds=np.full(m, train_seconds))
 
 
@@ -100,7 +99,7 @@ def quick_run(tmp_path_factory, worker_id):
     shared = shared_folder(tmp_path_factory, worker_id)
     run, log = shared / "quick-shared" / "quick", shared / "quick-shared" / "log.txt"
     with FileLock(str(shared / "quick-shared.lock")):
-        if not (run / "report.md").exists():
+        if not (runfolder.report(run)).exists():
             p = pipeline("quick", run)
             out, _ = p.communicate(timeout=900)
             assert p.returncode == 0, out[-3000:]
@@ -115,10 +114,10 @@ def fid_cnn(tmp_path_factory, worker_id):
     copies it into a cache folder: compute_fid then loads it instead of training it again
     (test_the_feature_network_is_seeded checks that a training repeats to the bit)."""
     import shutil
-    import compute_fid
     import data
+    import features
     shared = shared_folder(tmp_path_factory, worker_id) / "fid-cnn-shared"
-    compute_fid.cnn_extractor(data.load_dataset("digits"), str(shared), 0, "cpu")  # trains under its own file lock
+    features.cnn_extractor(data.load_dataset("digits"), str(shared), 0, "cpu")  # trains under its own file lock
 
     def seed(folder):
         folder.mkdir(parents=True, exist_ok=True)
@@ -132,17 +131,20 @@ def copy_stages_1_to_5(reference, run):
     them) and of compute_fid's FID feature network and reference statistics (seeded, functions of the data
     only; not the per-model statistics): a resumption test then starts in stage 6 at half the cost."""
     import shutil
-    names = ["full.pt", "pruned.pt", "corrupted.npy", "masks", "models/unlearn", "models/retrain", "models/retrain_seed1"]
-    names += [f.name for f in reference.iterdir() if f.name.startswith(("fid_cnn_", "fid_ref_"))]
-    for name in names:
-        (run / name).parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if (reference / name).is_dir() else shutil.copy2)(reference / name, run / name)
+    paths = [runfolder.checkpoint(reference, "full"), runfolder.checkpoint(reference, "pruned"),
+             runfolder.corrupted(reference), runfolder.masks(reference, "x").parent] + \
+        [runfolder.models(reference, pool) for pool in ("unlearn", "retrain", "retrain_seed1")]
+    paths += [f for f in reference.iterdir() if f.name.startswith(("fid_cnn_", "fid_ref_"))]
+    for path in paths:
+        target = run / path.relative_to(reference)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if path.is_dir() else shutil.copy2)(path, target)
 
 
 def wait_for_a_ground_truth_model(run, timeout):
     """Poll until the first LDS model of a running pipeline is written (or timeout seconds pass)."""
     import time
-    lds_models, deadline = run / "models" / "lds", time.time() + timeout
+    lds_models, deadline = runfolder.models(run, "lds"), time.time() + timeout
     while time.time() < deadline and not (lds_models.exists() and any(f.name.endswith("-s0.pt") and f.name[0] != "."
                                                                       for f in lds_models.iterdir())):
         time.sleep(0.2)
@@ -164,7 +166,7 @@ def _seed_and_threads():
 def tiny_run(tmp_path_factory):
     """A tiny trained digits model, a structured-pruned copy and a mask file, made once."""
     d = tmp_path_factory.mktemp("tiny")
-    full, pruned, masks = d / "full.pt", d / "pruned.pt", d / "masks" / "unlearn.npy"
+    full, pruned, masks = runfolder.checkpoint(d, "full"), runfolder.checkpoint(d, "pruned"), runfolder.masks(d, "unlearn")
     for args in (["train_ddpm", "--out", full, "--steps", "30", "--batch-size", "16", "--grid", "4",
                   "--ddim-steps", "5"],
                  ["prune", "--ckpt", full, "--out", pruned, "--steps", "5", "--batch-size", "16", "--grid", "0"],

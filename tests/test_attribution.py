@@ -6,8 +6,10 @@ import pytest
 from scipy.stats import spearmanr
 
 import data
+import runfolder
 from eval_lds import bootstrap_lds, lds, models_for_budget
-from fit_datamodel import aligned, attribute, behavior_values
+from fit_datamodel import attribute
+from runfolder import aligned, behavior_values
 
 
 def planted(n=120, models=400, noise=0.05, seed=0):
@@ -256,16 +258,16 @@ def test_a_contributor_level_run_is_scored_and_reported_per_contributor(tmp_path
     for name, masks in pools.items():
         write_pool(run, name, masks, 50 + masks @ effect + rng.normal(0, 0.5, len(masks)),
                    1.0 if name == "unlearn" else 10.0)
-    np.save(run / "masks" / "groups.npy", groups)
-    np.save(run / "corrupted.npy", np.flatnonzero(groups < 2))
+    np.save(runfolder.groups(run), groups)
+    np.save(runfolder.corrupted(run), np.flatnonzero(groups < 2))
     r = run_cli("eval_lds", "--run", run, "--data", "digits", "--draws", "10")
     assert r.returncode == 0, r.stderr
-    results = json.loads((run / "results.json").read_text())
+    results = json.loads((runfolder.results(run)).read_text())
     assert results["unit"] == "contributor" and results["auc"]["unlearn_all"] == 1.0
-    report = (run / "report.md").read_text()
+    report = (runfolder.report(run)).read_text()
     assert "2 of 12 contributors gave mostly faulty images (corrupted (2)" in report and "2 of the 8 most harmful contributors" in report
     from PIL import Image
-    with Image.open(run / "figures" / "most_harmful.png") as im:  # 8 rows (contributors) of 8 images of 8x8
+    with Image.open(runfolder.figures(run, "most_harmful.png")) as im:  # 8 rows (contributors) of 8 images of 8x8
         assert im.width == im.height
 
 
@@ -289,28 +291,28 @@ def test_contributor_shapley_run_finds_the_bad_contributors_and_keeps_efficiency
         write_pool(run, name, masks, base + masks @ effect + rng.normal(0, 0.3, len(masks)),
                    1.0 if name == "unlearn" else 10.0)
     for name, fid in (("untrained", v_empty), ("full", base + effect.sum()), ("pruned", base + effect.sum() + 1.0)):
-        np.savez(run / "behaviors" / f"{name}.npz", index=np.array([-1]), mask_sha256=np.array([""]),
+        np.savez(runfolder.behaviors(run, name), index=np.array([-1]), mask_sha256=np.array([""]),
                  fid=np.array([fid]), seconds=np.ones(1), train_seconds=np.ones(1))
-    np.save(run / "masks" / "groups.npy", groups)
-    np.save(run / "corrupted.npy", np.flatnonzero(groups < 2))
+    np.save(runfolder.groups(run), groups)
+    np.save(runfolder.corrupted(run), np.flatnonzero(groups < 2))
     r = run_cli("eval_lds", "--run", run, "--data", "digits", "--method", "shapley", "--draws", "10")
     assert r.returncode == 0, r.stderr
-    results = json.loads((run / "results.json").read_text())
+    results = json.loads((runfolder.results(run)).read_text())
     assert results["method"] == "shapley" and results["unit"] == "contributor"
     assert results["auc"]["unlearn_all"] == 1.0 and results["auc"]["unlearn_all_datamodel"] == 1.0
     assert results["behaviors"]["fid"]["lds_all"]["unlearn"]["lds"] > 0.9
-    assert "Shapley values" in (run / "report.md").read_text()
+    assert "Shapley values" in (runfolder.report(run)).read_text()
 
-    r = run_cli("fit_datamodel", "--masks", run / "masks" / "unlearn.npy", "--behaviors", run / "behaviors" / "unlearn.npz",
-                "--method", "shapley", "--v-empty", run / "behaviors" / "untrained.npz",
-                "--v-full", run / "behaviors" / "pruned.npz", "--out", run / "attributions" / "unlearn.npz")
+    r = run_cli("fit_datamodel", "--masks", runfolder.masks(run, "unlearn"), "--behaviors", runfolder.behaviors(run, "unlearn"),
+                "--method", "shapley", "--v-empty", runfolder.behaviors(run, "untrained"),
+                "--v-full", runfolder.behaviors(run, "pruned"), "--out", runfolder.attributions(run, "unlearn"))
     assert r.returncode == 0, r.stderr
     assert "most harmful contributors" in r.stdout
-    with np.load(run / "attributions" / "unlearn.npz") as f:
+    with np.load(runfolder.attributions(run, "unlearn")) as f:
         scores, intercept = f["scores"], float(f["intercept"])
     assert intercept == v_empty and scores.sum() == pytest.approx(base + effect.sum() + 1.0 - v_empty, abs=1e-9)
     assert set(np.argsort(-scores)[:2]) == {0, 1}
-    by_number, _, _ = attribute(pools["unlearn"].astype(float), np.load(run / "behaviors" / "unlearn.npz")["fid"],
+    by_number, _, _ = attribute(pools["unlearn"].astype(float), np.load(runfolder.behaviors(run, "unlearn"))["fid"],
                                 "shapley", v_empty=v_empty, v_full=base + effect.sum() + 1.0)
     np.testing.assert_allclose(scores, by_number, rtol=0, atol=1e-12)
 
@@ -320,7 +322,7 @@ def test_init_only_writes_the_seeded_untrained_model(tmp_path):
     import torch
     import ddpm
     from conftest import run_cli
-    out = tmp_path / "untrained.pt"
+    out = runfolder.checkpoint(tmp_path, "untrained")
     r = run_cli("train_ddpm", "--init-only", "--arch", "digits-small", "--seed", "5", "--grid", "0", "--out", out)
     assert r.returncode == 0, r.stderr
     ckpt = ddpm.load_checkpoint(str(out))
@@ -373,3 +375,49 @@ def test_the_mixed_split_of_the_bench_rotates_two_thirds_of_three_contributors()
     for c in bad:
         share = np.isin(np.flatnonzero(groups == c), corrupted).mean()
         assert abs(share - 2 / 3) < 0.01, share
+
+
+def test_surrogate_shap_reads_the_exact_shapley_values_and_interactions_of_its_trees():
+    """SurrogateSHAP on a planted 6-player game with pairwise and three-way effects: interventional TreeSHAP against
+    the empty coalition (fit_datamodel.tree_shapley, a closed form per leaf) gives the Shapley values and Shapley
+    interaction indices of the fitted trees' own game g(S) = f(1_S), here computed by full enumeration of its 64
+    coalitions; trees of depth 2 (sums of pairwise functions) are predicted exactly by the quadratic form on every
+    coalition, deeper ones at least at the empty and the full coalition (efficiency)."""
+    import itertools
+    import math
+    from fit_datamodel import fit_surrogate_shap, predict
+    n, f = 6, math.factorial
+    rng = np.random.default_rng(0)
+    coalitions = np.array(list(itertools.product([0, 1], repeat=n)), dtype=float)
+    planted = (coalitions @ rng.normal(size=n) + np.einsum("ki,ij,kj->k", coalitions, np.triu(rng.normal(size=(n, n)), 1),
+                                                           coalitions) + 2.0 * coalitions[:, :3].prod(1))
+    index = {tuple(c.astype(int)): k for k, c in enumerate(coalitions)}
+    for depth in (4, 2):
+        scores, base, info = fit_surrogate_shap(coalitions[1:-1], planted[1:-1], planted[0], planted[-1], seed=0,
+                                                trees=80, depth=depth)
+        g = info["regressor"].predict(coalitions).astype(np.float64)
+        value = lambda members: g[index[tuple(int(j in members) for j in range(n))]]  # noqa: E731
+        phi, inter = np.zeros(n), np.zeros((n, n))
+        for i in range(n):
+            others = [j for j in range(n) if j != i]
+            for size in range(n):
+                for S in itertools.combinations(others, size):
+                    phi[i] += f(size) * f(n - size - 1) / f(n) * (value(set(S) | {i}) - value(set(S)))
+            for j in others:
+                rest = [k for k in others if k != j]
+                for size in range(n - 1):
+                    for S in itertools.combinations(rest, size):
+                        S = set(S)
+                        inter[i, j] += f(size) * f(n - size - 2) / f(n - 1) * (
+                            value(S | {i, j}) - value(S | {i}) - value(S | {j}) + value(S))
+        M = info["interactions"]
+        scale = np.abs(planted).max()
+        np.testing.assert_allclose(scores, phi, atol=1e-5 * scale)
+        np.testing.assert_allclose(2 * (M - np.diag(np.diag(M))), inter, atol=1e-5 * scale)
+        np.testing.assert_allclose(M.sum(1), scores, atol=1e-9 * scale)  # rows sum to the Shapley values
+        quadratic = predict(coalitions, scores, base, info)
+        assert base == pytest.approx(g[0], abs=1e-5 * scale) and quadratic[-1] == pytest.approx(g[-1], abs=1e-4 * scale)
+        if depth == 2:
+            np.testing.assert_allclose(quadratic, g, atol=1e-4 * scale)
+        else:  # deeper trees hold three-way effects: the quadratic form is an approximation
+            assert np.abs(quadratic - g).max() > 1e-3 * scale

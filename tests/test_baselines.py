@@ -8,6 +8,7 @@ import torch
 
 import baselines
 import data
+import runfolder
 import ddpm
 import eval_lds
 from conftest import TINY, run_cli, write_pool
@@ -157,17 +158,16 @@ def tiny_baseline_run(tmp_path_factory):
     images[:10] = np.random.default_rng(0).integers(0, 256, (10, 1, 8, 8), dtype=np.uint8)
     np.savez(run / "d.npz", images=images, labels=ds.labels[:60], corrupted=np.arange(10))
     model = ddpm.UNet(**TINY)
-    ddpm.save_checkpoint(run / "full.pt", state_to_checkpoint(new_state(model, lr=1e-3, seed=0, device="cpu"),
-                                                              schedule=ddpm.Schedule(), args={}))
-    (run / "masks").mkdir()
-    (run / "behaviors").mkdir()
-    (run / "models" / "loo").mkdir(parents=True)  # two leave-one-out retrainings: TRAK's ensemble of 3 takes them
+    runfolder.make(run)
+    ddpm.save_checkpoint(runfolder.checkpoint(run, "full"), state_to_checkpoint(
+        new_state(model, lr=1e-3, seed=0, device="cpu"), schedule=ddpm.Schedule(), args={}))
+    runfolder.models(run, "loo").mkdir()  # two leave-one-out retrainings: TRAK's ensemble of 3 takes them
     for i in range(2):
-        ddpm.save_checkpoint(run / "models" / "loo" / f"{i:05d}.pt", state_to_checkpoint(
+        ddpm.save_checkpoint(runfolder.models(run, "loo") / f"{i:05d}.pt", state_to_checkpoint(
             new_state(ddpm.UNet(**TINY), lr=1e-3, seed=1 + i, device="cpu"), schedule=ddpm.Schedule(), args={}))
-    np.save(run / "masks" / "unlearn.npy", data.make_masks(6, 4, 0.5, seed=0))
-    np.save(run / "masks" / "groups.npy", np.arange(60) // 10)
-    np.savez(run / "behaviors" / "full.npz", index=np.array([-1]), mask_sha256=np.array([""]), fid=np.array([50.0]),
+    np.save(runfolder.masks(run, "unlearn"), data.make_masks(6, 4, 0.5, seed=0))
+    np.save(runfolder.groups(run), np.arange(60) // 10)
+    np.savez(runfolder.behaviors(run, "full"), index=np.array([-1]), mask_sha256=np.array([""]), fid=np.array([50.0]),
              precision=np.array([0.5]), n_samples=12, ddim_steps=3, features="cnn", behaviors=json.dumps(["fid", "precision"]),
              behavior_table=json.dumps({"fid": {"better": "lower"}, "precision": {"better": "higher"}}))
     r = run_cli("baselines", "--run", run, "--data", f"npz:{run / 'd.npz'}", "--draws", "2", "--grad-draws", "2", "--dtrak-draws", "2",
@@ -183,15 +183,16 @@ def test_every_baseline_file_matches_a_direct_computation(tiny_baseline_run):
     and D-TRAK the mean of each model's scores over the ensemble (the full model and the two leave-one-out models);
     every similarity and gradient baseline also against the reference images (here the data set itself: a nearest
     neighbour other than the image)."""
-    from compute_fid import cnn_extractor, features_of, sample_model
+    from compute_fid import sample_model
+    from features import cnn_extractor, features_of
     from dattri.func.projection import random_project
     run = tiny_baseline_run
-    ckpt = ddpm.load_checkpoint(run / "full.pt")
+    ckpt = ddpm.load_checkpoint(runfolder.checkpoint(run, "full"))
     model, schedule = ddpm.build_model(ckpt).eval(), ddpm.Schedule()
     x0 = data.to_model_space(np.load(run / "d.npz")["images"])
     groups = np.arange(60) // 10
     per_contributor = lambda v, how="mean": np.array([getattr(np, how)(v[groups == g]) for g in range(6)])  # noqa: E731
-    read = lambda name: np.load(run / "attributions" / f"baseline-{name}.npz")  # noqa: E731
+    read = lambda name: np.load(runfolder.baseline(run, name))  # noqa: E731
     expected = {}
     errors = np.zeros(60)
     for _, _, _, t, eps in ddpm.shared_draws(60, (1, 8, 8), schedule.T, seed=0, draws=2):
@@ -213,7 +214,7 @@ def test_every_baseline_file_matches_a_direct_computation(tiny_baseline_run):
     cos_ref = np.array([np.mean([a @ b / np.linalg.norm(a) / np.linalg.norm(b) for b in ft]) for a in ft])
     expected["feature-sim-ref"], expected["feature-sim-max-ref"] = -per_contributor(cos_ref), \
         -per_contributor(cos_ref, "max")
-    members = [model] + [ddpm.build_model(ddpm.load_checkpoint(run / "models" / "loo" / f"{i:05d}.pt")).eval()
+    members = [model] + [ddpm.build_model(ddpm.load_checkpoint(runfolder.models(run, "loo") / f"{i:05d}.pt")).eval()
                          for i in range(2)]
     project = random_project(torch.zeros(1, sum(p.numel() for p in model.parameters())), 1, 16, 32, 0, "normal",
                              device="cpu")  # dattri's projector, as baselines.py makes it (test_projection_is_linear)
@@ -241,9 +242,10 @@ def test_every_baseline_file_matches_a_direct_computation(tiny_baseline_run):
         np.testing.assert_allclose(f["scores"], want, rtol=2e-3, atol=1e-6, err_msg=name)
         np.testing.assert_allclose(f["scores_by_behavior"][1], -want, rtol=2e-3, atol=1e-6, err_msg=name)  # higher better
         assert (float(f["macs"]) > 0 or name == "pixel-nn-ref") and float(f["seconds"]) > 0 and str(f["how"])  # (no model)
-    assert json.loads(str(read("trak")["ensemble"])) == ["full.pt", "models/loo/00000.pt", "models/loo/00001.pt"]
+    assert json.loads(str(read("trak")["ensemble"])) == [runfolder.relative(run, p) for p in (
+        runfolder.checkpoint(run, "full"), *(runfolder.models(run, "loo") / f"{i:05d}.pt" for i in range(2)))]
     assert set(expected) == set(baselines.BASELINES) - {"loo"}  # every baseline checked
-    assert not (run / "attributions" / "baseline-loo.npz").exists()  # no leave-one-out behaviours: not computed
+    assert not (runfolder.baseline(run, "loo")).exists()  # no leave-one-out behaviours: not computed
 
 
 def test_loo_is_refused_without_its_models_and_a_rerun_skips_finished_baselines(tiny_baseline_run):
@@ -272,22 +274,22 @@ def test_the_report_compares_every_method_on_planted_baselines(tmp_path):
     pools["retrain"] = pools["unlearn"][:8]
     for name, masks in pools.items():
         write_pool(run, name, masks, 50 + masks @ effect + rng.normal(0, 0.5, len(masks)), 1.0 if name == "unlearn" else 10.0)
-    np.save(run / "masks" / "groups.npy", groups)
-    np.save(run / "corrupted.npy", np.flatnonzero(groups < 2))
-    (run / "attributions").mkdir()
+    np.save(runfolder.groups(run), groups)
+    np.save(runfolder.corrupted(run), np.flatnonzero(groups < 2))
+    runfolder.make(run)
     for name, scores, order in (("oracle", effect, 0), ("backwards", -effect, 1)):
-        np.savez(run / "attributions" / f"baseline-{name}.npz", scores=scores, scores_by_behavior=scores[None],
+        np.savez(runfolder.baseline(run, name), scores=scores, scores_by_behavior=scores[None],
                  behaviors=json.dumps(["fid"]), macs=5e9, seconds=1.0, how=f"{name}'s definition", order=order)
     r = run_cli("eval_lds", "--run", run, "--data", "digits", "--draws", "10")
     assert r.returncode == 0, r.stderr
-    rows = {c["name"]: c for c in json.loads((run / "results.json").read_text())["comparison"]}
+    rows = {c["name"]: c for c in json.loads((runfolder.results(run)).read_text())["comparison"]}
     assert list(rows) == ["sparsified unlearning", "retraining, equal compute", "retraining, all 8 models", "oracle",
                           "backwards"]  # unlearning's 60 models cost 6 retrainings (wall time: no MACs recorded here)
     assert rows["oracle"]["lds"]["fid"]["lds"] > 0.8 and rows["oracle"]["auc"] == 1.0  # (held-out noise: 0.88)
     assert rows["backwards"]["auc"] == 0.0 and rows["backwards"]["lds"]["fid"]["lds"] < -0.8
     assert rows["backwards"]["lds"]["fid"]["p_value"] < 0.05  # paired against unlearning's
     assert rows["oracle"]["rank_by_fault"] == {"corrupted": 1} and rows["backwards"]["rank_by_fault"] == {"corrupted": 11}
-    report = (run / "report.md").read_text()
+    report = (runfolder.report(run)).read_text()
     assert report.index("## How the method compares (fid)") < report.index("## Table 1 analogue")
     assert "| oracle | - |" in report and "- **backwards**: backwards's definition" in report
 
@@ -347,19 +349,19 @@ def test_counterfactual_bench_retrains_without_the_most_harmful_units(quick_run,
     from conftest import load_bench
     reference, _ = quick_run
     run = tmp_path / "run"
-    shutil.copytree(reference, run, ignore=shutil.ignore_patterns("models"))
+    shutil.copytree(reference, run, ignore=shutil.ignore_patterns(runfolder.relative(reference, runfolder.models(reference, ""))))
     counterfactual = load_bench("counterfactual")
     counterfactual.main(counterfactual.parse_args(["--run", str(run), "--fractions", "0.05", "--keep", "0", "--random",
                                                    "2", "--seeds", "2", "--methods", "sparsified unlearning,loss"]))
     out = capsys.readouterr().out
-    sets = json.loads((run / "counterfactual.json").read_text())
-    scores = np.load(run / "attributions" / "baseline-loss.npz")["scores"]  # fid: a high score is harmful
+    sets = json.loads(runfolder.bench_file(run, "counterfactual.json").read_text())
+    scores = np.load(runfolder.baseline(run, "loss"))["scores"]  # fid: a high score is harmful
     loss_set = next(s for s in sets if s["method"] == "loss")
     assert loss_set["size"] == 90 and set(loss_set["removed"]) == set(np.argsort(-scores)[:90].tolist())
-    masks = np.load(run / "masks" / "counterfactual.npy")
+    masks = np.load(runfolder.masks(run, "counterfactual"))
     assert masks[0].all() and not masks[loss_set["row"]][loss_set["removed"]].any()
     assert masks[loss_set["row"]].sum() == 1797 - 90
-    assert len(list((run / "models" / "counterfactual").glob("*.pt"))) == 2 * len(masks)
+    assert len(list((runfolder.models(run, "counterfactual")).glob("*.pt"))) == 2 * len(masks)
     rows = [line for line in out.splitlines() if line.startswith("| ")]
     assert [r.split(" | ")[0] for r in rows[2:]] == ["| sparsified unlearning", "| loss", "| random"]
     assert "p (Holm) " in rows[2] and "nan" not in out  # (no 10% removal here: no primary cell)

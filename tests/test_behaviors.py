@@ -1,4 +1,4 @@
-"""The behaviours beyond FID (compute_fid.BEHAVIORS) against independent references: planted point clouds
+"""The behaviours beyond FID (metrics.BEHAVIORS) against independent references: planted point clouds
 whose precision, recall, density and coverage are known by construction, KID against a direct double loop
 and its unbiasedness, IS of classifiers with known outputs, the sampling-free loss against a per-image
 loop and a closed form, and the ELBO weights against the Gaussian KL of the variational bound."""
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import compute_fid as cf
+import metrics
 import ddpm
 
 
@@ -21,24 +21,24 @@ def test_precision_recall_density_coverage_on_planted_point_clouds():
     centres = np.array([[0, 0], [100, 0], [0, 100], [100, 100]], dtype=float)
     ref = np.concatenate([c + rng.uniform(-1, 1, size=(10, 2)) for c in centres])
     sample = np.concatenate([ref[:10], rng.uniform(400, 500, size=(10, 2))])
-    n, k = len(sample), cf.DC_K
-    radii3, radii5 = cf.knn_radii(ref, 3), cf.knn_radii(ref, k)
+    n, k = len(sample), metrics.DC_K
+    radii3, radii5 = metrics.knn_radii(ref, 3), metrics.knn_radii(ref, k)
     assert (radii5 < 3).all()  # neighbours within the cluster: the balls stay inside it
-    precision, recall = cf.precision_recall(sample, ref, radii3)
-    density, coverage = cf.density_coverage(sample, ref, radii5)
+    precision, recall = metrics.precision_recall(sample, ref, radii3)
+    density, coverage = metrics.density_coverage(sample, ref, radii5)
     assert precision == pytest.approx(0.5) and recall == pytest.approx(0.25)
     assert coverage == pytest.approx(0.25) and density == pytest.approx(10 * (k + 1) / (k * n))
     # identical clouds: every sample in its own ball, every ball holds its centre
-    p, r = cf.precision_recall(ref, ref, radii3)
-    d, c = cf.density_coverage(ref, ref, radii5)
+    p, r = metrics.precision_recall(ref, ref, radii3)
+    d, c = metrics.density_coverage(ref, ref, radii5)
     assert p == r == c == 1.0 and d == pytest.approx((k + 1) / k)
 
 
 def test_knn_radius_is_the_distance_to_the_kth_other_point():
     points = np.array([[0.0], [1.0], [3.0], [7.0]])
     # from 0: others at 1, 3, 7; from 7: at 4, 6, 7
-    assert cf.knn_radii(points, 1).tolist() == [1.0, 1.0, 2.0, 4.0]
-    assert cf.knn_radii(points, 3).tolist() == [7.0, 6.0, 4.0, 7.0]
+    assert metrics.knn_radii(points, 1).tolist() == [1.0, 1.0, 2.0, 4.0]
+    assert metrics.knn_radii(points, 3).tolist() == [7.0, 6.0, 4.0, 7.0]
 
 
 def test_kid_equals_a_direct_double_loop_and_is_unbiased_on_equal_distributions():
@@ -52,26 +52,26 @@ def test_kid_equals_a_direct_double_loop_and_is_unbiased_on_equal_distributions(
         yy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
         xy = sum(k(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
         return xx + yy - 2 * xy
-    assert cf.kid(x, y) == pytest.approx(direct(x, y), rel=1e-10)
-    assert cf.kid(x, y, cf.kid_ref_term(y)) == pytest.approx(direct(x, y), rel=1e-10)
+    assert metrics.kid(x, y) == pytest.approx(direct(x, y), rel=1e-10)
+    assert metrics.kid(x, y, metrics.kid_ref_term(y)) == pytest.approx(direct(x, y), rel=1e-10)
     # unbiased: over many small draws from one distribution the mean is 0 within its standard error, while the
     # biased V-statistic (diagonals kept) would sit clearly above it
-    values = np.array([cf.kid(rng.normal(size=(10, 4)), rng.normal(size=(12, 4))) for _ in range(3000)])
+    values = np.array([metrics.kid(rng.normal(size=(10, 4)), rng.normal(size=(12, 4))) for _ in range(3000)])
     assert abs(values.mean()) < 3 * values.std() / np.sqrt(len(values))
-    assert cf.kid(rng.normal(3, 1, size=(50, 4)), rng.normal(size=(50, 4))) > 10 * values.std() / np.sqrt(len(values))
+    assert metrics.kid(rng.normal(3, 1, size=(50, 4)), rng.normal(size=(50, 4))) > 10 * values.std() / np.sqrt(len(values))
 
 
 def test_inception_score_of_classifiers_with_known_outputs():
     C = 5
     confident_uniform = np.eye(C)[np.arange(100) % C]  # sure of each class, all classes equally: IS = C
-    assert cf.inception_score(confident_uniform) == pytest.approx(C)
-    assert cf.inception_score(np.eye(C)[np.zeros(100, dtype=int)]) == pytest.approx(1.0)  # one class only
-    assert cf.inception_score(np.full((100, C), 1 / C)) == pytest.approx(1.0)  # no confidence
+    assert metrics.inception_score(confident_uniform) == pytest.approx(C)
+    assert metrics.inception_score(np.eye(C)[np.zeros(100, dtype=int)]) == pytest.approx(1.0)  # one class only
+    assert metrics.inception_score(np.full((100, C), 1 / C)) == pytest.approx(1.0)  # no confidence
     # half sure of class 0, half sure of class 1 with probability 0.9 spread the rest: exp(mean KL) by hand
     p = np.array([[0.9, 0.1], [0.1, 0.9]])
     kl = (p * np.log(p / 0.5)).sum(1).mean()
-    assert cf.inception_score(p) == pytest.approx(np.exp(kl))
-    assert cf.entropy([0.5, 0.5]) == pytest.approx(np.log(2)) and cf.entropy([1.0, 0.0]) == 0.0
+    assert metrics.inception_score(p) == pytest.approx(np.exp(kl))
+    assert metrics.entropy([0.5, 0.5]) == pytest.approx(np.log(2)) and metrics.entropy([1.0, 0.0]) == 0.0
 
 
 def test_the_loss_equals_a_per_image_loop_and_its_closed_form_for_a_zero_model():
@@ -125,8 +125,8 @@ def test_elbo_weights_are_the_gaussian_kl_of_the_variational_bound(t):
 
 
 def test_behaviour_table_names_a_direction_for_every_key_but_the_class_shares():
-    assert set(cf.BEHAVIORS) == {"fid", "kid", "is", "precision", "recall", "density", "coverage", "class", "entropy",
+    assert set(metrics.BEHAVIORS) == {"fid", "kid", "is", "precision", "recall", "density", "coverage", "class", "entropy",
                                  "loss", "elbo"}
-    assert {k for k, b in cf.BEHAVIORS.items() if b.better is None} == {"class"}
-    assert {k for k, b in cf.BEHAVIORS.items() if b.source == "reference"} == {"loss", "elbo"}
-    assert cf.parse_behaviors("loss,fid") == ["fid", "loss"] and cf.parse_behaviors("all") == list(cf.BEHAVIORS)
+    assert {k for k, b in metrics.BEHAVIORS.items() if b.better is None} == {"class"}
+    assert {k for k, b in metrics.BEHAVIORS.items() if b.source == "reference"} == {"loss", "elbo"}
+    assert metrics.parse_behaviors("loss,fid") == ["fid", "loss"] and metrics.parse_behaviors("all") == list(metrics.BEHAVIORS)

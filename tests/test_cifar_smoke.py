@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, pipeline
+import runfolder
 
 CIFAR_NPZ = os.path.join(ROOT, "..", "shared", "data", "cifar10_10k.npz")
 
@@ -22,14 +23,14 @@ def test_cifar10_preset_smoke(tmp_path):
     out, _ = p.communicate(timeout=1200)
     assert p.returncode == 0, out[-3000:]
     assert "35.746M parameters" in out and "structured ratio 0.3" in out
-    with np.load(run / "behaviors" / "lds.npz") as f:
+    with np.load(runfolder.behaviors(run, "lds")) as f:
         assert str(f["features"]) == "inception" and int(f["ddim_steps"]) == 1
-    assert (run / "report.md").exists() and "| pixel-nn | - |" in (run / "report.md").read_text()
+    assert (runfolder.report(run)).exists() and "| pixel-nn | - |" in (runfolder.report(run)).read_text()
     # finished per-row checkpoints of the real architecture keep the EMA weights and metadata: about half the size
     # of the full and pruned models' (which keep their trained weights too)
-    for row, whole in (("models/lds/00000-s0.pt", "full.pt"), ("models/retrain/00000.pt", "full.pt"),
-                       ("models/unlearn/00000.pt", "pruned.pt")):
-        ratio = os.path.getsize(run / row) / os.path.getsize(run / whole)
+    for (pool, row), whole in ((("lds", "00000-s0.pt"), "full"), (("retrain", "00000.pt"), "full"),
+                               (("unlearn", "00000.pt"), "pruned")):
+        ratio = os.path.getsize(runfolder.models(run, pool) / row) / os.path.getsize(runfolder.checkpoint(run, whole))
         assert 0.45 < ratio < 0.55, (row, ratio)
 
 
@@ -41,9 +42,9 @@ def test_cifar16_preset_trains_on_downsampled_images_and_leads_with_the_loss(tmp
     p = pipeline("cifar16", tmp_path / "dry", PYTHON="echo")
     out, _ = p.communicate(timeout=60)
     assert p.returncode == 0, out
-    calls = [c.split() for line in out.splitlines() if line.startswith(("tools/one_process.py", "train_ddpm", "prune",
+    calls = [c.split() for line in out.splitlines() if line.startswith(("-m tools.one_process", "train_ddpm", "prune",
                                                                         "eval_lds", "baselines", "make_subsets"))
-             for c in line.replace("tools/one_process.py ", "").split(" :: ")]
+             for c in line.replace("-m tools.one_process ", "").split(" :: ")]
     data = {c[c.index("--data") + 1] for c in calls if "--data" in c}
     assert data == {"cifar10@16:2000"}
     fits = [c for c in calls if c[0] == "fit_datamodel.py"]

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import data
+import runfolder
 import ddpm
 from conftest import TINY, run_cli
 
@@ -54,10 +55,10 @@ def bad(tmp_path_factory):
     misfit = torch.load(d / "misfit.pt", weights_only=True)
     misfit["config"]["ch"] = 16  # weights of an 8-channel model under a 16-channel config
     torch.save(misfit, d / "misfit.pt")
-    tiny_checkpoint(d / "full.pt")
-    tiny_checkpoint(d / "pruned.pt", pruned=True)
+    tiny_checkpoint(runfolder.checkpoint(d, "full"))
+    tiny_checkpoint(runfolder.checkpoint(d, "pruned"), pruned=True)
     for row, method in ((0, "gd"), (1, "neggrad")):  # a pool whose rows were unlearned by two methods
-        r = run_cli("unlearn", "--ckpt", d / "pruned.pt", "--masks", d / "masks.npy", "--indices", f"{row}:{row + 1}",
+        r = run_cli("unlearn", "--ckpt", runfolder.checkpoint(d, "pruned"), "--masks", d / "masks.npy", "--indices", f"{row}:{row + 1}",
                     "--steps", "1", "--batch-size", "2", "--method", method, "--out", d / "mixed")
         assert r.returncode == 0, r.stderr
     (d / "no_models").mkdir()
@@ -65,7 +66,7 @@ def bad(tmp_path_factory):
     for name in ("unlearn", "retrain", "lds"):
         write_pool(d / "shapley_run", name, masks, np.array([10.0, 11.0, 12.0]), 1.0)
         write_pool(d / "garbage_beh_run", name, masks, np.array([10.0, 11.0, 12.0]), 1.0)
-    (d / "garbage_beh_run" / "behaviors" / "full.npz").write_bytes(b"not a behaviours file")
+    runfolder.behaviors(d / "garbage_beh_run", "full").write_bytes(b"not a behaviours file")
     for name in ("unlearn", "retrain", "lds"):  # a run whose full model's behaviours exist (baselines.py reads them)
         write_pool(d / "baseline_run", name, masks, np.array([10.0, 11.0, 12.0]), 1.0)
     sha = np.array([data.row_sha256(r) for r in masks])
@@ -76,7 +77,7 @@ def bad(tmp_path_factory):
     np.savez(d / "beh_rows.npz", **dict(good, index=np.array([0, 1, 5])))
     np.savez(d / "beh_hist.npz", **dict(good, class_hist=np.zeros((3, 10), dtype=np.int64)))
     np.savez(d / "beh.npz", **good)
-    np.savez(d / "baseline_run" / "behaviors" / "full.npz", **good)
+    np.savez(runfolder.behaviors(d / "baseline_run", "full"), **good)
     np.savez(d / "att_nan.npz", scores=np.full(N, np.nan), intercept=0.0, behavior="fid")
     np.savez(d / "att_narrow.npz", scores=np.zeros(10), intercept=0.0, behavior="fid")
     return d

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 import data
-from compute_fid import feature_stats, frechet_distance, low_rank_factor, sqrt_psd, train_cnn
+import runfolder
+from features import train_cnn
+from metrics import feature_stats, frechet_distance, low_rank_factor, sqrt_psd
 from conftest import run_cli, write_pool
 
 
@@ -101,10 +103,10 @@ def test_fid_orders_real_data_trained_and_untrained_models(tmp_path):
 
 
 def test_the_data_floor_is_two_halves_of_the_reference_and_near_zero_for_one_distribution(tmp_path):
-    """compute_fid.reference_floor on planted features (the identity as the feature network): the FID between the two
+    """features.reference_floor on planted features (the identity as the feature network): the FID between the two
     seeded halves, computed here by hand, small for images of one distribution and large against a shifted one; the
     Inception Score of a classifier whose every image is one class out of 4 with certainty, balanced: 4."""
-    import compute_fid
+    import features
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (400, 1, 4, 4), dtype=np.uint8)
     ds = data.Dataset(images, name="planted")
@@ -113,22 +115,22 @@ def test_the_data_floor_is_two_halves_of_the_reference_and_near_zero_for_one_dis
     def extract(x):  # features: the pixels; logits: a certain class of each image (one batch of all of them)
         return x.flatten(1).numpy(), np.eye(4)[labels[:len(x)]] * 50.0
     batch = 400  # one batch: the logits above index images from 0
-    floor, real_is = compute_fid.reference_floor(extract, ds, str(tmp_path), "planted", batch)
+    floor, real_is = features.reference_floor(extract, ds, str(tmp_path), "planted", batch)
     feats = data.to_model_space(images).flatten(1).numpy()
     half = np.random.default_rng(1).permutation(400)
     expected = frechet_distance(*feature_stats(feats[half[:200]]), *feature_stats(feats[half[200:]]))
     assert floor == pytest.approx(expected, rel=1e-9) and real_is == pytest.approx(4.0, rel=1e-6)
     shifted = frechet_distance(*feature_stats(feats[half[:200]]), *feature_stats(feats[half[200:]] + 0.5))
     assert floor < 0.2 * shifted
-    assert compute_fid.reference_floor(extract, ds, str(tmp_path), "planted", batch) == (floor, real_is)  # cached
+    assert features.reference_floor(extract, ds, str(tmp_path), "planted", batch) == (floor, real_is)  # cached
     # at a model's sample size m: the first m images of half A against all of half B, by hand; a smaller m has more
     # bias (a larger FID of one distribution), which is why the model's FID is read against this one
-    matched = compute_fid.matched_floor(extract, ds, str(tmp_path), "planted", batch, m=64)
+    matched = features.matched_floor(extract, ds, str(tmp_path), "planted", batch, m=64)
     expected_m = frechet_distance(*feature_stats(feats[half[:200]][:64]), *feature_stats(feats[half[200:]]))
     assert int(matched["m"]) == 64 and int(matched["n_b"]) == 200
     assert float(matched["floor_matched"]) == pytest.approx(expected_m, rel=1e-9) and expected_m > floor
     np.testing.assert_allclose(matched["mu_b"], feats[half[200:]].mean(0), rtol=1e-5)  # (float32 features)
-    assert int(compute_fid.matched_floor(extract, ds, str(tmp_path), "planted", batch, m=1000)["m"]) == 200  # <= a half
+    assert int(features.matched_floor(extract, ds, str(tmp_path), "planted", batch, m=1000)["m"]) == 200  # <= a half
 
 
 def test_the_feature_network_is_seeded():
@@ -172,8 +174,8 @@ def test_rerun_gives_identical_numbers_and_mismatched_rows_are_refused(tiny_run,
         outs.append(dict(np.load(tmp_path / f"{name}.npz")))
     a, b, a2 = outs
     # two caches computed from scratch agree: the numbers do not depend on the cache, for every behaviour
-    import compute_fid
-    keys = [("class_share" if k == "class" else k) for k in compute_fid.BEHAVIORS]
+    import metrics
+    keys = [("class_share" if k == "class" else k) for k in metrics.BEHAVIORS]
     for k in keys + ["class_hist"]:
         assert np.isfinite(a[k]).all() and np.array_equal(a[k], b[k]), k
     assert np.allclose(a["class_share"].sum(1), 1.0) and ((a["precision"] >= 0) & (a["coverage"] <= 1)).all()
@@ -245,15 +247,15 @@ def test_an_npz_corrupted_array_names_the_known_bad_images(tmp_path):
     both = data.load_dataset(spec, corrupt=0.05, corrupt_seed=0).corrupted
     assert {3, 7, 150} <= set(both.tolist()) and len(both) >= 10
     run = tmp_path / "run"
-    r = run_cli("make_subsets", "--data", spec, "--count", "40", "--seed", "1", "--out", run / "masks" / "unlearn.npy",
-                "--corrupted-out", run / "corrupted.npy")
+    r = run_cli("make_subsets", "--data", spec, "--count", "40", "--seed", "1", "--out", runfolder.masks(run, "unlearn"),
+                "--corrupted-out", runfolder.corrupted(run))
     assert r.returncode == 0, r.stderr
-    assert np.load(run / "corrupted.npy").tolist() == [3, 7, 150]
+    assert np.load(runfolder.corrupted(run)).tolist() == [3, 7, 150]
     # a run whose planted FID rises with those three images: the report's AUC scores exactly them
     rng = np.random.default_rng(0)
     effect = np.zeros(200)
     effect[[3, 7, 150]] = 4.0
-    pools = {"unlearn": np.load(run / "masks" / "unlearn.npy"), "lds": data.make_masks(200, 20, 0.5, seed=2)}
+    pools = {"unlearn": np.load(runfolder.masks(run, "unlearn")), "lds": data.make_masks(200, 20, 0.5, seed=2)}
     pools["retrain"] = pools["unlearn"][:6]
     for name, masks in pools.items():
         write_pool(run, name, masks, 30 + masks @ effect + rng.normal(0, 0.3, len(masks)),
@@ -261,8 +263,8 @@ def test_an_npz_corrupted_array_names_the_known_bad_images(tmp_path):
     r = run_cli("eval_lds", "--run", run, "--data", spec, "--draws", "10")
     assert r.returncode == 0, r.stderr
     import json
-    auc = json.loads((run / "results.json").read_text())["auc"]
-    assert auc["unlearn_all_banzhaf"] > 0.9 and "3 of 200 training images" in (run / "report.md").read_text()
+    auc = json.loads((runfolder.results(run)).read_text())["auc"]
+    assert auc["unlearn_all_banzhaf"] > 0.9 and "3 of 200 training images" in (runfolder.report(run)).read_text()
 
 
 def test_loss_behaviours_draw_no_samples_and_equal_a_direct_computation(tiny_run, tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import data
+import runfolder
 import ddpm
 import prune
 from conftest import run_cli
@@ -24,10 +25,10 @@ def pruned_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("gpu")
     torch.manual_seed(0)
     model = prune.prune_structured(ddpm.UNet(**ddpm.ARCHS["digits-small"]), 0.3)
-    ddpm.save_checkpoint(d / "pruned.pt", state_to_checkpoint(new_state(model, lr=1e-3, seed=0, device="cpu"),
+    ddpm.save_checkpoint(runfolder.checkpoint(d, "pruned"), state_to_checkpoint(new_state(model, lr=1e-3, seed=0, device="cpu"),
                                                               schedule=ddpm.Schedule(), args={}))
     full = ddpm.UNet(**ddpm.ARCHS["digits-small"])  # gd-full starts from an unpruned model
-    ddpm.save_checkpoint(d / "full.pt", state_to_checkpoint(new_state(full, lr=1e-3, seed=0, device="cpu"),
+    ddpm.save_checkpoint(runfolder.checkpoint(d, "full"), state_to_checkpoint(new_state(full, lr=1e-3, seed=0, device="cpu"),
                                                             schedule=ddpm.Schedule(), args={}))
     np.save(d / "masks.npy", data.make_masks(1797, 4, 0.5, seed=1))
     return d
@@ -63,7 +64,7 @@ def test_bf16_training_follows_fp32(digits):
                                                  ("gd-full", ["--batches", "epoch"], 2)])
 def test_a_stack_of_unlearned_models_equals_the_models_unlearned_one_by_one(pruned_run, method, extra, rows):
     d = pruned_run
-    start = d / ("full.pt" if method == "gd-full" else "pruned.pt")
+    start = runfolder.checkpoint(d, "full" if method == "gd-full" else "pruned")
     common = ["--ckpt", start, "--masks", d / "masks.npy", "--indices", f"0:{rows}", "--steps", "20" if rows == 4 else "8",
               "--batch-size", "16", "--method", method, *extra]
     for name, stack in (("alone", "1"), ("stacked", str(rows))):
@@ -81,7 +82,7 @@ def test_a_stack_of_unlearned_models_equals_the_models_unlearned_one_by_one(prun
 
 def test_lora_cannot_be_stacked(pruned_run, tmp_path):
     d = pruned_run
-    r = run_cli("unlearn", "--ckpt", d / "pruned.pt", "--masks", d / "masks.npy", "--out", tmp_path / "u",
+    r = run_cli("unlearn", "--ckpt", runfolder.checkpoint(d, "pruned"), "--masks", d / "masks.npy", "--out", tmp_path / "u",
                 "--method", "lora", "--stack", "2")
     assert r.returncode == 2 and r.stderr.strip().splitlines() == ["error: --method lora cannot be stacked (its "
                                                                   "adapters are not one UNet's weights): use --stack 1"]

@@ -12,6 +12,7 @@ import diffusers  # the reference the import is checked against (requirements.tx
 
 import ddpm
 from conftest import run_cli
+import runfolder
 
 CARD = dict(  # google/ddpm-cifar10-32's config.json
     act_fn="silu", attention_head_dim=None, block_out_channels=[128, 256, 256, 256], center_input_sample=False,
@@ -152,13 +153,13 @@ def test_an_attribution_only_run_of_an_imported_model(tmp_path):
     p = pipeline("quick", run, FULL=tmp_path / "mine.pt", K=0, R=0, JOBS=1, OMP_NUM_THREADS=1)
     out, _ = p.communicate(timeout=900)
     assert p.returncode == 0, out[-3000:]
-    assert not (run / "models" / "retrain").exists() and not (run / "models" / "lds").exists()
-    assert (run / "full.pt").read_bytes() == (tmp_path / "mine.pt").read_bytes()
-    report = (run / "report.md").read_text()
+    assert not (runfolder.models(run, "retrain")).exists() and not (runfolder.models(run, "lds")).exists()
+    assert (runfolder.checkpoint(run, "full")).read_bytes() == (tmp_path / "mine.pt").read_bytes()
+    report = (runfolder.report(run)).read_text()
     assert report.splitlines()[2].startswith("**No LDS was measured.**") and "recipe that made" in report
     assert "## Every behaviour" in report and "| loss |" in report and "Finding the corrupted images" in report
-    results = json.loads((run / "results.json").read_text())
+    results = json.loads((runfolder.results(run)).read_text())
     assert results["attribution_only"] and 0 <= results["auc"]["unlearn_all"] <= 1
-    with np.load(run / "attributions" / "all_behaviors.npz") as f:
+    with np.load(runfolder.attributions(run, "all_behaviors")) as f:
         assert f["fid"].shape == (1797,) and np.isfinite(f["loss"]).all()
     assert "attribution only (no LDS: K = 0)" in out

@@ -8,7 +8,7 @@ from conftest import run_cli, run_script
 
 def test_calls_in_one_process_equal_separate_runs_and_read_earlier_outputs(tmp_path):
     a, b, alone = tmp_path / "a.npy", tmp_path / "b.npy", tmp_path / "alone.npy"
-    r = run_script("tools/one_process.py", "make_subsets.py", "--count", "5", "--seed", "3", "--out", a, "::",
+    r = run_script("-m", "tools.one_process", "make_subsets.py", "--count", "5", "--seed", "3", "--out", a, "::",
                    "make_subsets.py", "--count", "2", "--first-of", a, "--out", b)
     assert r.returncode == 0, r.stderr
     assert run_cli("make_subsets", "--count", "5", "--seed", "3", "--out", alone).returncode == 0
@@ -25,7 +25,7 @@ def test_calls_in_one_process_equal_separate_runs_and_read_earlier_outputs(tmp_p
 ], ids=["unknown script", "separator first", "separator last", "a later call refused"])
 def test_bad_calls_are_refused_with_one_line(tmp_path, argv, words):
     a, b = tmp_path / "a.npy", tmp_path / "b.npy"
-    r = run_script("tools/one_process.py", *[x.format(a=a, b=b) for x in argv])
+    r = run_script("-m", "tools.one_process", *[x.format(a=a, b=b) for x in argv])
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
     assert words in r.stderr
     assert not b.exists()

@@ -7,44 +7,51 @@ import numpy as np
 import pytest
 
 from conftest import copy_stages_1_to_5, pipeline
+import runfolder
 
-ARTIFACTS = ["full.pt", "pruned.pt", "masks/unlearn.npy", "masks/retrain.npy", "masks/lds.npy", "corrupted.npy",
-             "models/unlearn/00000.pt", "models/retrain/00000.pt", "models/lds/00000-s0.pt",
-             "behaviors/unlearn.npz", "behaviors/retrain.npz", "behaviors/lds.npz", "behaviors/full.npz",
-             "behaviors/pruned.npz", "behaviors/fid2.npz", "behaviors/fid_seeds.npz",
-             "attributions/unlearn.npz", "attributions/retrain.npz", "report.md", "results.json",
-             "figures/lds_vs_budget.png", "figures/predicted_vs_actual.png", "figures/most_harmful.png",
-             "figures/most_helpful.png", "figures/real.png", "attributions/baseline-loss.npz", "attributions/baseline-pixel-nn.npz",
-             "attributions/baseline-feature-sim.npz"]
+
+
+def artifacts(run):
+    """Every file the quick preset leaves (DESIGN.md's artifacts), through the run-folder module."""
+    f = runfolder
+    return ([f.checkpoint(run, "full"), f.checkpoint(run, "pruned"), f.corrupted(run), f.report(run), f.results(run)]
+            + [f.masks(run, pool) for pool in ("unlearn", "retrain", "lds")]
+            + [f.models(run, "unlearn") / "00000.pt", f.models(run, "retrain") / "00000.pt",
+               f.models(run, "lds") / "00000-s0.pt"]
+            + [f.behaviors(run, name) for name in ("unlearn", "retrain", "lds", "full", "pruned", "fid2", "fid_seeds")]
+            + [f.attributions(run, pool) for pool in ("unlearn", "retrain")]
+            + [f.figures(run, name + ".png") for name in ("lds_vs_budget", "predicted_vs_actual", "most_harmful",
+                                                          "most_helpful", "real")]
+            + [f.baseline(run, name) for name in ("loss", "pixel-nn", "feature-sim")])
 
 
 def test_quick_preset_leaves_every_artifact(quick_run):
     run, out = quick_run
-    missing = [a for a in ARTIFACTS if not (run / a).exists()]
+    missing = [a for a in artifacts(run) if not a.exists()]
     assert not missing
-    assert "LDS fid" in out and "report.md" in out.splitlines()[-1]
+    assert "LDS fid" in out and str(runfolder.report(run)) in out.splitlines()[-1]
     # the log shows each finished model of the per-row stages, with the time left
     for stage in ("unlearn unlearn.npy: row 0 done", "train retrain.npy: row 0 done", "train lds.npy: row 0 done",
                   "behaviours unlearn.npz: 00000.pt done"):
         assert any(line.startswith(stage) and line.endswith("left]") for line in out.splitlines()), stage
-    with np.load(run / "behaviors" / "unlearn.npz") as f:
-        assert len(f["fid"]) == len(np.load(run / "masks" / "unlearn.npy"))
-    assert np.array_equal(np.load(run / "masks" / "retrain.npy"), np.load(run / "masks" / "unlearn.npy")[:3])
-    report = (run / "report.md").read_text()
+    with np.load(runfolder.behaviors(run, "unlearn")) as f:
+        assert len(f["fid"]) == len(np.load(runfolder.masks(run, "unlearn")))
+    assert np.array_equal(np.load(runfolder.masks(run, "retrain")), np.load(runfolder.masks(run, "unlearn"))[:3])
+    report = (runfolder.report(run)).read_text()
     assert "positive score means including that training image raises FID" in report and "AUC" in report
     # the recipe as the checkpoints recorded it: the same for the three stages that train from scratch
     assert "40 steps, batch 32" in report and "one recipe for the full model, retraining baseline, ground truth" in report
     assert "| FID2 ratio: unlearned vs retrained / two retraining seeds |" in report
     # the data's own floor beside the full model's FID and IS; the ratio at matched sizes (the model's first m samples
     # and m real images of half A, each against half B), and real images beside its samples
-    with np.load(run / "behaviors" / "full.npz") as f:
+    with np.load(runfolder.behaviors(run, "full")) as f:
         floor, fid, m = float(f["floor_fid"]), float(f["fid"][0]), int(f["matched_m"])
         floor_m, fid_m, n_b = float(f["floor_matched"]), float(f["fid_matched"][0]), int(f["matched_n_b"])
-    assert 0 < floor < floor_m < fid_m and m == 64 and n_b == 899  # 64 samples against half of 1,797 clean digits
+    assert 0 < floor < floor_m < fid_m and fid > floor and m == 64 and n_b == 899  # 64 samples against half of 1,797 clean digits
     assert f"{floor:.2f}" in report and f"at matched sizes, 64 vs 899: {fid_m:.2f} vs the floor's {floor_m:.2f}, " \
         f"**{fid_m / floor_m:.1f}x**" in report
     # and once more with the quality sampler (QUALITY_DDIM=10; the behaviours' sampler is DDIM-5)
-    with np.load(run / "behaviors" / "quality.npz") as f:
+    with np.load(runfolder.behaviors(run, "quality")) as f:
         assert int(f["ddim_steps"]) == 10 and int(f["n_samples"]) == 64
         quality, quality_m = float(f["fid"][0]), float(f["fid_matched"][0])
     assert "full model with DDIM-5, the behaviours' sampler; its IS" in report
@@ -65,8 +72,8 @@ def dry_run_commands(tmp_path, preset="default", **env):
     calls = []
     for line in out.splitlines():
         words = line.split()
-        if words[:1] == ["tools/one_process.py"]:
-            calls += [c.split() for c in " ".join(words[1:]).split(" :: ")]
+        if words[:2] == ["-m", "tools.one_process"]:
+            calls += [c.split() for c in " ".join(words[2:]).split(" :: ")]
         elif words:
             calls.append(words)
     return [c for c in calls if c[0] == "train_ddpm.py" and "--init-only" not in c]
@@ -81,14 +88,15 @@ def test_full_model_baseline_and_ground_truth_read_one_recipe(tmp_path):
         found = {}
         for cmd in dry_run_commands(tmp_path, **env):
             out = cmd[cmd.index("--out") + 1]
-            stage = "full" if out.endswith("full.pt") else os.path.basename(out)
+            stage = "full" if out.endswith(runfolder.checkpoint("", "full")) else os.path.basename(out)
             pairs = [a.split("=")[0] for a in cmd[1:]]
             recipe = tuple(a for i, a in enumerate(cmd[1:]) if pairs[i] not in per_model
                            and (i == 0 or pairs[i - 1] not in per_model))
             found.setdefault(stage, set()).add(recipe)
         return found
 
-    for env in (dict(LOO=1), dict(LOO=1, TRAIN_STEPS=123, BATCH=17, TRAIN_FLAGS="--lr 1e-3 --warmup 7")):
+    for env in (dict(LOO=1, SEED_PAIRS=1), dict(LOO=1, SEED_PAIRS=1, TRAIN_STEPS=123, BATCH=17,
+                                                 TRAIN_FLAGS="--lr 1e-3 --warmup 7")):
         found = recipes(**env)
         assert set(found) == {"full", "retrain", "retrain_seed1", "lds", "loo"}  # leave-one-out: the same recipe
         (recipe,) = set.union(*found.values())  # one recipe, whichever stage trains
@@ -101,17 +109,17 @@ def test_full_model_baseline_and_ground_truth_read_one_recipe(tmp_path):
     p = pipeline("default", tmp_path / "dry-loss", PYTHON="echo", BEHAVIORS="loss")
     out, _ = p.communicate(timeout=60)
     assert p.returncode == 0, out
-    calls = [c.split() for line in out.splitlines() if line.startswith(("tools/one_process.py", "train_ddpm", "prune"))
-             for c in line.replace("tools/one_process.py ", "").split(" :: ")]
+    calls = [c.split() for line in out.splitlines() if line.startswith(("-m tools.one_process", "train_ddpm", "prune"))
+             for c in line.replace("-m tools.one_process ", "").split(" :: ")]
     behaviours = [c for c in calls if c[0] == "compute_fid.py"]
     assert behaviours and all(c[c.index("--behaviors") + 1] == "loss" and "--ref-models" not in c for c in behaviours)
     assert all(c[c.index("--grid") + 1] == "0" for c in calls if "--grid" in c)
     # the small preset and the default (contributors, baselines all; the default since issue 33, the strongest
     # retraining comparator): one leave-one-out retraining of each of the 20 contributors, with the full model's seed,
     # and baselines.py once, every baseline; the image level retrains none unless LOO=1, nor does LOO=0
-    assert not [c for c in dry_run_commands(tmp_path, LOO=0) if c[c.index("--out") + 1].endswith("models/loo")]
+    assert not [c for c in dry_run_commands(tmp_path, LOO=0) if c[c.index("--out") + 1].endswith(runfolder.models("", "loo"))]
     for preset, lane in (("small", "0:20"), ("default", "0:20")):
-        loo = [c for c in dry_run_commands(tmp_path, preset) if c[c.index("--out") + 1].endswith("models/loo")]
+        loo = [c for c in dry_run_commands(tmp_path, preset) if c[c.index("--out") + 1].endswith(runfolder.models("", "loo"))]
         assert {(c[c.index("--masks") + 1].split("/")[-1], c[c.index("--seed") + 1]) for c in loo} == {("loo.npy", "0")}
         assert [c[c.index("--indices") + 1] for c in loo] == [lane]  # after the ground-truth rows, in the second lane
     p = pipeline("default", tmp_path / "dry-baselines", PYTHON="echo")
@@ -130,7 +138,7 @@ def budget_numbers(run):
     """Every number of the run's budget tables that does not depend on a clock: budgets count training compute
     (MACs), so how many models each budget buys, their LDS, intervals and tests, the LDS from every model of each
     pool and every detection AUC. (The wall-time and behaviour-time columns, under "time", are measured.)"""
-    r = json.loads((run / "results.json").read_text())
+    r = json.loads((runfolder.results(run)).read_text())
     assert r["accounting"] == "compute"
     curves = {b: [{k: v for k, v in row.items() if k != "time"} for row in d["curve"]] for b, d in r["behaviors"].items()}
     lds_all = {b: {k: v["lds"] for k, v in d["lds_all"].items()} for b, d in r["behaviors"].items()}
@@ -157,20 +165,20 @@ def test_a_run_killed_twice_resumes_to_the_same_report_without_redoing_models(qu
     # thread, as each lane of the quick run has (equal numbers to the last digit need equal thread counts;
     # under pytest-xdist every worker has one anyway)
     env = dict(JOBS=1, OMP_NUM_THREADS=1)
-    for waiting_for in ("models/lds/*-s0.pt", "stats/*.npz"):
+    for waiting_for in (f"{runfolder.relative(run, runfolder.models(run, 'lds'))}/*-s0.pt", "stats/*.npz"):
         p = pipeline("quick", run, **env)
         wait_for(waiting_for, run, timeout=600)
         os.killpg(p.pid, signal.SIGKILL)  # mid-stage
         p.wait()
-        assert not (run / "report.md").exists()
-    done = {f: os.stat(f).st_mtime_ns for f in (run / "models").rglob("*.pt")}
+        assert not (runfolder.report(run)).exists()
+    done = {f: os.stat(f).st_mtime_ns for f in runfolder.models(run, "").rglob("*.pt")}
     assert done and any(f.name.endswith("-s0.pt") for f in done)
     p = pipeline("quick", run, **env)
     out, _ = p.communicate(timeout=900)
     assert p.returncode == 0, out[-3000:]
     assert all(os.stat(f).st_mtime_ns == t for f, t in done.items())  # finished models were not redone
     for pool in ("unlearn", "retrain", "lds"):
-        a, b = (dict(np.load(r / "behaviors" / f"{pool}.npz")) for r in (run, reference))
+        a, b = (dict(np.load(runfolder.behaviors(r, pool))) for r in (run, reference))
         for key in ("fid", "loss", "kid", "class_share", "train_macs"):
             assert np.array_equal(a[key], b[key]), (pool, key)
     assert budget_numbers(run) == budget_numbers(reference)
@@ -187,7 +195,8 @@ def test_fits_and_the_report_need_no_torch(quick_run, tmp_path):
     from conftest import ROOT
     reference, _ = quick_run
     run = tmp_path / "run"
-    shutil.copytree(reference, run, ignore=shutil.ignore_patterns("models", "stats", "*.pt", "report.md", "figures"))
+    made = (runfolder.models(reference, ""), runfolder.report(reference), runfolder.figures(reference, ""))
+    shutil.copytree(reference, run, ignore=shutil.ignore_patterns(*(p.name for p in made), "stats", "*.pt"))
     assert not list(run.rglob("*.pt"))
 
     def without_torch(script, *argv):
@@ -202,12 +211,12 @@ def test_fits_and_the_report_need_no_torch(quick_run, tmp_path):
                 "assert 'torch' not in sys.modules\n")
         return subprocess.run([sys.executable, "-c", code, os.path.join(ROOT, script), *map(str, argv)], cwd=ROOT,
                               capture_output=True, text=True)
-    r = without_torch("fit_datamodel.py", "--masks", run / "masks" / "unlearn.npy", "--behaviors",
-                      run / "behaviors" / "unlearn.npz", "--behavior", "loss", "--out", run / "attributions" / "loss.npz")
+    r = without_torch("fit_datamodel.py", "--masks", runfolder.masks(run, "unlearn"), "--behaviors",
+                      runfolder.behaviors(run, "unlearn"), "--behavior", "loss", "--out", runfolder.attributions(run, "loss"))
     assert r.returncode == 0, r.stderr
     r = without_torch("eval_lds.py", "--run", run, "--data", "digits", "--corrupt", "0.05")
     assert r.returncode == 0, r.stderr
-    report = (run / "report.md").read_text()
+    report = (runfolder.report(run)).read_text()
     assert "Headline behaviour: **fid**" in report and "## LDS vs budget: loss" in report
     assert "40 steps, batch 32" in report and "Unlearning method: **gd**" in report
 
@@ -245,13 +254,13 @@ def test_the_sampler_lds_bench_scores_each_samplers_attributions_as_their_report
     bench = load_bench("sampler_lds")
     bench.main(bench.parse_args(["--run", str(run), "--preset", "quick", "--ddim", "10"]))
     other = tmp_path / "quick-ddim10"
-    assert os.path.islink(other / "models") and os.path.islink(other / "full.pt")
+    assert os.path.islink(runfolder.models(other, "")) and os.path.islink(runfolder.checkpoint(other, "full"))
     rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| DDIM-")]
-    own = {d: json.loads((d / "results.json").read_text())["behaviors"]["fid"]["lds_all"]["unlearn"]["lds"]
+    own = {d: json.loads((runfolder.results(d)).read_text())["behaviors"]["fid"]["lds_all"]["unlearn"]["lds"]
            for d in (run, other)}
     assert [r[0] for r in rows] == ["| DDIM-5", "| DDIM-10"]
     assert rows[0][2].startswith(f"{own[run]:.3f} [") and rows[1][3].startswith(f"{own[other]:.3f} [")
-    with np.load(other / "behaviors" / "lds.npz") as f:
+    with np.load(runfolder.behaviors(other, "lds")) as f:
         assert int(f["ddim_steps"]) == 10
 
 
@@ -259,9 +268,9 @@ def test_the_sampler_bench_reproduces_the_runs_own_fid(quick_run, capsys):
     """bench/sampler.py on the quick run at the run's own DDIM step count: the same initial noise and features as
     compute_fid.py, so it prints the FID the run's behaviours file holds for the full model, and the same floor."""
     from conftest import load_bench
-    from fit_datamodel import load_behaviors
+
     run, _ = quick_run
-    full = load_behaviors(run / "behaviors" / "full.npz")
+    full = runfolder.load_behaviors(runfolder.behaviors(run, "full"))
     steps = int(full["ddim_steps"])
     sampler = load_bench("sampler")
     sampler.main(sampler.parse_args(["--run", str(run), "--steps", f"{steps},{steps + 1}"]))
@@ -277,9 +286,9 @@ def test_the_recipe_bench_with_the_runs_recipe_retrains_its_full_model(quick_run
     import torch
     from conftest import load_bench
     from ddpm import load_checkpoint
-    from fit_datamodel import load_behaviors
+
     run, _ = quick_run
-    full, behaviours = load_checkpoint(run / "full.pt"), load_behaviors(run / "behaviors" / "full.npz")
+    full, behaviours = load_checkpoint(runfolder.checkpoint(run, "full")), runfolder.load_behaviors(runfolder.behaviors(run, "full"))
     recipe = load_bench("recipe")
     recipe.main(recipe.parse_args(["--run", str(run), "--recipes", str(full["args"]["steps"]), "--ddim",
                                    str(int(behaviours["ddim_steps"])), "--n-samples", str(int(behaviours["n_samples"])),
@@ -300,7 +309,7 @@ def test_the_cost_bench_splits_each_models_seconds(quick_run, capsys):
     cost.main(cost.parse_args(["--run", str(run)]))
     rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in capsys.readouterr().out.splitlines()
             if line.startswith("| ") and "---" not in line}
-    recorded = np.mean([load_checkpoint(p)["seconds"] for p in (run / "models" / "retrain").glob("*.pt")])
+    recorded = np.mean([load_checkpoint(p)["seconds"] for p in (runfolder.models(run, "retrain")).glob("*.pt")])
     assert float(rows["retrained (the baseline)"][1]) == pytest.approx(recorded, abs=0.006)
     n, train, sampling, features, loss, fit = rows["unlearned (the method)"][:6]
     assert all(float(v) > 0 for v in (train, sampling, features, loss, fit))
@@ -310,14 +319,47 @@ def test_ceiling_retrains_held_out_subsets_with_one_more_seed_and_switches_refus
     """CEILING=N retrains the first N held-out subsets with seed GT_SEEDS (one more than the ground truth has) into
     models/lds_ceiling, and measures them; a switch given a value it cannot take ends with one error line, exit 2."""
     calls = dry_run_commands(tmp_path, "default", CEILING=3)
-    ceiling = [c for c in calls if c[c.index("--out") + 1].endswith("models/lds_ceiling")]
+    ceiling = [c for c in calls if c[c.index("--out") + 1].endswith(runfolder.models("", "lds_ceiling"))]
     assert {(c[c.index("--masks") + 1].split("/")[-1], c[c.index("--seed") + 1]) for c in ceiling} == {("lds.npy", "1")}
     assert sorted(c[c.index("--indices") + 1] for c in ceiling) == ["0:3"]
     p = pipeline("default", tmp_path / "dry-ceiling", PYTHON="echo", CEILING="3")
     out, _ = p.communicate(timeout=60)
-    assert "behaviors/lds_ceiling.npz" in out and "--draws 50" in out
+    assert runfolder.behaviors("", "lds_ceiling") in out and "--draws 50" in out
     for env, says in ((dict(DRAWS="many"), "DRAWS must be a whole number"), (dict(LOO="yes"), "LOO must be 0, 1 or auto"),
-                      (dict(CEILING="33"), "at most K=32"), (dict(DRAWS="0"), "at least 1")):
+                      (dict(CEILING="33"), "at most K=24"), (dict(DRAWS="0"), "at least 1")):
         p = pipeline("default", tmp_path / "dry-bad", PYTHON="echo", **env)
         out, _ = p.communicate(timeout=60)
         assert p.returncode == 2 and says in out and out.count("error:") == 1, (env, out)
+
+
+def test_presets_are_settings_files_and_the_environment_wins_over_them(tmp_path):
+    """Every preset is a file of NAME=value lines, one comment each and no measured result (those are in docs/); a
+    setting from the environment wins over the preset's, and the preset's over presets/defaults.sh's; an unknown
+    preset is refused in one line (dry runs: PYTHON=echo prints the commands)."""
+    import re
+    from conftest import ROOT
+    folder = os.path.join(ROOT, "presets")
+    names = sorted(f[:-3] for f in os.listdir(folder) if f.endswith(".sh"))
+    assert {"default", "quick", "small", "images", "cifar16", "cifar10", "defaults"} <= set(names)
+    for name in names:
+        text = open(os.path.join(folder, f"{name}.sh")).read()
+        comments = " ".join(line.split("#", 1)[1] for line in text.splitlines() if "#" in line)
+        assert not re.search(r"\b(LDS|AUC) -?\d|\bp [=<]|\[-?\d|(?i:\bmeasured\b)|\d s\b|\dx\b", comments), name
+        for line in text.splitlines():
+            assert not line.strip() or line.startswith("#") or \
+                re.match(r'^[A-Z][A-Z0-9_]*=("[^"]*"|\S*)\s+# \S', line), (name, line)
+
+    def lds_masks_call(**env):
+        run = tmp_path / "dry"
+        p = pipeline("default", run, PYTHON="echo", **env)
+        out, _ = p.communicate(timeout=60)
+        assert p.returncode == 0, out
+        calls = [c.split() for line in out.splitlines() for c in line.replace("-m tools.one_process ", "").split(" :: ")]
+        (call,) = [c for c in calls if c[:1] == ["make_subsets.py"] and c[-1] == str(runfolder.masks(run, "lds"))]
+        return {flag: call[call.index(flag) + 1] for flag in ("--count", "--alpha")}
+
+    assert lds_masks_call() == {"--count": "24", "--alpha": "0.5"}  # the preset's K, the defaults' ALPHA
+    assert lds_masks_call(K=5, ALPHA=0.4) == {"--count": "5", "--alpha": "0.4"}  # the environment's
+    p = pipeline("nope", tmp_path / "dry-nope", PYTHON="echo")
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 2 and out.count("\n") == 1 and "unknown preset 'nope'" in out and "default" in out

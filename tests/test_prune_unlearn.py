@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 import data
+import runfolder
 import ddpm
 import prune
 from conftest import TINY, run_cli
@@ -170,14 +171,14 @@ def test_contributor_masks_expand_to_exactly_the_images_of_the_chosen_contributo
     r = run_cli("make_subsets", "--data", spec, "--groups", "random:8", "--count", "2", "--seed", "1",
                 "--out", tmp_path / "m" / "unlearn.npy")
     assert r.returncode == 0, r.stderr
-    groups, masks = np.load(tmp_path / "m" / "groups.npy"), np.load(tmp_path / "m" / "unlearn.npy")
+    groups, masks = np.load(runfolder.groups_beside(tmp_path / "m" / "unlearn.npy")), np.load(tmp_path / "m" / "unlearn.npy")
     assert masks.shape == (2, 8) and (masks.sum(1) == 4).all() and np.bincount(groups).tolist() == [5] * 8
     for row in masks:  # by hand: the images whose contributor the row chose
         assert set(np.flatnonzero(data.images_of(row, groups))) == {k for k in range(n) if row[groups[k]]}
     # a second mask file of the run (another subset seed) shares the contributors
     r = run_cli("make_subsets", "--data", spec, "--groups", "random:8", "--count", "3", "--seed", "2",
                 "--out", tmp_path / "m" / "lds.npy")
-    assert r.returncode == 0 and np.array_equal(np.load(tmp_path / "m" / "groups.npy"), groups), r.stderr
+    assert r.returncode == 0 and np.array_equal(np.load(runfolder.groups_beside(tmp_path / "m" / "unlearn.npy")), groups), r.stderr
     seen = spy_on_minibatches(monkeypatch)
     for i in range(2):
         seen.clear()

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import pipeline, wait_for_a_ground_truth_model
-from test_pipeline import ARTIFACTS, budget_numbers
+from test_pipeline import artifacts, budget_numbers
+import runfolder
 
 SLURM = dict(SCHEDULER="slurm", WAIT=1, CPUS=1, MEM="1G", WALLTIME="00:30:00")
 STAGES = ["train", "prune", "masks", "unlearn", "retrain", "seed1", "lds", "behaviours", "baselines", "report"]
@@ -33,16 +34,16 @@ def slurm():
 
 
 def jobs(run):
-    return dict(line.split() for line in (run / "logs" / "jobs.txt").read_text().splitlines())
+    return dict(line.split() for line in (runfolder.logs(run, "jobs.txt")).read_text().splitlines())
 
 
 def logs_of(run):
-    return "\n".join(f"--- {f.name}\n{f.read_text()[-1500:]}" for f in sorted((run / "logs").glob("*.out")))
+    return "\n".join(f"--- {f.name}\n{f.read_text()[-1500:]}" for f in sorted(runfolder.logs(run).glob("*.out")))
 
 
 def same_numbers(run, reference):
     for pool in ("unlearn", "retrain", "lds", "fid2", "fid_seeds"):
-        a, b = (dict(np.load(r / "behaviors" / f"{pool}.npz")) for r in (run, reference))
+        a, b = (dict(np.load(runfolder.behaviors(r, pool))) for r in (run, reference))
         assert np.array_equal(a["fid"], b["fid"]), pool
     assert budget_numbers(run) == budget_numbers(reference)
 
@@ -68,8 +69,8 @@ def slurm_run(slurm, tmp_path_factory):
     subprocess.run(["scancel", running[0]], check=True)
     first, _ = p.communicate(timeout=900)
     r = dict(run=run, first=first, first_rc=p.returncode, first_jobs=first_jobs, cancelled=running[0],
-             report_after_first=(run / "report.md").exists(),
-             done={f: os.stat(f).st_mtime_ns for f in (run / "models").rglob("*.pt")})
+             report_after_first=(runfolder.report(run)).exists(),
+             done={f: os.stat(f).st_mtime_ns for f in runfolder.models(run, "").rglob("*.pt")})
     p = pipeline("quick", run, **SLURM)
     r["second"], _ = p.communicate(timeout=900)
     assert p.returncode == 0, r["second"][-3000:] + logs_of(run)
@@ -82,11 +83,11 @@ def test_quick_preset_through_slurm_equals_the_local_run(slurm_run, quick_run):
     # one job per stage, the per-row stages as arrays of ROWS_PER_TASK=4 rows (quick: M=8, R=3, K=4)
     assert list(first_jobs) == STAGES and "submitted 10 Slurm jobs" in slurm_run["first"] and "squeue -j" in slurm_run["first"]
     for stage, tasks in (("unlearn", 2), ("retrain", 1), ("seed1", 1)):
-        assert sorted(f.name for f in (run / "logs").glob(f"{stage}-*.out")) == \
+        assert sorted(f.name for f in runfolder.logs(run).glob(f"{stage}-*.out")) == \
             [f"{stage}-{first_jobs[stage]}_{i}.out" for i in range(tasks)]
-    assert "rows 4:8 of 8" in (run / "logs" / f"unlearn-{first_jobs['unlearn']}_1.out").read_text()
-    assert not (run / "logs" / "failed.txt").exists()  # cleared by the resubmission, which succeeded
-    assert not [a for a in ARTIFACTS if not (run / a).exists()]
+    assert "rows 4:8 of 8" in (runfolder.logs(run, f"unlearn-{first_jobs['unlearn']}_1.out")).read_text()
+    assert not (runfolder.logs(run, "failed.txt")).exists()  # cleared by the resubmission, which succeeded
+    assert not [a for a in artifacts(run) if not a.exists()]
     reference, _ = quick_run
     same_numbers(run, reference)
 

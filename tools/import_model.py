@@ -1,7 +1,7 @@
 """Import a DDPM you already have as a checkpoint of this project, so every script can attribute it:
 
-    python tools/import_model.py path/to/ddpm-cifar10-32 --out runs/cifar/full.pt    # a diffusers UNet2DModel folder
-    python tools/import_model.py ema_cifar10.ckpt --out runs/cifar/full.pt           # a pytorch_diffusion checkpoint
+    python -m tools.import_model path/to/ddpm-cifar10-32 --out runs/cifar/full.pt    # a diffusers UNet2DModel folder
+    python -m tools.import_model ema_cifar10.ckpt --out runs/cifar/full.pt           # a pytorch_diffusion checkpoint
     FULL=runs/cifar/full.pt K=0 R=0 bash run_pipeline.sh cifar10                     # then attribute it
 
 SOURCE is either
@@ -20,16 +20,11 @@ weights_only=True. A config the hand-written UNet cannot represent is refused wi
 import json
 import os
 import re
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import torch
 
-import torch  # noqa: E402
-
-from data import ArgumentParser, DataError, positive_int, run  # noqa: E402
-from ddpm import UNet, file_sha256, forward_macs, save_checkpoint  # noqa: E402
+from data import ArgumentParser, DataError, positive_int, run
+from ddpm import UNet, file_sha256, forward_macs, save_checkpoint
 
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 

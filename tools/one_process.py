@@ -1,7 +1,7 @@
 """Several calls of the project's scripts in one Python process, one after another, each as if it ran on
 its own:
 
-    python tools/one_process.py compute_fid.py --models a.pt --out a.npz :: compute_fid.py --models b ...
+    python -m tools.one_process compute_fid.py --models a.pt --out a.npz :: compute_fid.py --models b ...
 
 Why: every interpreter start imports torch, 3-4 s on a 2-core machine, more than the work of a small pool
 or of a tiny preset's row range; run_pipeline.sh runs each lane of a stage this way. The calls share
@@ -14,11 +14,7 @@ import importlib
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-import data  # noqa: E402  (after the repository root is on the path)
+import data
 
 SCRIPTS = ("train_ddpm", "prune", "make_subsets", "unlearn", "compute_fid", "fit_datamodel", "eval_lds", "baselines",
            "import_model")
