@@ -25,8 +25,8 @@ similarities, sum for gradient scores):
                      gradients of the DDPM loss, the mean over an ensemble of models (--ensemble: the full model and
                      the run's first leave-one-out retrainings); positive: including the image lowers the samples'
                      loss, helpful
-    d-trak           the same with the output function ||eps_theta(x_t, t)||^2 (Zheng et al. 2024, D-TRAK), at its
-                     paper's 10 timesteps per image (--dtrak-draws; TRAK and grad-sim: --grad-draws, 4)
+    d-trak           the same with the output function ||eps_theta(x_t, t)||^2 (Zheng et al. 2024, D-TRAK); both at
+                     that paper's 10 timesteps per image (--dtrak-draws; TRAK and grad-sim: --grad-draws)
     NAME-ref         each similarity and gradient baseline against the reference images (what FID and the loss
                      compare with) instead of the full model's samples; a nearest neighbour leaves out the image's
                      own original
@@ -111,8 +111,8 @@ def parse_args(argv=None):
                    "behaviours were measured, so they are the samples FID saw)")
     p.add_argument("--ddim-steps", type=positive_int, default=None, help="DDIM steps (default: as its behaviours)")
     p.add_argument("--draws", type=positive_int, default=4, help="shared (t, eps) draws per image for the loss")
-    p.add_argument("--grad-draws", type=positive_int, default=4, help="shared (t, eps) draws per image for the loss "
-                   "gradients of grad-sim and TRAK")
+    p.add_argument("--grad-draws", type=positive_int, default=10, help="shared (t, eps) draws per image for the loss "
+                   "gradients of grad-sim and TRAK (D-TRAK's paper runs its TRAK baseline at 10 timesteps, and 100)")
     p.add_argument("--dtrak-draws", type=positive_int, default=10, help="shared (t, eps) draws per image for D-TRAK's "
                    "gradients (its paper: 10 timesteps per image, and 100; 10 on a CPU)")
     p.add_argument("--ensemble", type=positive_int, default=2, help="models whose TRAK / D-TRAK scores are averaged "
