@@ -69,8 +69,16 @@ def parse_args(argv=None):
                    "and tests resample the draws with the held-out subsets")
     p.add_argument("--draws-other", type=positive_int, default=10, help="draws for the behaviours other than the "
                    "headline (a datamodel fit costs ~0.3-1 s; the headline's budget table is the verdict)")
+    p.add_argument("--also", type=lambda s: [k for k in s.split(",") if k], default=[],
+                   help="comma-separated estimators of fit_datamodel.ESTIMATORS that are not among retraining's choices "
+                   "(surrogate-shap), each fitted to the unlearned models as a row of the comparison of its own, judged "
+                   "as the others (its draws cost its fits: about a second each for SurrogateSHAP's trees)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap, the draws and the CV folds")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    unknown = [k for k in args.also if k not in ESTIMATORS]
+    if unknown:
+        p.error(f"--also: unknown estimator {', '.join(unknown)} (one of {', '.join(ESTIMATORS)})")
+    return args
 
 
 def parse_budgets(text):
@@ -353,14 +361,30 @@ def estimator(run, method, seed):
     return fit
 
 
-def estimators(run, method, seed):
-    """{estimator: fit} of the registry, the run's own first: the retraining side of the headline's budget curve
-    takes the best of them at each budget. Those that need Shapley-kernel subsets only where the pools follow the
-    kernel (the run's method needs it), and those that use v(empty) only where the run has it."""
-    kernel, ends = ESTIMATORS[method].kernel, ESTIMATORS[method].ends
+def estimators(run, method, seed, also=()):
+    """{estimator: fit} of the registry, the run's own first, then retraining's choices (the retraining side of the
+    headline's budget curve takes the best of them at each budget), then `also` (rows of their own). Those that need
+    Shapley-kernel subsets only where the pools follow the kernel (the run's method needs it), and those that use
+    v(empty) only where the run has it."""
+    kernel, ends = ESTIMATORS[method].kernel, ends_of(run)
     names = [method] + [m for m, e in ESTIMATORS.items() if m != method and e.choice and (not e.kernel or kernel)
                         and (not e.ends or ends)]
+    for m in also:
+        if ESTIMATORS[m].kernel and not kernel:
+            raise DataError(f"--also {m} needs pools of Shapley-kernel subsets (METHOD=shapley)")
+        names += [m] if m not in names else []
     return {m: estimator(run, m, seed) for m in names}
+
+
+def ends_of(run):
+    """Whether the run has v(empty) and v(all) of both pools (an untrained, the full and the pruned model's
+    behaviours)."""
+    return all(run.ends[key] is not None for key in ("untrained", "full", "pruned"))
+
+
+def choices_of(fits):
+    """The estimators retraining's side picks its best from: the run's own and the registry's choices."""
+    return [m for m in fits.fitters if m == fits.method or ESTIMATORS[m].choice]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -576,12 +600,16 @@ def methods_compared(run, fits, costs, accounting):
     with_behavior = costs.get("with_behavior", costs[accounting])
     equal = models_for_budget(unlearning_units(costs, n_u, accounting), 1.0, 1.0, 0.0, n_r)
 
-    def pool_method(name, kind, pool, n):
+    def pool_method(name, kind, pool, n, estimator=None):
         own, total = (n * per_unlearned + fixed, n * with_behavior[1] + fixed) if pool == "unlearn" else \
             (n * unit, n * with_behavior[0])
-        return dict(name=name, kind=kind, models=n, pool=pool, compute=own / unit, compute_all=total / unit, how="",
-                    scores={b: fits(pool, b, n)[0] for b in run.behaviors})
+        row = dict(name=name, kind=kind, models=n, pool=pool, compute=own / unit, compute_all=total / unit, how="",
+                   scores={b: fits(pool, b, n, estimator)[0] for b in run.behaviors})
+        return row if estimator is None else dict(row, estimator_of_row=estimator)
     methods = [pool_method("sparsified unlearning", "method", "unlearn", n_u)]
+    for m in fits.fitters:  # --also: another estimator of the same unlearned models, a row of its own
+        if m not in choices_of(fits):
+            methods.append(pool_method(f"sparsified unlearning, {ESTIMATORS[m].title}", "method", "unlearn", n_u, m))
     if equal >= 2:
         methods.append(pool_method("retraining, equal compute", "retraining", "retrain", equal))
     if n_r != equal:
@@ -608,7 +636,8 @@ def comparison(run, fits, costs, accounting, seed):
         preds, points = [], []
         for m in have:
             if "pool" in m:
-                choices = list(fits.fitters) if m["pool"] == "retrain" and behavior == run.headline else [fits.method]
+                choices = [m["estimator_of_row"]] if "estimator_of_row" in m else choices_of(fits) \
+                    if m["pool"] == "retrain" and behavior == run.headline else [fits.method]
                 draws = fits.draws if behavior == run.headline else min(fits.draws, fits.draws_other)
                 best, drawn, means, _ = best_drawn(fits, m["pool"], behavior, m["models"], choices, draws,
                                                    held.y[behavior])
@@ -663,7 +692,7 @@ def detection(ranking, run, seed=0):
 def evaluate(run, args):
     """results (a dict, results.json): the budget curves of every behaviour, the comparison of every method, the
     detection of the known-bad units, Table 1; plus what the figures need (the headline's attributions)."""
-    fits = Fits(run, estimators(run, args.method, args.seed), args.draws, args.seed, args.draws_other)
+    fits = Fits(run, estimators(run, args.method, args.seed, args.also), args.draws, args.seed, args.draws_other)
     costs = costs_of(run)
     accountings = [a for a in ACCOUNTINGS if a in costs]
     n_retrain = len(run.pools["retrain"].rows)
@@ -671,13 +700,13 @@ def evaluate(run, args):
     results = dict(budgets=budgets, costs={a: dict(zip(("retrain", "unlearn", "fixed"), c)) for a, c in costs.items()},
                    accounting=accountings[0], behaviors={}, method=args.method, headline=run.headline,
                    unlearning=run.unlearning, unit=run.unit, draws=args.draws, draws_other=args.draws_other,
-                   bootstrap=BOOTSTRAP, estimators=list(fits.fitters),
+                   bootstrap=BOOTSTRAP, estimators=choices_of(fits),
                    unit_seconds=costs["time"][0], prune_seconds=costs["time"][2])  # (old names, for readers)
     for behavior in run.behaviors:
         headline = behavior == run.headline
         results["behaviors"][behavior] = behavior_entry(run, fits, behavior, budgets, costs,
                                                         accountings if headline else accountings[:1], args.seed,
-                                                        list(fits.fitters) if headline else None,
+                                                        choices_of(fits) if headline else None,
                                                         args.draws if headline else min(args.draws, args.draws_other))
     results["comparison"] = comparison(run, fits, costs, accountings[0], args.seed)
     target = strongest_retraining(results["comparison"], run.headline)

@@ -2,7 +2,7 @@
 # The whole method, stage by stage, for one preset (presets/NAME.sh); resumable (finished outputs are skipped,
 # so a killed run continues where it stopped):
 #
-#   bash run_pipeline.sh            # default: 20 contributors of digits, three of them faulty (~33 min)
+#   bash run_pipeline.sh            # default: 20 contributors of digits, three of them faulty (~35 min)
 #   bash run_pipeline.sh quick      # the whole chain in a couple of minutes (used by the tests)
 #   bash run_pipeline.sh images     # or small, cifar16, cifar10 (the paper's settings): docs/presets.md
 #   RUN=runs/mine K=48 bash run_pipeline.sh        # any setting (presets/*.sh) can be overridden
@@ -144,7 +144,8 @@ stage_report() {
   stage "9/10 attributions ($METHOD on every model of each pool)"
   batched fits
   stage "10/10 LDS, budget curve, comparison and report"
-  $PY eval_lds.py --run "$RUN" "${DATA_FLAGS[@]}" --method "$METHOD" --headline "$HEADLINE" --draws "$DRAWS"
+  $PY eval_lds.py --run "$RUN" "${DATA_FLAGS[@]}" --method "$METHOD" --headline "$HEADLINE" --draws "$DRAWS" \
+    ${ALSO:+--also "$ALSO"}
 }
 
 run_local() {

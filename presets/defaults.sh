@@ -20,6 +20,7 @@ BASELINES=all              # the field's baselines (baselines.py: all, none, or 
 BASELINE_FLAGS=            # added to baselines.py's call
 LOO=auto                   # leave-one-out retrainings (auto: at the contributor level when baselines run)
 DRAWS=50                   # random draws of each budget's models from their pool (eval_lds.py --draws)
+ALSO=                      # more estimators of the unlearned models, rows of their own (eval_lds.py --also: surrogate-shap)
 CEILING=0                  # the first N held-out subsets retrained with one more seed: the LDS a perfect predictor reaches
 JOBS=2                     # processes side by side for per-row stages (the cores are shared among them)
 DEVICE=auto                # cpu, cuda or auto

@@ -302,6 +302,25 @@ def test_contributor_shapley_run_finds_the_bad_contributors_and_keeps_efficiency
     assert results["auc"]["unlearn_all"] == 1.0 and results["auc"]["unlearn_all_datamodel"] == 1.0
     assert results["behaviors"]["fid"]["lds_all"]["unlearn"]["lds"] > 0.9
     assert "Shapley values" in (runfolder.report(run)).read_text()
+    # --also surrogate-shap: SurrogateSHAP of the same unlearned models, a row of its own judged as the others (its
+    # own draws, the same held-out resamples), not among retraining's choices; its file keeps the interactions
+    r = run_cli("eval_lds", "--run", run, "--data", "digits", "--method", "shapley", "--draws", "4", "--also",
+                "surrogate-shap")
+    assert r.returncode == 0, r.stderr
+    results = json.loads((runfolder.results(run)).read_text())
+    rows = {m["name"]: m for m in results["comparison"]}
+    row = rows["sparsified unlearning, SurrogateSHAP"]
+    assert row["models"] == 80 and row["estimator"]["fid"] == "surrogate-shap" and "surrogate-shap" not in \
+        results["estimators"] and {"ci", "diff_ci", "p_value"} <= set(row["lds"]["fid"]) and row["lds"]["fid"]["lds"] > 0.5
+    assert "| sparsified unlearning, SurrogateSHAP | 80 |" in runfolder.report(run).read_text()
+    r = run_cli("fit_datamodel", "--masks", runfolder.masks(run, "unlearn"), "--behaviors", runfolder.behaviors(run, "unlearn"),
+                "--method", "surrogate-shap", "--v-empty", runfolder.behaviors(run, "untrained"),
+                "--v-full", runfolder.behaviors(run, "pruned"), "--out", tmp_path / "surrogate.npz")
+    assert r.returncode == 0, r.stderr
+    with np.load(tmp_path / "surrogate.npz") as f:
+        assert f["interactions"].shape == (g, g) and set(np.argsort(-f["scores"])[:2]) == {0, 1}
+        assert np.ptp(f["scores"] - f["interactions"].sum(1)) < 1e-9  # v(empty)'s jump: one shift for every value
+        assert f["scores"].sum() == pytest.approx(base + effect.sum() + 1.0 - v_empty, abs=0.5)  # ~ efficiency
 
     r = run_cli("fit_datamodel", "--masks", runfolder.masks(run, "unlearn"), "--behaviors", runfolder.behaviors(run, "unlearn"),
                 "--method", "shapley", "--v-empty", runfolder.behaviors(run, "untrained"),
@@ -382,7 +401,8 @@ def test_surrogate_shap_reads_the_exact_shapley_values_and_interactions_of_its_t
     the empty coalition (fit_datamodel.tree_shapley, a closed form per leaf) gives the Shapley values and Shapley
     interaction indices of the fitted trees' own game g(S) = f(1_S), here computed by full enumeration of its 64
     coalitions; trees of depth 2 (sums of pairwise functions) are predicted exactly by the quadratic form on every
-    coalition, deeper ones at least at the empty and the full coalition (efficiency)."""
+    coalition, deeper ones at least at the empty and the full coalition (efficiency). A given v(empty) shifts every
+    value by the same amount, so that they sum to v(full) - v(empty)."""
     import itertools
     import math
     from fit_datamodel import fit_surrogate_shap, predict
@@ -392,9 +412,9 @@ def test_surrogate_shap_reads_the_exact_shapley_values_and_interactions_of_its_t
     planted = (coalitions @ rng.normal(size=n) + np.einsum("ki,ij,kj->k", coalitions, np.triu(rng.normal(size=(n, n)), 1),
                                                            coalitions) + 2.0 * coalitions[:, :3].prod(1))
     index = {tuple(c.astype(int)): k for k, c in enumerate(coalitions)}
+    scale = np.abs(planted).max()
     for depth in (4, 2):
-        scores, base, info = fit_surrogate_shap(coalitions[1:-1], planted[1:-1], planted[0], planted[-1], seed=0,
-                                                trees=80, depth=depth)
+        scores, base, info = fit_surrogate_shap(coalitions, planted, seed=0, trees=80, depth=depth)
         g = info["regressor"].predict(coalitions).astype(np.float64)
         value = lambda members: g[index[tuple(int(j in members) for j in range(n))]]  # noqa: E731
         phi, inter = np.zeros(n), np.zeros((n, n))
@@ -411,7 +431,6 @@ def test_surrogate_shap_reads_the_exact_shapley_values_and_interactions_of_its_t
                         inter[i, j] += f(size) * f(n - size - 2) / f(n - 1) * (
                             value(S | {i, j}) - value(S | {i}) - value(S | {j}) + value(S))
         M = info["interactions"]
-        scale = np.abs(planted).max()
         np.testing.assert_allclose(scores, phi, atol=1e-5 * scale)
         np.testing.assert_allclose(2 * (M - np.diag(np.diag(M))), inter, atol=1e-5 * scale)
         np.testing.assert_allclose(M.sum(1), scores, atol=1e-9 * scale)  # rows sum to the Shapley values
@@ -421,3 +440,9 @@ def test_surrogate_shap_reads_the_exact_shapley_values_and_interactions_of_its_t
             np.testing.assert_allclose(quadratic, g, atol=1e-4 * scale)
         else:  # deeper trees hold three-way effects: the quadratic form is an approximation
             assert np.abs(quadratic - g).max() > 1e-3 * scale
+    # v(empty) given, far from the rest (an untrained model's): not a row of the trees' data, its jump shared equally
+    shifted, base, info = fit_surrogate_shap(coalitions[1:], planted[1:], v_empty=planted[0] + 50.0, seed=0, trees=80,
+                                             depth=2)
+    g = info["regressor"].predict(coalitions).astype(np.float64)
+    assert np.ptp(shifted - info["interactions"].sum(1)) < 1e-9 * scale  # one shift for every value
+    assert shifted.sum() == pytest.approx(g[-1] - (planted[0] + 50.0), abs=1e-4 * scale)  # efficiency

@@ -360,6 +360,11 @@ def test_presets_are_settings_files_and_the_environment_wins_over_them(tmp_path)
 
     assert lds_masks_call() == {"--count": "24", "--alpha": "0.5"}  # the preset's K, the defaults' ALPHA
     assert lds_masks_call(K=5, ALPHA=0.4) == {"--count": "5", "--alpha": "0.4"}  # the environment's
+    for env, also in ((dict(), []), (dict(ALSO="surrogate-shap"), ["--also", "surrogate-shap"])):  # eval_lds.py's
+        p = pipeline("default", tmp_path / "dry-also", PYTHON="echo", **env)
+        out, _ = p.communicate(timeout=60)
+        (call,) = [line.split() for line in out.splitlines() if line.startswith("eval_lds.py")]
+        assert call[call.index("--draws") + 2:] == also
     p = pipeline("nope", tmp_path / "dry-nope", PYTHON="echo")
     out, _ = p.communicate(timeout=60)
     assert p.returncode == 2 and out.count("\n") == 1 and "unknown preset 'nope'" in out and "default" in out
