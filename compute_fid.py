@@ -54,6 +54,7 @@ from features import (_safe, cnn_extractor, features_of, inception_extractor, ma
 from metrics import (BEHAVIORS, DC_K, KNN_KEYS, behavior_table, density_coverage, entropy, feature_stats,
                      frechet_distance, inception_score, kid, low_rank_factor, parse_behaviors, precision_recall,
                      sqrt_psd)
+import runfolder
 from runfolder import load_masks
 
 PAPER_DDIM_STEPS = 100  # the paper samples with DDIM, 100 steps
@@ -323,7 +324,7 @@ class ModelCache:
 
     def __init__(self, args, pool, device):
         self.args, self.pool, self.device = args, pool, device
-        cache = args.cache or os.path.dirname(os.path.dirname(os.path.abspath(args.out)))
+        cache = args.cache or runfolder.run_of(args.out)
         self.extract, self.num_classes, self.meta = None, None, dict(kind="none")
         self.mu_ref = self.sigma_ref = self.knn = self.root_ref = self.x0_ref = None
         self.floor = (np.nan, np.nan)  # the reference's own FID floor and Inception Score (sampled behaviours only)
@@ -343,7 +344,7 @@ class ModelCache:
         self.setting = f"{self.meta['kind']}-{weights}-n{args.n_samples}-ddim{args.ddim_steps}-seed{args.seed}"
         self.loss_setting = (f"loss-d{args.loss_draws}-seed{args.loss_seed}-n{0 if self.x0_ref is None else len(self.x0_ref)}"
                              f"-{self.ref_key}")
-        self.stats_dir, self.shas = os.path.join(cache, "stats"), {}
+        self.stats_dir, self.shas = runfolder.stats(cache), {}
         self.needed = ["mu", "sigma", "is"] + (["class_share", "entropy"] if self.num_classes else []) + \
             ([f"{k}@{self.ref_key}" for k in KNN_KEYS] if self.knn is not None else [])
 

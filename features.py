@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from filelock import FileLock  # comes with torch
 
+import runfolder
 from data import DataError, images_sha256, save_npz, to_model_space
 from ddpm import save_checkpoint
 from metrics import DC_K, PR_K, feature_stats, frechet_distance, inception_score, kid_ref_term, knn_radii
@@ -67,12 +68,12 @@ def cnn_extractor(ds, cache, seed, device, epochs=30):
     """The cached classifier of this dataset, trained on first use (for `epochs` epochs)."""
     if ds.labels is None:
         raise DataError(f"{ds.name} has no labels, so the cnn features cannot be trained; use --features inception")
-    path = os.path.join(cache, f"fid_cnn_{_safe(ds.name)}.pt")
+    path, lock = runfolder.feature_network(cache, _safe(ds.name))
     num_classes = int(ds.labels.max()) + 1
     model = SmallCNN(ds.images.shape[1], num_classes).to(device)
     os.makedirs(cache, exist_ok=True)
     # the pipeline's two behaviour lanes start together: one trains (~10 s on a core), the other waits and loads
-    with FileLock(os.path.join(cache, f".fid_cnn_{_safe(ds.name)}.lock")):
+    with FileLock(lock):
         if os.path.exists(path):
             saved = torch.load(path, map_location=device, weights_only=True)
             model.load_state_dict(saved["model"])
@@ -182,7 +183,7 @@ def reference_stats(extract, ref, cache, kind, batch_size, n_ref=0, seed=0):
     def compute():
         mu, sigma = feature_stats(reference_features(extract, ref, n, batch_size, seed))
         return dict(mu=mu, sigma=sigma, n=n)
-    values = cached_reference(os.path.join(cache, f"fid_ref_{kind}_{_safe(ref.name)}_{n}.npz"), ref, ("mu", "sigma"),
+    values = cached_reference(runfolder.reference_cache(cache, "ref", kind, _safe(ref.name), n), ref, ("mu", "sigma"),
                               compute)
     return values["mu"], values["sigma"]
 
@@ -203,7 +204,7 @@ def reference_floor(extract, ref, cache, kind, batch_size, n_ref=0, seed=0):
         a, b = feats[half[:n // 2]], feats[half[n // 2:]]
         return dict(floor_fid=np.float64(frechet_distance(*feature_stats(a), *feature_stats(b))),
                     real_is=np.float64(inception_score(softmax(logits))))
-    values = cached_reference(os.path.join(cache, f"fid_floor_{kind}_{_safe(ref.name)}_{n}.npz"), ref,
+    values = cached_reference(runfolder.reference_cache(cache, "floor", kind, _safe(ref.name), n), ref,
                               ("floor_fid", "real_is"), compute)
     return float(values["floor_fid"]), float(values["real_is"])
 
@@ -228,7 +229,7 @@ def matched_floor(extract, ref, cache, kind, batch_size, m, n_ref=0, seed=0):
         mu_b, sigma_b = feature_stats(b)
         return dict(floor_matched=np.float64(frechet_distance(*feature_stats(a), mu_b, sigma_b)), mu_b=mu_b,
                     sigma_b=sigma_b, m=np.int64(m), n_b=np.int64(len(b)))
-    return cached_reference(os.path.join(cache, f"fid_matched_{kind}_{_safe(ref.name)}_{n}_{m}.npz"), ref,
+    return cached_reference(runfolder.reference_cache(cache, "matched", kind, _safe(ref.name), n, m), ref,
                             ("floor_matched", "mu_b", "sigma_b", "m", "n_b"), compute)
 
 
@@ -242,6 +243,6 @@ def reference_knn(extract, ref, cache, kind, batch_size, n_knn, seed=0):
         feats = reference_features(extract, ref, n, batch_size, seed).astype(np.float64)
         return dict(features=feats, radii_pr=knn_radii(feats, PR_K), radii_dc=knn_radii(feats, DC_K),
                     kid_yy=np.float64(kid_ref_term(feats)))
-    return cached_reference(os.path.join(cache, f"knn_ref_{kind}_{_safe(ref.name)}_{n}.npz"), ref,
+    return cached_reference(runfolder.reference_cache(cache, "knn", kind, _safe(ref.name), n), ref,
                             ("features", "radii_pr", "radii_dc", "kid_yy"), compute)
 

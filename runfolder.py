@@ -124,6 +124,37 @@ def logs(run, name=""):
     return _join(run, "logs", name)
 
 
+def run_of(behaviors_path):
+    """The run folder a behaviours file lies in (RUN/behaviors/NAME.npz): compute_fid.py's cache by default."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(behaviors_path)))
+
+
+# compute_fid.py's cache (the run folder, or --cache): the feature network, the reference statistics and, per model
+# and settings, its behaviours (a killed run resumes model by model; FID2 reuses the pools' samples)
+
+def feature_network(cache, data):
+    """The digits CNN trained on the data named `data` (and its lock file)."""
+    return _join(cache, f"fid_cnn_{data}.pt"), _join(cache, f".fid_cnn_{data}.lock")
+
+
+def reference_cache(cache, what, *key):
+    """Statistics of a reference set: what = ref (the Gaussian fit), floor (two halves), matched (at a sample size)
+    or knn (features, radii, KID term); key: feature network, reference set, sizes."""
+    prefix = "knn_ref" if what == "knn" else f"fid_{what}"
+    return _join(cache, "_".join([prefix, *map(str, key)]) + ".npz")
+
+
+def is_reference_cache(name):
+    """Whether a file name of a run folder is compute_fid.py's feature network or reference statistics (the same for
+    every model and sampler: a copy of the run can share them)."""
+    return name.startswith(("fid_", "knn_"))
+
+
+def stats(cache):
+    """The per-model behaviours cache."""
+    return _join(cache, "stats")
+
+
 def relative(run, path):
     """A path inside the run, relative to it (what a run's files record of other files of the run)."""
     return os.path.relpath(path, run)

@@ -55,7 +55,7 @@ def other_run(args):
             else:
                 shutil.copy(src, dst)
     for name in os.listdir(args.run):  # the feature network and reference statistics: the same for both samplers
-        if name.startswith(("fid_", "knn_")) and not os.path.exists(os.path.join(out, name)):
+        if runfolder.is_reference_cache(name) and not os.path.exists(os.path.join(out, name)):
             shutil.copy(os.path.join(args.run, name), os.path.join(out, name))
     if not os.path.exists(runfolder.results(out)):
         env = dict(os.environ, **dict(w.split("=", 1) for w in args.env.split()), RUN=out, DDIM_STEPS=str(args.ddim),

@@ -121,7 +121,7 @@ def fid_cnn(tmp_path_factory, worker_id):
 
     def seed(folder):
         folder.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(shared / "fid_cnn_digits.pt", folder / "fid_cnn_digits.pt")
+        shutil.copy2(runfolder.feature_network(shared, "digits")[0], runfolder.feature_network(folder, "digits")[0])
         return folder
     return seed
 
@@ -134,7 +134,7 @@ def copy_stages_1_to_5(reference, run):
     paths = [runfolder.checkpoint(reference, "full"), runfolder.checkpoint(reference, "pruned"),
              runfolder.corrupted(reference), runfolder.masks(reference, "x").parent] + \
         [runfolder.models(reference, pool) for pool in ("unlearn", "retrain", "retrain_seed1")]
-    paths += [f for f in reference.iterdir() if f.name.startswith(("fid_cnn_", "fid_ref_"))]
+    paths += [f for f in reference.iterdir() if runfolder.is_reference_cache(f.name)]
     for path in paths:
         target = run / path.relative_to(reference)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -149,7 +149,7 @@ def test_inception_path_with_random_weights_and_the_missing_weights_error(tiny_r
     assert r.returncode == 0, r.stderr
     with np.load(tmp_path / "b" / "full.npz") as f:
         assert np.isfinite(f["fid"]).all() and f["fid"][0] > 0 and "class_hist" not in f.files
-    with np.load(tmp_path / "fid_ref_inception_digits_8.npz") as f:
+    with np.load(runfolder.reference_cache(tmp_path, "ref", "inception", "digits", 8)) as f:
         assert f["mu"].shape == (2048,)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
     r = run_cli("compute_fid", "--models", str(tiny_run["full"]), "--out", str(tmp_path / "c.npz"),
@@ -184,7 +184,7 @@ def test_rerun_gives_identical_numbers_and_mismatched_rows_are_refused(tiny_run,
     # the cached run did not sample again: its sampling times are the first run's, to the bit
     assert np.array_equal(a2["fid"], a["fid"]) and np.array_equal(a2["seconds"], a["seconds"])
     assert not np.array_equal(b["seconds"], a["seconds"])
-    samples = lambda cache: [p for p in (tmp_path / cache / "stats").iterdir() if "-loss-" not in p.name]  # noqa: E731
+    samples = lambda cache: [p for p in runfolder.stats(tmp_path / cache).iterdir() if "-loss-" not in p.name]  # noqa: E731
     assert len(samples("c1")) == 3
     # --stats-only (the pipeline's second lane): fills a cache, last model first, and writes no behaviours
     r = run_cli(*args[:-1], str(tmp_path / "c3"), "--out", str(tmp_path / "s.npz"), "--stats-only")
@@ -201,7 +201,7 @@ def test_rerun_gives_identical_numbers_and_mismatched_rows_are_refused(tiny_run,
     np.save(other, data.make_masks(1797, 4, 0.5, seed=99))
     r = run_cli(*args[:4], str(other), *args[5:], "--out", str(tmp_path / "c.npz"))
     assert r.returncode == 2 and "sha256" in r.stderr
-    assert not [f for f in tmp_path.iterdir() if f.name.startswith(("fid_", "stats"))]  # refused before any cache
+    assert not [f for f in tmp_path.iterdir() if runfolder.is_reference_cache(f.name) or f == runfolder.stats(tmp_path)]
     r = run_cli("fit_datamodel", "--masks", str(other), "--behaviors", str(tmp_path / "a.npz"),
                    "--out", str(tmp_path / "att.npz"))
     assert r.returncode == 2 and "does not match" in r.stderr and not (tmp_path / "att.npz").exists()

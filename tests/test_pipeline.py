@@ -165,7 +165,7 @@ def test_a_run_killed_twice_resumes_to_the_same_report_without_redoing_models(qu
     # thread, as each lane of the quick run has (equal numbers to the last digit need equal thread counts;
     # under pytest-xdist every worker has one anyway)
     env = dict(JOBS=1, OMP_NUM_THREADS=1)
-    for waiting_for in (f"{runfolder.relative(run, runfolder.models(run, 'lds'))}/*-s0.pt", "stats/*.npz"):
+    for waiting_for in (f"{runfolder.relative(run, runfolder.models(run, 'lds'))}/*-s0.pt", f"{runfolder.relative(run, runfolder.stats(run))}/*.npz"):
         p = pipeline("quick", run, **env)
         wait_for(waiting_for, run, timeout=600)
         os.killpg(p.pid, signal.SIGKILL)  # mid-stage
@@ -196,7 +196,7 @@ def test_fits_and_the_report_need_no_torch(quick_run, tmp_path):
     reference, _ = quick_run
     run = tmp_path / "run"
     made = (runfolder.models(reference, ""), runfolder.report(reference), runfolder.figures(reference, ""))
-    shutil.copytree(reference, run, ignore=shutil.ignore_patterns(*(p.name for p in made), "stats", "*.pt"))
+    shutil.copytree(reference, run, ignore=shutil.ignore_patterns(*(p.name for p in made), runfolder.stats(reference).name, "*.pt"))
     assert not list(run.rglob("*.pt"))
 
     def without_torch(script, *argv):
