@@ -51,4 +51,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] in (["-h"], ["--help"]):
+        sys.exit(print(__doc__))
     data.run(main, sys.argv[1:])
