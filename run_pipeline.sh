@@ -48,6 +48,7 @@ case "$METHOD" in datamodel|banzhaf|shapley) ;; *) echo "error: METHOD must be d
 [ -z "$FULL" ] || [ -f "$FULL" ] || { echo "error: FULL=$FULL: no such checkpoint" >&2; exit 2; }
 [ "$R" -gt 0 ] || SEED_PAIRS=0  # the second-seed pairs retrain the baseline's first rows
 [ "$K" != 0 ] || BASELINES=none  # no held-out retrainings: nothing to compare them on
+[ "$ALSO" != none ] || ALSO=
 if [ "$LOO" = auto ]; then [ -n "$CONTRIBUTORS" ] && [ "$BASELINES" != none ] && LOO=1 || LOO=0; fi
 SAMPLED=1; [[ ",$BEHAVIORS," =~ ^(,(loss|elbo))+,$ ]] && SAMPLED=0  # loss and elbo only: no sample is ever drawn
 [ "$SAMPLED" = 1 ] && : "${GRID:=100}" || GRID=${GRID_GIVEN:-0}  # the sample grids beside checkpoints
