@@ -350,9 +350,9 @@ def estimator(run, method, seed):
     pool: the model trained on all data for retraining, the pruned model fine-tuned on all data for unlearning."""
     if not ESTIMATORS[method].ends:
         return lambda name, behavior, X, y: attribute(X, y, method, seed=seed)
-    for key in ("untrained", "full", "pruned"):
-        if run.ends[key] is None:
-            raise DataError(f"--method {method} needs {runfolder.behaviors(run.dir, key)}")
+    if not ends_of(run):
+        missing = [runfolder.behaviors(run.dir, k) for k in ("untrained", "full", "pruned") if run.ends[k] is None]
+        raise DataError(f"--method {method} needs {', '.join(missing)}")
     v_all = {"retrain": "full", "unlearn": "pruned"}
 
     def fit(name, behavior, X, y):

@@ -173,7 +173,7 @@ def fit_surrogate_shap(X, y, v_empty=None, v_full=None, seed=0, trees=900, depth
     base = float(model.predict(np.zeros((1, n)))[0])  # g(empty)
     shift = 0.0 if v_empty is None else (base - v_empty) / n
     return phi + shift, base, dict(method="surrogate-shap", model="xgboost", alpha=0.0, interactions=interactions,
-                                   regressor=model, shift=shift)
+                                   regressor=model)
 
 
 def leaf_paths(booster):

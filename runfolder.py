@@ -82,9 +82,8 @@ def bench_file(run, name):
 def trained(run):
     """(what training made: the models folder, the single models and their grids; what the masks stage made): what a
     copy of a run that measures its models again shares with it (linked, copied)."""
-    linked = [os.path.dirname(models(run, "x"))] + [checkpoint(run, n) for n in MODELS] + \
-        [grid(run, n) for n in ("full", "pruned")]
-    return linked, [os.path.dirname(masks(run, "x")), corrupted(run)]
+    linked = [_join(run, "models")] + [checkpoint(run, n) for n in MODELS] + [grid(run, n) for n in ("full", "pruned")]
+    return linked, [_join(run, "masks"), corrupted(run)]
 
 
 def corrupted(run):
