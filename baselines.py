@@ -27,6 +27,10 @@ similarities, sum for gradient scores):
                      loss, helpful
     d-trak           the same with the output function ||eps_theta(x_t, t)||^2 (Zheng et al. 2024, D-TRAK); both at
                      that paper's 10 timesteps per image (--dtrak-draws; TRAK and grad-sim: --grad-draws)
+    ekfac            influence functions with an EK-FAC Gauss-Newton (Mlodozeniec et al. 2025; ekfac.py): grad m^T
+                     (G + lambda I)^-1 grad L_i, m the samples' mean loss, both averaged over --grad-draws (t, eps)
+                     draws, G fitted on the training images at --ekfac-draws; positive: including the image lowers
+                     the samples' loss, helpful
     NAME-ref         each similarity and gradient baseline against the reference images (what FID and the loss
                      compare with) instead of the full model's samples; a nearest neighbour leaves out the image's
                      own original
@@ -80,6 +84,9 @@ BASELINES = {
                      "samples' loss) is helpful"),
     "d-trak": Baseline("d_trak", "low", "sum", "D-TRAK: TRAK with the output function ||eps_theta(x_t, t)||^2, the "
                        "same ensemble; positive is helpful"),
+    "ekfac": Baseline("ekfac", "low", "sum", "influence function with an EK-FAC Gauss-Newton: grad m^T (G + lambda "
+                      "I)^-1 grad L_i, m the full model's samples' mean loss, (t, eps) averaged; positive (including it "
+                      "lowers the samples' loss) is helpful"),
     "loo": Baseline("loo", "", "", "leave one contributor out: the behaviour of the full model minus that of a "
                     "retraining without the contributor (same recipe and seed); positive raises the behaviour"),
 }
@@ -87,12 +94,14 @@ BASELINES = {
 # compare with (the uncorrupted data, or the run's --ref-data), not the full model's samples. A nearest-neighbour
 # distance leaves out the image's own original (it would be 0 for every clean image); a mean over the reference keeps it.
 REFERENCE = {"pixel-nn": "pixel_nn_ref", "feature-nn": "feature_nn_ref", "feature-sim": "feature_sim_ref",
-             "feature-sim-max": "feature_sim_ref", "grad-sim": "grad_sim_ref", "trak": "trak_ref", "d-trak": "d_trak_ref"}
+             "feature-sim-max": "feature_sim_ref", "grad-sim": "grad_sim_ref", "trak": "trak_ref", "d-trak": "d_trak_ref",
+             "ekfac": "ekfac_ref"}
 BASELINES.update({f"{name}-ref": Baseline(measure, BASELINES[name].harmful, BASELINES[name].aggregate,
                                           BASELINES[name].how.replace("the full model's samples", "the reference images")
                                           .replace("sample of the full model", "reference image (its own left out)")
                                           .replace("each sample's", "each reference image's")
                                           .replace("mean_s phi_s", "mean_r phi_r over the reference images")
+                                          .replace("the full model's samples' mean loss", "the reference images' mean loss")
                                           + " (against the reference images)")
                   for name, measure in REFERENCE.items()})
 BASELINES["loo"] = BASELINES.pop("loo")  # the retraining baseline last, as in the report's table
@@ -118,6 +127,10 @@ def parse_args(argv=None):
     p.add_argument("--ensemble", type=positive_int, default=2, help="models whose TRAK / D-TRAK scores are averaged "
                    "(TRAK's ensemble): the full model and the first leave-one-out retrainings the run has (models/loo, "
                    "each trained on all but one contributor); the full model alone where it has none")
+    p.add_argument("--ekfac-draws", type=positive_int, default=2, help="(t, eps) draws per training image of EK-FAC's "
+                   "fit of the Gauss-Newton (its scores use --grad-draws)")
+    p.add_argument("--ekfac-damping", type=positive_float, default=0.1, help="EK-FAC's lambda as a fraction of each "
+                   "layer's mean eigenvalue (kronfluence's heuristic)")
     p.add_argument("--grad-samples", type=positive_int, default=500, help="generated samples whose gradients the "
                    "gradient baselines average over (the first of --n-samples)")
     p.add_argument("--proj-dim", type=positive_int, default=1024, help="random projection of the gradients (TRAK's "
@@ -381,6 +394,27 @@ def _grad_sim(m, target):  # the full model's (the ensemble's first) gradients: 
     return unit_rows(phi[0]) @ unit_rows(phi[target]).mean(0), 0
 
 
+def _ekfac_fit(m):
+    """EK-FAC's curvature of the training loss (ekfac.fit_ekfac): two passes over the training images at
+    --ekfac-draws draws, each a forward and a backward pass (two forwards' worth)."""
+    from ekfac import fit_ekfac
+    curvature = fit_ekfac(m.model, m.schedule, m.x0.to(m.device), seed=m.args.seed, draws=m.args.ekfac_draws,
+                          batch_size=m.args.batch_size)
+    return curvature, 2 * 3 * len(m.x0) * m.args.ekfac_draws * m.macs
+
+
+def _ekfac(m, target):
+    """EK-FAC influence of every training image on the mean loss of the first --grad-samples samples (target 1) or
+    of the reference images (2), both averaged over --grad-draws draws: the query's gradient (a backward pass per
+    query image and draw) and each training image's derivative along it (a forward-mode pass, two forwards' worth)."""
+    from ekfac import influence_scores
+    x_query = m.get("samples")[:m.args.grad_samples] if target == 1 else m.x_ref
+    scores, _ = influence_scores(m.model, m.schedule, m.x0.to(m.device), x_query.to(m.device), seed=m.args.seed,
+                                 draws=m.args.grad_draws, damping=m.args.ekfac_damping, batch_size=m.args.batch_size,
+                                 curvature=m.get("ekfac_fit"))
+    return scores, 3 * (len(x_query) + len(m.x0)) * m.args.grad_draws * m.macs
+
+
 STEPS = {  # name -> function(FullModel) -> (value, MACs of this step alone)
     "samples": _samples,
     "extractor": _extractor,
@@ -401,6 +435,9 @@ STEPS = {  # name -> function(FullModel) -> (value, MACs of this step alone)
     "trak_ref": lambda m: (ensemble_trak(m.get("phi_loss"), 2, m.args.ridge), 0),
     "d_trak": lambda m: (ensemble_trak(m.get("phi_norm"), 1, m.args.ridge), 0),
     "d_trak_ref": lambda m: (ensemble_trak(m.get("phi_norm"), 2, m.args.ridge), 0),
+    "ekfac_fit": _ekfac_fit,
+    "ekfac": lambda m: _ekfac(m, 1),
+    "ekfac_ref": lambda m: _ekfac(m, 2),
 }
 _FEATURES = ["samples", "extractor", "features"]
 NEEDS = {  # every step a measure needs, in order, itself last
@@ -410,7 +447,8 @@ NEEDS = {  # every step a measure needs, in order, itself last
     "pixel_nn_ref": ["pixel_nn_ref"], "feature_nn_ref": _FEATURES + ["ref_features", "feature_nn_ref"],
     "feature_sim_ref": _FEATURES + ["ref_features", "feature_sim_ref"],
     "grad_sim_ref": ["samples", "phi_loss", "grad_sim_ref"], "trak_ref": ["samples", "phi_loss", "trak_ref"],
-    "d_trak_ref": ["samples", "phi_norm", "d_trak_ref"],
+    "d_trak_ref": ["samples", "phi_norm", "d_trak_ref"], "ekfac": ["samples", "ekfac_fit", "ekfac"],
+    "ekfac_ref": ["ekfac_fit", "ekfac_ref"],
 }
 MEASURES = list(NEEDS)
 
@@ -486,6 +524,7 @@ def settings_of(args, full):
     return dict(n_samples=args.n_samples or int(full["n_samples"]), ddim_steps=args.ddim_steps or int(full["ddim_steps"]),
                 features=kind if kind in ("cnn", "inception") else "auto", draws=args.draws,
                 grad_draws=args.grad_draws, dtrak_draws=args.dtrak_draws, ensemble=args.ensemble,
+                ekfac_draws=args.ekfac_draws, ekfac_damping=args.ekfac_damping,
                 grad_samples=args.grad_samples,
                 proj_dim=args.proj_dim, ridge=args.ridge, seed=args.seed, ref_data=str(full.get("ref_data", "")),
                 ref_sha256=str(full.get("ref_sha256", "")))

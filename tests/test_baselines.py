@@ -10,6 +10,7 @@ import baselines
 import data
 import runfolder
 import ddpm
+import ekfac
 import eval_lds
 from conftest import TINY, run_cli, write_pool
 
@@ -235,6 +236,13 @@ def test_every_baseline_file_matches_a_direct_computation(tiny_baseline_run):
         name = "trak" if output == "loss" else "d-trak"
         expected[name] = -per_contributor(np.mean(trak, 0), "sum")  # helpful: -harm
         expected[f"{name}-ref"] = -per_contributor(np.mean(trak_ref, 0), "sum")
+    # EK-FAC influence (ekfac.py, checked against autograd loops and a dense matrix in test_ekfac.py): the full model's
+    # curvature at --ekfac-draws 2, the query the first --grad-samples samples or the reference images, one batch
+    curvature = ekfac.fit_ekfac(model, schedule, x0, seed=0, draws=2, batch_size=8)
+    for name, query in (("ekfac", samples[:5]), ("ekfac-ref", x0)):
+        s, _ = ekfac.influence_scores(model, schedule, x0, query, seed=0, draws=2, damping=0.1, batch_size=60,
+                                      curvature=curvature)
+        expected[name] = -per_contributor(s, "sum")  # positive s: helpful, -harm
     for name, want in expected.items():
         f = read(name)
         keys = json.loads(str(f["behaviors"]))
