@@ -37,6 +37,9 @@ similarities, sum for gradient scores):
     loo              leave one contributor out: the behaviour of the model trained on everything minus that of the
                      model retrained without the contributor (one retraining per contributor; at the image level
                      only when asked for)
+    guda             GUDA (ICML 2026): the same difference with the contributor unlearned from the full model
+                     instead of retrained (unlearn.py --method guda on masks/loo.npy; run_pipeline.sh GUDA=1): the
+                     change of every behaviour, the ELBO (elbo) and the headline's among them
 
 Sign convention of the scores, as for every method: a positive score raises the behaviour. A baseline's harm
 becomes +harm for a behaviour where lower is better (FID), -harm where higher is better, and no score for a
@@ -54,7 +57,7 @@ from data import (ArgumentParser, DataError, add_data_args, dataset_from_args, l
                   positive_float, run, save_npz, to_model_space)
 import runfolder
 from runfolder import aligned, behavior_keys, behavior_values, better, load_behaviors, load_groups, load_masks
-from ddpm import Schedule, build_model, forward_macs, load_checkpoint, pick_device, q_sample, shared_draws
+from ddpm import Schedule, build_model, file_sha256, forward_macs, load_checkpoint, pick_device, q_sample, shared_draws
 from fit_datamodel import largest_first
 
 
@@ -89,7 +92,13 @@ BASELINES = {
                       "lowers the samples' loss) is helpful"),
     "loo": Baseline("loo", "", "", "leave one contributor out: the behaviour of the full model minus that of a "
                     "retraining without the contributor (same recipe and seed); positive raises the behaviour"),
+    "guda": Baseline("guda", "", "", "GUDA: the behaviour of the full model minus that of the full model with the "
+                     "contributor unlearned (unlearn.py --method guda: descent on the rest plus a forget term toward "
+                     "the nearest kept images); positive raises the behaviour"),
 }
+# The baselines made of a pool of models, one per contributor left out (masks/loo.npy's rows), read from the pool's
+# behaviours instead of the full model: leave-one-out retraining and GUDA's unlearning.
+POOLED = ("loo", "guda")
 # The same similarity and gradient baselines against the other natural target: the reference images FID and the loss
 # compare with (the uncorrupted data, or the run's --ref-data), not the full model's samples. A nearest-neighbour
 # distance leaves out the image's own original (it would be 0 for every clean image); a mean over the reference keeps it.
@@ -104,7 +113,8 @@ BASELINES.update({f"{name}-ref": Baseline(measure, BASELINES[name].harmful, BASE
                                           .replace("the full model's samples' mean loss", "the reference images' mean loss")
                                           + " (against the reference images)")
                   for name, measure in REFERENCE.items()})
-BASELINES["loo"] = BASELINES.pop("loo")  # the retraining baseline last, as in the report's table
+for name in POOLED:  # the pooled baselines last, as in the report's table
+    BASELINES[name] = BASELINES.pop(name)
 
 
 def parse_args(argv=None):
@@ -112,8 +122,8 @@ def parse_args(argv=None):
     add_data_args(p)
     p.add_argument("--run", required=True, help="run folder: full.pt, masks/ (groups.npy for contributors), "
                    "behaviors/full.npz (the behaviours and their directions); writes attributions/baseline-NAME.npz")
-    p.add_argument("--only", default=None, help="comma-separated baselines (default: all the run allows; loo where "
-                   "models/loo exists)")
+    p.add_argument("--only", default=None, help="comma-separated baselines (default: all the run allows; loo and guda "
+                   "where their models' behaviours exist)")
     p.add_argument("--headline", default="auto", help="the behaviour of each file's `scores` (auto: fid when the run "
                    "has it, else the first); every other behaviour's scores are in the file too")
     p.add_argument("--n-samples", type=positive_int, default=None, help="samples of the full model (default: as its "
@@ -496,7 +506,7 @@ def loo_scores(full, loo, masks):
         rows, _, y = aligned(masks, loo, name, "the leave-one-out masks")
         if len(rows) != len(masks):
             raise DataError(f"the leave-one-out behaviours have the models of {len(rows)} of the {len(masks)} rows "
-                            f"of their masks: finish the loo stage first")
+                            f"of their masks: finish their stage first")
         v_loo = np.empty(len(masks))
         v_loo[left_out[rows]] = y
         out[name] = float(behavior_values(full, name)[0]) - v_loo
@@ -531,19 +541,23 @@ def settings_of(args, full):
 
 
 def chosen_baselines(args, run_dir, groups):
-    """The baselines to compute: --only's, or every one the run allows (loo where its models were measured)."""
-    has_loo = os.path.exists(runfolder.behaviors(run_dir, "loo"))
+    """The baselines to compute: --only's, or every one the run allows (loo and guda where their models were
+    measured)."""
+    measured = {n for n in POOLED if os.path.exists(runfolder.behaviors(run_dir, n))}
     if args.only:
         names = [n.strip() for n in args.only.split(",") if n.strip()]
         unknown = [n for n in names if n not in BASELINES]
         if unknown or not names:
             raise DataError(f"unknown baseline {', '.join(unknown) or repr(args.only)}: use some of {', '.join(BASELINES)}")
-        if "loo" in names and not has_loo:
-            raise DataError(f"loo needs {runfolder.behaviors(run_dir, 'loo')}: the models retrained without each "
-                            f"{'contributor' if groups is not None else 'image'} (bash run_pipeline.sh with LOO=1)")
+        for n in (n for n in names if n in POOLED and n not in measured):
+            unit = "contributor" if groups is not None else "image"
+            made = (f"retrained without each {unit} (bash run_pipeline.sh with LOO=1)" if n == "loo" else
+                    f"unlearned without each {unit} (bash run_pipeline.sh with GUDA=1)")
+            raise DataError(f"{n} needs {runfolder.behaviors(run_dir, n)}: the full model {made}")
         return names
     # at the image level a contributor's most similar image is the image itself: no -max variant
-    return [n for n, b in BASELINES.items() if (n != "loo" or has_loo) and (b.aggregate != "max" or groups is not None)]
+    return [n for n, b in BASELINES.items() if (n not in POOLED or n in measured) and
+            (b.aggregate != "max" or groups is not None)]
 
 
 def up_to_date(path, settings):
@@ -569,12 +583,15 @@ def main(args):
     settings = settings_of(args, full)
     if settings["features"] == "auto":  # as compute_fid.py's auto: the cnn where the data has labels
         settings["features"] = "cnn" if ds.labels is not None else "inception"
-    todo = [n for n in names if args.force or not up_to_date(runfolder.baseline(run_dir, n), settings)]
+    # a pooled baseline also depends on its pool's behaviours (a resumed or redone pool): their file's sha256
+    settings_for = {n: dict(settings, pool_sha256=file_sha256(runfolder.behaviors(run_dir, n))) if n in POOLED else
+                    settings for n in names}
+    todo = [n for n in names if args.force or not up_to_date(runfolder.baseline(run_dir, n), settings_for[n])]
     model = FullModel(load_checkpoint(runfolder.checkpoint(run_dir, "full")), ds, args, settings, pick_device(args.device)) \
-        if any(n != "loo" for n in todo) else None
+        if any(n not in POOLED for n in todo) else None
     for name in todo:
-        if name == "loo":
-            scores, extra, macs, seconds = loo_baseline(run_dir, full)
+        if name in POOLED:
+            scores, extra, macs, seconds = pooled_baseline(run_dir, full, name)
         else:
             b = BASELINES[name]
             values = model.get(b.measure)
@@ -587,7 +604,7 @@ def main(args):
         save_npz(runfolder.baseline(run_dir, name), scores=scores[headline], intercept=0.0, method=name, behavior=headline,
                  behaviors=json.dumps(keys), scores_by_behavior=np.stack([scores[k] for k in keys]), macs=macs,
                  seconds=seconds, how=BASELINES[name].how, aggregate=BASELINES[name].aggregate,
-                 unit="contributor" if groups is not None else "image", settings=json.dumps(settings),
+                 unit="contributor" if groups is not None else "image", settings=json.dumps(settings_for[name]),
                  ensemble=json.dumps(ensemble_of(run_dir, model, name)),
                  order=list(BASELINES).index(name), **extra)
         unit = "contributors" if groups is not None else "images"
@@ -604,14 +621,14 @@ def ensemble_of(run_dir, model, name):
     return [runfolder.relative(run_dir, m) for m in members]
 
 
-def loo_baseline(run_dir, full):
-    """Leave-one-out's scores and its cost: every retraining's training compute, and apart its behaviours'."""
-    loo = load_behaviors(runfolder.behaviors(run_dir, "loo"))
-    masks = load_masks(runfolder.masks(run_dir, "loo"))
-    scores = loo_scores(full, loo, masks)
-    behavior = dict(behavior_macs=float(np.sum(loo.get("behavior_macs", 0.0))),
-                    behavior_seconds=float(np.sum(loo.get("seconds", 0.0)) + np.sum(loo.get("loss_seconds", 0.0))))
-    return scores, behavior, float(np.sum(loo["train_macs"])), float(np.sum(loo["train_seconds"]))
+def pooled_baseline(run_dir, full, pool):
+    """Leave-one-out's (or GUDA's) scores and its cost: every retraining's (unlearning's) training compute, and
+    apart its behaviours'."""
+    beh = load_behaviors(runfolder.behaviors(run_dir, pool))
+    scores = loo_scores(full, beh, load_masks(runfolder.masks(run_dir, "loo")))
+    behavior = dict(behavior_macs=float(np.sum(beh.get("behavior_macs", 0.0))),
+                    behavior_seconds=float(np.sum(beh.get("seconds", 0.0)) + np.sum(beh.get("loss_seconds", 0.0))))
+    return scores, behavior, float(np.sum(beh["train_macs"])), float(np.sum(beh["train_seconds"]))
 
 
 if __name__ == "__main__":

@@ -44,10 +44,13 @@ done
 [ "$DRAWS" -ge 1 ] && [ "$JOBS" -ge 1 ] || { echo "error: DRAWS and JOBS must be at least 1" >&2; exit 2; }
 [ "$CEILING" -le "$K" ] || { echo "error: CEILING=$CEILING: at most K=$K held-out subsets can get another seed" >&2; exit 2; }
 case "$LOO" in 0|1|auto) ;; *) echo "error: LOO must be 0, 1 or auto, got '$LOO'" >&2; exit 2 ;; esac
+case "$GUDA" in 0|1) ;; *) echo "error: GUDA must be 0 or 1, got '$GUDA'" >&2; exit 2 ;; esac
+[ "$GUDA" = 0 ] || [ -n "$CONTRIBUTORS" ] || { echo "error: GUDA=1 unlearns each contributor once: set CONTRIBUTORS" >&2; exit 2; }
+[[ "$GUDA_STEPS" =~ ^[1-9][0-9]*$ ]] || { echo "error: GUDA_STEPS must be a positive integer, got '$GUDA_STEPS'" >&2; exit 2; }
 case "$METHOD" in datamodel|banzhaf|shapley) ;; *) echo "error: METHOD must be datamodel, banzhaf or shapley, got '$METHOD'" >&2; exit 2 ;; esac
 [ -z "$FULL" ] || [ -f "$FULL" ] || { echo "error: FULL=$FULL: no such checkpoint" >&2; exit 2; }
 [ "$R" -gt 0 ] || SEED_PAIRS=0  # the second-seed pairs retrain the baseline's first rows
-[ "$K" != 0 ] || BASELINES=none  # no held-out retrainings: nothing to compare them on
+[ "$K" != 0 ] || { BASELINES=none; GUDA=0; }  # no held-out retrainings: nothing to compare them on
 [ "$ALSO" != none ] || ALSO=
 if [ "$LOO" = auto ]; then [ -n "$CONTRIBUTORS" ] && [ "$BASELINES" != none ] && LOO=1 || LOO=0; fi
 SAMPLED=1; [[ ",$BEHAVIORS," =~ ^(,(loss|elbo))+,$ ]] && SAMPLED=0  # loss and elbo only: no sample is ever drawn
@@ -99,10 +102,11 @@ stage_masks() {
   [ "$R" = 0 ] || $PY make_subsets.py --count "$R" --first-of "$RUN/masks/unlearn.npy" --out "$RUN/masks/retrain.npy"
   [ "$K" = 0 ] || $PY make_subsets.py "${DATA_FLAGS[@]}" "${GROUP_FLAGS[@]}" --count "$K" --alpha "$ALPHA" --seed 2 \
     --out "$RUN/masks/lds.npy"
-  [ "$LOO" = 0 ] || $PY make_subsets.py "${DATA_FLAGS[@]}" "${GROUP_FLAGS[@]}" --alpha loo --out "$RUN/masks/loo.npy"
+  [ "$LOO" = 0 ] && [ "$GUDA" = 0 ] || $PY make_subsets.py "${DATA_FLAGS[@]}" "${GROUP_FLAGS[@]}" --alpha loo \
+                                         --out "$RUN/masks/loo.npy"
 }
-loo_rows() {  # the leave-one-out retrainings: one per contributor (or image), as masks/loo.npy has them
-  if [ "$LOO" = 0 ]; then echo 0
+loo_rows() {  # loo_rows SWITCH: one row per contributor (or image) of masks/loo.npy, or 0 when the switch is 0
+  if [ "$1" = 0 ]; then echo 0
   elif [ -f "$RUN/masks/loo.npy" ]; then $PY -c "import numpy; print(len(numpy.load('$RUN/masks/loo.npy')))"
   elif [[ "$CONTRIBUTORS" =~ ^random:([0-9]+)$ ]]; then echo "${BASH_REMATCH[1]}"
   else echo unknown  # e.g. LOO=1 at the image level before the masks stage: known once masks/loo.npy exists
@@ -116,6 +120,10 @@ rows_unlearn() {
 retrain() {  # retrain MASKS SEED FOLDER SUFFIX A:B: from scratch on rows A..B-1, with the full model's recipe
   $PY train_ddpm.py "${DATA_FLAGS[@]}" "${COMMON_TRAIN[@]}" --steps "$TRAIN_STEPS" "${RECIPE_FLAGS[@]}" --seed "$2" \
     --grid 0 --masks "$1" --indices "$5" --out "$3" --suffix="$4"
+}
+rows_guda() {  # GUDA: each contributor unlearned once from the full model (unlearn.py --method guda)
+  $PY unlearn.py --ckpt "$RUN/full.pt" "${DATA_FLAGS[@]}" --masks "$RUN/masks/loo.npy" --indices "$1" \
+    --out "$RUN/models/guda" --method guda --steps "$GUDA_STEPS" --batch-size "$BATCH" --device "$DEVICE"
 }
 rows_retrain() { retrain "$RUN/masks/retrain.npy" 0 "$RUN/models/retrain" "" "$1"; }
 rows_seed1() { retrain "$RUN/masks/retrain.npy" 1 "$RUN/models/retrain_seed1" "" "$1"; }
@@ -157,9 +165,9 @@ run_local() {
   unless_done prune -- stage_prune
   stage "3/10 masks: $M unlearning subsets, the first $R of them for retraining, $K held-out LDS subsets"
   unless_done masks -- batched stage_masks
-  N_LOO=$(loo_rows)
-  stage "4/10 sparsified unlearning ($UNLEARN_METHOD): $M models, $UNLEARN_STEPS steps each"
-  unless_done unlearn -- chunks "rows_unlearn:$M"
+  N_LOO=$(loo_rows "$LOO") N_GUDA=$(loo_rows "$GUDA")
+  stage "4/10 sparsified unlearning ($UNLEARN_METHOD): $M models, $UNLEARN_STEPS steps each; $N_GUDA by GUDA"
+  unless_done unlearn guda -- chunks "rows_unlearn:$M" "rows_guda:$N_GUDA"
   stage "5/10 retraining baseline: $R models from scratch (the same $TRAIN_STEPS steps), and $SEED_PAIRS with a second seed"
   unless_done retrain seed1 -- chunks "rows_retrain:$R" "rows_seed1:$SEED_PAIRS"
   stage "6/10 ground truth for LDS: $K held-out subsets retrained from scratch ($TRAIN_STEPS steps), $GT_SEEDS seeds each; $N_LOO leave-one-out retrainings; $CEILING with one more seed (the ceiling)"
@@ -177,7 +185,7 @@ run_local() {
   echo "done in $(( $(date +%s) - START ))s: $RUN/report.md"
 }
 
-N_LOO=$(loo_rows)
+N_LOO=$(loo_rows "$LOO") N_GUDA=$(loo_rows "$GUDA")
 case "$SCHEDULER" in
   local) run_local ;;
   slurm) source pipeline/slurm.sh; if [ -n "${PIPELINE_STAGE:-}" ]; then run_task; else submit_all; fi ;;

@@ -114,7 +114,8 @@ def train(state, schedule, x0_all, *, steps, batch_size, lr, warmup, lr_schedule
     pruning), pruned weights are re-zeroed after every update. `save(state)` is called every `save_every` steps.
     `terms` (unlearning methods) replaces the one objective by a weighted sum: [(x0 set, weight, generator)], each
     term's minibatch, t and eps drawn from its own generator, loss = sum weight x DDPM loss (a negative weight
-    ascends); the default is [(x0_all, 1, state's generator)].
+    ascends); a term's optional fourth entry replaces the DDPM loss by loss(net, schedule, x0, generator, index),
+    index the minibatch's positions in its set (GUDA's terms); the default is [(x0_all, 1, state's generator)].
     GPU options: `precision` "bf16" (autocast of the forward pass), `compile` (torch.compile of the
     forward pass), `channels_last` memory format. Nothing in the loop waits for the device except the
     progress bar's loss, read every 50 steps only when the bar is shown."""
@@ -123,8 +124,8 @@ def train(state, schedule, x0_all, *, steps, batch_size, lr, warmup, lr_schedule
     device = terms[0][0].device
     if channels_last:
         model.to(memory_format=torch.channels_last)
-        terms = [(x.contiguous(memory_format=torch.channels_last), w, gen) for x, w, gen in terms]
-    draws = [Batches(len(x), batch_size, gen, batches) for x, _, gen in terms]
+        terms = [(x.contiguous(memory_format=torch.channels_last), *rest) for x, *rest in terms]
+    draws = [Batches(len(x), batch_size, gen, batches) for x, _, gen, *_ in terms]
     net = torch.compile(model) if compile else model  # shares model's weights
     model.train()
     # disable=None: no bar when the output is not a terminal (pipeline logs)
@@ -135,13 +136,14 @@ def train(state, schedule, x0_all, *, steps, batch_size, lr, warmup, lr_schedule
         for group in opt.param_groups:
             group["lr"] = lr_at(step, lr=lr, warmup=warmup, steps=steps, schedule=lr_schedule)
         loss = 0.0
-        for (x_set, weight, gen), batch in zip(terms, draws):
-            x0 = x_set[batch.next().to(device)]
+        for (x_set, weight, gen, *loss_fn), batch in zip(terms, draws):
+            index = batch.next().to(device)
+            x0 = x_set[index]
             if hflip:
                 flip = torch.rand(batch_size, generator=gen, device=gen.device).to(device) < 0.5
                 x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
             with autocast(precision, device):
-                term = ddpm_loss(net, schedule, x0, generator=gen)
+                term = loss_fn[0](net, schedule, x0, gen, index) if loss_fn else ddpm_loss(net, schedule, x0, gen)
             loss = loss + weight * term
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -12,8 +12,9 @@ untrained() { [ "$METHOD" != shapley ] || fid --models "$RUN/untrained.pt" --out
 quality() { [ "$QUALITY_DDIM" = 0 ] || fid --models "$RUN/full.pt" --ddim-steps "$QUALITY_DDIM" --behaviors all \
                                         --out "$RUN/behaviors/quality.npz"; }
 lane_a() { fid --models "$RUN/full.pt" --out "$RUN/behaviors/full.npz"; quality; pool unlearn; }
-pools_rk() {  # the retraining baseline's, the ground truth's (and its ceiling's) and leave-one-out's
+pools_rk() {  # the retraining baseline's, the ground truth's (and its ceiling's), leave-one-out's and GUDA's
   [ "$R" = 0 ] || pool retrain; [ "$K" = 0 ] || pool lds; [ "$LOO" = 0 ] || pool loo
+  [ "$GUDA" = 0 ] || fid --models "$RUN/models/guda" --masks "$RUN/masks/loo.npy" --out "$RUN/behaviors/guda.npz"
   [ "$CEILING" = 0 ] || fid --models "$RUN/models/lds_ceiling" --masks "$RUN/masks/lds.npy" \
                          --out "$RUN/behaviors/lds_ceiling.npz"
 }
@@ -21,7 +22,7 @@ lane_b() {
   fid --models "$RUN/pruned.pt" --out "$RUN/behaviors/pruned.npz"; pools_rk; untrained
   # then, when the unlearned pool outweighs this lane's pools twice (the default preset: 224 vs 64), this
   # lane samples the unlearned models from the last one down until it meets the other lane
-  if [ "$M" -gt $(( 2 * (R + K * GT_SEEDS + N_LOO + CEILING) )) ]; then
+  if [ "$M" -gt $(( 2 * (R + K * GT_SEEDS + N_LOO + N_GUDA + CEILING) )) ]; then
     fid --models "$RUN/models/unlearn" --masks "$RUN/masks/unlearn.npy" --out "$RUN/behaviors/unlearn.npz" --stats-only
   fi
 }

@@ -60,6 +60,7 @@ stage_done() {
     lds) for (( seed = 0; seed < GT_SEEDS; seed++ )); do suffixes+=("-s$seed"); done
          rows_done "$RUN/models/lds" "$K" "${suffixes[@]}" ;;
     loo) rows_done "$RUN/models/loo" "$N_LOO" "" ;;
+    guda) rows_done "$RUN/models/guda" "$N_GUDA" "" ;;
     ceiling) rows_done "$RUN/models/lds_ceiling" "$CEILING" "" ;;
     *) return 1 ;;
   esac

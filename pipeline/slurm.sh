@@ -9,7 +9,7 @@
 [ -n "${SBATCH_TIMELIMIT:-}" ] && : "${WALLTIME:=}" || : "${WALLTIME:=${TASK_TIME:-12:00:00}}"
 [ -n "${SBATCH_MEM_PER_NODE:-}${SBATCH_MEM_PER_CPU:-}" ] && : "${MEM:=}" || : "${MEM:=${TASK_MEM:-8G}}"
 JOBS_FILE=$RUN/logs/jobs.txt FAILED=$RUN/logs/failed.txt
-ROW_STAGES="unlearn:$M retrain:$R seed1:$SEED_PAIRS lds:$K loo:$N_LOO ceiling:$CEILING"
+ROW_STAGES="unlearn:$M guda:$N_GUDA retrain:$R seed1:$SEED_PAIRS lds:$K loo:$N_LOO ceiling:$CEILING"
 
 rows_of() { local s; for s in $ROW_STAGES; do [ "${s%%:*}" != "$1" ] || echo "${s#*:}"; done; }
 
@@ -39,7 +39,7 @@ run_task() {  # inside a Slurm job: one stage, or one array task's rows of a per
 
 submit_all() {
   command -v sbatch >/dev/null || { echo "error: SCHEDULER=slurm but sbatch is not on PATH" >&2; exit 2; }
-  [ "$N_LOO" != unknown ] || { echo "error: LOO=1 with CONTRIBUTORS='$CONTRIBUTORS': how many leave-one-out retrainings is known once masks/loo.npy exists; run the masks stage first (PIPELINE_STAGE=masks bash run_pipeline.sh ...)" >&2; exit 2; }
+  [ "$N_LOO" != unknown ] && [ "$N_GUDA" != unknown ] || { echo "error: LOO=1 or GUDA=1 with CONTRIBUTORS='$CONTRIBUTORS': how many leave-one-out retrainings is known once masks/loo.npy exists; run the masks stage first (PIPELINE_STAGE=masks bash run_pipeline.sh ...)" >&2; exit 2; }
   # resubmitting while jobs of this run are still queued would run rows twice at once
   if [ -s "$JOBS_FILE" ]; then
     local queued
@@ -82,12 +82,13 @@ submit_all() {
   submit prune train
   submit masks
   submit unlearn prune masks
+  submit guda train masks
   submit retrain masks
   submit seed1 masks
   submit lds masks
   submit loo masks
   submit ceiling masks
-  submit behaviours prune unlearn retrain seed1 lds loo ceiling
+  submit behaviours prune unlearn guda retrain seed1 lds loo ceiling
   submit baselines behaviours
   submit report behaviours baselines
   mv "$JOBS_FILE.new" "$JOBS_FILE"

@@ -24,3 +24,4 @@ N_SAMPLES=1000             # samples per model for the sampled behaviours
 DDIM_STEPS=20              # DDIM steps of those samples
 QUALITY_DDIM=100           # DDIM steps of the full model's sampling for Table 1
 ALSO=surrogate-shap        # SurrogateSHAP's estimator of the same unlearned models, a row of its own
+GUDA=1                     # GUDA: each contributor unlearned once from the full model (20 short fine-tunes)

@@ -262,6 +262,8 @@ def test_loo_is_refused_without_its_models_and_a_rerun_skips_finished_baselines(
             "--proj-dim", "16", "--ensemble", "3"]
     r = run_cli("baselines", *args, "--only", "loo")
     assert r.returncode == 2 and "loo needs" in r.stderr and "LOO=1" in r.stderr
+    r = run_cli("baselines", *args, "--only", "guda")
+    assert r.returncode == 2 and "guda needs" in r.stderr and "GUDA=1" in r.stderr
     r = run_cli("baselines", *args, "--only", "loss,trak")
     assert r.returncode == 0 and "wrote 0 baselines" in r.stdout and "2 up to date" in r.stdout
 

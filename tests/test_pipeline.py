@@ -63,9 +63,9 @@ def test_quick_preset_leaves_every_artifact(quick_run):
     assert all(f"| {name} | - |" in report for name in ("loss", "pixel-nn", "feature-sim"))
 
 
-def dry_run_commands(tmp_path, preset="default", **env):
-    """The training commands `bash run_pipeline.sh PRESET` runs, printed instead of run (PYTHON=echo);
-    the calls that tools/one_process.py runs in one process (separated by ::) one by one."""
+def dry_run_commands(tmp_path, preset="default", script="train_ddpm.py", **env):
+    """The training commands (or another script's) `bash run_pipeline.sh PRESET` runs, printed instead of run
+    (PYTHON=echo); the calls that tools/one_process.py runs in one process (separated by ::) one by one."""
     p = pipeline(preset, tmp_path / "dry", PYTHON="echo", **env)
     out, _ = p.communicate(timeout=60)
     assert p.returncode == 0, out
@@ -76,7 +76,7 @@ def dry_run_commands(tmp_path, preset="default", **env):
             calls += [c.split() for c in " ".join(words[2:]).split(" :: ")]
         elif words:
             calls.append(words)
-    return [c for c in calls if c[0] == "train_ddpm.py" and "--init-only" not in c]
+    return [c for c in calls if c[0] == script and "--init-only" not in c]
 
 
 def test_full_model_baseline_and_ground_truth_read_one_recipe(tmp_path):
@@ -369,3 +369,27 @@ def test_presets_are_settings_files_and_the_environment_wins_over_them(tmp_path)
     p = pipeline("nope", tmp_path / "dry-nope", PYTHON="echo")
     out, _ = p.communicate(timeout=60)
     assert p.returncode == 2 and out.count("\n") == 1 and "unknown preset 'nope'" in out and "default" in out
+
+
+def test_guda_unlearns_each_contributor_once_from_the_full_model_and_measures_those_models(tmp_path):
+    """GUDA=1 (the default preset's): unlearn.py --method guda from full.pt on the rows of masks/loo.npy, each of the
+    20 contributors' rows once, GUDA_STEPS steps, into models/guda, whose behaviours are measured; GUDA=0 runs none;
+    GUDA at the image level or with a value it cannot take is refused in one line."""
+    def guda_calls(**env):
+        return [c for c in dry_run_commands(tmp_path, "default", "unlearn.py", **env)
+                if c[c.index("--method") + 1] == "guda"]
+    calls = guda_calls()
+    for c in calls:
+        assert c[c.index("--ckpt") + 1].endswith("full.pt") and c[c.index("--steps") + 1] == "100"
+        assert c[c.index("--masks") + 1].endswith("loo.npy") and c[c.index("--out") + 1].endswith("guda")
+    rows = sorted(r for c in calls for r in range(*map(int, c[c.index("--indices") + 1].split(":"))))
+    assert rows == list(range(20))
+    measured = dry_run_commands(tmp_path, "default", "compute_fid.py")
+    assert any(c[c.index("--out") + 1] == str(runfolder.behaviors(tmp_path / "dry", "guda")) for c in measured)
+    assert [c[c.index("--steps") + 1] for c in guda_calls(GUDA_STEPS="7")] == ["7"] * len(calls)
+    assert guda_calls(GUDA="0") == []
+    for preset, env, says in (("default", dict(GUDA="yes"), "GUDA must be 0 or 1"),
+                              ("quick", dict(GUDA="1"), "GUDA=1 unlearns each contributor once")):
+        p = pipeline(preset, tmp_path / "dry-bad", PYTHON="echo", **env)
+        out, _ = p.communicate(timeout=60)
+        assert p.returncode == 2 and says in out and out.count("error:") == 1, (env, out)

@@ -283,3 +283,64 @@ def test_forward_macs_agree_with_torch_pruning_s_counter():
                 prune.prune_structured(model, 0.3)
             ratio = ddpm.forward_macs(model) / prune.count_macs(model)[0]
             assert 0.95 < ratio < 1.05, (arch, pruned, ratio)
+
+
+def guda_terms_setup():
+    torch.manual_seed(0)
+    model, schedule = ddpm.UNet(**TINY).eval(), ddpm.Schedule()
+    kept, removed = torch.rand(12, 1, 8, 8) * 2 - 1, torch.rand(5, 1, 8, 8) * 2 - 1
+    return model, schedule, kept, removed
+
+
+def test_guda_forget_term_equals_their_formula_written_as_a_loop():
+    """redirect_loss against sony/guda's ReTrack forget loss written out one removed image and one neighbour at a
+    time: the k nearest kept images by sorting distances, each target eps + delta_r with delta_r = (gamma / sigma)
+    (x0 - x_r) clipped to norm sqrt(2 kl_cap), weighted by normalised exp(-||x_t - gamma x_r||^2 / (2 sigma^2))."""
+    import math
+    import unlearn
+    model, schedule, kept, removed = guda_terms_setup()
+    with torch.no_grad():
+        got = unlearn.redirect_loss(kept, 3, 0.5)(model, schedule, removed, torch.Generator().manual_seed(4), None)
+    g = torch.Generator().manual_seed(4)  # the draws of ddpm_loss
+    t = torch.randint(0, schedule.T, (5,), generator=g)
+    eps = torch.randn(removed.shape, generator=g)
+    want = 0.0
+    for i in range(5):
+        a = float(schedule.alphas_cumprod[t[i]])
+        gamma, sigma = math.sqrt(a), math.sqrt(1 - a)
+        xt = gamma * removed[i] + sigma * eps[i]
+        near = np.argsort([float(((removed[i] - k) ** 2).sum()) for k in kept])[:3]
+        w = np.array([math.exp(-float(((xt - gamma * kept[r]) ** 2).sum()) / (2 * sigma ** 2)) for r in near])
+        w = w / w.sum()
+        target = 0
+        for wr, r in zip(w, near):
+            delta = gamma / sigma * (removed[i] - kept[r])
+            delta = delta * min(1.0, math.sqrt(2 * 0.5) / float(delta.norm()))
+            target = target + float(wr) * (eps[i] + delta)
+        with torch.no_grad():
+            want += float(((model(xt[None], t[i:i + 1])[0] - target) ** 2).mean()) / 5
+    assert abs(float(got) - want) < 1e-5 * want
+
+
+def test_guda_terms_reduce_to_the_ddpm_loss_where_nothing_is_redirected_or_left_out():
+    """A removed image that is itself a kept image (its nearest, k = 1) has delta = 0: the forget term is then the
+    DDPM loss of the same draws; kept_loss over all images with every one kept is the DDPM loss too, and with some
+    left out the mean of the others' per-image errors (same draws)."""
+    import unlearn
+    model, schedule, kept, _ = guda_terms_setup()
+    gen = lambda: torch.Generator().manual_seed(9)  # noqa: E731
+    with torch.no_grad():
+        ddpm_loss = float(ddpm.ddpm_loss(model, schedule, kept[:4], gen()))
+        forget = float(unlearn.redirect_loss(kept, 1, 1.0)(model, schedule, kept[:4], gen(), None))
+        index = torch.tensor([0, 3, 5, 7])
+        keep = torch.ones(12, dtype=torch.bool)
+        every = float(unlearn.kept_loss(keep)(model, schedule, kept[index], gen(), index))
+        every_ddpm = float(ddpm.ddpm_loss(model, schedule, kept[index], gen()))
+        keep[[3, 7]] = False
+        some = float(unlearn.kept_loss(keep)(model, schedule, kept[index], gen(), index))
+        g = gen()
+        t = torch.randint(0, schedule.T, (4,), generator=g)
+        eps = torch.randn((4, 1, 8, 8), generator=g)
+        errors = ((model(ddpm.q_sample(schedule, kept[index], t, eps), t) - eps) ** 2).flatten(1).mean(1)
+    assert abs(forget - ddpm_loss) < 1e-6 * ddpm_loss and abs(every - every_ddpm) < 1e-6 * every_ddpm
+    assert abs(some - float(errors[[0, 2]].mean())) < 1e-6 * some
