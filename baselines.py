@@ -40,6 +40,9 @@ similarities, sum for gradient scores):
     guda             GUDA (ICML 2026): the same difference with the contributor unlearned from the full model
                      instead of retrained (unlearn.py --method guda on masks/loo.npy; run_pipeline.sh GUDA=1): the
                      change of every behaviour, the ELBO (elbo) and the headline's among them
+    proxy            SurrogateSHAP's proxy game: coalitions valued by sampling one contributor-conditioned model
+                     with their ids (proxy_game.py; run_pipeline.sh PROXY=N), Shapley values from SurrogateSHAP's
+                     trees fitted to them (fit_datamodel.fit_surrogate_shap); sampled behaviours only
 
 Sign convention of the scores, as for every method: a positive score raises the behaviour. A baseline's harm
 becomes +harm for a behaviour where lower is better (FID), -harm where higher is better, and no score for a
@@ -95,10 +98,14 @@ BASELINES = {
     "guda": Baseline("guda", "", "", "GUDA: the behaviour of the full model minus that of the full model with the "
                      "contributor unlearned (unlearn.py --method guda: descent on the rest plus a forget term toward "
                      "the nearest kept images); positive raises the behaviour"),
+    "proxy": Baseline("proxy", "", "", "SurrogateSHAP's proxy game: each coalition of the unlearned models' subsets "
+                      "valued by sampling one contributor-conditioned model with the coalition's ids (guidance 1.4), "
+                      "Shapley values from SurrogateSHAP's trees fitted to those values; positive raises the behaviour"),
 }
-# The baselines made of a pool of models, one per contributor left out (masks/loo.npy's rows), read from the pool's
-# behaviours instead of the full model: leave-one-out retraining and GUDA's unlearning.
-POOLED = ("loo", "guda")
+# The baselines read from behaviours of models other than the full model (behaviors/NAME.npz): leave-one-out
+# retraining and GUDA's unlearning (one model per contributor left out, masks/loo.npy's rows), and the proxy game's
+# coalitions (masks/unlearn.npy's rows).
+POOLED = ("loo", "guda", "proxy")
 # The same similarity and gradient baselines against the other natural target: the reference images FID and the loss
 # compare with (the uncorrupted data, or the run's --ref-data), not the full model's samples. A nearest-neighbour
 # distance leaves out the image's own original (it would be 0 for every clean image); a mean over the reference keeps it.
@@ -551,9 +558,10 @@ def chosen_baselines(args, run_dir, groups):
             raise DataError(f"unknown baseline {', '.join(unknown) or repr(args.only)}: use some of {', '.join(BASELINES)}")
         for n in (n for n in names if n in POOLED and n not in measured):
             unit = "contributor" if groups is not None else "image"
-            made = (f"retrained without each {unit} (bash run_pipeline.sh with LOO=1)" if n == "loo" else
-                    f"unlearned without each {unit} (bash run_pipeline.sh with GUDA=1)")
-            raise DataError(f"{n} needs {runfolder.behaviors(run_dir, n)}: the full model {made}")
+            made = {"loo": f"the full model retrained without each {unit} (bash run_pipeline.sh with LOO=1)",
+                    "guda": f"the full model unlearned without each {unit} (bash run_pipeline.sh with GUDA=1)",
+                    "proxy": "the coalitions' values (python proxy_game.py, or bash run_pipeline.sh with PROXY=N)"}[n]
+            raise DataError(f"{n} needs {runfolder.behaviors(run_dir, n)}: {made}")
         return names
     # at the image level a contributor's most similar image is the image itself: no -max variant
     return [n for n, b in BASELINES.items() if (n not in POOLED or n in measured) and
@@ -590,7 +598,9 @@ def main(args):
     model = FullModel(load_checkpoint(runfolder.checkpoint(run_dir, "full")), ds, args, settings, pick_device(args.device)) \
         if any(n not in POOLED for n in todo) else None
     for name in todo:
-        if name in POOLED:
+        if name == "proxy":
+            scores, extra, macs, seconds = proxy_baseline(run_dir)
+        elif name in POOLED:
             scores, extra, macs, seconds = pooled_baseline(run_dir, full, name)
         else:
             b = BASELINES[name]
@@ -619,6 +629,25 @@ def ensemble_of(run_dir, model, name):
     """The models a baseline's scores average over, as paths inside the run (recorded in its file)."""
     members = model.member_files if BASELINES[name].measure in ENSEMBLED else [runfolder.checkpoint(run_dir, "full")]
     return [runfolder.relative(run_dir, m) for m in members]
+
+
+def proxy_baseline(run_dir):
+    """The proxy game's scores, every behaviour its coalitions were valued on: SurrogateSHAP's Shapley values of the
+    trees fitted to them (v(full): the full coalition's value; v(empty): the untrained model's, where measured), and
+    its cost: the conditional model's training, and apart the coalitions' sampling."""
+    from fit_datamodel import fit_surrogate_shap
+    beh = load_behaviors(runfolder.behaviors(run_dir, "proxy"))
+    whole = load_behaviors(runfolder.behaviors(run_dir, "proxy_full"))
+    empty = runfolder.optional_behaviors(run_dir, "untrained")
+    masks = load_masks(runfolder.masks(run_dir, "unlearn"))
+    scores = {}
+    for name in expand_keys(beh):
+        _, X, y = aligned(masks, beh, name, "masks/unlearn.npy")
+        v_empty = float(behavior_values(empty, name)[0]) if empty is not None and name in expand_keys(empty) else None
+        scores[name] = fit_surrogate_shap(X, y, v_empty, float(behavior_values(whole, name)[0]))[0]
+    behavior = dict(behavior_macs=float(np.sum(beh["behavior_macs"]) + np.sum(whole["behavior_macs"])),
+                    behavior_seconds=float(np.sum(beh["seconds"])))
+    return scores, behavior, float(np.sum(beh["train_macs"])), float(np.sum(beh["train_seconds"]))
 
 
 def pooled_baseline(run_dir, full, pool):

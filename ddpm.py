@@ -130,7 +130,8 @@ class UNet(nn.Module):
     `UNet(**checkpoint["config"])` rebuilds a pruned model with exactly the saved shapes."""
 
     def __init__(self, *, resolution, in_channels, ch, ch_mult, num_res_blocks, attn_resolutions,
-                 dropout, num_groups, mid_attn=True, widths=None, downsample_pad="symmetric", norm_eps=1e-5):
+                 dropout, num_groups, mid_attn=True, widths=None, downsample_pad="symmetric", norm_eps=1e-5,
+                 num_labels=0):
         super().__init__()
         # the defaults of downsample_pad and norm_eps are what every checkpoint written before they existed
         # computes, so such a checkpoint (its config without them) rebuilds exactly
@@ -143,6 +144,9 @@ class UNet(nn.Module):
         self.ch = ch
         temb_ch = 4 * ch
         self.temb = nn.ModuleDict(dict(dense0=nn.Linear(ch, temb_ch), dense1=nn.Linear(temb_ch, temb_ch)))
+        if num_labels:  # a label-conditioned model (proxy_game.py): label K = num_labels is "no label" (dropped)
+            self.config["num_labels"] = num_labels
+            self.label_emb = nn.Embedding(num_labels + 1, temb_ch)
         self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
 
         # Downsampling: num_res_blocks ResnetBlocks per resolution, then a Downsample
@@ -190,9 +194,12 @@ class UNet(nn.Module):
         if widths:
             resize_layers(self, widths)
 
-    def forward(self, x, t):  # x (B, C, H, W) in [-1, 1]; t (B,) integer timesteps -> eps (B, C, H, W)
+    def forward(self, x, t, y=None):  # x (B, C, H, W) in [-1, 1]; t (B,) integer timesteps -> eps (B, C, H, W)
         temb = timestep_embedding(t, self.temb.dense0.in_features).to(self.temb.dense0.weight.dtype)  # a float64 UNet too
         temb = self.temb.dense1(F.silu(self.temb.dense0(temb)))
+        if hasattr(self, "label_emb"):  # the label's embedding joins the time's; no label given: the "no label" one
+            y = torch.full_like(t, self.label_emb.num_embeddings - 1) if y is None else y
+            temb = temb + self.label_emb(y)
         hs = [self.conv_in(x)]
         for stage in self.down:
             for i, block in enumerate(stage.block):

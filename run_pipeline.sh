@@ -47,6 +47,8 @@ case "$LOO" in 0|1|auto) ;; *) echo "error: LOO must be 0, 1 or auto, got '$LOO'
 case "$GUDA" in 0|1) ;; *) echo "error: GUDA must be 0 or 1, got '$GUDA'" >&2; exit 2 ;; esac
 [ "$GUDA" = 0 ] || [ -n "$CONTRIBUTORS" ] || { echo "error: GUDA=1 unlearns each contributor once: set CONTRIBUTORS" >&2; exit 2; }
 [[ "$GUDA_STEPS" =~ ^[1-9][0-9]*$ ]] || { echo "error: GUDA_STEPS must be a positive integer, got '$GUDA_STEPS'" >&2; exit 2; }
+[[ "$PROXY" =~ ^[0-9]+$ ]] || { echo "error: PROXY must be a whole number (coalitions), got '$PROXY'" >&2; exit 2; }
+[ "$PROXY" = 0 ] || [ -n "$CONTRIBUTORS" ] || { echo "error: PROXY=$PROXY values coalitions of contributors: set CONTRIBUTORS" >&2; exit 2; }
 case "$METHOD" in datamodel|banzhaf|shapley) ;; *) echo "error: METHOD must be datamodel, banzhaf or shapley, got '$METHOD'" >&2; exit 2 ;; esac
 [ -z "$FULL" ] || [ -f "$FULL" ] || { echo "error: FULL=$FULL: no such checkpoint" >&2; exit 2; }
 [ "$R" -gt 0 ] || SEED_PAIRS=0  # the second-seed pairs retrain the baseline's first rows

@@ -32,7 +32,7 @@ def _join(run, *parts):
 
 
 def checkpoint(run, name):
-    """RUN/full.pt, pruned.pt or untrained.pt."""
+    """RUN/full.pt, pruned.pt, untrained.pt or proxy.pt (proxy_game.py's contributor-conditioned model)."""
     return _join(run, f"{name}.pt")
 
 

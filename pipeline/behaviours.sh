@@ -30,6 +30,10 @@ fid_pairs() {  # FID2: FID between two models, so only when samples are drawn
   [ "$SAMPLED" = 0 ] || [ "$R" = 0 ] || fid2
   [ "$SAMPLED" = 0 ] || [ "$SEED_PAIRS" = 0 ] || fid_seeds
 }
+proxy() {  # SurrogateSHAP's proxy game: one contributor-conditioned model, the first PROXY coalitions sampled with it
+  [ "$PROXY" = 0 ] || [ "$SAMPLED" = 0 ] || $PY proxy_game.py --run "$RUN" "${DATA_FLAGS[@]}" --rows "$PROXY" \
+                                              --device "$DEVICE"
+}
 stage_behaviours() {
   if [ "$JOBS" -ge 2 ]; then
     local lane
@@ -40,6 +44,7 @@ stage_behaviours() {
   else
     batched all_behaviours
   fi
+  batched proxy
 }
 all_behaviours() {
   fid --models "$RUN/full.pt" --out "$RUN/behaviors/full.npz"; quality

@@ -21,6 +21,7 @@ BASELINE_FLAGS=            # added to baselines.py's call
 LOO=auto                   # leave-one-out retrainings (auto: at the contributor level when baselines run)
 GUDA=0                     # GUDA (contributor level): each contributor unlearned once from the full model
 GUDA_STEPS=100             # GUDA's unlearning steps per contributor (unlearn.py's default)
+PROXY=0                    # SurrogateSHAP's proxy game on the first N coalitions of masks/unlearn.npy (0: off)
 DRAWS=50                   # random draws of each budget's models from their pool (eval_lds.py --draws)
 ALSO=                      # more estimators of the unlearned models, rows of their own (eval_lds.py --also; none: no row)
 CEILING=0                  # the first N held-out subsets retrained with one more seed: the LDS a perfect predictor reaches

@@ -174,3 +174,35 @@ def tiny_run(tmp_path_factory):
         r = run_cli(*args)
         assert r.returncode == 0, r.stderr
     return dict(dir=d, full=full, pruned=pruned, masks=masks)
+
+
+def tiny_contributor_run(run, recipe=None):
+    """A run folder of 60 digits in 6 contributors (the first, 10 images of noise: d.npz) with a tiny untrained full
+    model (recording `recipe` as its training arguments), two leave-one-out models, 4 unlearning coalitions
+    (masks/unlearn.npy) and the full model's behaviours file (fid and precision of 12 samples, DDIM-3, cnn features).
+    Returns run."""
+    import json
+    import numpy as np
+    import data
+    import ddpm
+    import runfolder
+    from train_ddpm import new_state, state_to_checkpoint
+    ds = data.load_dataset("digits")
+    images = ds.images[:60].copy()
+    images[:10] = np.random.default_rng(0).integers(0, 256, (10, 1, 8, 8), dtype=np.uint8)
+    np.savez(run / "d.npz", images=images, labels=ds.labels[:60], corrupted=np.arange(10))
+    model = ddpm.UNet(**TINY)
+    runfolder.make(run)
+    ddpm.save_checkpoint(runfolder.checkpoint(run, "full"), state_to_checkpoint(
+        new_state(model, lr=1e-3, seed=0, device="cpu"), schedule=ddpm.Schedule(), args=recipe or {}))
+    runfolder.models(run, "loo").mkdir()  # two leave-one-out retrainings: TRAK's ensemble of 3 takes them
+    for i in range(2):
+        ddpm.save_checkpoint(runfolder.models(run, "loo") / f"{i:05d}.pt", state_to_checkpoint(
+            new_state(ddpm.UNet(**TINY), lr=1e-3, seed=1 + i, device="cpu"), schedule=ddpm.Schedule(), args={}))
+    np.save(runfolder.masks(run, "unlearn"), data.make_masks(6, 4, 0.5, seed=0))
+    np.save(runfolder.groups(run), np.arange(60) // 10)
+    np.savez(runfolder.behaviors(run, "full"), index=np.array([-1]), mask_sha256=np.array([""]), fid=np.array([50.0]),
+             precision=np.array([0.5]), n_samples=12, ddim_steps=3, features="cnn",
+             behaviors=json.dumps(["fid", "precision"]),
+             behavior_table=json.dumps({"fid": {"better": "lower"}, "precision": {"better": "higher"}}))
+    return run

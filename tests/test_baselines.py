@@ -12,7 +12,7 @@ import runfolder
 import ddpm
 import ekfac
 import eval_lds
-from conftest import TINY, run_cli, write_pool
+from conftest import TINY, run_cli, tiny_contributor_run, write_pool
 
 
 # ----------------------------------------------------------------------------------------------
@@ -150,27 +150,9 @@ def test_loo_scores_are_the_full_behaviour_minus_each_retraining():
 
 @pytest.fixture(scope="module")
 def tiny_baseline_run(tmp_path_factory):
-    """A run folder of 60 digits in 6 contributors (one of noise) with a tiny full model: every training-free and
-    gradient baseline computed by baselines.py (small settings)."""
-    from train_ddpm import new_state, state_to_checkpoint
-    run = tmp_path_factory.mktemp("baseline-run")
-    ds = data.load_dataset("digits")
-    images = ds.images[:60].copy()
-    images[:10] = np.random.default_rng(0).integers(0, 256, (10, 1, 8, 8), dtype=np.uint8)
-    np.savez(run / "d.npz", images=images, labels=ds.labels[:60], corrupted=np.arange(10))
-    model = ddpm.UNet(**TINY)
-    runfolder.make(run)
-    ddpm.save_checkpoint(runfolder.checkpoint(run, "full"), state_to_checkpoint(
-        new_state(model, lr=1e-3, seed=0, device="cpu"), schedule=ddpm.Schedule(), args={}))
-    runfolder.models(run, "loo").mkdir()  # two leave-one-out retrainings: TRAK's ensemble of 3 takes them
-    for i in range(2):
-        ddpm.save_checkpoint(runfolder.models(run, "loo") / f"{i:05d}.pt", state_to_checkpoint(
-            new_state(ddpm.UNet(**TINY), lr=1e-3, seed=1 + i, device="cpu"), schedule=ddpm.Schedule(), args={}))
-    np.save(runfolder.masks(run, "unlearn"), data.make_masks(6, 4, 0.5, seed=0))
-    np.save(runfolder.groups(run), np.arange(60) // 10)
-    np.savez(runfolder.behaviors(run, "full"), index=np.array([-1]), mask_sha256=np.array([""]), fid=np.array([50.0]),
-             precision=np.array([0.5]), n_samples=12, ddim_steps=3, features="cnn", behaviors=json.dumps(["fid", "precision"]),
-             behavior_table=json.dumps({"fid": {"better": "lower"}, "precision": {"better": "higher"}}))
+    """conftest.tiny_contributor_run (60 digits in 6 contributors, one of noise, a tiny full model, two leave-one-out
+    models): every training-free and gradient baseline computed by baselines.py (small settings)."""
+    run = tiny_contributor_run(tmp_path_factory.mktemp("baseline-run"))
     r = run_cli("baselines", "--run", run, "--data", f"npz:{run / 'd.npz'}", "--draws", "2", "--grad-draws", "2", "--dtrak-draws", "2",
                 "--grad-samples", "5", "--proj-dim", "16", "--batch-size", "8", "--ensemble", "3")
     assert r.returncode == 0, r.stderr
@@ -252,7 +234,8 @@ def test_every_baseline_file_matches_a_direct_computation(tiny_baseline_run):
         assert (float(f["macs"]) > 0 or name == "pixel-nn-ref") and float(f["seconds"]) > 0 and str(f["how"])  # (no model)
     assert json.loads(str(read("trak")["ensemble"])) == [runfolder.relative(run, p) for p in (
         runfolder.checkpoint(run, "full"), *(runfolder.models(run, "loo") / f"{i:05d}.pt" for i in range(2)))]
-    assert set(expected) == set(baselines.BASELINES) - {"loo"}  # every baseline checked
+    assert set(expected) == set(baselines.BASELINES) - set(baselines.POOLED)  # every baseline of the full model
+    # (the pooled ones: loo_scores below, guda's refusal, proxy in test_proxy_game.py)
     assert not (runfolder.baseline(run, "loo")).exists()  # no leave-one-out behaviours: not computed
 
 
