@@ -200,24 +200,22 @@ def tree_shapley(leaves, n):
     interaction index I_ij = v (a-2)! b! / (a+b-1)! within A, v a! (b-2)! / (a+b-1)! within B, -v (a-1)! (b-1)!
     / (a+b-1)! across. M is SHAP's interaction matrix: M_ij = I_ij / 2 off the diagonal, M_ii = phi_i - sum_j M_ij
     (each row sums to phi_i), so g(empty) + sum_{i, j in S} M_ij is the quadratic prediction of g(S)."""
-    f = math.factorial
-    phi, inter = np.zeros(n), np.zeros((n, n))
-    for v, A, B in leaves:
-        a, b = len(A), len(B)
-        if a + b == 0:
-            continue
-        if a:
-            phi[A] += v * f(a - 1) * f(b) / f(a + b)
-        if b:
-            phi[B] -= v * f(a) * f(b - 1) / f(a + b)
-        if a >= 2:
-            inter[np.ix_(A, A)] += v * f(a - 2) * f(b) / f(a + b - 1)
-        if b >= 2:
-            inter[np.ix_(B, B)] += v * f(a) * f(b - 2) / f(a + b - 1)
-        if a and b:
-            cross = v * f(a - 1) * f(b - 1) / f(a + b - 1)
-            inter[np.ix_(A, B)] -= cross
-            inter[np.ix_(B, A)] -= cross
+    leaves = [leaf for leaf in leaves if leaf[1] or leaf[2]]  # a leaf every coalition reaches: a constant
+    in_a, in_b = np.zeros((len(leaves), n)), np.zeros((len(leaves), n))  # each leaf's A and B as 0/1 rows
+    for k, (_, A, B) in enumerate(leaves):
+        in_a[k, A], in_b[k, B] = 1.0, 1.0
+    v = np.array([leaf[0] for leaf in leaves])
+    a, b = in_a.sum(1).astype(int), in_b.sum(1).astype(int)
+    table = np.array([math.factorial(k) for k in range(n + 1)], dtype=float)  # a + b <= n
+    f = table.__getitem__
+
+    def coefficient(top_a, top_b, bottom, valid):  # v top_a! top_b! / bottom!, where valid (0 elsewhere)
+        return np.where(valid, v * f(np.maximum(top_a, 0)) * f(np.maximum(top_b, 0)) / f(np.maximum(bottom, 0)), 0.0)
+    phi = in_a.T @ coefficient(a - 1, b, a + b, a >= 1) - in_b.T @ coefficient(a, b - 1, a + b, b >= 1)
+    cross = coefficient(a - 1, b - 1, a + b - 1, (a >= 1) & (b >= 1))
+    inter = (in_a * coefficient(a - 2, b, a + b - 1, a >= 2)[:, None]).T @ in_a \
+        + (in_b * coefficient(a, b - 2, a + b - 1, b >= 2)[:, None]).T @ in_b \
+        - (in_a * cross[:, None]).T @ in_b - (in_b * cross[:, None]).T @ in_a
     np.fill_diagonal(inter, 0.0)
     M = inter / 2
     M[np.diag_indices(n)] = phi - M.sum(1)
