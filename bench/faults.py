@@ -8,7 +8,8 @@ headline LDS and the bad-contributor AUC per fault, and each method's compute in
     python -m bench.faults                                   # every fault, then the table (about 12 min a fault)
     python -m bench.faults --faults blur,duplicate           # some of them
     python -m bench.faults --table-only                      # the table of the runs already made
-    python -m bench.faults --env "K=48 GT_SEEDS=2"           # any setting of the preset, for every run
+    python -m bench.faults --env "K=48 GT_SEEDS=2"           # any setting of the preset, for every run (this replaces
+                                                             # the default's GUDA=1 PROXY=96 ALSO=surrogate-shap)
 
 Runs land in runs/faults/<fault>/ (a rerun resumes them, as any run of the pipeline); the mix column reads
 runs/small (made by `bash run_pipeline.sh small` when missing). No seed is chosen per fault: every run uses the
@@ -35,7 +36,9 @@ def parse_args(argv=None):
     p.add_argument("--mix", default="runs/small", help="comma-separated runs of the preset on fault mixes, one column "
                    "each (the preset's own run folder: its own mix, made when missing); '' for none")
     p.add_argument("--out", default="runs/faults", help="folder of the single-fault runs")
-    p.add_argument("--env", default="", help="settings for every run, as VAR=VALUE words")
+    p.add_argument("--env", default="GUDA=1 PROXY=96 ALSO=surrogate-shap", help="settings for every run, as "
+                   "VAR=VALUE words (default: the field's newest methods beside ours, GUDA, SurrogateSHAP's proxy game on "
+                   "all 96 coalitions and its estimator; EK-FAC influence is one of the baselines)")
     p.add_argument("--table-only", action="store_true", help="print the table of the runs that exist, run nothing")
     return p.parse_args(argv)
 
