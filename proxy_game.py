@@ -66,14 +66,14 @@ def parse_args(argv=None):
 def id_loss(ids, dropout):
     """train()'s loss for the conditional model: the DDPM loss (t and eps drawn as ddpm_loss draws them) of each image
     given its id, the id replaced by "no id" (the last label) with probability `dropout`."""
-    def loss(net, schedule, x0, generator, index):
+    def term(net, schedule, x0, generator, index):
         t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator, device=x0.device)
         eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         y = ids[index]
         dropped = torch.rand(y.shape, generator=generator, device=x0.device) < dropout
         y = torch.where(dropped, net.label_emb.num_embeddings - 1, y)
         return F.mse_loss(net(q_sample(schedule, x0, t, eps), t, y), eps)
-    return loss
+    return term
 
 
 def train_conditional(full, ds, groups, dropout, device):

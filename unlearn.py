@@ -185,13 +185,13 @@ def kept_loss(keep):
     """The DDPM loss of a minibatch drawn from all images (t and eps drawn as ddpm_loss draws them), averaged over
     the images `keep` (a bool per image) marks: the same minibatches and noise for every row, each row's loss
     leaving out its own removed images (common random numbers for leave-one-out rows)."""
-    def loss(net, schedule, x0, generator, index):
+    def term(net, schedule, x0, generator, index):
         t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator, device=x0.device)
         eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         errors = ((net(q_sample(schedule, x0, t, eps), t) - eps) ** 2).flatten(1).mean(1)
         weight = keep[index].to(errors.dtype)
         return (errors * weight).sum() / weight.sum().clamp(min=1)
-    return loss
+    return term
 
 
 def redirect_loss(kept, k, kl_cap):
@@ -206,7 +206,7 @@ def redirect_loss(kept, k, kl_cap):
     flat = kept.flatten(1)
     k, cap = min(k, len(kept)), math.sqrt(2 * kl_cap)
 
-    def loss(net, schedule, x0, generator, index):
+    def term(net, schedule, x0, generator, index):
         t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator, device=x0.device)
         eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         xt = q_sample(schedule, x0, t, eps)
@@ -218,7 +218,7 @@ def redirect_loss(kept, k, kl_cap):
         delta = delta * (cap / (delta.flatten(2).norm(dim=2) + 1e-8)).clamp(max=1)[..., None, None, None]
         target = (w[..., None, None, None] * (eps[:, None] + delta)).sum(1)
         return ((net(xt, t) - target) ** 2).mean()
-    return loss
+    return term
 
 
 class LoRA(nn.Module):
