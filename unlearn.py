@@ -57,10 +57,10 @@ METHODS = {
     "neggrad": Method("pruned", (("kept", 1.0), ("removed", "w")), "descent on S_i plus --ascent-weight x ascent on "
                       "the removed images (NegGrad+, Kurmanji et al. 2023): contrasting the two halves moves the model "
                       "further toward what S_i holds than descent alone in the same steps"),
-    "guda": Method("full", (("all", "kept"), ("removed", "forget")), "GUDA's unlearning (ICML 2026), as we read "
-                   "it: from the full model, descent on S_i plus --forget-weight x a forget term whose target for a "
-                   "removed image's x_t is the noise that denoises it toward its --neighbours nearest kept images, "
-                   "weighted by their posterior given x_t (the kept data's own denoiser: redirect_loss); the descent's "
+    "guda": Method("full", (("all", "kept"), ("removed", "forget")), "GUDA's unlearning (ICML 2026; sony/guda's "
+                   "ReTrack): from the full model, descent on S_i plus --forget-weight x a forget term whose target for "
+                   "a removed image's x_t is the noise that would have made it from its --neighbours nearest kept "
+                   "images, clipped and weighted by their posterior given x_t (redirect_loss); ours: the descent's "
                    "minibatches are drawn from all images with the removed ones masked out (kept_loss), so that two "
                    "rows see the same images and noise but the removed ones", stack=False),
     "lora": Method("pruned", (("kept", 1.0),), "gd through low-rank adapters W + (alpha / r) B A on every convolution "
