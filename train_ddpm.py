@@ -454,7 +454,8 @@ def main(args):
         print(f"skip: {args.out if len(jobs) == 1 else f'all {len(jobs)} models in {args.out}'} exist "
               f"(use --force to retrain)")
         return
-    progress = Progress(len(todo), f"train {os.path.basename(args.masks or 'all data')}") if len(jobs) > 1 else None
+    per_row = len(jobs) > 1 or args.indices  # a per-row stage's share (one row, too) shows each finished model
+    progress = Progress(len(todo), f"train {os.path.basename(args.masks or 'all data')}") if per_row else None
     total = 0.0
     for start in range(0, len(todo), args.stack):
         group = todo[start:start + args.stack]
