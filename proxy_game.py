@@ -167,6 +167,9 @@ def write(path, pool, cache, rows, values, extra):
 def main(args):
     run_dir, device = args.run, pick_device(args.device)
     ds = dataset_from_args(args)
+    if not os.path.exists(runfolder.masks(run_dir, "unlearn")):
+        raise DataError(f"{runfolder.masks(run_dir, 'unlearn')} not found: the proxy game values the coalitions of a "
+                        f"run's masks stage (bash run_pipeline.sh)")
     groups = load_groups(runfolder.masks(run_dir, "unlearn"), n=len(ds))
     if groups is None:
         raise DataError("the proxy game values coalitions of contributors: this run attributes images (no groups.npy)")

@@ -118,3 +118,5 @@ def test_the_proxy_game_needs_contributors_and_a_recipe(tmp_path):
     runfolder.groups(run).unlink()
     r = run_cli("proxy_game", "--run", run, "--data", f"npz:{run / 'd.npz'}")
     assert r.returncode == 2 and "contributors" in r.stderr
+    r = run_cli("proxy_game", "--run", tmp_path / "nothing", "--data", f"npz:{run / 'd.npz'}")
+    assert r.returncode == 2 and "masks stage" in r.stderr
