@@ -16,8 +16,8 @@ import sys
 
 import data
 
-SCRIPTS = ("train_ddpm", "prune", "make_subsets", "unlearn", "compute_fid", "fit_datamodel", "eval_lds", "baselines",
-           "import_model")
+SCRIPTS = ("train_ddpm", "prune", "make_subsets", "unlearn", "compute_fid", "proxy_game", "fit_datamodel", "eval_lds",
+           "baselines", "import_model")
 SEPARATOR = "::"
 
 
