@@ -102,10 +102,13 @@ BASELINES = {
                       "valued by sampling one contributor-conditioned model with the coalition's ids (guidance 1.4), "
                       "Shapley values from SurrogateSHAP's trees fitted to those values; positive raises the behaviour"),
 }
-# The baselines read from behaviours of models other than the full model (behaviors/NAME.npz): leave-one-out
-# retraining and GUDA's unlearning (one model per contributor left out, masks/loo.npy's rows), and the proxy game's
-# coalitions (masks/unlearn.npy's rows).
-POOLED = ("loo", "guda", "proxy")
+# The baselines read from behaviours of models other than the full model (behaviors/NAME.npz), each with its reader
+# (run folder, the full model's behaviours) -> (scores, extra, MACs, seconds): leave-one-out retraining and GUDA's
+# unlearning (one model per contributor left out, masks/loo.npy's rows), and the proxy game's coalitions
+# (masks/unlearn.npy's rows).
+POOLED = {"loo": lambda run_dir, full: pooled_baseline(run_dir, full, "loo"),
+          "guda": lambda run_dir, full: pooled_baseline(run_dir, full, "guda"),
+          "proxy": lambda run_dir, full: proxy_baseline(run_dir)}
 # The same similarity and gradient baselines against the other natural target: the reference images FID and the loss
 # compare with (the uncorrupted data, or the run's --ref-data), not the full model's samples. A nearest-neighbour
 # distance leaves out the image's own original (it would be 0 for every clean image); a mean over the reference keeps it.
@@ -598,10 +601,8 @@ def main(args):
     model = FullModel(load_checkpoint(runfolder.checkpoint(run_dir, "full")), ds, args, settings, pick_device(args.device)) \
         if any(n not in POOLED for n in todo) else None
     for name in todo:
-        if name == "proxy":
-            scores, extra, macs, seconds = proxy_baseline(run_dir)
-        elif name in POOLED:
-            scores, extra, macs, seconds = pooled_baseline(run_dir, full, name)
+        if name in POOLED:
+            scores, extra, macs, seconds = POOLED[name](run_dir, full)
         else:
             b = BASELINES[name]
             values = model.get(b.measure)

@@ -325,10 +325,18 @@ def q_sample(schedule, x0, t, eps):
     return a.sqrt() * x0 + (1.0 - a).sqrt() * eps
 
 
-def ddpm_loss(model, schedule, x0, generator=None):
-    """Algorithm 1, lines 3-5: t ~ Uniform, eps ~ N(0, I), || eps - eps_theta(x_t, t) ||^2."""
+def draw_t_eps(schedule, x0, generator=None):
+    """Algorithm 1, lines 3-4: t ~ Uniform{0..T-1} and eps ~ N(0, I) for each image of x0, in this order from one
+    generator. Every loss that trains on x0 draws through here, so a loss that changes its target (unlearning's terms,
+    the conditional model's) still sees exactly the draws plain training would have."""
     t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator, device=x0.device)
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    return t, eps
+
+
+def ddpm_loss(model, schedule, x0, generator=None):
+    """Algorithm 1, lines 3-5: t ~ Uniform, eps ~ N(0, I), || eps - eps_theta(x_t, t) ||^2."""
+    t, eps = draw_t_eps(schedule, x0, generator)
     return F.mse_loss(model(q_sample(schedule, x0, t, eps), t), eps)
 
 

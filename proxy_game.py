@@ -34,8 +34,8 @@ import compute_fid
 import runfolder
 from data import (ArgumentParser, DataError, Progress, add_data_args, dataset_from_args, nonnegative_int,
                   positive_int, row_sha256, run, save_npz, to_model_space)
-from ddpm import (Schedule, UNet, build_model, ddim_sample, file_sha256, load_checkpoint, pick_device, q_sample,
-                  save_checkpoint)
+from ddpm import (Schedule, UNet, build_model, ddim_sample, draw_t_eps, file_sha256, load_checkpoint, pick_device,
+                  q_sample, save_checkpoint)
 from features import features_of
 from metrics import BEHAVIORS, behavior_table
 from runfolder import behavior_keys, load_behaviors, load_groups, load_masks
@@ -67,8 +67,7 @@ def id_loss(ids, dropout):
     """train()'s loss for the conditional model: the DDPM loss (t and eps drawn as ddpm_loss draws them) of each image
     given its id, the id replaced by "no id" (the last label) with probability `dropout`."""
     def term(net, schedule, x0, generator, index):
-        t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator, device=x0.device)
-        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        t, eps = draw_t_eps(schedule, x0, generator)
         y = ids[index]
         dropped = torch.rand(y.shape, generator=generator, device=x0.device) < dropout
         y = torch.where(dropped, net.label_emb.num_embeddings - 1, y)
@@ -134,8 +133,10 @@ def sample_coalition(model, schedule, noise, ids, guidance, steps, batch_size, d
 
 
 def measurer(args, run_dir, full_beh):
-    """compute_fid's ModelCache for the run's sampled behaviours, with the settings its full model was measured
-    with (samples, DDIM steps, features, reference set): what every coalition's samples are measured against."""
+    """compute_fid's arguments and plan for the run's sampled behaviours, with the settings its full model was
+    measured with (samples, DDIM steps, features, reference set): what every coalition's samples are measured
+    against. Cheap; the ModelCache they build (feature network, reference statistics) is not, so main builds it
+    only when there is something to value."""
     keys = [k for k in behavior_keys(full_beh) if BEHAVIORS[k].source == "samples"]
     if not keys:
         raise DataError("the run measured no sampled behaviour: the proxy game values coalitions by their samples")
@@ -146,8 +147,7 @@ def measurer(args, run_dir, full_beh):
     if str(full_beh.get("ref_data", "")) not in ("", args.data):
         argv += ["--ref-data", str(full_beh["ref_data"])]
     cargs = compute_fid.parse_args([str(a) for a in argv])
-    pool = compute_fid.plan(cargs)
-    return compute_fid.ModelCache(cargs, pool, pick_device(args.device)), pool
+    return cargs, compute_fid.plan(cargs)
 
 
 def value(cache, x):
@@ -183,17 +183,18 @@ def main(args):
     if proxy["args"].get("groups_sha256") != groups_sha256(groups):
         raise DataError(f"{proxy_path} was trained on other contributors than groups.npy's: use --force")
     model, schedule = build_model(proxy, "ema").to(device), Schedule(**proxy["schedule"])
-    cache, pool = measurer(args, run_dir, full_beh)
+    cargs, pool = measurer(args, run_dir, full_beh)
     sizes = np.bincount(groups)
     n_rows = min(args.rows or len(masks), len(masks))
     settings = dict(guidance=args.guidance, rows=n_rows, proxy=file_sha256(proxy_path)[:16], keys=pool.keys,
-                    n_samples=cache.args.n_samples, ddim_steps=cache.args.ddim_steps)
+                    n_samples=cargs.n_samples, ddim_steps=cargs.ddim_steps)
     out_path = runfolder.behaviors(run_dir, "proxy")
     if not args.force and os.path.exists(out_path):
         with np.load(out_path) as f:
             if "settings" in f.files and json.loads(str(f["settings"])) == settings:
                 print(f"skip: {out_path} exists for these {n_rows} coalitions (use --force to value them again)")
                 return
+    cache = compute_fid.ModelCache(cargs, pool, device)
     coalitions = [(-1, np.arange(len(sizes)))] + [(i, np.flatnonzero(masks[i])) for i in range(n_rows)]
     behavior_macs = 2 * float(proxy["macs"]) * cache.args.n_samples * cache.args.ddim_steps  # guided: two passes
     rows = {k: [] for k in ("index", "mask_sha256", "seconds", "behavior_macs")}

@@ -23,7 +23,7 @@ from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_
                   images_of, nonnegative_float, nonnegative_int, parse_range, positive_float, positive_int,
                   row_sha256, run, save_grid, to_model_space, to_uint8)
 from runfolder import load_groups, load_masks
-from ddpm import (ARCHS, Schedule, UNet, apply_masks, autocast, count_params, ddim_sample, ddpm_loss,
+from ddpm import (ARCHS, Schedule, UNet, apply_masks, autocast, count_params, ddim_sample, ddpm_loss, draw_t_eps,
                   ema_update, forward_macs, load_checkpoint, pick_device, q_sample, save_checkpoint)
 
 
@@ -207,8 +207,9 @@ def train_stack(stack, schedule, subsets, *, steps, batch_size, lr, warmup, lr_s
                 if hflip:
                     flip = torch.rand(batch_size, generator=gen, device=gen.device).to(x0.device) < 0.5
                     x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
-                ts.append(torch.randint(0, schedule.T, (batch_size,), generator=gen, device=x0.device))
-                epss.append(torch.randn(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype))
+                t, eps = draw_t_eps(schedule, x0, gen)
+                ts.append(t)
+                epss.append(eps)
                 x0s.append(x0)
             x0, t, eps = torch.stack(x0s), torch.stack(ts), torch.stack(epss)  # (G, B, C, H, W), (G, B), (G, B, ...)
             xt = q_sample(schedule, x0.flatten(0, 1), t.flatten(), eps.flatten(0, 1)).view_as(x0)

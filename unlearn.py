@@ -32,7 +32,8 @@ from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_
                   images_of, nonnegative_float, nonnegative_int, parse_range, positive_float, positive_int,
                   row_sha256, run, to_model_space)
 from runfolder import load_groups, load_masks
-from ddpm import Schedule, build_model, file_sha256, load_checkpoint, pick_device, q_sample, save_checkpoint
+from ddpm import (Schedule, build_model, draw_t_eps, file_sha256, load_checkpoint, pick_device, q_sample,
+                  save_checkpoint)
 from train_ddpm import new_state, stack_states, state_to_checkpoint, train, train_stack, unstack
 
 
@@ -186,8 +187,7 @@ def kept_loss(keep):
     the images `keep` (a bool per image) marks: the same minibatches and noise for every row, each row's loss
     leaving out its own removed images (common random numbers for leave-one-out rows)."""
     def term(net, schedule, x0, generator, index):
-        t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator, device=x0.device)
-        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        t, eps = draw_t_eps(schedule, x0, generator)
         errors = ((net(q_sample(schedule, x0, t, eps), t) - eps) ** 2).flatten(1).mean(1)
         weight = keep[index].to(errors.dtype)
         return (errors * weight).sum() / weight.sum().clamp(min=1)
@@ -207,8 +207,7 @@ def redirect_loss(kept, k, kl_cap):
     k, cap = min(k, len(kept)), math.sqrt(2 * kl_cap)
 
     def term(net, schedule, x0, generator, index):
-        t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator, device=x0.device)
-        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        t, eps = draw_t_eps(schedule, x0, generator)
         xt = q_sample(schedule, x0, t, eps)
         near = kept[torch.cdist(x0.flatten(1), flat).topk(k, largest=False).indices]  # (B, k, C, H, W)
         a = schedule.at("alphas_cumprod", t, x0)[:, None]  # (B, 1, 1, 1, 1)
