@@ -49,6 +49,7 @@ case "$GUDA" in 0|1) ;; *) echo "error: GUDA must be 0 or 1, got '$GUDA'" >&2; e
 [[ "$GUDA_STEPS" =~ ^[1-9][0-9]*$ ]] || { echo "error: GUDA_STEPS must be a positive integer, got '$GUDA_STEPS'" >&2; exit 2; }
 [[ "$PROXY" =~ ^[0-9]+$ ]] || { echo "error: PROXY must be a whole number (coalitions), got '$PROXY'" >&2; exit 2; }
 [ "$PROXY" = 0 ] || [ -n "$CONTRIBUTORS" ] || { echo "error: PROXY=$PROXY values coalitions of contributors: set CONTRIBUTORS" >&2; exit 2; }
+[ "$PROXY" = 0 ] || [[ ! "$HEADLINE" =~ ^(loss|elbo)$ ]] || { echo "error: PROXY=$PROXY values coalitions by their samples, and HEADLINE=$HEADLINE is measured on the reference images: set HEADLINE=fid (or another sampled behaviour) or PROXY=0" >&2; exit 2; }
 case "$METHOD" in datamodel|banzhaf|shapley) ;; *) echo "error: METHOD must be datamodel, banzhaf or shapley, got '$METHOD'" >&2; exit 2 ;; esac
 [ -z "$FULL" ] || [ -f "$FULL" ] || { echo "error: FULL=$FULL: no such checkpoint" >&2; exit 2; }
 [ "$R" -gt 0 ] || SEED_PAIRS=0  # the second-seed pairs retrain the baseline's first rows

@@ -397,14 +397,16 @@ def test_guda_unlearns_each_contributor_once_from_the_full_model_and_measures_th
 
 def test_proxy_values_the_first_coalitions_through_the_one_process_runner(tmp_path):
     """PROXY=N runs proxy_game.py --rows N (in tools/one_process.py's interpreter, which must know the script) after
-    the behaviours; PROXY=0 runs none; a non-number or the image level is refused in one line."""
+    the behaviours; PROXY=0 runs none; a non-number, the image level or a headline of the reference images (a
+    coalition has no model to measure them on) is refused in one line."""
     from tools.one_process import split_calls
     calls = dry_run_commands(tmp_path, "default", "proxy_game.py", PROXY="5")
     assert [c[c.index("--rows") + 1] for c in calls] == ["5"] and calls[0][calls[0].index("--run") + 1] == str(tmp_path / "dry")
     assert split_calls(calls[0])[0][0] == "proxy_game"
     assert dry_run_commands(tmp_path, "default", "proxy_game.py") == []
     for preset, env, says in (("default", dict(PROXY="all"), "PROXY must be a whole number"),
-                              ("quick", dict(PROXY="4"), "values coalitions of contributors")):
+                              ("quick", dict(PROXY="4"), "values coalitions of contributors"),
+                              ("cifar16", dict(PROXY="4"), "HEADLINE=loss is measured on the reference images")):
         p = pipeline(preset, tmp_path / "dry-bad", PYTHON="echo", **env)
         out, _ = p.communicate(timeout=60)
         assert p.returncode == 2 and says in out and out.count("error:") == 1, (env, out)
