@@ -193,4 +193,5 @@ case "$SCHEDULER" in
   local) run_local ;;
   slurm) source pipeline/slurm.sh; if [ -n "${PIPELINE_STAGE:-}" ]; then run_task; else submit_all; fi ;;
   *) echo "error: unknown SCHEDULER '$SCHEDULER' (local or slurm)" >&2; exit 2 ;;
-esac
+esac; exit  # on the same line: bash reads a script as it runs it, and an edit of this file during a run
+            # must not make it read on from a shifted offset (it ran the whole pipeline again)

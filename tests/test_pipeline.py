@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import subprocess
 
 import numpy as np
 import pytest
@@ -410,3 +411,30 @@ def test_proxy_values_the_first_coalitions_through_the_one_process_runner(tmp_pa
         p = pipeline(preset, tmp_path / "dry-bad", PYTHON="echo", **env)
         out, _ = p.communicate(timeout=60)
         assert p.returncode == 2 and says in out and out.count("error:") == 1, (env, out)
+
+
+def test_an_edit_of_the_script_during_a_run_does_not_run_it_again(tmp_path):
+    """bash reads a script as it runs it: a user editing run_pipeline.sh while a run goes (a line inserted above what
+    has run) made it read on from a shifted offset after the last stage, and the whole pipeline ran a second time.
+    A copy of the pipeline whose first Python call inserts a comment line at the top of the running script (in place,
+    as an editor saving the file does) must still announce its preset once and exit 0."""
+    import shutil
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    copy = tmp_path / "tree"
+    copy.mkdir()
+    shutil.copy(os.path.join(root, "run_pipeline.sh"), copy)
+    for folder in ("pipeline", "presets"):
+        shutil.copytree(os.path.join(root, folder), copy / folder)
+    editor = tmp_path / "python"
+    editor.write_text(f"""#!/bin/bash
+if [ ! -e {tmp_path}/edited ]; then
+  touch {tmp_path}/edited
+  python3 -c "p = '{copy}/run_pipeline.sh'; s = open(p).read(); open(p, 'w').write(s.replace(chr(10), chr(10) + '#' * 300 + chr(10), 1))"
+fi
+echo "$@"
+""")
+    editor.chmod(0o755)
+    out = subprocess.run(["bash", "run_pipeline.sh", "quick"], cwd=copy, capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, RUN=str(tmp_path / "dry"), PYTHON=str(editor)))
+    assert (tmp_path / "edited").exists()
+    assert out.returncode == 0 and out.stdout.count("preset quick ->") == 1, out.stdout[-2000:] + out.stderr[-2000:]
