@@ -10,8 +10,9 @@ retraining or unlearning, by sampling one model conditioned on the contributor i
    Salimans 2022): <run>/proxy.pt. SurrogateSHAP conditions on classes or prompts; our contributors are neither,
    so their ids are the labels.
 2. Each coalition S (the rows of masks/unlearn.npy, the unlearned models' subsets, and the full coalition) is
-   valued by --n-samples samples of that model from compute_fid's shared initial noise, the ids of S's contributors
-   given in proportion to their images (largest remainders), each denoising step guided as
+   valued by as many samples of that model as the full model's behaviours were measured on (the same DDIM steps
+   too), from compute_fid's shared initial noise, the ids of S's contributors given in proportion to their images
+   (largest remainders), each denoising step guided as
    eps_u + w (eps_c - eps_u) with w = --guidance (SurrogateSHAP's 1.4); the samples' behaviours are measured as
    compute_fid.py measures a model's: behaviors/proxy.npz (one entry per row) and behaviors/proxy_full.npz. Only
    the sampled behaviours: loss and elbo are a model's error on the reference images, which a set of ids is not.
