@@ -24,6 +24,7 @@ gradient one backward pass per query image and draw; the training images' scores
 forward-mode derivative (torch.func.jvp) per image and draw, never a per-image gradient in memory.
 """
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -184,7 +185,9 @@ def directional_losses(model, schedule, x0, direction, *, seed, draws, batch_siz
 
             def losses(p):
                 return ((functional_call(model, (p, buffers), (xt, tb)) - eb) ** 2).flatten(1).sum(1)
-            _, d = jvp(losses, (params,), (direction,))
+            with warnings.catch_warnings():  # torch.func's first jvp scripts a helper of torch's own, which torch
+                warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)  # 2.14 warns of
+                _, d = jvp(losses, (params,), (direction,))
             out[i:j] += d.double().cpu() / draws
     return out
 
