@@ -185,8 +185,9 @@ def directional_losses(model, schedule, x0, direction, *, seed, draws, batch_siz
 
             def losses(p):
                 return ((functional_call(model, (p, buffers), (xt, tb)) - eb) ** 2).flatten(1).sum(1)
-            with warnings.catch_warnings():  # torch.func's first jvp scripts a helper of torch's own, which torch
-                warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)  # 2.14 warns of
+            # torch.func's first jvp scripts a helper of torch's own, and torch 2.14 warns that scripting is deprecated
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
                 _, d = jvp(losses, (params,), (direction,))
             out[i:j] += d.double().cpu() / draws
     return out
