@@ -4,17 +4,13 @@ import subprocess
 import sys
 
 import pytest
-import torch
 import runfolder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TQDM_DISABLE", "1")
-# Under pytest-xdist (.ci/run: two workers on two cores) every worker and everything it starts gets one
-# thread, so that the threads of all running jobs never exceed the cores (oversubscribed OpenMP
-# threads spin).
-THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
-if THREADS == 1:
-    os.environ["OMP_NUM_THREADS"] = "1"
+# Each test's thread count and seeds, and the check that it leaves torch's global settings as it found them
+# (thread count, backend flags, default dtype): tests/state_guard.py.
+pytest_plugins = ["state_guard"]
 
 TINY = dict(resolution=8, in_channels=1, ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,),
             dropout=0.1, num_groups=4, mid_attn=True)
@@ -82,6 +78,22 @@ def pipeline(preset, run, **env):
     e.update({k: str(v) for k, v in env.items()})
     return subprocess.Popen(["bash", "run_pipeline.sh", preset], cwd=ROOT, env=e, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def dry_run_calls(out):
+    """The script calls a dry run (`PYTHON=echo bash run_pipeline.sh`) printed, each as its words ['x.py', ...]: the
+    calls tools/one_process.py runs in one process (separated by ::) one by one; the settings' check that precedes
+    the stages (`-m tools.one_process --check ...`, which runs nothing) and the stage headers left out."""
+    calls = []
+    for line in out.splitlines():
+        words = line.split()
+        if words[:3] == ["-m", "tools.one_process", "--check"]:
+            continue
+        if words[:2] == ["-m", "tools.one_process"]:
+            calls += [c.split() for c in " ".join(words[2:]).split(" :: ")]
+        elif words and words[0].endswith(".py"):
+            calls.append(words)
+    return calls
 
 
 def shared_folder(tmp_path_factory, worker_id):
@@ -154,12 +166,6 @@ def run_script(*args, cwd=ROOT, env=None):
     """Run one of the project's scripts as a user would; returns the CompletedProcess."""
     e = dict(os.environ, TQDM_DISABLE="1", **(env or {}))
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, env=e)
-
-
-@pytest.fixture(autouse=True)
-def _seed_and_threads():
-    torch.manual_seed(0)
-    torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(scope="session")
