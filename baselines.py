@@ -56,7 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from data import (ArgumentParser, DataError, add_data_args, dataset_from_args, load_dataset, positive_int,
+from data import (ArgumentParser, DataError, add_data_args, comma_list, dataset_from_args, load_dataset, positive_int,
                   positive_float, run, save_npz, to_model_space)
 import runfolder
 from runfolder import aligned, behavior_keys, behavior_values, better, load_behaviors, load_groups, load_masks
@@ -550,15 +550,28 @@ def settings_of(args, full):
                 ref_sha256=str(full.get("ref_sha256", "")))
 
 
+def named_baselines(only):
+    """--only's names, each a key of BASELINES."""
+    names = comma_list(only, "--only")
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise DataError(f"unknown baseline {', '.join(unknown)}: use some of {', '.join(BASELINES)}")
+    return names
+
+
+def check(args):
+    """What main would refuse once it reads the run (tools/one_process.py --check): --only's names and the headline."""
+    if args.only:
+        named_baselines(args.only)
+    runfolder.check_behavior_key(args.headline, "--headline")
+
+
 def chosen_baselines(args, run_dir, groups):
     """The baselines to compute: --only's, or every one the run allows (loo and guda where their models were
     measured)."""
     measured = {n for n in POOLED if os.path.exists(runfolder.behaviors(run_dir, n))}
     if args.only:
-        names = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = [n for n in names if n not in BASELINES]
-        if unknown or not names:
-            raise DataError(f"unknown baseline {', '.join(unknown) or repr(args.only)}: use some of {', '.join(BASELINES)}")
+        names = named_baselines(args.only)
         for n in (n for n in names if n in POOLED and n not in measured):
             unit = "contributor" if groups is not None else "image"
             made = {"loo": f"the full model retrained without each {unit} (bash run_pipeline.sh with LOO=1)",

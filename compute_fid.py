@@ -49,8 +49,8 @@ from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_
                   load_dataset, nonnegative_int, positive_int, row_sha256, run, save_npz, to_model_space)
 from ddpm import (Schedule, autocast, build_model, ddim_sample, denoising_errors, elbo_weights, file_sha256,
                   load_checkpoint, pick_device)
-from features import (_safe, cnn_extractor, features_of, inception_extractor, matched_floor, reference_floor,
-                      reference_knn, reference_stats, softmax)
+from features import (_safe, cnn_extractor, features_of, inception_extractor, inception_weights_path, matched_floor,
+                      reference_floor, reference_knn, reference_stats, softmax)
 from metrics import (BEHAVIORS, DC_K, KNN_KEYS, behavior_table, density_coverage, entropy, feature_stats,
                      frechet_distance, inception_score, kid, low_rank_factor, parse_behaviors, precision_recall,
                      sqrt_psd)
@@ -267,17 +267,31 @@ class Pool:
         return [k for k in self.keys if BEHAVIORS[k].source == "reference"]
 
 
-def plan(args):
-    """The Pool of this call: its datasets, the behaviours left when some cannot be computed (class shares need the
-    data's classes; kNN behaviours more than DC_K samples), and its checkpoints (FID2: the rows both folders have)."""
+def datasets(args):
+    """(the training data uncorrupted, the reference set, the feature network's kind): FID is against the
+    uncorrupted data unless --ref-data, whose images must have the training data's shape."""
     if args.n_ref == 1:
         raise DataError("--n-ref must be 0 (all images) or at least 2 (a covariance needs two)")
-    clean = load_dataset(args.data)  # FID is against the uncorrupted data unless --ref-data
+    clean = load_dataset(args.data)
     ref = load_dataset(args.ref_data) if args.ref_data else clean
     if ref.images.shape[1:] != clean.images.shape[1:]:
         raise DataError(f"--ref-data {args.ref_data} has images of shape {ref.images.shape[1:]}, the training data "
                         f"{clean.images.shape[1:]}")
-    kind = args.features if args.features != "auto" else ("cnn" if clean.labels is not None else "inception")
+    return clean, ref, args.features if args.features != "auto" else ("cnn" if clean.labels is not None else "inception")
+
+
+def check(args):
+    """What main would refuse once it reads the data (tools/one_process.py --check): the data and the reference
+    set load and match, and Inception's weights are where they are looked for."""
+    kind = datasets(args)[2]
+    if kind == "inception" and args.inception_weights != "random":
+        inception_weights_path(args.inception_weights)
+
+
+def plan(args):
+    """The Pool of this call: its datasets, the behaviours left when some cannot be computed (class shares need the
+    data's classes; kNN behaviours more than DC_K samples), and its checkpoints (FID2: the rows both folders have)."""
+    clean, ref, kind = datasets(args)
     keys = ["fid"] if args.ref_models else list(args.behaviors)  # FID2: the Frechet distance between two models
     if kind != "cnn" and any(k in keys for k in ("class", "entropy")):  # Inception knows ImageNet's classes only
         keys = [k for k in keys if k not in ("class", "entropy")]

@@ -290,9 +290,30 @@ FAULTS = {
 }
 
 
-def parse_faults(text):
+def comma_list(text, what=None):
+    """'a, b' -> ['a', 'b']: every comma-separated item of a setting, stripped. An empty item ('a,,b', 'a,', '')
+    is refused rather than dropped: it is a typo (a name lost between two commas), not a choice. `what` names the
+    setting in the message (None where argparse names it)."""
+    items = [k.strip() for k in str(text).split(",")]
+    if not all(items):
+        raise DataError(f"{what + ': ' if what else ''}an empty item in {text!r} (a comma too many, or a name "
+                        f"missing between two)")
+    return items
+
+
+def comma_list_type():
+    """comma_list as an argparse type."""
+    def parse(text):
+        try:
+            return comma_list(text)
+        except DataError as e:
+            raise argparse.ArgumentTypeError(str(e))
+    return parse
+
+
+def parse_faults(text, what="--fault"):
     """`noise` or `noise,blur,duplicate` -> a tuple of FAULTS keys (each once, in the given order)."""
-    kinds = tuple(dict.fromkeys(k.strip() for k in str(text).split(",") if k.strip()))
+    kinds = tuple(dict.fromkeys(comma_list(text, what)))
     unknown = [k for k in kinds if k not in FAULTS]
     if unknown or not kinds:
         raise DataError(f"unknown fault {', '.join(unknown) or repr(text)}: use one or more of {', '.join(FAULTS)}")
@@ -536,7 +557,7 @@ def add_data_args(parser):
 def fault_list(text):
     """--fault as an argparse type: the same text, checked."""
     try:
-        parse_faults(text)
+        parse_faults(text, what=None)  # argparse names the flag
     except DataError as e:
         raise argparse.ArgumentTypeError(str(e))
     return text

@@ -35,7 +35,8 @@ from scipy.stats import rankdata
 
 import report
 import runfolder
-from data import ArgumentParser, DataError, add_data_args, atomic_write, dataset_from_args, positive_int, run
+from data import (ArgumentParser, DataError, add_data_args, atomic_write, comma_list_type, dataset_from_args,
+                  positive_int, run)
 from fit_datamodel import ESTIMATORS, attribute, largest_first, predict
 from runfolder import (aligned, behavior_keys, behavior_values, better, load_behaviors, load_groups, load_masks,
                        load_npz, optional_behaviors, values_by_row)
@@ -57,7 +58,7 @@ def parse_args(argv=None):
                    "the class whose share varies most across the unlearned models")
     p.add_argument("--headline", default="auto", help="the behaviour the report leads with (its figures, images and "
                    "detection); auto: fid when computed, else the first")
-    p.add_argument("--only", type=lambda s: [k for k in s.split(",") if k], default=None,
+    p.add_argument("--only", type=comma_list_type(), default=None,
                    help="comma-separated behaviours to score (default: every behaviour all pools have)")
     p.add_argument("--method", choices=list(ESTIMATORS), default="datamodel",
                    help="the attributions of both pools: datamodel, Banzhaf values (Wang & Jia 2023: the semivalue "
@@ -69,7 +70,7 @@ def parse_args(argv=None):
                    "and tests resample the draws with the held-out subsets")
     p.add_argument("--draws-other", type=positive_int, default=10, help="draws for the behaviours other than the "
                    "headline (a datamodel fit costs ~0.3-1 s; the headline's budget table is the verdict)")
-    p.add_argument("--also", type=lambda s: [k for k in s.split(",") if k], default=[],
+    p.add_argument("--also", type=comma_list_type(), default=[],
                    help="comma-separated estimators of fit_datamodel.ESTIMATORS that are not among retraining's choices "
                    "(surrogate-shap), each fitted to the unlearned models as a row of the comparison of its own, judged "
                    "as the others (its draws cost its fits: about a second each for SurrogateSHAP's trees)")
@@ -864,6 +865,11 @@ def summary(r):
         best = max(baselines, key=lambda c: c["lds"][r["headline"]]["lds"])
         parts.append(f"best baseline {best['name']} LDS {best['lds'][r['headline']]['lds']:.3f}")
     return "; ".join(parts) + f" ({len(r['behaviors'])} behaviours in the report)"
+
+
+def check(args):
+    """What main would refuse once it reads the run (tools/one_process.py --check): the headline is a behaviour."""
+    runfolder.check_behavior_key(args.headline, "--headline")
 
 
 def main(args):

@@ -91,6 +91,16 @@ def cnn_extractor(ds, cache, seed, device, epochs=30):
     return extract, num_classes, dict(kind="cnn", accuracy=acc)
 
 
+def inception_weights_path(weights):
+    """The file of pytorch-fid's Inception weights: `weights`, or the torch hub cache's; refused when missing."""
+    import pytorch_fid.inception as pi
+    path = weights or os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(pi.FID_WEIGHTS_URL))
+    if not os.path.isfile(path):
+        raise DataError(f"Inception weights not found at {path}: download {pi.FID_WEIGHTS_URL} there "
+                        f"or pass --inception-weights PATH")
+    return path
+
+
 def inception_extractor(weights, device):
     """pytorch-fid's InceptionV3 (2048-d pool features) and the FID network's classifier on them (its 1008
     logits, for the Inception Score); `weights` is a path or 'random' (a seeded random classifier too)."""
@@ -105,10 +115,7 @@ def inception_extractor(weights, device):
             fc.weight.copy_(torch.randn(fc.weight.shape, generator=g) * 0.02)
             fc.bias.zero_()
     else:
-        path = weights or os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(pi.FID_WEIGHTS_URL))
-        if not os.path.isfile(path):
-            raise DataError(f"Inception weights not found at {path}: download {pi.FID_WEIGHTS_URL} there "
-                            f"or pass --inception-weights PATH")
+        path = inception_weights_path(weights)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:

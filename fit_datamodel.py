@@ -34,7 +34,8 @@ from typing import Callable
 import numpy as np
 
 from data import ArgumentParser, DataError, at_least_two, positive_int, run, save_npz
-from runfolder import aligned, behavior_keys, behavior_values, better, headline, load_behaviors, load_groups, load_masks
+from runfolder import (aligned, behavior_keys, behavior_values, better, check_behavior_key, headline, load_behaviors,
+                       load_groups, load_masks)
 
 
 def parse_args(argv=None):
@@ -267,6 +268,11 @@ def largest_first(values, seed=0):
     numbered (eval_lds's ranks by fault, bench/counterfactual.py's removal sets)."""
     values = np.asarray(values, dtype=np.float64)
     return np.lexsort((np.random.default_rng(seed).permutation(len(values)), -values))
+
+
+def check(args):
+    """What main would refuse once it reads the behaviours (tools/one_process.py --check): --behavior is one."""
+    check_behavior_key(args.behavior, "--behavior")
 
 
 def main(args):

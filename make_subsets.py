@@ -58,11 +58,25 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(args):
+def check_flags(args):
     if args.count is None and args.alpha != "loo":
         raise DataError("--count is required (but for --alpha loo)")
     if args.groups and (args.n is not None or args.first_of):
         raise DataError("--groups takes the dataset's contributors: not with --n or --first-of")
+
+
+def check(args):
+    """What main would refuse once it reads the data (tools/one_process.py --check): the data load, with their
+    planted faults, and the contributors (a file of one id per image, random:G within bounds)."""
+    check_flags(args)
+    if not args.first_of:
+        ds = dataset_from_args(args)
+        if args.groups:
+            make_groups(args.groups, ds, args.groups_seed)
+
+
+def main(args):
+    check_flags(args)
     groups = None
     if args.groups:
         ds = dataset_from_args(args)

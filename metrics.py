@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from data import DataError, comma_list
+
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, root1=None, factor2=None):
     """|mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1^1/2 S2 S1^1/2)^1/2) (Dowson & Landau 1982; Heusel et al.
@@ -101,7 +103,10 @@ KNN_KEYS = ("kid", "precision", "recall", "density", "coverage")  # the sampled 
 
 def parse_behaviors(text):
     """--behaviors: comma-separated keys of BEHAVIORS, or `all` (an argparse type)."""
-    keys = list(BEHAVIORS) if text == "all" else [k.strip() for k in text.split(",") if k.strip()]
+    try:
+        keys = list(BEHAVIORS) if text == "all" else comma_list(text)
+    except DataError as e:
+        raise argparse.ArgumentTypeError(str(e))
     unknown = [k for k in keys if k not in BEHAVIORS]
     if unknown or not keys:
         raise argparse.ArgumentTypeError(f"unknown behaviour {', '.join(unknown) or repr(text)}: use all or some of "

@@ -8,6 +8,7 @@
 #   RUN=runs/mine K=48 bash run_pipeline.sh        # any setting (presets/*.sh) can be overridden
 #   FULL=x.pt K=0 R=0 bash run_pipeline.sh         # attribute a model you have (tools/import_model.py)
 #   SCHEDULER=slurm bash run_pipeline.sh quick     # every stage a Slurm job (pipeline/slurm.sh)
+#   CHECK_ONLY=1 bash run_pipeline.sh              # check every setting (a run checks them first too), write nothing
 #
 # Stages: train, prune, masks, unlearn, retrain baseline, LDS models (and leave-one-out retrainings), behaviours,
 # baselines, fit, evaluate. How they run here (processes, skipping what exists): pipeline/rows.sh.
@@ -38,13 +39,24 @@ settings presets/defaults.sh
 # full training procedure that unlearning approximates.
 [[ "$GT_SEEDS" =~ ^[1-9][0-9]*$ ]] || { echo "error: GT_SEEDS must be a positive integer, got '$GT_SEEDS'" >&2; exit 2; }
 [ -z "${RETRAIN_STEPS:-}" ] || { echo "error: RETRAIN_STEPS is gone: one recipe (TRAIN_STEPS) trains the full model, the baseline and the ground truth" >&2; exit 2; }
-for v in DRAWS CEILING K R M GT_SEEDS SEED_PAIRS JOBS QUALITY_DDIM; do
+# Every setting is checked here, before anything is written: the numbers and switches this file reads, then every
+# value a script owns, asked of that script (check_settings below). A bad one ends in one error line and exit 2.
+for v in DRAWS CEILING K R M GT_SEEDS SEED_PAIRS JOBS QUALITY_DDIM GPUS; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "error: $v must be a whole number, got '${!v}'" >&2; exit 2; }
 done
+for v in M ROWS_PER_TASK CPUS; do
+  [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "error: $v must be a positive integer, got '${!v}'" >&2; exit 2; }
+done
+[[ "$ARRAY_MAX" =~ ^([1-9][0-9]*)?$ ]] || { echo "error: ARRAY_MAX must be empty or a positive integer, got '$ARRAY_MAX'" >&2; exit 2; }
 [ "$DRAWS" -ge 1 ] && [ "$JOBS" -ge 1 ] || { echo "error: DRAWS and JOBS must be at least 1" >&2; exit 2; }
+case "$SCHEDULER" in local|slurm) ;; *) echo "error: unknown SCHEDULER '$SCHEDULER' (local or slurm)" >&2; exit 2 ;; esac
+[[ "$DEVICE" =~ ^(auto|cpu|cuda(:[0-9]+)?|mps)$ ]] || { echo "error: DEVICE must be auto, cpu, cuda, cuda:N or mps, got '$DEVICE'" >&2; exit 2; }
+[ ! -e "$RUN" ] || [ -d "$RUN" ] || { echo "error: RUN=$RUN exists and is not a folder" >&2; exit 2; }
 [ "$CEILING" -le "$K" ] || { echo "error: CEILING=$CEILING: at most K=$K held-out subsets can get another seed" >&2; exit 2; }
 case "$LOO" in 0|1|auto) ;; *) echo "error: LOO must be 0, 1 or auto, got '$LOO'" >&2; exit 2 ;; esac
 case "$GUDA" in 0|1) ;; *) echo "error: GUDA must be 0 or 1, got '$GUDA'" >&2; exit 2 ;; esac
+[ "$BEHAVIORS" = all ] || [ "$HEADLINE" = auto ] || [[ ",$BEHAVIORS," == *",${HEADLINE%%[:@]*},"* ]] ||
+  { echo "error: HEADLINE=$HEADLINE is not among BEHAVIORS=$BEHAVIORS: the report cannot lead with a behaviour no model has" >&2; exit 2; }
 [ "$GUDA" = 0 ] || [ -n "$CONTRIBUTORS" ] || { echo "error: GUDA=1 unlearns each contributor once: set CONTRIBUTORS" >&2; exit 2; }
 [[ "$GUDA_STEPS" =~ ^[1-9][0-9]*$ ]] || { echo "error: GUDA_STEPS must be a positive integer, got '$GUDA_STEPS'" >&2; exit 2; }
 [[ "$PROXY" =~ ^[0-9]+$ ]] || { echo "error: PROXY must be a whole number (coalitions), got '$PROXY'" >&2; exit 2; }
@@ -77,7 +89,6 @@ FID_FLAGS=(--data "$DATA" --n-samples "$N_SAMPLES" --ddim-steps "$DDIM_STEPS" --
 [ -n "$INCEPTION_WEIGHTS" ] && FID_FLAGS+=(--inception-weights "$INCEPTION_WEIGHTS")
 START=$(date +%s)
 stage() { echo; echo "=== [$(( $(date +%s) - START ))s] $*"; }
-mkdir -p "$RUN/masks" "$RUN/models" "$RUN/behaviors" "$RUN/attributions" "$RUN/logs"
 source pipeline/rows.sh
 
 # ---- the stages: each per-row one is a function of a row range A:B of its mask file -------------------------
@@ -152,12 +163,32 @@ fits() {
       --behavior "$HEADLINE" "${ends[@]}" --out "$RUN/attributions/$pool.npz"
   done
 }
+evaluate() {
+  $PY eval_lds.py --run "$RUN" "${DATA_FLAGS[@]}" --method "$METHOD" --headline "$HEADLINE" --draws "$DRAWS" \
+    ${ALSO:+--also "$ALSO"}
+}
 stage_report() {
   stage "9/10 attributions ($METHOD on every model of each pool)"
   batched fits
   stage "10/10 LDS, budget curve, comparison and report"
-  $PY eval_lds.py --run "$RUN" "${DATA_FLAGS[@]}" --method "$METHOD" --headline "$HEADLINE" --draws "$DRAWS" \
-    ${ALSO:+--also "$ALSO"}
+  evaluate
+}
+
+# Every value a script owns (a dataset, a contributors file, a reference set, a behaviour, a baseline, an
+# estimator, a flag of TRAIN_FLAGS...), asked of that script before the first stage: the calls the stages will
+# make, collected as `batched` collects them (PY=queue) and parsed and checked by tools/one_process.py --check,
+# which reads no file of the run and writes nothing. A row stage's call is checked on its first row.
+check_settings() {
+  local CALLS=() py=$PY
+  PY=queue
+  [ -n "$FULL" ] || stage_train  # (a given FULL is copied, not trained: its file is checked above)
+  stage_prune; stage_masks; rows_unlearn 0:1
+  [ "$GUDA" = 0 ] || rows_guda 0:1
+  [ "$R" = 0 ] || rows_retrain 0:1
+  [ "$K" = 0 ] || rows_lds 0:1
+  lane_a; proxy; stage_baselines; fits; evaluate
+  PY=$py
+  $PY -m tools.one_process --check "${CALLS[@]:1}"
 }
 
 run_local() {
@@ -188,10 +219,17 @@ run_local() {
   echo "done in $(( $(date +%s) - START ))s: $RUN/report.md"
 }
 
-N_LOO=$(loo_rows "$LOO") N_GUDA=$(loo_rows "$GUDA")
-case "$SCHEDULER" in
-  local) run_local ;;
-  slurm) source pipeline/slurm.sh; if [ -n "${PIPELINE_STAGE:-}" ]; then run_task; else submit_all; fi ;;
-  *) echo "error: unknown SCHEDULER '$SCHEDULER' (local or slurm)" >&2; exit 2 ;;
-esac; exit  # on the same line: bash reads a script as it runs it, and an edit of this file during a run
-            # must not make it read on from a shifted offset (it ran the whole pipeline again)
+# One compound command, read whole before it runs, to its exit: bash reads a script as it runs it, and an edit of
+# this file during a run (from the settings' check on) must not make it read on from a shifted offset (it ran the
+# whole pipeline again).
+{
+  [ -n "${PIPELINE_STAGE:-}" ] || check_settings  # (a Slurm job's settings were checked when it was submitted)
+  [ "${CHECK_ONLY:-0}" = 0 ] || { echo "settings of preset $PRESET checked: nothing written"; exit 0; }
+  mkdir -p "$RUN/masks" "$RUN/models" "$RUN/behaviors" "$RUN/attributions" "$RUN/logs"
+  N_LOO=$(loo_rows "$LOO") N_GUDA=$(loo_rows "$GUDA")
+  case "$SCHEDULER" in
+    local) run_local ;;
+    slurm) source pipeline/slurm.sh; if [ -n "${PIPELINE_STAGE:-}" ]; then run_task; else submit_all; fi ;;
+  esac
+  exit
+}

@@ -16,6 +16,7 @@ numpy only: reading a run does not import torch.
 """
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +168,17 @@ def headline(wanted, keys):
         return wanted
     keys = [k for k in keys if not k.startswith("class")]
     return "fid" if "fid" in keys else keys[0] if keys else None
+
+
+def check_behavior_key(key, what):
+    """`key` when a run can measure it (a key of compute_fid's registry, metrics.BEHAVIORS; class:K; or auto), else a
+    DataError in one line: the check of a --headline or --behavior before any behaviours file exists."""
+    from metrics import BEHAVIORS  # imports torch: only a check's process (tools/one_process.py --check) pays for it
+    base = key.split("@")[0]  # kid@REF: a behaviour against another reference set
+    if key == "auto" or (base in BEHAVIORS and base != "class") or re.fullmatch(r"class:\d+", base):
+        return key
+    raise DataError(f"{what}: unknown behaviour {key!r}: use auto, class:K or one of "
+                    f"{', '.join(k for k in BEHAVIORS if k != 'class')}")
 
 
 def finished_run(path, *needed):

@@ -46,13 +46,17 @@ submit_all() {
     queued=$(squeue -h -o %F 2>/dev/null | sort -u | grep -xF -f <(awk '{print $2}' "$JOBS_FILE") | paste -sd, || true)
     [ -z "$queued" ] || { echo "error: jobs of $RUN are still queued ($queued): wait for them or scancel them" >&2; exit 2; }
   fi
-  rm -f "$FAILED" "$JOBS_FILE.new"
   local opts=(--parsable --requeue --kill-on-invalid-dep=yes --chdir "$PWD" --cpus-per-task "$CPUS")
   [ -z "$PARTITION" ] || opts+=(--partition "$PARTITION")
   [ -z "$WALLTIME" ] || opts+=(--time "$WALLTIME")
   [ -z "$MEM" ] || opts+=(--mem "$MEM")
   [ "$GPUS" = 0 ] || opts+=(--gres "gpu:$GPUS")
   opts+=($SBATCH_FLAGS)
+  # what every job asks for (partition, time, memory, GPUs, SBATCH_FLAGS), put to the cluster before any is submitted
+  local refusal
+  refusal=$(sbatch --test-only "${opts[@]}" --wrap true 2>&1) ||
+    { echo "error: sbatch refuses this run's job settings: $(echo "$refusal" | tail -1)" >&2; exit 2; }
+  rm -f "$FAILED" "$JOBS_FILE.new"
   declare -A id
   local skipped=()
   submit() {  # submit NAME DEPENDENCY... : one job, or one array when NAME is a per-row stage

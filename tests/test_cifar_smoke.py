@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import ROOT, pipeline
+from conftest import ROOT, dry_run_calls, pipeline
 import runfolder
 
 CIFAR_NPZ = os.path.join(ROOT, "..", "shared", "data", "cifar10_10k.npz")
@@ -42,9 +42,7 @@ def test_cifar16_preset_trains_on_downsampled_images_and_leads_with_the_loss(tmp
     p = pipeline("cifar16", tmp_path / "dry", PYTHON="echo")
     out, _ = p.communicate(timeout=60)
     assert p.returncode == 0, out
-    calls = [c.split() for line in out.splitlines() if line.startswith(("-m tools.one_process", "train_ddpm", "prune",
-                                                                        "eval_lds", "baselines", "make_subsets"))
-             for c in line.replace("-m tools.one_process ", "").split(" :: ")]
+    calls = dry_run_calls(out)
     data = {c[c.index("--data") + 1] for c in calls if "--data" in c}
     assert data == {"cifar10@16:2000"}
     fits = [c for c in calls if c[0] == "fit_datamodel.py"]

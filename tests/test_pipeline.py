@@ -1,13 +1,16 @@
 """run_pipeline.sh: the quick preset end to end, and a kill mid-stage and a resume."""
 import json
 import os
+import re
 import signal
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import copy_stages_1_to_5, pipeline
+from conftest import ROOT, copy_stages_1_to_5, dry_run_calls, pipeline
 import runfolder
 
 
@@ -70,14 +73,7 @@ def dry_run_commands(tmp_path, preset="default", script="train_ddpm.py", **env):
     p = pipeline(preset, tmp_path / "dry", PYTHON="echo", **env)
     out, _ = p.communicate(timeout=60)
     assert p.returncode == 0, out
-    calls = []
-    for line in out.splitlines():
-        words = line.split()
-        if words[:2] == ["-m", "tools.one_process"]:
-            calls += [c.split() for c in " ".join(words[2:]).split(" :: ")]
-        elif words:
-            calls.append(words)
-    return [c for c in calls if c[0] == script and "--init-only" not in c]
+    return [c for c in dry_run_calls(out) if c[0] == script and "--init-only" not in c]
 
 
 def test_full_model_baseline_and_ground_truth_read_one_recipe(tmp_path):
@@ -110,8 +106,7 @@ def test_full_model_baseline_and_ground_truth_read_one_recipe(tmp_path):
     p = pipeline("default", tmp_path / "dry-loss", PYTHON="echo", BEHAVIORS="loss")
     out, _ = p.communicate(timeout=60)
     assert p.returncode == 0, out
-    calls = [c.split() for line in out.splitlines() if line.startswith(("-m tools.one_process", "train_ddpm", "prune"))
-             for c in line.replace("-m tools.one_process ", "").split(" :: ")]
+    calls = dry_run_calls(out)
     behaviours = [c for c in calls if c[0] == "compute_fid.py"]
     assert behaviours and all(c[c.index("--behaviors") + 1] == "loss" and "--ref-models" not in c for c in behaviours)
     assert all(c[c.index("--grid") + 1] == "0" for c in calls if "--grid" in c)
@@ -355,7 +350,7 @@ def test_presets_are_settings_files_and_the_environment_wins_over_them(tmp_path)
         p = pipeline("default", run, PYTHON="echo", **env)
         out, _ = p.communicate(timeout=60)
         assert p.returncode == 0, out
-        calls = [c.split() for line in out.splitlines() for c in line.replace("-m tools.one_process ", "").split(" :: ")]
+        calls = dry_run_calls(out)
         (call,) = [c for c in calls if c[:1] == ["make_subsets.py"] and c[-1] == str(runfolder.masks(run, "lds"))]
         return {flag: call[call.index(flag) + 1] for flag in ("--count", "--alpha")}
 
@@ -438,3 +433,97 @@ echo "$@"
                          env=dict(os.environ, RUN=str(tmp_path / "dry"), PYTHON=str(editor)))
     assert (tmp_path / "edited").exists()
     assert out.returncode == 0 and out.stdout.count("preset quick ->") == 1, out.stdout[-2000:] + out.stderr[-2000:]
+
+
+# Every setting of presets/*.sh given a wrong value: (name, value, words of its one error line). The settings a
+# script owns are refused by that script's parse_args or check(args) (tools/one_process.py --check); the others by
+# run_pipeline.sh itself. PARTITION, SBATCH_FLAGS, TASK_TIME and TASK_MEM are the cluster's to judge: sbatch
+# --test-only refuses them before any job is submitted (tests/test_slurm.py).
+BAD_SETTINGS = [
+    ("ALPHA", "0", "--alpha"), ("ALSO", "surogate-shap", "unknown estimator surogate-shap"),
+    ("ALSO", "surrogate-shap,", "an empty item"), ("ARCH", "huge", "--arch"), ("ARRAY_MAX", "0", "ARRAY_MAX"),
+    ("BASELINES", "loss,,trak", "an empty item"), ("BASELINES", "trakk", "unknown baseline trakk"),
+    ("BASELINE_FLAGS", "--draws 0", "--draws"), ("BATCH", "0", "--batch-size"), ("BEHAVIORS", "fid,,kid", "an empty item"),
+    ("BEHAVIORS", "fdi", "unknown behaviour fdi"), ("CEILING", "9", "at most K=4"), ("CONTRIBUTORS", "random:1", "2 <= G"),
+    ("CONTRIBUTORS", "{ten_ids}", "must hold 1797 integers"), ("CORRUPT", "1.5", "--corrupt"), ("CPUS", "x", "CPUS"),
+    ("DATA", "mnist", "unknown dataset 'mnist'"), ("DDIM_STEPS", "0", "--ddim-steps"), ("DEVICE", "gpu", "DEVICE"),
+    ("DRAWS", "many", "DRAWS"), ("FAULT", "blur,,noise", "an empty item"), ("FAULT", "smudge", "unknown fault smudge"),
+    ("FEATURES", "vgg", "--features"), ("FULL", "{missing}.pt", "no such checkpoint"), ("GPUS", "one", "GPUS"),
+    ("GRID", "x", "--grid"), ("GT_SEEDS", "0", "GT_SEEDS"), ("GUDA", "2", "GUDA must be 0 or 1"),
+    ("GUDA_STEPS", "0", "GUDA_STEPS"), ("HEADLINE", "fdi", "unknown behaviour 'fdi'"),
+    ("INCEPTION_WEIGHTS", "{missing}.pth", "Inception weights not found"), ("JOBS", "0", "at least 1"),
+    ("K", "x", "K must be"), ("LOO", "yes", "LOO must be"), ("LOSS_DRAWS", "0", "--loss-draws"), ("M", "0", "M must be"),
+    ("METHOD", "lasso", "METHOD must be"), ("N_REF", "-1", "--n-ref"), ("N_SAMPLES", "1", "--n-samples"),
+    ("PROXY", "-1", "PROXY must be"), ("PRUNE_STEPS", "-1", "--steps"), ("QUALITY_DDIM", "x", "QUALITY_DDIM"),
+    ("R", "-1", "R must be"), ("RATIO", "1", "--ratio"), ("REF_DATA", "npz:{missing}.npz", "npz file not found"),
+    ("REF_DATA", "npz:{rgb}", "has images of shape"), ("ROWS_PER_TASK", "0", "ROWS_PER_TASK"),
+    ("RUN", "{ten_ids}", "is not a folder"), ("SCHEDULER", "pbs", "unknown SCHEDULER"), ("SEED_PAIRS", "a", "SEED_PAIRS"),
+    ("TRAIN_FLAGS", "--lr x", "--lr"), ("TRAIN_STEPS", "0", "--steps"), ("UNLEARN_FLAGS", "--nope", "--nope"),
+    ("UNLEARN_METHOD", "forget", "--method"), ("UNLEARN_STEPS", "x", "--steps"),
+]
+CLUSTER_SETTINGS = {"PARTITION", "SBATCH_FLAGS", "TASK_TIME", "TASK_MEM"}
+
+
+def refusal_of_the_check(out):
+    """The exit code and stderr of the settings' check that `CHECK_ONLY=1 PYTHON=echo bash run_pipeline.sh` printed,
+    run here in this process (the scripts are imported already: no interpreter start per setting)."""
+    import contextlib
+    import io
+    from tools import one_process
+    line = next(l for l in out.splitlines() if l.startswith("-m tools.one_process --check "))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            for name, argv in one_process.split_calls(line.split()[3:]):
+                one_process.check(name, argv)
+        except SystemExit as e:
+            return e.code, err.getvalue()
+    return 0, err.getvalue()
+
+
+def test_every_setting_given_a_wrong_value_is_refused_before_the_first_stage(tmp_path):
+    """Each setting of every preset with a wrong value ends in one `error:` line and exit 2 before anything is
+    written (no run folder): refused by run_pipeline.sh, or by the script that owns it through the check the pipeline
+    runs before stage 1 (here printed by a dry run and run in this process); the quick preset's own settings pass."""
+    np.save(tmp_path / "ten.npy", np.zeros(10, dtype=np.int64))
+    np.savez(tmp_path / "rgb.npz", images=np.zeros((4, 3, 16, 16), dtype=np.uint8))
+    paths = dict(ten_ids=tmp_path / "ten.npy", missing=tmp_path / "missing", rgb=tmp_path / "rgb.npz")
+    settings = {m[1] for f in Path(ROOT, "presets").glob("*.sh")
+                for m in re.finditer(r"^([A-Z][A-Z0-9_]*)=", f.read_text(), re.M)}
+    assert settings - CLUSTER_SETTINGS == {name for name, _, _ in BAD_SETTINGS}  # every setting is tried
+    run = tmp_path / "run"
+    p = pipeline("quick", run, PYTHON="echo", CHECK_ONLY=1)
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 0 and refusal_of_the_check(out) == (0, "") and not run.exists(), out
+    wrong = []
+    for name, value, says in BAD_SETTINGS:
+        env = {name: value.format(**paths), "CHECK_ONLY": 1, "PYTHON": "echo"}
+        if name == "INCEPTION_WEIGHTS":
+            env["FEATURES"] = "inception"
+        p = pipeline("quick", run, **env)
+        out, _ = p.communicate(timeout=60)
+        code, err = (p.returncode, out) if p.returncode != 0 else refusal_of_the_check(out)
+        lines = [l for l in err.splitlines() if l.startswith("error:")]
+        if not (code == 2 and len(lines) == 1 and says in lines[0] and not run.exists()):
+            wrong.append((name, value, code, err[-300:]))
+    assert wrong == []
+
+
+def test_a_wrong_setting_fails_in_seconds_on_both_schedulers_and_writes_nothing(tmp_path):
+    """The check as a user meets it, the real interpreter and all: a misspelt estimator, an empty item in a list, a
+    contributors file of the wrong length, a missing reference set each end within 10 seconds in one line on stderr
+    and exit 2, with no run folder; SCHEDULER=slurm is refused before anything is submitted (the check comes first)."""
+    import time
+    np.save(tmp_path / "ten.npy", np.zeros(10, dtype=np.int64))
+    run = tmp_path / "run"
+    for env, says in ((dict(ALSO="surogate-shap"), "unknown estimator surogate-shap"),
+                      (dict(BEHAVIORS="fid,,kid", SCHEDULER="slurm"), "an empty item in 'fid,,kid'"),
+                      (dict(CONTRIBUTORS=tmp_path / "ten.npy"), "must hold 1797 integers"),
+                      (dict(REF_DATA="npz:" + str(tmp_path / "none.npz"), SCHEDULER="slurm"), "npz file not found")):
+        start = time.perf_counter()
+        e = dict(os.environ, RUN=str(run), PYTHON=sys.executable, TQDM_DISABLE="1", **{k: str(v) for k, v in env.items()})
+        r = subprocess.run(["bash", "run_pipeline.sh", "quick"], cwd=ROOT, env=e, capture_output=True, text=True,
+                           timeout=60)
+        seconds = time.perf_counter() - start
+        assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1 and says in r.stderr, (env, r.stderr)
+        assert seconds < 10 and not run.exists(), (env, seconds)

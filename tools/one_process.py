@@ -9,8 +9,17 @@ only the interpreter (every script seeds its own draws from its arguments), so t
 separate runs. Each call's arguments are parsed when its turn comes (it may read what an earlier one
 wrote); the first call that fails ends the process with its exit code: 2 and one line on stderr for bad
 input, as the script alone would.
+
+    python -m tools.one_process --check compute_fid.py --behaviors fid,,kid ... :: eval_lds.py --also x ...
+
+With --check nothing runs: each call's arguments are parsed, and the script's check(args), where it has one, asks
+what main would find only later (the data and the contributors file load, a reference set matches the data's
+shape, a behaviour or baseline is known), reading no file of the run and writing nothing. run_pipeline.sh checks
+every call of a run this way before its first stage.
 """
+import contextlib
 import importlib
+import io
 import os
 import sys
 
@@ -45,9 +54,26 @@ def call(name, argv):
     return data.run(module.main, module.parse_args(argv))
 
 
+def check(name, argv):
+    """The arguments of `python NAME.py ARGV...` parsed, and the script's check(args) where it has one; nothing
+    runs. A bad value ends in one line on stderr, naming the script (a flag such as --steps is several scripts'),
+    and SystemExit(2), as the script's own run would."""
+    module = importlib.import_module(f"tools.{name}" if name == "import_model" else name)
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            args = module.parse_args(argv)
+            if hasattr(module, "check"):
+                data.run(module.check, args)
+    except SystemExit:
+        print(err.getvalue().replace("error: ", f"error: {name}.py: ", 1), end="", file=sys.stderr)
+        raise
+
+
 def main(argv):
-    for name, args in split_calls(argv):
-        call(name, args)
+    checking = argv[:1] == ["--check"]
+    for name, args in split_calls(argv[1:] if checking else argv):
+        (check if checking else call)(name, args)
 
 
 if __name__ == "__main__":
