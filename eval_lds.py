@@ -31,7 +31,7 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.stats import rankdata
+from scipy.stats import norm, rankdata
 
 import report
 import runfolder
@@ -40,6 +40,7 @@ from data import (ArgumentParser, DataError, add_data_args, atomic_write, comma_
 from fit_datamodel import ESTIMATORS, attribute, largest_first, predict
 from runfolder import (aligned, behavior_keys, behavior_values, better, load_behaviors, load_groups, load_masks,
                        load_npz, optional_behaviors, values_by_row)
+from stats import holm, jackknife_inference, two_sided_p
 
 POOLS = ("unlearn", "retrain")  # the two ways of making models for the datamodel
 BOOTSTRAP = 2000
@@ -74,6 +75,8 @@ def parse_args(argv=None):
                    help="comma-separated estimators of fit_datamodel.ESTIMATORS that are not among retraining's choices "
                    "(surrogate-shap), each fitted to the unlearned models as a row of the comparison of its own, judged "
                    "as the others (its draws cost its fits: about a second each for SurrogateSHAP's trees)")
+    p.add_argument("--verdict-draws", type=positive_int, default=64, help="subsamples (9 in 10) of the unlearned models whose "
+                   "fits give each unit's standard error (verdicts.csv: interval, Holm p, harmful / helpful / undecided)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap, the draws and the CV folds")
     args = p.parse_args(argv)
     unknown = [k for k in args.also if k not in ESTIMATORS]
@@ -719,6 +722,7 @@ def evaluate(run, args):
     if run.bad is not None and len(run.bad) and run.directions[run.headline]:
         results["auc"] = detection_aucs(run, fits, figures["attributions"], args)
     results["table1"] = table1(run, costs)
+    results["verdicts"] = unit_verdicts(run, fits, args.verdict_draws, args.seed)
     return results, figures
 
 
@@ -753,6 +757,36 @@ def headline_figures(run, fits, results):
         scatter[f"{name} (budget {top['budget']:g}, {n} models)"] = (pred, held.y[run.headline],
                                                                    spearman(pred, held.y[run.headline]))
     return dict(attributions=attributions, scatter=scatter, order=ranked(fits("unlearn", run.headline)[0], run))
+
+
+VERDICT_ALPHA = 0.05  # the chance that any unit of a run is called harmful or helpful wrongly (Holm's family)
+
+
+def unit_verdicts(run, fits, draws, seed, alpha=VERDICT_ALPHA):
+    """Each unit's headline score from every unlearned model, its standard error over `draws` subsamples of those
+    models (stats.jackknife_inference: the estimator's own variability, over the models it was given), a 95% interval,
+    the Holm-adjusted p of score = 0 over all units, and a verdict: harmful or helpful where that p <= alpha (so
+    the chance of any wrong call in the run is at most alpha), undecided otherwise. Rows most harmful first."""
+    pool, behavior = run.pools["unlearn"], run.headline
+    scores, se = jackknife_inference(lambda X, y: fits.fit("unlearn", behavior, X, y)[0], pool.X, pool.y[behavior],
+                                       draws, [seed, 42])
+    p_holm = holm(two_sided_p(scores, se))
+    h = harm(scores, run.directions[behavior])
+    verdict = (np.full(len(scores), "n/a") if h is None else  # a class share: neither way is harmful
+               np.where(p_holm > alpha, "undecided", np.where(h > 0, "harmful", "helpful")))
+    z, order = norm.ppf(0.975), ranked(scores, run)
+    images = np.bincount(run.groups, minlength=len(scores)) if run.groups is not None else np.ones(len(scores), int)
+    bad = np.isin(np.arange(len(scores)), run.bad) if run.bad is not None else np.zeros(len(scores), bool)
+    return [dict(rank=r + 1, unit=int(u), score=float(scores[u]), lo=float(scores[u] - z * se[u]),
+                 hi=float(scores[u] + z * se[u]), p_holm=float(p_holm[u]), verdict=str(verdict[u]),
+                 images=int(images[u]), known_bad=bool(bad[u])) for r, u in enumerate(order)]
+
+
+def write_verdicts(path, rows, unit, behavior):
+    header = f"rank,{unit},score_{behavior},ci95_lo,ci95_hi,p_holm,verdict,images,known_bad\n"
+    body = "".join(f"{v['rank']},{v['unit']},{v['score']:.6g},{v['lo']:.6g},{v['hi']:.6g},{v['p_holm']:.4g},"
+                   f"{v['verdict']},{v['images']},{int(v['known_bad'])}\n" for v in rows)
+    atomic_write(path, lambda f: f.write((header + body).encode()))
 
 
 def ranked(scores, run):
@@ -844,6 +878,7 @@ def evaluate_attribution_only(run, args):
         seconds_prune_once=float(pruned["train_seconds"][0]) if pruned is not None else None,
         seconds_behavior_unlearn=float((pool.sampling_seconds + pool.loss_seconds).mean()),
         seconds_sampling=float(pool.sampling_seconds.mean()), seconds_loss=float(pool.loss_seconds.mean()))
+    results["verdicts"] = unit_verdicts(run, fits, args.verdict_draws, args.seed)
     return results, dict(order=ranked(scores_of[run.headline], run), scores_of=scores_of)
 
 
@@ -880,6 +915,7 @@ def main(args):
         else:
             results, figures = evaluate(run_folder, args)
         atomic_write(runfolder.results(args.run), lambda f: f.write(json.dumps(results, indent=1).encode()))
+        write_verdicts(runfolder.verdicts(args.run), results["verdicts"], run_folder.unit, run_folder.headline)
         report.write(run_folder, results, figures)
         print(summary(results))
         print(f"wrote {runfolder.report(args.run)} and {runfolder.figures(args.run)}")

@@ -128,10 +128,46 @@ def describe_recipes(recipes):
 # ----------------------------------------------------------------------------------------------
 # report.md
 
+def data_line(run):
+    """What the models were trained on, and whether this run planted faults in it (only where a setting asked)."""
+    ds, n = run.ds, len(run.ds)
+    planted = {k: len(v) for k, v in ds.faults.items() if k != "named"}
+    named = len(ds.faults.get("named", []))
+    said = (f"**planted faults**: {', '.join(f'{k} ({c} images)' for k, c in planted.items())}, "
+            f"{sum(planted.values()) / n:.0%} of the images, altered by this run (CORRUPT, FAULT)" if planted else
+            "**used as given: no fault planted**")
+    return (f"Data: `{ds.name}`, {n} images; {said}" + (f"; {named} images the data name as bad (its `corrupted` array)"
+                                                        if named else "") + ".")
+
+
+def verdicts_section(r, run, top=10):
+    """The answer a user acts on: the units called harmful or helpful at the run's error rate, then the ranking's
+    ends; the whole table in verdicts.csv."""
+    rows, unit, headline = r["verdicts"], r["unit"], r["headline"]
+    called = {v: [x for x in rows if x["verdict"] == v] for v in ("harmful", "helpful")}
+    lines = [f"## Which {unit}s hurt or help {headline}", "",
+             f"Each {unit}'s score from every unlearned model, with a 95% interval from subsamples of those models "
+             f"(the estimator's own variability: a delete-d jackknife), and a verdict: **harmful** or **helpful** where the Holm-adjusted p "
+             f"of score = 0 is at most 0.05 over all {len(rows)} {unit}s (the chance of any wrong call in this run is "
+             f"at most 5%), **undecided** otherwise. The whole table: `verdicts.csv` beside this report.", "",
+             ", ".join(f"{len(called[v])} {v}" for v in called) + f", {len(rows) - sum(map(len, called.values()))} "
+             f"undecided.", "",
+             f"| rank | {unit} | score | 95% interval | Holm p | verdict |" + (" known bad |" if run.bad is not None else ""),
+             "| --- | --- | --- | --- | --- | --- |" + (" --- |" if run.bad is not None else "")]
+    shown = rows if len(rows) <= 2 * top else rows[:top] + rows[-top:]
+    for v in shown:
+        lines.append(f"| {v['rank']} | {v['unit']} | {v['score']:.3g} | [{v['lo']:.3g}, {v['hi']:.3g}] | "
+                     f"{v['p_holm']:.3g} | {v['verdict']} |" + (f" {'yes' if v['known_bad'] else ''} |"
+                                                              if run.bad is not None else ""))
+    return lines + ([f"({len(rows) - 2 * top} {unit}s between the {top} most harmful and the {top} most helpful: "
+                     f"verdicts.csv)"] if len(rows) > 2 * top else []) + [""]
+
+
 def render(r, run, order):
     hb, method = r["behaviors"][r["headline"]], r["unlearning"]
-    lines = [f"# Data attribution report: {os.path.basename(os.path.abspath(run.dir))}", "",
-             f"Headline behaviour: **{r['headline']}** ({hb['better'] or 'no better direction'} is better); the report's "
+    lines = [f"# Data attribution report: {os.path.basename(os.path.abspath(run.dir))}", "", data_line(run), ""]
+    lines += verdicts_section(r, run)
+    lines += [f"Headline behaviour: **{r['headline']}** ({hb['better'] or 'no better direction'} is better); the report's "
              f"first tables and figures, and the images below, are for it. Every behaviour the run computed has its LDS "
              f"vs budget further down. Unlearning method: **{method['method']}** ({method['settings'] or 'settings n/a'}).",
              "", "Sign convention: a positive score means including that image raises the behaviour. For FID (lower is "
@@ -350,6 +386,7 @@ def render_attribution_only(r, run, order):
     t, headline, method = r["table1"], r["headline"], r["unlearning"]
     hb, estimator = r["behaviors"][headline], title(r.get("method"))
     lines = [f"# Data attribution report: {os.path.basename(os.path.abspath(run.dir))} (attribution only)", "",
+             data_line(run), ""] + verdicts_section(r, run) + [
              "**No LDS was measured.** This run has no held-out subsets retrained from scratch (K = 0), so nothing "
              "here says how well the attributions predict what retraining would do. Measuring it (the linear "
              "datamodeling score) needs models retrained from scratch on held-out subsets with the recipe that made "

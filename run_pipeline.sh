@@ -30,9 +30,16 @@ settings() {
 [[ "$PRESET" =~ ^[a-z0-9]+$ ]] && [ "$PRESET" != defaults ] && [ -f "presets/$PRESET.sh" ] || {
   echo "error: unknown preset '$PRESET' ($(ls presets | sed -n 's/\.sh$//p' | grep -vx defaults | paste -sd ' '))" >&2
   exit 2; }
-GRID_GIVEN=${GRID:-}
+GRID_GIVEN=${GRID:-} DATA_GIVEN=${DATA:-} CORRUPT_GIVEN=${CORRUPT:-}
 settings "presets/$PRESET.sh"
 settings presets/defaults.sh
+# A user's data (DATA= other than the preset's own) is trained on as given: a preset's planted faults (CORRUPT) are
+# an experiment on its own data, and alter another's only where CORRUPT is set explicitly.
+USERS_DATA=0
+if [ -n "$DATA_GIVEN" ] && [ "$DATA_GIVEN" != "$(sed -n 's/^DATA=\([^ ]*\).*/\1/p' "presets/$PRESET.sh")" ]; then
+  USERS_DATA=1
+  [ -n "$CORRUPT_GIVEN" ] || CORRUPT=0
+fi
 
 # One recipe: the full model (stage 1), the retraining baseline (stage 5) and the ground truth (stage 6) are all
 # trained by train_ddpm.py with TRAIN_STEPS, BATCH and TRAIN_FLAGS, as the paper retrains from scratch with the
@@ -191,8 +198,25 @@ check_settings() {
   $PY -m tools.one_process --check "${CALLS[@]:1}"
 }
 
+# What the run trains on, and the extras that multiply its cost (each the user's to turn off)
+announce() {
+  local extras=() unit=image
+  [ -z "$CONTRIBUTORS" ] || unit=contributor
+  if [ "$CORRUPT" = 0 ] || [ "$CORRUPT" = 0.0 ]; then
+    echo "data: $DATA, used as given (no fault planted$([ "$USERS_DATA" = 0 ] || echo "; CORRUPT=F FAULT=KINDS would plant some"))"
+  else
+    echo "data: $DATA with planted faults: $FAULT on a fraction $CORRUPT of the images (CORRUPT=0: none)"
+  fi
+  [ "$LOO" = 0 ] || extras+=("LOO=1: a retraining per $unit (leave-one-out)")
+  [ "$GUDA" = 0 ] || extras+=("GUDA=1: a fine-tune of the full model per contributor, $GUDA_STEPS steps each")
+  [ -z "$ALSO" ] || extras+=("ALSO=$ALSO: more estimators of the unlearned models (seconds to minutes)")
+  [ "$PROXY" = 0 ] || extras+=("PROXY=$PROXY: a contributor-conditioned model and $PROXY coalitions sampled")
+  [ ${#extras[@]} = 0 ] || echo "extras (0 or none turns each off): $(IFS=';'; echo "${extras[*]}" | sed 's/;/; /g')"
+}
+
 run_local() {
   echo "preset $PRESET -> $RUN (JOBS=$JOBS parallel jobs of $THREADS threads)"
+  announce
   if [ -n "$FULL" ]; then stage "1/10 the full model: $FULL"; else stage "1/10 train on all data ($TRAIN_STEPS steps)"; fi
   unless_done train -- batched stage_train
   stage "2/10 prune (structured, ratio $RATIO) and fine-tune ($PRUNE_STEPS steps)"

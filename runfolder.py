@@ -116,6 +116,11 @@ def results(run):
     return _join(run, "results.json")
 
 
+def verdicts(run):
+    """Each contributor's (or image's) score, interval and verdict, most harmful first: the table a user takes next."""
+    return _join(run, "verdicts.csv")
+
+
 def figures(run, name=""):
     return _join(run, "figures", name)
 

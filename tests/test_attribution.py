@@ -266,6 +266,16 @@ def test_a_contributor_level_run_is_scored_and_reported_per_contributor(tmp_path
     assert results["unit"] == "contributor" and results["auc"]["unlearn_all"] == 1.0
     report = (runfolder.report(run)).read_text()
     assert "2 of 12 contributors gave mostly faulty images (corrupted (2)" in report and "2 of the 8 most harmful contributors" in report
+    # the answer a user acts on leads the report: the data as given, then the verdicts (a table file beside it); the
+    # two planted contributors are called harmful at the run's 5% familywise error, none with a small effect helpful
+    assert report.splitlines()[2] == "Data: `digits`, 1797 images; **used as given: no fault planted**."
+    assert report.splitlines()[4] == "## Which contributors hurt or help fid"
+    table = np.genfromtxt(runfolder.verdicts(run), delimiter=",", names=True, dtype=None, encoding=None)
+    assert len(table) == 12 and list(table["rank"]) == list(range(1, 13))
+    verdict = dict(zip(table["contributor"], table["verdict"]))
+    assert verdict[0] == verdict[1] == "harmful" and list(table["known_bad"][:2]) == [1, 1]
+    assert all(verdict[c] != "helpful" or effect[c] < -0.3 for c in range(2, 12))
+    assert all(lo <= s <= hi for lo, s, hi in zip(table["ci95_lo"], table["score_fid"], table["ci95_hi"]))
     from PIL import Image
     with Image.open(runfolder.figures(run, "most_harmful.png")) as im:  # 8 rows (contributors) of 8 images of 8x8
         assert im.width == im.height

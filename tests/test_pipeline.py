@@ -527,3 +527,26 @@ def test_a_wrong_setting_fails_in_seconds_on_both_schedulers_and_writes_nothing(
         seconds = time.perf_counter() - start
         assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1 and says in r.stderr, (env, r.stderr)
         assert seconds < 10 and not run.exists(), (env, seconds)
+
+
+def test_a_users_data_is_trained_on_as_given_unless_a_fault_is_asked_for(tmp_path):
+    """DATA=npz:... on the default preset (whose CORRUPT=0.15 plants blur, spam and watermarks in its own digits):
+    every script is called with --corrupt 0 and the run says the data are used as given; CORRUPT set explicitly
+    plants on them; the preset's own data (DATA=digits given or not) keep the preset's faults."""
+    np.savez(tmp_path / "mine.npz", images=np.zeros((40, 1, 8, 8), dtype=np.uint8))
+    mine = "npz:" + str(tmp_path / "mine.npz")
+
+    def corrupt_flags(**env):
+        p = pipeline("default", tmp_path / "dry", PYTHON="echo", **env)
+        out, _ = p.communicate(timeout=60)
+        assert p.returncode == 0, out
+        calls = [c for c in dry_run_calls(out) if "--corrupt" in c]
+        assert calls and all(c[c.index("--data") + 1] == env.get("DATA", "digits") for c in calls)
+        return {c[c.index("--corrupt") + 1] for c in calls}, out
+
+    flags, out = corrupt_flags(DATA=mine)
+    assert flags == {"0"} and f"data: {mine}, used as given (no fault planted" in out
+    flags, out = corrupt_flags(DATA=mine, CORRUPT="0.1")
+    assert flags == {"0.1"} and f"data: {mine} with planted faults: blur,duplicate,watermark on a fraction 0.1" in out
+    for env in (dict(), dict(DATA="digits")):
+        assert corrupt_flags(**env)[0] == {"0.15"}
