@@ -760,6 +760,7 @@ def headline_figures(run, fits, results):
 
 
 VERDICT_ALPHA = 0.05  # the chance that any unit of a run is called harmful or helpful wrongly (Holm's family)
+VERDICT_MIN_MODELS = 10  # fewer unlearned models give no interval (a subsample of 9 in 10 would drop none of them)
 
 
 def unit_verdicts(run, fits, draws, seed, alpha=VERDICT_ALPHA):
@@ -768,9 +769,13 @@ def unit_verdicts(run, fits, draws, seed, alpha=VERDICT_ALPHA):
     the Holm-adjusted p of score = 0 over all units, and a verdict: harmful or helpful where that p <= alpha (so
     the chance of any wrong call in the run is at most alpha), undecided otherwise. Rows most harmful first."""
     pool, behavior = run.pools["unlearn"], run.headline
-    scores, se = jackknife_inference(lambda X, y: fits.fit("unlearn", behavior, X, y)[0], pool.X, pool.y[behavior],
-                                       draws, [seed, 42])
-    p_holm = holm(two_sided_p(scores, se))
+    if len(pool.rows) >= VERDICT_MIN_MODELS:
+        scores, se = jackknife_inference(lambda X, y: fits.fit("unlearn", behavior, X, y)[0], pool.X,
+                                         pool.y[behavior], draws, [seed, 42])
+        p_holm = holm(two_sided_p(scores, se))
+    else:  # too few models to see how the scores vary with them: no interval, no call
+        scores = fits("unlearn", behavior)[0]
+        se, p_holm = np.full(len(scores), np.nan), np.ones(len(scores))
     h = harm(scores, run.directions[behavior])
     verdict = (np.full(len(scores), "n/a") if h is None else  # a class share: neither way is harmful
                np.where(p_holm > alpha, "undecided", np.where(h > 0, "harmful", "helpful")))

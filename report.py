@@ -156,7 +156,8 @@ def verdicts_section(r, run, top=10):
              "| --- | --- | --- | --- | --- | --- |" + (" --- |" if run.bad is not None else "")]
     shown = rows if len(rows) <= 2 * top else rows[:top] + rows[-top:]
     for v in shown:
-        lines.append(f"| {v['rank']} | {v['unit']} | {v['score']:.3g} | [{v['lo']:.3g}, {v['hi']:.3g}] | "
+        interval = f"[{v['lo']:.3g}, {v['hi']:.3g}]" if np.isfinite(v["lo"]) else "- (under 10 models)"
+        lines.append(f"| {v['rank']} | {v['unit']} | {v['score']:.3g} | {interval} | "
                      f"{v['p_holm']:.3g} | {v['verdict']} |" + (f" {'yes' if v['known_bad'] else ''} |"
                                                               if run.bad is not None else ""))
     return lines + ([f"({len(rows) - 2 * top} {unit}s between the {top} most harmful and the {top} most helpful: "
@@ -386,14 +387,14 @@ def render_attribution_only(r, run, order):
     t, headline, method = r["table1"], r["headline"], r["unlearning"]
     hb, estimator = r["behaviors"][headline], title(r.get("method"))
     lines = [f"# Data attribution report: {os.path.basename(os.path.abspath(run.dir))} (attribution only)", "",
-             data_line(run), ""] + verdicts_section(r, run) + [
+             data_line(run), "",
              "**No LDS was measured.** This run has no held-out subsets retrained from scratch (K = 0), so nothing "
              "here says how well the attributions predict what retraining would do. Measuring it (the linear "
              "datamodeling score) needs models retrained from scratch on held-out subsets with the recipe that made "
              "the attributed model: its architecture, noise schedule, steps, batch size and learning rate; a "
              "different recipe would judge the attributions against another model's behaviour. Rerun with K > 0 "
              "(FULL= a checkpoint that records its recipe, or TRAIN_STEPS, BATCH and TRAIN_FLAGS that reproduce "
-             "it) to measure it.", "",
+             "it) to measure it.", ""] + verdicts_section(r, run) + [
              f"Headline behaviour: **{headline}** ({hb['better'] or 'no better direction'} is better). Attributions: "
              f"{estimator} of {hb['n']} unlearned models. Unlearning method: **{method['method']}** "
              f"({method['settings'] or 'settings n/a'}).", "",

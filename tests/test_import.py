@@ -156,7 +156,9 @@ def test_an_attribution_only_run_of_an_imported_model(tmp_path):
     assert not (runfolder.models(run, "retrain")).exists() and not (runfolder.models(run, "lds")).exists()
     assert (runfolder.checkpoint(run, "full")).read_bytes() == (tmp_path / "mine.pt").read_bytes()
     report = (runfolder.report(run)).read_text()
-    assert report.splitlines()[2].startswith("**No LDS was measured.**") and "recipe that made" in report
+    assert report.splitlines()[2].startswith("Data: `digits`, 1797 images; **planted faults**: noise (90 images)")
+    assert report.splitlines()[4].startswith("**No LDS was measured.**") and "recipe that made" in report
+    assert report.splitlines()[6] == "## Which images hurt or help fid" and runfolder.verdicts(run).exists()
     assert "## Every behaviour" in report and "| loss |" in report and "Finding the corrupted images" in report
     results = json.loads((runfolder.results(run)).read_text())
     assert results["attribution_only"] and 0 <= results["auc"]["unlearn_all"] <= 1
