@@ -282,9 +282,12 @@ def datasets(args):
 
 def check(args):
     """What main would refuse once it reads the data (tools/one_process.py --check): the data and the reference
-    set load and match, and Inception's weights are where they are looked for."""
+    set load and match, and Inception's weights are where they are looked for when samples are to be measured in its
+    features (or a path to them is given)."""
     kind = datasets(args)[2]
-    if kind == "inception" and args.inception_weights != "random":
+    sampled = any(BEHAVIORS[k].source == "samples" for k in args.behaviors)
+    if args.inception_weights not in (None, "random") or (kind == "inception" and sampled and
+                                                          args.inception_weights != "random"):
         inception_weights_path(args.inception_weights)
 
 

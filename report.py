@@ -151,12 +151,15 @@ def verdicts_section(r, run, top=10):
              f"of score = 0 is at most 0.05 over all {len(rows)} {unit}s (the chance of any wrong call in this run is "
              f"at most 5%), **undecided** otherwise. The whole table: `verdicts.csv` beside this report.", "",
              ", ".join(f"{len(called[v])} {v}" for v in called) + f", {len(rows) - sum(map(len, called.values()))} "
-             f"undecided.", "",
+             f"undecided." + ("" if np.isfinite(rows[0]["lo"]) else
+                              f" No interval and no call: an interval needs at least twice as many unlearned models "
+                              f"as {unit}s (and 10), or the estimator is underdetermined and its intervals too narrow "
+                              f"(M = 5 G is a good size)."), "",
              f"| rank | {unit} | score | 95% interval | Holm p | verdict |" + (" known bad |" if run.bad is not None else ""),
              "| --- | --- | --- | --- | --- | --- |" + (" --- |" if run.bad is not None else "")]
     shown = rows if len(rows) <= 2 * top else rows[:top] + rows[-top:]
     for v in shown:
-        interval = f"[{v['lo']:.3g}, {v['hi']:.3g}]" if np.isfinite(v["lo"]) else "- (under 10 models)"
+        interval = f"[{v['lo']:.3g}, {v['hi']:.3g}]" if np.isfinite(v["lo"]) else "-"
         lines.append(f"| {v['rank']} | {v['unit']} | {v['score']:.3g} | {interval} | "
                      f"{v['p_holm']:.3g} | {v['verdict']} |" + (f" {'yes' if v['known_bad'] else ''} |"
                                                               if run.bad is not None else ""))
