@@ -57,7 +57,7 @@ import numpy as np
 import torch
 
 from data import (ArgumentParser, DataError, add_data_args, comma_list, dataset_from_args, load_dataset, positive_int,
-                  positive_float, run, save_npz, to_model_space)
+                  positive_float, run, save_npz, script_settings, to_model_space)
 import runfolder
 from runfolder import aligned, behavior_keys, behavior_values, better, load_behaviors, load_groups, load_masks
 from ddpm import Schedule, build_model, file_sha256, forward_macs, load_checkpoint, pick_device, q_sample, shared_draws
@@ -475,6 +475,18 @@ MEASURES = list(NEEDS)
 
 # ----------------------------------------------------------------------------------------------
 # From a measure to attribution scores
+
+def full_model(ckpt, ds, *, n_samples, ddim_steps, features="cnn", device="cpu", **settings):
+    """The baselines' view of a full model with plain arguments: FullModel of the checkpoint dict `ckpt` and its
+    training data `ds` (data.load_dataset), sampled `n_samples` times with `ddim_steps` DDIM steps and measured in
+    `features`; `settings` are this script's flags by their Python names (draws=4, proj_dim=256, ...; `python
+    baselines.py --help`), the rest its defaults. Its .get(measure) computes a baseline's per-image values:
+
+        fm = baselines.full_model(ckpt, ds, n_samples=500, ddim_steps=10)
+        harm = baselines.harm_of("loss", fm.get(baselines.BASELINES["loss"].measure), groups)"""
+    args = script_settings(parse_args, ["--run", settings.pop("run", ".")], **settings)
+    return FullModel(ckpt, ds, args, dict(n_samples=n_samples, ddim_steps=ddim_steps, features=features), device)
+
 
 def aggregate(values, groups, how):
     """Per-image values -> per contributor (mean, max or sum over its images); as they are without groups."""

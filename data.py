@@ -638,6 +638,19 @@ def add_speed_args(parser, stack_help, training=True):
                         "pays a compilation of tens of seconds first)")
 
 
+def script_settings(parse_args, required=(), **settings):
+    """A script's arguments as a core function called with plain arguments needs them (unlearn.unlearn,
+    baselines.full_model): the script's defaults, `required` (its required flags, with placeholders where the
+    function takes their values directly), and `settings` by their Python names (steps=24, lr=3e-4, ...). An unknown
+    name is refused, as a misspelt flag would be."""
+    args = parse_args(list(required))
+    unknown = sorted(set(settings) - set(vars(args)))
+    if unknown:
+        raise TypeError(f"unknown setting {', '.join(unknown)}: one of {', '.join(sorted(vars(args)))}")
+    vars(args).update(settings)
+    return args
+
+
 def run(main, args):
     """Run main(args); a user error ends with one line on stderr and exit code 2: a DataError, or ddpm's
     InputError (an unreadable checkpoint, a wrong architecture) wherever it comes from, even a script that

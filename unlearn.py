@@ -30,7 +30,7 @@ import torch.nn.utils.parametrize as parametrize
 
 from data import (ArgumentParser, DataError, Progress, add_data_args, add_speed_args, dataset_from_args, fraction,
                   images_of, nonnegative_float, nonnegative_int, parse_range, positive_float, positive_int,
-                  row_sha256, run, to_model_space)
+                  row_sha256, run, script_settings, to_model_space)
 from runfolder import load_groups, load_masks
 from ddpm import (Schedule, build_model, draw_t_eps, file_sha256, load_checkpoint, pick_device, q_sample,
                   save_checkpoint)
@@ -278,6 +278,22 @@ def unlearn_row(start, schedule, kept, removed, args, device, everything=None):
     if args.method == "lora":
         merge_lora(state["model"]), merge_lora(state["ema"])
     return state
+
+
+def unlearn(start, kept, removed, *, method="gd", device="cpu", everything=None, **settings):
+    """The paper's step with plain arguments: the model `start` (a checkpoint dict, e.g. ddpm.load_checkpoint(path):
+    the pruned model for gd) fine-tuned by `method` on the kept images (B, C, H, W in model space, data.to_model_space)
+    and away from the removed ones (methods that read them). `settings` are this script's flags by their Python names
+    (steps=24, lr=3e-4, batch_size=64, seed=0, ...; `python unlearn.py --help`), the rest its defaults; `everything`
+    (all images, the kept mask) for methods that draw from all images (guda). Returns the unlearned checkpoint dict.
+
+        unlearned = unlearn.unlearn(pruned, x0[mask], x0[~mask], steps=24)"""
+    args = script_settings(parse_args, ["--ckpt", "-", "--masks", "-", "--out", "-", "--method", method], **settings)
+    check_start(method, start, "the start checkpoint")
+    schedule = Schedule(**start["schedule"])
+    state = unlearn_row(start, schedule, kept.to(device), removed.to(device), args, device, everything)
+    return state_to_checkpoint(state, schedule=schedule, args=vars(args), masks=start.get("masks"),
+                               passes=len(METHODS[method].objective), train_state=False)
 
 
 def unlearn_rows(start, schedule, sets, args, device):

@@ -344,3 +344,21 @@ def test_guda_terms_reduce_to_the_ddpm_loss_where_nothing_is_redirected_or_left_
         errors = ((model(ddpm.q_sample(schedule, kept[index], t, eps), t) - eps) ** 2).flatten(1).mean(1)
     assert abs(forget - ddpm_loss) < 1e-6 * ddpm_loss and abs(every - every_ddpm) < 1e-6 * every_ddpm
     assert abs(some - float(errors[[0, 2]].mean())) < 1e-6 * some
+
+
+def test_unlearning_with_plain_arguments_is_the_scripts_row(tiny_run, tmp_path):
+    """unlearn.unlearn (the paper's step as a function: a checkpoint, the kept and the removed images, settings by
+    name) gives the model unlearn.py writes for the same row, weight for weight; a misspelt setting is refused."""
+    import pytest
+    import unlearn
+    r = run_cli("unlearn", "--ckpt", tiny_run["pruned"], "--masks", tiny_run["masks"], "--indices", "1:2",
+                "--out", tmp_path / "cli", "--steps", "3", "--batch-size", "16", "--method", "neggrad")
+    assert r.returncode == 0, r.stderr
+    row = np.load(tiny_run["masks"])[1]
+    x0 = data.to_model_space(data.load_dataset("digits").images)
+    mine = unlearn.unlearn(ddpm.load_checkpoint(tiny_run["pruned"]), x0[row], x0[~row], method="neggrad", steps=3,
+                           batch_size=16)
+    script = ddpm.load_checkpoint(tmp_path / "cli" / "00001.pt")
+    assert all(torch.equal(mine["ema"][k], script["ema"][k]) for k in script["ema"])
+    with pytest.raises(TypeError, match="unknown setting stpes"):
+        unlearn.unlearn(ddpm.load_checkpoint(tiny_run["pruned"]), x0[row], x0[~row], stpes=3)

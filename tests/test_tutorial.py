@@ -42,3 +42,10 @@ def test_notebook_executes_top_to_bottom(monkeypatch):
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": ROOT}}).execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+
+
+def test_notebook_reaches_core_functions_with_plain_arguments():
+    """The tutorial calls the core steps as a user's code would (unlearn.unlearn, baselines.full_model, ...), never
+    a script's command line: no parse_args, no faked argparse Namespace."""
+    code = "\n".join(code_cells())
+    assert "parse_args" not in code and "Namespace" not in code and "argparse" not in code
