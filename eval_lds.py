@@ -75,8 +75,9 @@ def parse_args(argv=None):
                    help="comma-separated estimators of fit_datamodel.ESTIMATORS that are not among retraining's choices "
                    "(surrogate-shap), each fitted to the unlearned models as a row of the comparison of its own, judged "
                    "as the others (its draws cost its fits: about a second each for SurrogateSHAP's trees)")
-    p.add_argument("--verdict-draws", type=positive_int, default=64, help="subsamples (9 in 10) of the unlearned models whose "
-                   "fits give each unit's standard error (verdicts.csv: interval, Holm p, harmful / helpful / undecided)")
+    p.add_argument("--verdict-draws", type=positive_int, default=64, help="subsamples (9 in 10) of the unlearned "
+                   "models whose fits give each unit's standard error (verdicts.csv: interval, Holm p, harmful / "
+                   "helpful / undecided)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap, the draws and the CV folds")
     args = p.parse_args(argv)
     unknown = [k for k in args.also if k not in ESTIMATORS]
