@@ -774,12 +774,12 @@ def unit_verdicts(run, fits, draws, seed, alpha=VERDICT_ALPHA):
     the Holm-adjusted p of score = 0 over all units, and a verdict: harmful or helpful where that p <= alpha (so
     the chance of any wrong call in the run is at most alpha), undecided otherwise. Rows most harmful first."""
     pool, behavior = run.pools["unlearn"], run.headline
+    scores = fits("unlearn", behavior)[0]  # the fit on every model, cached: the scores the report ranks
     if len(pool.rows) >= verdict_min_models(pool.X.shape[1]):
-        scores, se = jackknife_inference(lambda X, y: fits.fit("unlearn", behavior, X, y)[0], pool.X,
-                                         pool.y[behavior], draws, [seed, 42])
+        _, se = jackknife_inference(lambda X, y: fits.fit("unlearn", behavior, X, y)[0], pool.X, pool.y[behavior],
+                                    draws, [seed, 42], estimates=scores)
         p_holm = holm(two_sided_p(scores, se))
     else:  # too few models to see how the scores vary with them: no interval, no call
-        scores = fits("unlearn", behavior)[0]
         se, p_holm = np.full(len(scores), np.nan), np.ones(len(scores))
     h = harm(scores, run.directions[behavior])
     verdict = (np.full(len(scores), "n/a") if h is None else  # a class share: neither way is harmful

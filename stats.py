@@ -18,14 +18,14 @@ def subsamples(n, draws, seed, keep=KEEP):
     return np.stack([rng.choice(n, m, replace=False) for _ in range(draws)])
 
 
-def jackknife_inference(fit, X, y, draws, seed, keep=KEEP):
+def jackknife_inference(fit, X, y, draws, seed, keep=KEEP, estimates=None):
     """(estimates, standard errors): fit(X, y) -> (k,) on all n models (rows of X, y), and the delete-d jackknife's
     standard errors (Shao & Wu 1989) from `draws` subsamples of m models, d = n - m: sqrt(m / d x the mean squared
     deviation of the subsamples' estimates from all models'). For a mean this is the closed form sd / sqrt(n); for
     a regression with few models per coefficient it errs large (conservative), the less the nearer m is to n
-    (tests/test_stats.py measures it)."""
+    (tests/test_stats.py measures it). `estimates`: fit(X, y) where the caller has it already."""
     n = len(y)
-    estimates = np.asarray(fit(X, y), dtype=np.float64)
+    estimates = np.asarray(fit(X, y) if estimates is None else estimates, dtype=np.float64)
     rows = subsamples(n, draws, seed, keep)
     deviations = np.stack([fit(X[r], y[r]) for r in rows]) - estimates
     m = rows.shape[1]

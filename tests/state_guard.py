@@ -31,12 +31,9 @@ def _env_setter(name):
     return set_value
 
 
-def _cuda_matmul_tf32(value):
-    torch.backends.cuda.matmul.allow_tf32 = value
-
-
-def _backend_flag(module, name):
-    return lambda value: setattr(module, name, value)
+def _flag(module, name):
+    """(read it, set it back) of an attribute flag such as torch.backends.cudnn.benchmark."""
+    return lambda: getattr(module, name), lambda value: setattr(module, name, value)
 
 
 # name: (read it, set it back)
@@ -49,17 +46,12 @@ SETTINGS = {
         lambda: (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()),
         lambda v: torch.use_deterministic_algorithms(v[0], warn_only=v[1])),
     "torch.get_float32_matmul_precision": (torch.get_float32_matmul_precision, torch.set_float32_matmul_precision),
-    "torch.backends.mkldnn.enabled": (lambda: torch.backends.mkldnn.enabled,
-                                      _backend_flag(torch.backends.mkldnn, "enabled")),
-    "torch.backends.cudnn.enabled": (lambda: torch.backends.cudnn.enabled,
-                                     _backend_flag(torch.backends.cudnn, "enabled")),
-    "torch.backends.cudnn.benchmark": (lambda: torch.backends.cudnn.benchmark,
-                                       _backend_flag(torch.backends.cudnn, "benchmark")),
-    "torch.backends.cudnn.deterministic": (lambda: torch.backends.cudnn.deterministic,
-                                           _backend_flag(torch.backends.cudnn, "deterministic")),
-    "torch.backends.cudnn.allow_tf32": (lambda: torch.backends.cudnn.allow_tf32,
-                                       _backend_flag(torch.backends.cudnn, "allow_tf32")),
-    "torch.backends.cuda.matmul.allow_tf32": (lambda: torch.backends.cuda.matmul.allow_tf32, _cuda_matmul_tf32),
+    "torch.backends.mkldnn.enabled": _flag(torch.backends.mkldnn, "enabled"),
+    "torch.backends.cudnn.enabled": _flag(torch.backends.cudnn, "enabled"),
+    "torch.backends.cudnn.benchmark": _flag(torch.backends.cudnn, "benchmark"),
+    "torch.backends.cudnn.deterministic": _flag(torch.backends.cudnn, "deterministic"),
+    "torch.backends.cudnn.allow_tf32": _flag(torch.backends.cudnn, "allow_tf32"),
+    "torch.backends.cuda.matmul.allow_tf32": _flag(torch.backends.cuda.matmul, "allow_tf32"),
     "OMP_NUM_THREADS": (lambda: os.environ.get("OMP_NUM_THREADS"), _env_setter("OMP_NUM_THREADS")),
     "ATEN_CPU_CAPABILITY": (lambda: os.environ.get("ATEN_CPU_CAPABILITY"), _env_setter("ATEN_CPU_CAPABILITY")),
 }
