@@ -1,0 +1,304 @@
+"""The ground-truth bank: the behaviours of models retrained from scratch on fixed subsets, kept as data.
+
+An LDS judges attributions against models retrained from scratch on held-out subsets. Those retrainings cost most of
+a run and depend only on the data, the training recipe and a seed, never on the method under test: retrained once,
+their behaviours are a data set (as dattri's and quanda's benchmarks ship their ground truth). A bank is one
+folder, bank/NAME/, committed with the code:
+
+    plan.json            what every row is: the data, contributors, recipe and behaviour flags (the fingerprint a
+                         run must match to use the bank), the mask seeds, and the blocks of rows in fill order
+    masks/*.npy          the subsets (and groups.npy, the contributors): lds (held-out half-subsets), loo
+                         (leave-one-out), full (everything), pool (a retraining pool on the estimator's kernel)
+    rows/POOL-sS.csv     one line per finished row: its behaviours (every key of compute_fid.py's registry), the
+                         training seed, steps, compute and seconds, and the commit, machine and date it was made on
+    bank/features/       compute_fid.py's feature network and reference statistics, shared by the banks of one
+                         data set: a run that uses a bank measures its own models in the same features
+
+No checkpoint is kept: `fill` retrains any row from its seed. Fill in chunks, resumable (each finished row is
+written at once), on any number of machines (--shard I/N takes every N-th missing row):
+
+    python bank.py status default
+    python bank.py fill default --hours 2                 # rows still missing, in plan order, for two hours
+    python bank.py fill default --shard 0/4               # one of four processes (a Slurm array task)
+    python bank.py init default --data-flags "..." ...    # a new bank (run_pipeline.sh prints its flags)
+
+run_pipeline.sh uses a preset's bank when a run's flags match its fingerprint (`python bank.py use`), and says in
+one line why not when they do not; BANK=0 retrains everything locally. How the default's bank was sized: docs/bank.md.
+"""
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from data import DataError, atomic_write, dataset_from_args, images_sha256, row_sha256, run, save_npz
+import runfolder
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BANKS = os.path.join(HERE, "bank")
+FEATURES = os.path.join(BANKS, "features")
+POOLS = ("lds", "loo", "full", "pool")  # the mask files of a bank
+# The columns of a row besides its behaviours
+ROW_KEYS = ("row", "seed", "mask_sha256", "steps", "train_seconds", "train_macs", "seconds", "loss_seconds")
+MADE_KEYS = ("commit", "machine", "torch", "date", "wall_seconds")
+
+
+def folder(name):
+    return os.path.join(BANKS, name)
+
+
+def load_plan(name):
+    path = os.path.join(folder(name), "plan.json")
+    if not os.path.exists(path):
+        known = sorted(d for d in os.listdir(BANKS) if os.path.exists(os.path.join(BANKS, d, "plan.json")))
+        raise DataError(f"no bank '{name}' (banks: {', '.join(known) or 'none'})")
+    with open(path) as f:
+        return json.load(f)
+
+
+def rows_file(name, pool, seed):
+    return os.path.join(folder(name), "rows", f"{pool}-s{seed}.csv")
+
+
+def read_rows(name, pool, seed):
+    """{row: {column: text}} of the finished rows of one pool and seed (the last line of a row wins)."""
+    path = rows_file(name, pool, seed)
+    if not os.path.exists(path):
+        return {}
+    with open(path, newline="") as f:
+        return {int(r["row"]): r for r in csv.DictReader(f)}
+
+
+def tasks(plan):
+    """Every (pool, seed, row) of the plan, in fill order."""
+    for pool, seed, start, stop in plan["blocks"]:
+        for row in range(start, stop):
+            yield pool, seed, row
+
+
+def missing(name, plan):
+    done = {}
+    out = []
+    for pool, seed, row in tasks(plan):
+        if (pool, seed) not in done:
+            done[pool, seed] = read_rows(name, pool, seed)
+        if row not in done[pool, seed]:
+            out.append((pool, seed, row))
+    return out
+
+
+def fingerprint(plan):
+    """What a run's settings must equal to use the bank: the data, the contributors, the recipe, the behaviours."""
+    return {k: plan[k] for k in ("data_flags", "groups", "train_flags", "fid_flags")}
+
+
+def data_args(plan):
+    p = argparse.ArgumentParser()
+    from data import add_data_args
+    add_data_args(p)
+    return p.parse_args(shlex.split(plan["data_flags"]))
+
+
+def provenance():
+    """The commit (with +dirty when the work tree differs), the machine and torch that made a row."""
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=HERE, capture_output=True, text=True).stdout.strip()
+    commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no", "--", "*.py"):
+        commit += "+dirty"
+    cpu = ""
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    import torch
+    machine = f"{cpu or platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return dict(commit=commit, machine=machine, torch=torch.__version__)
+
+
+# ----------------------------------------------------------------------------------------------
+# init: the masks and the plan
+
+def init(args):
+    root = folder(args.name)
+    if os.path.exists(os.path.join(root, "plan.json")) and not args.force:
+        raise DataError(f"bank {args.name} exists (its rows are data; --force rewrites the plan, keeping rows)")
+    import make_subsets
+    base = shlex.split(args.data_flags) + (["--groups", args.groups] if args.groups else [])
+    masks = os.path.join(root, "masks")
+    calls = [["--count", str(args.lds), "--alpha", "0.5", "--seed", str(args.lds_seed), "--out", f"{masks}/lds.npy"],
+             ["--count", str(args.pool), "--alpha", args.pool_alpha, "--seed", str(args.pool_seed),
+              "--out", f"{masks}/pool.npy"]]
+    if args.loo:
+        calls.append(["--alpha", "loo", "--out", f"{masks}/loo.npy"])
+    for c in calls:
+        make_subsets.main(make_subsets.parse_args(base + c + (["--force"] if args.force else [])))
+    n = np.load(f"{masks}/lds.npy").shape[1]
+    np.save(f"{masks}/full.npy", np.ones((1, n), dtype=bool))
+    blocks = json.loads(args.blocks)
+    plan = dict(name=args.name, data_flags=args.data_flags, groups=args.groups, train_flags=args.train_flags,
+                fid_flags=args.fid_flags, seeds=dict(lds=args.lds_seed, pool=args.pool_seed),
+                pool_alpha=args.pool_alpha, blocks=blocks,
+                data_sha256=images_sha256(dataset_from_args(data_args(dict(data_flags=args.data_flags))).images))
+    atomic_write(os.path.join(root, "plan.json"), lambda f: f.write(json.dumps(plan, indent=1).encode()))
+    print(f"wrote {root}/plan.json: {sum(b[3] - b[2] for b in blocks)} rows planned")
+
+
+# ----------------------------------------------------------------------------------------------
+# fill: retrain the missing rows, measure their behaviours, keep the numbers
+
+def fill_one(name, plan, pool, seed, row, device):
+    """Retrain one row from scratch and measure it with the bank's features; append its line; delete the model."""
+    import compute_fid
+    import train_ddpm
+    t0 = time.time()
+    work = os.path.join(folder(name), ".work", f"{pool}-{row:05d}-s{seed}")
+    masks = os.path.join(folder(name), "masks", f"{pool}.npy")
+    os.makedirs(work, exist_ok=True)  # a killed row resumes: train_ddpm.py skips a finished model, resumes a .partial
+    train_ddpm.main(train_ddpm.parse_args(
+        shlex.split(plan["data_flags"]) + shlex.split(plan["train_flags"]) +
+        ["--device", device, "--seed", str(seed), "--grid", "0", "--masks", masks, "--indices", f"{row}:{row + 1}",
+         f"--suffix=-s{seed}", "--out", os.path.join(work, "models")]))
+    out = os.path.join(work, "behaviors.npz")
+    compute_fid.main(compute_fid.parse_args(
+        shlex.split(plan["fid_flags"]) + ["--device", device, "--models", os.path.join(work, "models"),
+                                          "--masks", masks, "--out", out, "--cache", FEATURES]))
+    beh = runfolder.load_behaviors(out)
+    keys = runfolder.behavior_keys(beh)
+    line = {"row": row, "seed": seed, "mask_sha256": str(beh["mask_sha256"][0]),
+            "steps": json.loads(str(beh["args"][0])).get("steps", ""),
+            **{k: float(beh[k][0]) for k in ROW_KEYS[4:] if k in beh}}
+    for k in keys:
+        if k == "class":
+            line.update({f"class:{c}": float(v) for c, v in enumerate(beh["class_share"][0])})
+        else:
+            line[k] = float(beh[k][0])
+    meta_path = os.path.join(folder(name), "behaviours.json")
+    meta = {k: (beh[k].item() if beh[k].ndim == 0 else None) for k in
+            ("features", "n_samples", "ddim_steps", "loss_draws", "loss_seed", "behaviors", "behavior_table",
+             "ref_data", "ref_sha256", "floor_fid", "real_is", "floor_matched", "matched_m", "matched_n_b")
+            if k in beh}
+    meta = {k: (v.item() if hasattr(v, "item") else v) for k, v in meta.items()}
+    if not os.path.exists(meta_path):
+        atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    line.update(provenance(), date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+                wall_seconds=round(time.time() - t0, 1))
+    append_row(rows_file(name, pool, seed), line)
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(runfolder.stats(FEATURES), ignore_errors=True)  # the model's own statistics: not kept
+    return line
+
+
+def append_row(path, line):
+    """Append one finished row (the header first in a new file); one write call, so that processes of one machine
+    appending side by side do not interleave."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    header = not os.path.exists(path)
+    if not header:
+        with open(path, newline="") as f:
+            fields = next(csv.reader(f))
+        if set(line) - set(fields):
+            raise DataError(f"{path}: a row with columns {sorted(set(line) - set(fields))} the file lacks")
+    else:
+        fields = list(line)
+    import io
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    if header:
+        w.writeheader()
+    w.writerow(line)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, buf.getvalue().encode())
+    finally:
+        os.close(fd)
+
+
+def fill(args):
+    plan = load_plan(args.name)
+    check_data(plan)
+    todo = missing(args.name, plan)
+    i, n = args.shard
+    todo = todo[i::n]
+    if args.rows:
+        todo = todo[:args.rows]
+    print(f"bank {args.name}: {len(todo)} rows to fill (shard {i}/{n})", flush=True)
+    start = time.time()
+    for k, (pool, seed, row) in enumerate(todo):
+        if args.hours and time.time() - start > args.hours * 3600:
+            print(f"stopped after {args.hours} h: {len(todo) - k} rows left to this shard")
+            break
+        line = fill_one(args.name, plan, pool, seed, row, args.device)
+        print(f"[{k + 1}/{len(todo)}] {pool} row {row} seed {seed}: {line.get('fid', float('nan')):.3f} FID, "
+              f"{line['wall_seconds']:.0f} s", flush=True)
+
+
+def check_data(plan):
+    """The data a bank was made on is the data loaded here (a loader's change would silently change every row)."""
+    sha = images_sha256(dataset_from_args(data_args(plan)).images)
+    if sha != plan["data_sha256"]:
+        raise DataError(f"the data of bank {plan['name']} ({plan['data_flags']}) load differently here: sha256 "
+                        f"{sha[:12]} != the bank's {plan['data_sha256'][:12]}")
+
+
+def status(args):
+    plan = load_plan(args.name)
+    counts = {}
+    for pool, seed, start, stop in plan["blocks"]:
+        have = read_rows(args.name, pool, seed)
+        done = sum(r in have for r in range(start, stop))
+        counts[f"{pool} seed {seed} rows {start}:{stop}"] = (done, stop - start)
+    for k, (done, total) in counts.items():
+        print(f"  {k:<28} {done:>4} / {total}")
+    print(f"bank {args.name}: {sum(d for d, _ in counts.values())} of {sum(t for _, t in counts.values())} rows")
+
+
+def shard(text):
+    try:
+        i, n = map(int, text.split("/"))
+        assert 0 <= i < n
+    except (ValueError, AssertionError):
+        raise argparse.ArgumentTypeError(f"--shard is I/N with 0 <= I < N, got {text!r}")
+    return i, n
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("status", help="rows finished and planned")
+    s.add_argument("name")
+    s = sub.add_parser("fill", help="retrain the missing rows in plan order (resumable)")
+    s.add_argument("name")
+    s.add_argument("--hours", type=float, default=0, help="stop starting rows after this long (0: fill all)")
+    s.add_argument("--rows", type=int, default=0, help="at most this many rows (0: all)")
+    s.add_argument("--shard", type=shard, default=(0, 1), help="I/N: every N-th missing row from the I-th")
+    s.add_argument("--device", default="auto")
+    s = sub.add_parser("init", help="a new bank: its masks and plan")
+    s.add_argument("name")
+    for flag in ("--data-flags", "--train-flags", "--fid-flags"):
+        s.add_argument(flag, required=True)
+    s.add_argument("--groups", default="")
+    s.add_argument("--lds", type=int, required=True, help="held-out half-subsets")
+    s.add_argument("--lds-seed", type=int, required=True)
+    s.add_argument("--pool", type=int, required=True, help="retraining pool subsets")
+    s.add_argument("--pool-alpha", default="0.5")
+    s.add_argument("--pool-seed", type=int, required=True)
+    s.add_argument("--loo", action="store_true", help="leave-one-out rows")
+    s.add_argument("--blocks", required=True, help='JSON [[pool, seed, start, stop], ...] in fill order')
+    s.add_argument("--force", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(args):
+    {"init": init, "fill": fill, "status": status}[args.command](args)
+
+
+if __name__ == "__main__":
+    run(main, parse_args())
