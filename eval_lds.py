@@ -40,10 +40,12 @@ from data import (ArgumentParser, DataError, add_data_args, atomic_write, comma_
 from fit_datamodel import ESTIMATORS, attribute, largest_first, predict
 from runfolder import (aligned, behavior_keys, behavior_values, better, load_behaviors, load_groups, load_masks,
                        load_npz, optional_behaviors, values_by_row)
-from stats import holm, jackknife_inference, two_sided_p
+from stats import (BOOTSTRAP, auc_permutation_p, bootstrap_lds, bootstrap_p, crossing, declared_family, holm, interval,
+                   jackknife_inference, lds_per_draw, mean_lds, pearson_rows, spearman, two_sided_p)
 
 POOLS = ("unlearn", "retrain")  # the two ways of making models for the datamodel
-BOOTSTRAP = 2000
+VALIDATION_FOLDS = 5  # retraining's estimator is chosen on its own pool: the models a draw left out, or 5 folds
+MIN_VALIDATION = 4  # the fewest left-out models a draw's validation scores on (fewer: the folds)
 
 
 def parse_args(argv=None):
@@ -78,6 +80,15 @@ def parse_args(argv=None):
     p.add_argument("--verdict-draws", type=positive_int, default=64, help="subsamples (9 in 10) of the unlearned "
                    "models whose fits give each unit's standard error (verdicts.csv: interval, Holm p, harmful / "
                    "helpful / undecided)")
+    p.add_argument("--compare", type=comma_list_type(), default=["retraining"], help="the declared comparisons, "
+                   "unlearning against each, the primary first (keys: retraining at equal compute, retraining-all, "
+                   "budget:B for retraining at budget B of the curve, loo, a baseline's name such as trak-ref, an "
+                   "--also estimator such as surrogate-shap): the family the report tests (Holm-adjusted p for a "
+                   "difference, TOST p for equivalence within --margin, the minimum detectable difference); the "
+                   "README's ahead / level / behind come from these alone. A preset declares them (COMPARE)")
+    p.add_argument("--margin", type=float, default=0.10, help="the equivalence margin of LDS (level: the difference "
+                   "lies within +-margin by TOST)")
+    p.add_argument("--alpha", type=float, default=0.05, help="the family's error rate (Holm)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap, the draws and the CV folds")
     args = p.parse_args(argv)
     unknown = [k for k in args.also if k not in ESTIMATORS]
@@ -283,54 +294,10 @@ def lds(scores, intercept, X, y, info=None):
     return spearman(predict(X, scores, intercept, info or {}), y)
 
 
-def spearman(pred, y):
-    """Spearman's rho: Pearson's r of the ranks (ties averaged); a constant prediction (a datamodel that
-    chose all-zero scores) ranks nothing, so it counts as 0 rather than undefined."""
-    return float(pearson_rows(rankdata(pred)[None], rankdata(y)[None])[0])
-
-
-def bootstrap_lds(preds, y, seed=0, n=BOOTSTRAP):
-    """LDS of each prediction vector in `preds` on n resamples of the held-out subsets (the same resamples for all,
-    so differences are paired). Returns (len(preds), n); a resample where a prediction is constant counts as 0. The
-    one-draw case of bootstrap_draws (the same held-out resamples)."""
-    return bootstrap_draws([np.asarray(p)[None] for p in preds], y, seed, n)
-
-
-def bootstrap_draws(preds, y, seed=0, n=BOOTSTRAP):
-    """LDS on n joint resamples of the held-out subsets and of the models a budget drew: preds is a list of (D_i, K)
-    predictions, one row per draw of method i's models (a fixed method: one row). Each resample takes one
-    resample of the K held-out subsets, shared by every method (paired), and for each method one of its draws at
-    random, independently: the interval holds the held-out subsets' noise and the estimator's over the models it
-    was given. Returns (len(preds), n)."""
-    rng = np.random.default_rng(seed)
-    y = np.asarray(y)
-    idx = np.stack([rng.integers(0, len(y), len(y)) for _ in range(n)])  # (n, K): one draw per resample, in order
-    rank_y = rankdata(y[idx], axis=1)  # Spearman's rho is Pearson's r of the ranks (ties averaged): all at once
-    out = []
-    for p in preds:
-        p = np.atleast_2d(np.asarray(p))
-        d = rng.integers(0, len(p), n)  # which draw of this method each resample sees
-        out.append(pearson_rows(rankdata(p[d[:, None], idx], axis=1), rank_y))
-    return np.stack(out)
-
-
-def pearson_rows(a, b):
-    """Pearson's r of each row of a with the same row of b; 0 where either row is constant."""
-    a = a - a.mean(1, keepdims=True)
-    b = b - b.mean(1, keepdims=True)
-    norm = np.sqrt((a * a).sum(1) * (b * b).sum(1))
-    return np.divide((a * b).sum(1), norm, out=np.zeros(len(a)), where=norm > 0)
-
-
-def interval(samples):
-    lo, hi = np.percentile(samples, [2.5, 97.5])
-    return float(lo), float(hi)
-
-
 def paired_test(boot_a, boot_b):
-    """(95% interval of a - b, two-sided p) from paired bootstrap resamples of two LDS."""
+    """(95% interval of a - b, two-sided p as (c + 1) / (B + 1)) from paired bootstrap resamples of two LDS."""
     diff = boot_a - boot_b
-    return interval(diff), float(min(1.0, 2 * min((diff <= 0).mean(), (diff >= 0).mean())))
+    return interval(diff), bootstrap_p(diff)
 
 
 def detection_auc(scores, corrupted):
@@ -445,7 +412,7 @@ class Fits:
     def __init__(self, run, fitters, draws=50, seed=0, draws_other=10):
         self.run, self.fitters, self.method, self.draws, self.seed = run, fitters, next(iter(fitters)), draws, seed
         self.draws_other = draws_other  # the behaviours other than the headline
-        self.done, self.drawn = {}, {}
+        self.done, self.drawn, self.validation = {}, {}, {}
 
     def fit(self, name, behavior, X, y, estimator=None):
         return self.fitters[estimator or self.method](name, behavior, X, y)
@@ -462,53 +429,69 @@ class Fits:
         return predict(self.run.pools["lds"].X, *self(name, behavior, n))
 
     def rows(self, name, n, draws=None):
-        """(D, n) rows of pool `name` that the budget's D draws take: n at random without replacement, or, where n
-        covers the whole pool, a bootstrap of the pool (so the estimator's own variance over its models shows).
-        Seeded by pool and n: every estimator and behaviour sees the same draws (paired)."""
+        """(D, n) rows of pool `name` that the budget's D draws take: n at random without replacement, seeded by
+        pool and n (every estimator and behaviour sees the same draws: paired); where n covers the whole pool, the
+        one fit on all of it (no draw counts a model twice)."""
         draws = draws or self.draws
         size = len(self.run.pools[name].rows)
-        rng = np.random.default_rng([self.seed, POOLS.index(name), n])
         if n >= size:
-            return rng.integers(0, size, (draws, size))
+            return np.arange(size)[None]
+        rng = np.random.default_rng([self.seed, POOLS.index(name), n])
         return np.stack([rng.choice(size, n, replace=False) for _ in range(draws)])
 
     def drawn_predictions(self, name, behavior, n, estimator=None, draws=None):
         """(predictions (D, K) of the held-out subsets, how many draws chose all-zero scores) of the estimator fitted
-        on each of the D draws of n models."""
+        on each of the D draws of n models. Each draw's fit also predicts the pool's models it left out: their mean
+        Spearman is the estimator's validation score (self.validation), which never sees a held-out subset."""
         estimator = estimator or self.method
         key = (name, behavior, n, estimator, draws or self.draws)
         if key not in self.drawn:
             pool, X_held = self.run.pools[name], self.run.pools["lds"].X
-            preds, zero = [], 0
+            preds, zero, valid = [], 0, []
             for rows in self.rows(name, n, draws):
                 scores, intercept, info = self.fit(name, behavior, pool.X[rows], pool.y[behavior][rows], estimator)
                 preds.append(predict(X_held, scores, intercept, info))
                 zero += not np.any(scores)
+                rest = np.setdiff1d(np.arange(len(pool.rows)), rows)
+                if len(rest) >= MIN_VALIDATION:
+                    valid.append(spearman(predict(pool.X[rest], scores, intercept, info), pool.y[behavior][rest]))
             self.drawn[key] = (np.stack(preds), zero)
+            self.validation[key] = float(np.mean(valid)) if valid else self.cross_validated(name, behavior, estimator)
         return self.drawn[key]
 
+    def cross_validated(self, name, behavior, estimator):
+        """The estimator's mean Spearman on each of VALIDATION_FOLDS folds of the pool, fitted on the other folds
+        (seeded folds): its validation score where a budget takes (nearly) the whole pool."""
+        pool = self.run.pools[name]
+        order = np.random.default_rng([self.seed, POOLS.index(name), 7]).permutation(len(pool.rows))
+        scores = []
+        for fold in np.array_split(order, VALIDATION_FOLDS):
+            train = np.setdiff1d(order, fold)
+            if len(fold) < 2 or len(train) < 2:
+                continue
+            s, b, info = self.fit(name, behavior, pool.X[train], pool.y[behavior][train], estimator)
+            scores.append(spearman(predict(pool.X[fold], s, b, info), pool.y[behavior][fold]))
+        return float(np.mean(scores)) if scores else 0.0
 
-def best_drawn(fits, name, behavior, n, choices, draws, y):
-    """(estimator, its predictions (D, K), {estimator: (mean LDS, std)}, its all-zero draws) of the estimator of
-    `choices` with the highest mean LDS over the draws of n models of pool `name` (chosen on the held-out subsets)."""
+
+def chosen_drawn(fits, name, behavior, n, choices, draws, y):
+    """(estimator, its predictions (D, K), {estimator: mean LDS on the held-out subsets}, its all-zero draws,
+    {estimator: validation score}) of the estimator of `choices` with the best validation score on its own pool
+    (fits.validation: the pool's models each draw left out, or folds of the pool): the held-out subsets that score it
+    never choose it."""
     tried = {m: fits.drawn_predictions(name, behavior, n, m, draws) for m in choices}
+    valid = {m: fits.validation[(name, behavior, n, m, draws or fits.draws)] for m in choices}
+    best = max(choices, key=lambda m: valid[m])
     means = {m: mean_lds(p, y) for m, (p, _) in tried.items()}
-    best = max(means, key=lambda m: means[m][0])
-    return best, tried[best][0], means, tried[best][1]
-
-
-def mean_lds(preds, y):
-    """(mean, std) of the LDS over the rows (draws) of preds (D, K)."""
-    values = pearson_rows(rankdata(preds, axis=1), np.tile(rankdata(y), (len(preds), 1)))
-    return float(values.mean()), float(values.std())
+    return best, tried[best][0], means, tried[best][1], valid
 
 
 def budget_curve(run, fits, behavior, budgets, costs, accountings, seed, estimators=None, draws=None):
     """LDS of both methods at each budget (in units of one retraining), each the mean over D draws of the budget's
-    models, with an interval and a paired test from a bootstrap over the held-out subsets and the draws, for each
-    accounting of `accountings` (the first is the row's main one; the paper counts training compute). Unlearning uses
-    the run's estimator; retraining the best of `estimators` at that budget (chosen on the held-out subsets: the
-    choice favours retraining)."""
+    models (the one fit on the whole pool where the budget buys it), with an interval and a paired test of that mean
+    from a bootstrap over the held-out subsets, for each accounting of `accountings` (the first is the row's main one;
+    the paper counts training compute). Unlearning uses the run's estimator; retraining the one of `estimators` that
+    validates best on the retraining pool itself at that budget (chosen_drawn: never on the held-out subsets)."""
     y, n_units = run.pools["lds"].y[behavior], run.pools["unlearn"].X.shape[1]
     estimators = estimators or [fits.method]
     rows = []
@@ -524,44 +507,45 @@ def budget_curve(run, fits, behavior, budgets, costs, accountings, seed, estimat
                 out[f"n_{name}"] = n[name]
                 if n[name] < 2:
                     continue
-                best, preds[name], means, zero = best_drawn(fits, name, behavior, n[name],
-                                                            estimators if name == "retrain" else [fits.method], draws, y)
-                out.update({f"lds_{name}": means[best][0], f"sd_{name}": means[best][1], f"estimator_{name}": best,
-                            f"draws_{name}": len(preds[name]), f"all_zero_{name}": zero == len(preds[name]),
-                            f"with_replacement_{name}": n[name] >= len(run.pools[name].rows),
+                best, preds[name], means, zero, valid = chosen_drawn(
+                    fits, name, behavior, n[name], estimators if name == "retrain" else [fits.method], draws, y)
+                out.update({f"lds_{name}": means[best], f"sd_{name}": float(lds_per_draw(preds[name], y).std()),
+                            f"estimator_{name}": best, f"draws_{name}": len(preds[name]),
+                            f"all_zero_{name}": zero == len(preds[name]),
+                            f"whole_pool_{name}": n[name] >= len(run.pools[name].rows),
                             f"underdetermined_{name}": n[name] < n_units})
                 if len(means) > 1:
-                    out[f"lds_by_estimator_{name}"] = {m: v[0] for m, v in means.items()}
+                    out[f"lds_by_estimator_{name}"] = means
+                    out[f"validation_by_estimator_{name}"] = valid
             if preds:
-                boot = bootstrap_draws(list(preds.values()), y, seed)
+                boot = bootstrap_lds(list(preds.values()), y, seed)
                 for name, samples in zip(preds, boot):
                     out[f"ci_{name}"] = interval(samples)
                 if len(preds) == 2:  # unlearn - retrain, paired over the same held-out resamples
                     out["diff_ci"], out["p_value"] = paired_test(boot[0], boot[1])
                     out["n_boot"] = BOOTSTRAP
+                    if a == accountings[0]:  # (a declared family's candidate: budget:B; evaluate drops it)
+                        out["diff_boot"] = boot[0] - boot[1]
         rows.append(row)
     return rows
 
 
 def matching_compute(run, fits, behavior, target, costs, accounting, seed):
-    """The compute at which unlearning's LDS (mean over draws of n unlearned models, n = 4, 8, ... all) first reaches
-    `target`'s (the strongest retraining comparator: its name, predictions (D, K), compute and LDS), with a 95% interval
-    from the same joint bootstrap: in each resample, the smallest n whose LDS reaches the target's."""
+    """The compute at which unlearning's LDS curve (mean over draws of n unlearned models, n = 4, 8, ... all) reaches
+    `target`'s (the strongest retraining comparator: its name, predictions (D, K), compute and LDS): one statistic,
+    stats.crossing (the curve's monotone fit, the crossing interpolated between model counts; inf where the fit never
+    reaches it), for the point and for every resample of the held-out subsets, which give its 95% interval."""
     name, target_pred, target_compute, target_lds = target
     y, size = run.pools["lds"].y[behavior], len(run.pools["unlearn"].rows)
     ns = sorted({n for n in (4, 8, 16, 32, 64, 128, 256, 512) if n < size} | {size})
     preds = [fits.drawn_predictions("unlearn", behavior, n)[0] for n in ns]
-    boot = bootstrap_draws(preds + [target_pred], y, seed)
+    boot = bootstrap_lds(preds + [target_pred], y, seed)
     units = np.array([unlearning_units(costs, n, accounting) for n in ns])
-    means = [mean_lds(p, y)[0] for p in preds]
-
-    def first_reached(values, goal):  # the compute of the smallest n reaching the goal; inf where none does
-        hit = np.flatnonzero(np.asarray(values) >= goal)
-        return float(units[hit[0]]) if len(hit) else float("inf")
-    per_resample = [first_reached(boot[:-1, i], boot[-1, i]) for i in range(boot.shape[1])]
+    means = [mean_lds(p, y) for p in preds]
+    per_resample = [crossing(units, boot[:-1, i], boot[-1, i]) for i in range(boot.shape[1])]
     return dict(target=name, target_lds=target_lds, target_compute=target_compute,
                 curve=[dict(n=n, compute=float(u), lds=m) for n, u, m in zip(ns, units, means)],
-                compute=first_reached(means, target_lds),  # (inf where not reached: no interpolation across it)
+                compute=crossing(units, means, mean_lds(target_pred, y)),
                 ci=tuple(float(np.quantile(per_resample, q, method=m))
                          for q, m in ((0.025, "lower"), (0.975, "higher"))),
                 reached_share=float(np.isfinite(per_resample).mean()))
@@ -605,25 +589,25 @@ def methods_compared(run, fits, costs, accounting):
     with_behavior = costs.get("with_behavior", costs[accounting])
     equal = models_for_budget(unlearning_units(costs, n_u, accounting), 1.0, 1.0, 0.0, n_r)
 
-    def pool_method(name, kind, pool, n, estimator=None):
+    def pool_method(key, name, kind, pool, n, estimator=None):
         own, total = (n * per_unlearned + fixed, n * with_behavior[1] + fixed) if pool == "unlearn" else \
             (n * unit, n * with_behavior[0])
-        row = dict(name=name, kind=kind, models=n, pool=pool, compute=own / unit, compute_all=total / unit, how="",
-                   scores={b: fits(pool, b, n, estimator)[0] for b in run.behaviors})
+        row = dict(key=key, name=name, kind=kind, models=n, pool=pool, compute=own / unit, compute_all=total / unit,
+                   how="", scores={b: fits(pool, b, n, estimator)[0] for b in run.behaviors})
         return row if estimator is None else dict(row, estimator_of_row=estimator)
-    methods = [pool_method("sparsified unlearning", "method", "unlearn", n_u)]
+    methods = [pool_method("unlearning", "sparsified unlearning", "method", "unlearn", n_u)]
     for m in fits.fitters:  # --also: another estimator of the same unlearned models, a row of its own
         if m not in choices_of(fits):
-            methods.append(pool_method(f"sparsified unlearning, {ESTIMATORS[m].title}", "method", "unlearn", n_u, m))
+            methods.append(pool_method(m, f"sparsified unlearning, {ESTIMATORS[m].title}", "method", "unlearn", n_u, m))
     if equal >= 2:
-        methods.append(pool_method("retraining, equal compute", "retraining", "retrain", equal))
+        methods.append(pool_method("retraining", "retraining, equal compute", "retraining", "retrain", equal))
     if n_r != equal:
-        methods.append(pool_method(f"retraining, all {n_r} models", "retraining", "retrain", n_r))
+        methods.append(pool_method("retraining-all", f"retraining, all {n_r} models", "retraining", "retrain", n_r))
     cost, behavior_cost = ("macs", "behavior_macs") if accounting == "compute" else ("seconds", "behavior_seconds")
     for name, b in run.baselines.items():
         keys = json.loads(str(b["behaviors"]))
         own, extra = float(b[cost]), float(b.get(behavior_cost, 0.0))
-        methods.append(dict(name=name, kind="baseline", models=0, compute=own / unit, compute_all=(own + extra) / unit,
+        methods.append(dict(key=name, name=name, kind="baseline", models=0, compute=own / unit, compute_all=(own + extra) / unit,
                             how=str(b["how"]),
                             scores={k: b["scores_by_behavior"][keys.index(k)] for k in run.behaviors if k in keys}))
     return methods
@@ -631,11 +615,14 @@ def methods_compared(run, fits, costs, accounting):
 
 def comparison(run, fits, costs, accounting, seed):
     """The report's first table: each method's compute, LDS [95%] on every behaviour with its paired difference
-    from unlearning's, and its detection AUC of the known-bad units (overall and per fault kind). A method made of a
-    pool's models scores the mean LDS over D bootstraps of its models (retraining: the registry's best estimator),
-    and every interval and test resamples the held-out subsets and those draws together."""
+    from unlearning's, and its detection AUC of the known-bad units (overall and per fault kind, with an exact
+    permutation p). A method made of a pool's models scores the mean LDS over D draws of its models (retraining: the
+    estimator that validates best on its own pool), and every interval and test is of that mean, over resamples of
+    the held-out subsets. Returns (methods, {key: (unlearning's LDS minus that method's on the headline, its paired
+    resamples)}) for every method but unlearning: the declared family's candidates."""
     methods = methods_compared(run, fits, costs, accounting)
     held = run.pools["lds"]
+    diffs = {}
     for behavior in run.behaviors:
         have = [m for m in methods if behavior in m["scores"]]  # unlearning first: it scores every behaviour
         preds, points = [], []
@@ -644,15 +631,18 @@ def comparison(run, fits, costs, accounting, seed):
                 choices = [m["estimator_of_row"]] if "estimator_of_row" in m else choices_of(fits) \
                     if m["pool"] == "retrain" and behavior == run.headline else [fits.method]
                 draws = fits.draws if behavior == run.headline else min(fits.draws, fits.draws_other)
-                best, drawn, means, _ = best_drawn(fits, m["pool"], behavior, m["models"], choices, draws,
-                                                   held.y[behavior])
+                best, drawn, means, _, _ = chosen_drawn(fits, m["pool"], behavior, m["models"], choices, draws,
+                                                        held.y[behavior])
                 m.setdefault("estimator", {})[behavior] = best
                 preds.append(drawn)
-                points.append(means[best][0])
+                points.append(means[best])
             else:
                 preds.append(held.X @ m["scores"][behavior])
                 points.append(spearman(preds[-1], held.y[behavior]))
-        boot = bootstrap_draws(preds, held.y[behavior], seed)
+        boot = bootstrap_lds(preds, held.y[behavior], seed)
+        if behavior == run.headline:
+            index = {m["key"]: j for j, m in enumerate(have)}
+            diffs = {k: (points[0] - points[j], boot[0] - boot[j]) for k, j in index.items() if j > 0}
         for j, m in enumerate(have):
             entry = dict(lds=points[j], ci=interval(boot[j]), n_boot=BOOTSTRAP)
             m.setdefault("preds", {})[behavior] = preds[j]  # (strongest_retraining; evaluate drops them)
@@ -664,7 +654,7 @@ def comparison(run, fits, costs, accounting, seed):
         scores = m.pop("scores")
         if run.bad is not None and len(run.bad) and direction and run.headline in scores:
             m.update(detection(harm(scores[run.headline], direction), run, seed))
-    return methods
+    return methods, diffs
 
 
 def strongest_retraining(methods, behavior):
@@ -681,7 +671,8 @@ def detection(ranking, run, seed=0):
     """AUC of a harm ranking for the known-bad units, overall and for each fault kind against the clean units, and
     the rank (1 = most harmful) of each kind's best-ranked unit."""
     clean = np.setdiff1d(np.arange(len(ranking)), run.bad)
-    out = dict(auc=detection_auc(ranking, run.bad), auc_by_fault={}, rank_by_fault={})
+    out = dict(auc=detection_auc(ranking, run.bad), auc_p=auc_permutation_p(ranking, run.bad), auc_by_fault={},
+               rank_by_fault={})
     rank = np.empty(len(ranking), dtype=int)
     rank[largest_first(ranking, seed)] = np.arange(1, len(ranking) + 1)  # ties in a seeded random order
     for kind, units in run.bad_kinds.items():
@@ -713,8 +704,18 @@ def evaluate(run, args):
                                                         accountings if headline else accountings[:1], args.seed,
                                                         choices_of(fits) if headline else None,
                                                         args.draws if headline else min(args.draws, args.draws_other))
-    results["comparison"] = comparison(run, fits, costs, accountings[0], args.seed)
-    target = strongest_retraining(results["comparison"], run.headline)
+    results["comparison"], diffs = comparison(run, fits, costs, accountings[0], args.seed)
+    for row in results["behaviors"][run.headline]["curve"]:
+        if "diff_boot" in row:
+            diffs[f"budget:{row['budget']:g}"] = (row["lds_unlearn"] - row["lds_retrain"], row["diff_boot"])
+    for b in results["behaviors"].values():
+        for row in b["curve"]:
+            row.pop("diff_boot", None)
+    family = declared_family({k: diffs[k] for k in args.compare if k in diffs}, args.alpha, args.margin)
+    results["declared"] = {k: family.get(k) for k in args.compare}  # None: declared, but this run has no such method
+    results["declaration"] = dict(compare=args.compare, margin=args.margin, alpha=args.alpha)
+    target = strongest_retraining(results["comparison"], run.headline)  # (the comparator with the highest LDS: what
+    # the matching compute is read against, a description of the curve, not a test)
     if target is not None:
         results["matching"] = matching_compute(run, fits, run.headline, target, costs, accountings[0], args.seed)
     for m in results["comparison"]:

@@ -64,14 +64,13 @@ def fmt_lds(row, name):
 
 
 def fmt_p(p, n_boot=2000):
-    """A two-sided bootstrap p: where no resample of n_boot crosses zero, the bound 2/n_boot it then has, never 0."""
-    return f"< {2 / n_boot:.2g}" if p == 0 else f"{p:.3f}"
+    """A bootstrap p, counted (c + 1) / (B + 1) (stats.bootstrap_p): never 0, its smallest value 2 / (B + 1)."""
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
 def p_text(p, n_boot=2000):
-    """'p = 0.011', or 'p < 0.001' where no resample crosses."""
-    text = fmt_p(p, n_boot)
-    return f"p {text}" if text.startswith("<") else f"p = {text}"
+    """'p = 0.011'."""
+    return f"p = {fmt_p(p, n_boot)}"
 
 
 def fmt_diff(row):
@@ -86,8 +85,7 @@ def fmt_models(row, name):
     n = row[f"n_{name}"]
     if f"draws_{name}" not in row:
         return str(n)
-    how = "bootstraps of the pool" if row.get(f"with_replacement_{name}") else "draws"
-    text = f"{n} ({row[f'draws_{name}']} {how}"
+    text = f"{n} (all: one fit" if row.get(f"whole_pool_{name}") else f"{n} ({row[f'draws_{name}']} draws"
     if name == "retrain" and "estimator_retrain" in row:
         text += f"; {title(row['estimator_retrain'])}"
     if row.get(f"underdetermined_{name}"):
@@ -199,10 +197,12 @@ def comparison_section(r, run):
     lines = [f"## How the method compares ({headline})", "",
              f"Each method's attributions judged the same way: LDS against the held-out retrained models and the "
              f"detection AUC of the known-bad {run.unit}s. A method made of a pool's models (unlearning, retraining) "
-             f"scores the mean LDS over {r.get('draws', 1)} bootstraps of its models (retraining with the best "
-             f"estimator of {', '.join(r.get('estimators', [])) or 'the run'}, chosen on the held-out subsets: the "
-             f"choice favours retraining); each 95% interval and each difference from unlearning (paired over the "
-             f"same held-out resamples, two-sided p) resamples the held-out subsets and those draws together. "
+             f"scores the mean LDS over {r.get('draws', 1)} draws of its models, or the one fit on the whole pool "
+             f"(retraining with the estimator of {', '.join(r.get('estimators', [])) or 'the run'} that predicts "
+             f"its own pool's left-out models best: never chosen on the held-out subsets); each 95% interval and each "
+             f"difference from unlearning (paired over the same held-out resamples, two-sided p) is of that mean, "
+             f"over {r.get('bootstrap', 2000)} resamples of the held-out subsets. The AUC's p is exact (every "
+             f"labelling of as many {run.unit}s bad). "
              f"Compute in units of one retraining's training "
              f"({ACCOUNTING_WORDS.get(r['accounting'], r['accounting'])}): training (unlearning's includes pruning once; "
              f"a baseline's, its own passes of the full model), and with every model's behaviour (sampling, loss) too. "
@@ -216,10 +216,11 @@ def comparison_section(r, run):
         diff = (f"{e['lds'] - rows[0]['lds'][headline]['lds']:+.3f} [{e['diff_ci'][0]:+.2f}, {e['diff_ci'][1]:+.2f}], "
                 f"{fmt_p(e['p_value'], e.get('n_boot', 2000))}" if e and "diff_ci" in e else "-")
         faults = ", ".join(f"{k} {v:.2f} (rank {c['rank_by_fault'][k]})" for k, v in c.get("auc_by_fault", {}).items())
-        auc = f"{c['auc']:.3f}" if "auc" in c else "n/a"
+        auc = f"{c['auc']:.3f} (p = {fmt_p(c['auc_p'])})" if "auc_p" in c else f"{c['auc']:.3f}" if "auc" in c else "n/a"
         lines.append(f"| {c['name']} | {c['models'] or '-'} | {c['compute']:.2f} | {c['compute_all']:.2f} | {lds} | "
                      f"{diff} | {auc} | {faults or '-'} |")
     lines += [""] + [t for t in (ceiling_text(r["behaviors"][headline].get("ceiling")), matching_text(r)) if t]
+    lines += declared_section(r, rows)
     behaviors = list(r["behaviors"])
     lines += ["", "LDS of every method on every behaviour:", "",
               "| method | " + " | ".join(behaviors) + " |", "| --- " * (len(behaviors) + 1) + "|"]
@@ -230,6 +231,31 @@ def comparison_section(r, run):
     return lines + [""] + (["The baselines, as defined (baselines.py):", ""] + definitions + [""] if definitions else [])
 
 
+def declared_section(r, rows):
+    """The declared comparisons (the preset's COMPARE, fixed before the run): each with its difference, interval,
+    Holm-adjusted p of a difference, Holm-adjusted TOST p of equivalence within the margin, the smallest difference
+    the design detects with 80% power, and the one word the tests allow."""
+    declared, how = r.get("declared"), r.get("declaration")
+    if not declared:
+        return []
+    names = {c["key"]: c["name"] for c in rows if "key" in c}
+    lines = ["", f"**Declared comparisons** (before the run, the first the primary): unlearning's LDS on "
+             f"{r['headline']} minus each method's; Holm's correction over the {len(declared)} at alpha "
+             f"{how['alpha']:g}, for a difference and for equivalence within +-{how['margin']:g} (TOST) apart. "
+             f"*ahead* / *behind*: a difference shown; *level*: equivalence shown; *undecided*: neither. The minimum "
+             f"detectable difference is what this design finds with 80% power.", "",
+             "| unlearning minus | difference [95%] | p (Holm) | TOST p (Holm) | minimum detectable | verdict |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for j, (key, e) in enumerate(declared.items()):
+        name = names.get(key, key) + (" (primary)" if j == 0 else "")
+        if e is None:
+            lines.append(f"| {name} | not in this run | | | | - |")
+            continue
+        lines.append(f"| {name} | {e['diff']:+.3f} [{e['ci'][0]:+.2f}, {e['ci'][1]:+.2f}] | {fmt_p(e['p'])} | "
+                     f"{fmt_p(e['p_equivalence'])} | {e['mdd']:.2f} | **{e['verdict']}** |")
+    return lines
+
+
 def matching_text(r):
     """Where unlearning's LDS reaches the strongest retraining comparator's, in compute."""
     m = r.get("matching")
@@ -238,12 +264,13 @@ def matching_text(r):
     lo, hi = m["ci"]
     curve = ", ".join(f"{p['n']} models ({p['compute']:.2f}): {p['lds']:.3f}" for p in m["curve"])
     if np.isfinite(m["compute"]):
-        verdict = (f"Unlearning reaches it from **{m['compute']:.2f} retrainings** of compute (95% interval "
-                   f"{lo:.2f} to {'not reached' if not np.isfinite(hi) else f'{hi:.2f}'}; reached in "
-                   f"{m['reached_share']:.0%} of the resamples): {m['target_compute'] / m['compute']:.0f}x less.")
+        verdict = (f"The monotone fit of unlearning's curve reaches it at **{m['compute']:.2f} retrainings** of "
+                   f"compute (95% interval {lo:.2f} to {'not reached' if not np.isfinite(hi) else f'{hi:.2f}'}; "
+                   f"reached in {m['reached_share']:.0%} of the resamples): {m['target_compute'] / m['compute']:.0f}x "
+                   f"less.")
     else:
-        verdict = (f"Unlearning does **not** reach it with all its models (reached in {m['reached_share']:.0%} of the "
-                   f"resamples).")
+        verdict = (f"The monotone fit of unlearning's curve does **not** reach it with all its models (reached in "
+                   f"{m['reached_share']:.0%} of the resamples).")
     return (f"The strongest retraining comparator here is **{m['target']}**: LDS {m['target_lds']:.3f} at "
             f"{m['target_compute']:.2f} retrainings. {verdict} Unlearning's LDS by the number of its models (compute "
             f"in retrainings; mean over draws): {curve}.")

@@ -172,7 +172,7 @@ fits() {
 }
 evaluate() {
   $PY eval_lds.py --run "$RUN" "${DATA_FLAGS[@]}" --method "$METHOD" --headline "$HEADLINE" --draws "$DRAWS" \
-    ${ALSO:+--also "$ALSO"}
+    ${ALSO:+--also "$ALSO"} --compare "$COMPARE" --margin "$MARGIN"
 }
 stage_report() {
   stage "9/10 attributions ($METHOD on every model of each pool)"

@@ -1,11 +1,13 @@
-"""Statistics the evaluation shares, each a small function with its test (tests/test_stats.py): the standard errors
-of an estimator over subsamples of its models, normal p-values, and Holm's correction of a family of them. numpy
-and scipy only, as eval_lds.py.
+"""Statistics the evaluation shares, each a small function with its test (tests/test_stats.py): the LDS and its
+bootstrap over the held-out subsets (an interval of the number printed: a mean over draws of a method's models), the
+paired test of two methods, TOST's equivalence test, Holm's correction of a declared family, the minimum detectable
+difference and the power analysis that sized the ground truth, the crossing of a monotone curve, and the standard
+errors of an estimator over subsamples of its models. numpy and scipy only, as eval_lds.py.
 
-    from stats import jackknife_inference, holm, two_sided_p
+    from stats import bootstrap_lds, declared_family, holm, mean_lds
 """
 import numpy as np
-from scipy.stats import norm
+from scipy.stats import norm, rankdata
 
 KEEP = 0.9  # the share of the models each subsample keeps (the delete-d jackknife's d = n / 10)
 
@@ -50,3 +52,192 @@ def holm(p):
     adjusted = np.empty(m)
     adjusted[order] = np.minimum(stepped, 1.0)
     return adjusted
+
+
+# ----------------------------------------------------------------------------------------------
+# LDS and its resampling: an interval for the number printed
+
+BOOTSTRAP = 2000  # resamples of the held-out subsets
+
+
+def pearson_rows(a, b):
+    """Pearson's r of each row of a with the same row of b; 0 where either row is constant."""
+    a = a - a.mean(1, keepdims=True)
+    b = b - b.mean(1, keepdims=True)
+    norm_ab = np.sqrt((a * a).sum(1) * (b * b).sum(1))
+    return np.divide((a * b).sum(1), norm_ab, out=np.zeros(len(a)), where=norm_ab > 0)
+
+
+def spearman(pred, y):
+    """Spearman's rho: Pearson's r of the ranks (ties averaged); a constant prediction (a datamodel that chose
+    all-zero scores) ranks nothing, so it counts as 0 rather than undefined."""
+    return float(pearson_rows(rankdata(pred)[None], rankdata(y)[None])[0])
+
+
+def lds_per_draw(preds, y):
+    """Spearman's rho of each row of preds (D, K), one row per draw of a method's models, with y (K,)."""
+    preds = np.atleast_2d(np.asarray(preds, dtype=np.float64))
+    return pearson_rows(rankdata(preds, axis=1), np.tile(rankdata(y), (len(preds), 1)))
+
+
+def mean_lds(preds, y):
+    """The LDS a method prints: its Spearman correlation with y, averaged over the rows of preds (D, K), one row per
+    draw of its models (one row: a fixed prediction)."""
+    return float(lds_per_draw(preds, y).mean())
+
+
+def resamples(k, n, seed):
+    """(n, k) indices: n bootstrap resamples of k held-out subsets (seeded)."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, k, (n, k))
+
+
+def bootstrap_lds(preds, y, seed=0, n=BOOTSTRAP):
+    """mean_lds of each method on n resamples of the held-out subsets: preds is a list of (K,) or (D_i, K)
+    predictions (D_i draws of method i's models). Every method sees the same resamples (differences are paired),
+    and each resample averages a method's LDS over all its draws, as the printed mean does: the resamples spread as
+    that mean would over another K held-out subsets (a resample where a prediction is constant counts as 0).
+    Returns (len(preds), n)."""
+    y = np.asarray(y, dtype=np.float64)
+    idx = resamples(len(y), n, seed)
+    rank_y = rankdata(y[idx], axis=1)  # Spearman's rho is Pearson's r of the ranks (ties averaged): all at once
+    out = []
+    for p in preds:
+        p = np.atleast_2d(np.asarray(p, dtype=np.float64))
+        out.append(np.mean([pearson_rows(rankdata(row[idx], axis=1), rank_y) for row in p], axis=0))
+    return np.stack(out)
+
+
+def interval(samples, level=0.95):
+    """The percentile interval of resampled values."""
+    lo, hi = np.percentile(samples, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
+
+
+def bootstrap_p(diff):
+    """Two-sided p of "the difference is 0" from its B resamples: twice the share on the smaller side of 0, counted
+    as (c + 1) / (B + 1) so that it is never below what B resamples can show."""
+    diff = np.asarray(diff)
+    c = min(int((diff <= 0).sum()), int((diff >= 0).sum()))
+    return float(min(1.0, 2 * (c + 1) / (len(diff) + 1)))
+
+
+def tost_p(diff, margin):
+    """p of equivalence, "|difference| < margin", by two one-sided tests (Schuirmann 1987) on its B resamples: the
+    larger of the shares at or beyond +margin and at or beyond -margin, each (c + 1) / (B + 1). Small only where the
+    interval lies well inside (-margin, +margin)."""
+    diff, b = np.asarray(diff), len(diff)
+    return float(max(((diff >= margin).sum() + 1) / (b + 1), ((diff <= -margin).sum() + 1) / (b + 1)))
+
+
+def min_detectable(se, alpha=0.05, power=0.8):
+    """The smallest true difference a two-sided test at `alpha` detects with `power`, given the difference's standard
+    error: (z_{1 - alpha/2} + z_power) x se (normal approximation)."""
+    return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * se)
+
+
+VERDICTS = ("ahead", "level", "behind", "undecided")
+
+
+def verdict(diff, p_diff, p_equal, alpha=0.05):
+    """The word a comparison may use: ahead or behind where its (Holm-adjusted) test of a difference rejects, level
+    where its (Holm-adjusted) equivalence test does, else undecided."""
+    if p_diff <= alpha:
+        return "ahead" if diff > 0 else "behind"
+    return "level" if p_equal <= alpha else "undecided"
+
+
+def declared_family(diffs, alpha=0.05, margin=0.10):
+    """Each declared comparison from its paired resamples of "method minus the other": the difference's interval,
+    Holm-adjusted two-sided p (a difference) and TOST p (equivalence within margin) over the family, the minimum
+    difference the design detects with 80% power (from the resamples' standard deviation), and the verdict.
+    diffs: {name: (point difference, resamples (B,))}; returns {name: dict}."""
+    names = list(diffs)
+    p_diff = holm([bootstrap_p(d) for _, d in diffs.values()]) if names else []
+    p_equal = holm([tost_p(d, margin) for _, d in diffs.values()]) if names else []
+    out = {}
+    for j, name in enumerate(names):
+        point, d = diffs[name]
+        out[name] = dict(diff=float(point), ci=interval(d), p=float(p_diff[j]), p_raw=bootstrap_p(d),
+                         p_equivalence=float(p_equal[j]), mdd=min_detectable(np.std(d, ddof=1), alpha),
+                         verdict=verdict(point, p_diff[j], p_equal[j], alpha), n_boot=len(d))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Power: how many held-out subsets a comparison of two LDS needs
+
+def dependent_z_se(rho_a, rho_b, r_ab, k, rank=True):
+    """The standard error of Fisher's z(rho_a) - z(rho_b), two correlations with one variable in common (the ground
+    truth) whose other variables (two methods' predictions) correlate at r_ab, over k subsets: Steiger's (1980,
+    eq. 14) sqrt((2 - 2c) / (k - 3)); for Spearman's rho each z's variance is larger by 1 + rbar^2 / 2 (Bonett &
+    Wright 2000)."""
+    rbar2 = ((rho_a + rho_b) / 2) ** 2
+    psi = r_ab * (1 - 2 * rbar2) - 0.5 * rbar2 * (1 - 2 * rbar2 - r_ab ** 2)
+    c = psi / (1 - rbar2) ** 2
+    return np.sqrt((2 - 2 * c) * ((1 + rbar2 / 2) if rank else 1.0) / (k - 3))
+
+
+def power_of_difference(rho_a, rho_b, r_ab, k, alpha=0.05, rank=True):
+    """The power of a two-sided test at `alpha` to find LDS rho_a != rho_b on k held-out subsets."""
+    z = abs(np.arctanh(rho_a) - np.arctanh(rho_b)) / dependent_z_se(rho_a, rho_b, r_ab, k, rank)
+    c = norm.ppf(1 - alpha / 2)
+    return float(norm.sf(c - z) + norm.cdf(-c - z))
+
+
+def k_for_power(rho_a, rho_b, r_ab, power=0.8, alpha=0.05, rank=True):
+    """The fewest held-out subsets for which power_of_difference reaches `power`."""
+    k = 5
+    while power_of_difference(rho_a, rho_b, r_ab, k, alpha, rank) < power:
+        k += 1
+    return k
+
+
+# ----------------------------------------------------------------------------------------------
+# Where a noisy increasing curve reaches a target: one statistic for the point and every resample
+
+def isotonic(values):
+    """The nondecreasing sequence closest to `values` in least squares (pool adjacent violators, equal weights)."""
+    blocks = []  # [mean, size]
+    for v in np.asarray(values, dtype=np.float64):
+        blocks.append([v, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (m2, n2), (m1, n1) = blocks.pop(), blocks.pop()
+            blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
+    return np.concatenate([np.full(n, m) for m, n in blocks])
+
+
+def crossing(x, values, target):
+    """The x at which the isotonic fit of values (over increasing x) first reaches target, interpolated linearly
+    between the two points around it: x[0] where the first point reaches it, inf where none does."""
+    fit = isotonic(values)
+    hit = np.flatnonzero(fit >= target)
+    if not len(hit):
+        return float("inf")
+    j = hit[0]
+    if j == 0:
+        return float(x[0])
+    return float(x[j - 1] + (target - fit[j - 1]) / (fit[j] - fit[j - 1]) * (x[j] - x[j - 1]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Detection of the known-bad units
+
+def auc_permutation_p(scores, bad, exact_up_to=20000):
+    """One-sided p of a detection AUC under no relation between scores and faults: the share of all ways to label
+    len(bad) of the units bad whose bad units rank at least as high (the AUC is their rank sum, shifted: Mann-Whitney),
+    exact where there are at most `exact_up_to` labellings (3 of 20 units: 1,140); else Mann-Whitney's normal
+    approximation (hundreds of bad images of thousands)."""
+    from itertools import combinations
+    from math import comb
+    from scipy.stats import mannwhitneyu
+    scores = np.asarray(scores, dtype=np.float64)
+    bad = np.atleast_1d(np.asarray(bad))
+    n, k = len(scores), len(bad)
+    if comb(n, k) > exact_up_to:
+        clean = np.setdiff1d(np.arange(n), bad)
+        return float(mannwhitneyu(scores[bad], scores[clean], alternative="greater", method="asymptotic").pvalue)
+    ranks = rankdata(scores)
+    observed = ranks[bad].sum()
+    sums = np.array([ranks[list(c)].sum() for c in combinations(range(n), k)])
+    return float((sums >= observed - 1e-9).mean())
