@@ -47,7 +47,8 @@ BANKS = os.path.join(HERE, "bank")
 FEATURES = os.path.join(BANKS, "features")
 POOLS = ("lds", "loo", "full", "pool")  # the mask files of a bank
 # The columns of a row besides its behaviours
-ROW_KEYS = ("row", "seed", "mask_sha256", "steps", "train_seconds", "train_macs", "seconds", "loss_seconds")
+ROW_KEYS = ("row", "seed", "mask_sha256", "steps", "train_seconds", "train_macs", "seconds", "loss_seconds", "macs",
+            "behavior_macs")
 MADE_KEYS = ("commit", "machine", "torch", "date", "wall_seconds")
 
 
@@ -186,7 +187,9 @@ def fill_one(name, plan, pool, seed, row, device):
              "ref_data", "ref_sha256", "floor_fid", "real_is", "floor_matched", "matched_m", "matched_n_b")
             if k in beh}
     meta = {k: (v.item() if hasattr(v, "item") else v) for k, v in meta.items()}
-    if not os.path.exists(meta_path):
+    from eval_lds import RECIPE
+    meta["recipe"] = {k: json.loads(str(beh["args"][0])).get(k) for k in RECIPE}  # the same for every row
+    if not os.path.exists(meta_path) or "recipe" not in read_meta(name):
         atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()))
     line.update(provenance(), date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
                 wall_seconds=round(time.time() - t0, 1))
@@ -194,6 +197,13 @@ def fill_one(name, plan, pool, seed, row, device):
     shutil.rmtree(work, ignore_errors=True)
     shutil.rmtree(runfolder.stats(FEATURES), ignore_errors=True)  # the model's own statistics: not kept
     return line
+
+
+def read_meta(name):
+    """What every row of the bank shares: the behaviours' settings and reference (FID's floor, the behaviour
+    table) and the training recipe, as the first filled row recorded them."""
+    with open(os.path.join(folder(name), "behaviours.json")) as f:
+        return json.load(f)
 
 
 def append_row(path, line):
