@@ -146,7 +146,7 @@ def init(args):
     blocks = json.loads(args.blocks)
     plan = dict(name=args.name, data_flags=args.data_flags, groups=args.groups, train_flags=args.train_flags,
                 fid_flags=args.fid_flags, seeds=dict(lds=args.lds_seed, pool=args.pool_seed),
-                pool_alpha=args.pool_alpha, blocks=blocks,
+                pool_alpha=args.pool_alpha, blocks=blocks, gt_seeds=args.gt_seeds,
                 data_sha256=images_sha256(dataset_from_args(data_args(dict(data_flags=args.data_flags))).images))
     atomic_write(os.path.join(root, "plan.json"), lambda f: f.write(json.dumps(plan, indent=1).encode()))
     print(f"wrote {root}/plan.json: {sum(b[3] - b[2] for b in blocks)} rows planned")
@@ -270,6 +270,123 @@ def status(args):
     print(f"bank {args.name}: {sum(d for d, _ in counts.values())} of {sum(t for _, t in counts.values())} rows")
 
 
+# ----------------------------------------------------------------------------------------------
+# use: a run's ground truth from the bank
+
+MIN_HELD_OUT = 24  # a bank with fewer finished held-out rows is not used (the run retrains its own)
+
+
+def prefix(have, stop):
+    """How many rows 0, 1, ... are finished without a gap (a run uses a prefix: the plan's order)."""
+    n = 0
+    while n < stop and n in have:
+        n += 1
+    return n
+
+
+def held_out_rows(name, plan, stop):
+    """How many held-out rows 0, 1, ... are finished at every seed the ground truth averages."""
+    return min(prefix(read_rows(name, "lds", s), stop) for s in range(plan.get("gt_seeds", 1)))
+
+
+def why_not(name, args):
+    """None where a run with these flags can use bank `name`, else the reason in a few words."""
+    if not os.path.exists(os.path.join(folder(name), "plan.json")):
+        return f"preset {name} has no bank"
+    plan = load_plan(name)
+    ours = dict(data_flags=args.data_flags, groups=args.groups, train_flags=args.train_flags, fid_flags=args.fid_flags)
+    for key, theirs in fingerprint(plan).items():
+        if key == "groups" and (ours[key] or "") != (theirs or ""):
+            return f"contributors {ours[key] or 'none'} (the bank's: {theirs or 'none'})"
+        if key != "groups" and shlex.split(ours[key]) != shlex.split(theirs):
+            return f"{key.replace('_', ' ')} '{ours[key]}' (the bank's: '{theirs}')"
+    held = held_out_rows(name, plan, 10 ** 9)
+    if held < MIN_HELD_OUT:
+        return f"bank {name} holds {held} held-out rows (fewer than {MIN_HELD_OUT}: python bank.py fill {name})"
+    return None
+
+
+def behaviours_file(name, meta, pool, rows_by_seed):
+    """{key: array} of a behaviours file as compute_fid.py writes it, for the bank's rows {seed: [row, ...]} of one
+    mask file."""
+    lines = [read_rows(name, pool, seed)[r] for seed, rows in rows_by_seed.items() for r in rows]
+    num = lambda key: np.array([float(x[key]) if x.get(key) not in (None, "") else np.nan for x in lines])  # noqa
+    keys = json.loads(meta["behaviors"])
+    out = dict(index=num("row").astype(int), seed=num("seed").astype(int),
+               mask_sha256=np.array([x["mask_sha256"] for x in lines]), seconds=num("seconds"),
+               feature_seconds=np.zeros(len(lines)), loss_seconds=num("loss_seconds"),
+               train_seconds=num("train_seconds"), train_macs=num("train_macs"), macs=num("macs"),
+               behavior_macs=num("behavior_macs"),
+               files=np.array([f"bank/{name}/rows/{pool}-s{x['seed']}.csv:{x['row']}" for x in lines]),
+               args=np.array([json.dumps(dict(meta["recipe"], seed=int(x["seed"]), index=int(x["row"])))
+                              for x in lines]))
+    for k in keys:
+        if k == "class":
+            n_classes = sum(c.startswith("class:") for c in lines[0])
+            out["class_share"] = np.stack([num(f"class:{c}") for c in range(n_classes)], 1)
+        else:
+            out[k] = num(k)
+    scalars = {k: meta[k] for k in ("features", "n_samples", "ddim_steps", "loss_draws", "loss_seed", "behaviors",
+                                    "behavior_table", "ref_data", "ref_sha256", "floor_fid", "real_is") if k in meta}
+    return dict(out, **scalars, method="retrain", masks=f"{pool}.npy", ref_models="")
+
+
+def use(args):
+    """Write a run's ground truth from the bank (or, with --check, only say whether it would): masks/lds.npy,
+    retrain.npy (the bank's retraining pool), loo.npy and their behaviours, lds_ceiling.npz (a second seed of the
+    first held-out subsets), and compute_fid.py's feature network and reference statistics, so that the run's own
+    models are measured in the bank's features. Prints one line either way; exit 0 where the bank is used, 1 where
+    not (the run then retrains its own)."""
+    name = args.name
+    reason = why_not(name, args)
+    if reason:
+        print(f"ground truth: retrained in this run, not bank/{name}: this run's {reason}")
+        sys.exit(1)
+    plan, meta = load_plan(name), read_meta(name)
+    check_data(plan)
+    n_rows = {pool: len(np.load(path)) if os.path.exists(path := os.path.join(folder(name), "masks", f"{pool}.npy"))
+              else 0 for pool in POOLS}
+    gt_seeds = plan.get("gt_seeds", 1)  # the ground truth averages this many seeds; the next one is the ceiling's
+    held = held_out_rows(name, plan, n_rows["lds"])
+    if args.k:
+        held = min(held, args.k)
+    ceiling = sorted(r for r in read_rows(name, "lds", gt_seeds) if r < held)
+    retrain = prefix(read_rows(name, "pool", 0), n_rows["pool"])
+    loo_seeds = [s for s in range(10) if n_rows["loo"] and prefix(read_rows(name, "loo", s), n_rows["loo"]) == n_rows["loo"]]
+    pools = {"lds": ("lds", {s: range(held) for s in range(gt_seeds)}), "lds_ceiling": ("lds", {gt_seeds: ceiling}),
+             "retrain": ("pool", {0: range(retrain)}), "loo": ("loo", {s: range(n_rows["loo"]) for s in loo_seeds})}
+    summary = (f"{held} held-out subsets at {gt_seeds} seed{'s' * (gt_seeds > 1)} ({len(ceiling)} with one more), a "
+               f"retraining pool of {retrain}" + (f", leave-one-out at {len(loo_seeds)} seeds" if n_rows["loo"] else ""))
+    if args.check:
+        print(f"ground truth: bank/{name}, {summary}")
+        return
+    run_dir = args.run
+    masks_dir = os.path.join(run_dir, "masks")
+    groups = os.path.join(folder(name), "masks", "groups.npy")
+    if os.path.exists(groups):
+        theirs, ours = np.load(groups), runfolder.load_groups(os.path.join(masks_dir, "unlearn.npy"))
+        if ours is not None and not np.array_equal(ours, theirs):
+            raise DataError(f"{masks_dir}/groups.npy holds other contributors than bank/{name}'s")
+    from data import save_npy
+    for run_name, (pool, by_seed) in pools.items():
+        rows = sorted({r for rs in by_seed.values() for r in rs})
+        if not rows or (run_name == "loo" and not args.loo):
+            continue
+        if run_name != "lds_ceiling":
+            all_masks = np.load(os.path.join(folder(name), "masks", f"{pool}.npy"))
+            save_npy(os.path.join(masks_dir, f"{run_name}.npy"), all_masks[:max(rows) + 1])
+        save_npz(runfolder.behaviors(run_dir, run_name), **behaviours_file(name, meta, pool, by_seed))
+    for f in os.listdir(FEATURES):
+        if runfolder.is_reference_cache(f):
+            shutil.copyfile(os.path.join(FEATURES, f), os.path.join(run_dir, f))
+    made = {(x["commit"], x["machine"]) for pool, by_seed in pools.values() for seed in by_seed
+            for x in read_rows(name, pool, seed).values()}
+    atomic_write(os.path.join(run_dir, "bank.json"), lambda f: f.write(json.dumps(dict(
+        bank=name, held_out=held, ceiling=len(ceiling), retrain=retrain, loo_seeds=loo_seeds,
+        made_on=sorted(f"{c} on {m}" for c, m in made)), indent=1).encode()))
+    print(f"ground truth: bank/{name}, {summary}")
+
+
 def shard(text):
     try:
         i, n = map(int, text.split("/"))
@@ -290,6 +407,15 @@ def parse_args(argv=None):
     s.add_argument("--rows", type=int, default=0, help="at most this many rows (0: all)")
     s.add_argument("--shard", type=shard, default=(0, 1), help="I/N: every N-th missing row from the I-th")
     s.add_argument("--device", default="auto")
+    s = sub.add_parser("use", help="a run's ground truth from the bank, where its flags match the bank's")
+    s.add_argument("name")
+    s.add_argument("--run", required=True)
+    for flag in ("--data-flags", "--train-flags", "--fid-flags"):
+        s.add_argument(flag, required=True)
+    s.add_argument("--groups", default="")
+    s.add_argument("--k", type=int, default=0, help="at most this many held-out subsets (0: every finished one)")
+    s.add_argument("--loo", action="store_true", help="the leave-one-out rows too")
+    s.add_argument("--check", action="store_true", help="only say whether the bank would be used")
     s = sub.add_parser("init", help="a new bank: its masks and plan")
     s.add_argument("name")
     for flag in ("--data-flags", "--train-flags", "--fid-flags"):
@@ -301,13 +427,15 @@ def parse_args(argv=None):
     s.add_argument("--pool-alpha", default="0.5")
     s.add_argument("--pool-seed", type=int, required=True)
     s.add_argument("--loo", action="store_true", help="leave-one-out rows")
+    s.add_argument("--gt-seeds", type=int, default=1, help="training seeds the ground truth averages (the next seed "
+                   "of the first held-out rows gives the ceiling)")
     s.add_argument("--blocks", required=True, help='JSON [[pool, seed, start, stop], ...] in fill order')
     s.add_argument("--force", action="store_true")
     return p.parse_args(argv)
 
 
 def main(args):
-    {"init": init, "fill": fill, "status": status}[args.command](args)
+    {"init": init, "fill": fill, "status": status, "use": use}[args.command](args)
 
 
 if __name__ == "__main__":
