@@ -43,7 +43,7 @@ from data import DataError, atomic_write, dataset_from_args, images_sha256, row_
 import runfolder
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BANKS = os.path.join(HERE, "bank")
+BANKS = os.environ.get("BANK_DIR") or os.path.join(HERE, "bank")  # (BANK_DIR: another folder of banks, e.g. a test's)
 FEATURES = os.path.join(BANKS, "features")
 POOLS = ("lds", "loo", "full", "pool")  # the mask files of a bank
 # The columns of a row besides its behaviours

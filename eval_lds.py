@@ -36,7 +36,7 @@ from scipy.stats import norm, rankdata
 import report
 import runfolder
 from data import (ArgumentParser, DataError, add_data_args, atomic_write, comma_list_type, dataset_from_args,
-                  positive_int, run)
+                  positive_float, positive_int, run)
 from fit_datamodel import ESTIMATORS, attribute, largest_first, predict
 from runfolder import (aligned, behavior_keys, behavior_values, better, load_behaviors, load_groups, load_masks,
                        load_npz, optional_behaviors, values_by_row)
@@ -86,7 +86,7 @@ def parse_args(argv=None):
                    "--also estimator such as surrogate-shap): the family the report tests (Holm-adjusted p for a "
                    "difference, TOST p for equivalence within --margin, the minimum detectable difference); the "
                    "README's ahead / level / behind come from these alone. A preset declares them (COMPARE)")
-    p.add_argument("--margin", type=float, default=0.10, help="the equivalence margin of LDS (level: the difference "
+    p.add_argument("--margin", type=positive_float, default=0.10, help="the equivalence margin of LDS (level: the difference "
                    "lies within +-margin by TOST)")
     p.add_argument("--alpha", type=float, default=0.05, help="the family's error rate (Holm)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap, the draws and the CV folds")
@@ -914,8 +914,26 @@ def summary(r):
 
 
 def check(args):
-    """What main would refuse once it reads the run (tools/one_process.py --check): the headline is a behaviour."""
+    """What main would refuse once it reads the run (tools/one_process.py --check): the headline is a behaviour, and
+    every declared comparison names a kind of method (whether this run has it shows in its report)."""
     runfolder.check_behavior_key(args.headline, "--headline")
+    for key in args.compare:
+        if not comparison_key(key):
+            raise DataError(f"--compare: unknown comparison {key} (retraining, retraining-all, budget:B, loo, guda, "
+                            f"proxy, a baseline such as trak-ref, or an estimator such as surrogate-shap)")
+
+
+def comparison_key(key):
+    """Whether `key` can name a method of the comparison (methods_compared's keys). (baselines.py imports torch:
+    only the settings' check asks, never the evaluation.)"""
+    from baselines import BASELINES
+    if key.startswith("budget:"):
+        try:
+            return float(key[7:]) > 0
+        except ValueError:
+            return False
+    base = key[:-4] if key.endswith("-ref") else key
+    return key in ("retraining", "retraining-all") or base in BASELINES or key in ESTIMATORS
 
 
 def main(args):

@@ -5,6 +5,7 @@ Sections of report.md, in order: how every method compares (unlearning's estimat
 the field's baselines: compute, LDS, detection); Table 1 (model quality, FID2, recipe, cost per model); every
 behaviour; LDS vs budget per behaviour; the most harmful and most helpful training units; finding the bad ones.
 """
+import json
 import os
 
 import numpy as np
@@ -134,8 +135,17 @@ def data_line(run):
     said = (f"**planted faults**: {', '.join(f'{k} ({c} images)' for k, c in planted.items())}, "
             f"{sum(planted.values()) / n:.0%} of the images, altered by this run (CORRUPT, FAULT)" if planted else
             "**used as given: no fault planted**")
-    return (f"Data: `{ds.name}`, {n} images; {said}" + (f"; {named} images the data name as bad (its `corrupted` array)"
+    line = (f"Data: `{ds.name}`, {n} images; {said}" + (f"; {named} images the data name as bad (its `corrupted` array)"
                                                         if named else "") + ".")
+    bank = os.path.join(run.dir, "bank.json")
+    if os.path.exists(bank):  # the retrained models came from a bank (bank.py), made once and committed
+        with open(bank) as f:
+            b = json.load(f)
+        line += (f" Ground truth and retraining pool: `bank/{b['bank']}` ({b['held_out']} held-out subsets, "
+                 f"{b['ceiling']} with one more seed; a retraining pool of {b['retrain']}"
+                 + (f"; leave-one-out at {len(b['loo_seeds'])} seeds" if b.get("loo_seeds") else "")
+                 + f"), retrained by {'; '.join(b['made_on'])}.")
+    return line
 
 
 def verdicts_section(r, run, top=10):

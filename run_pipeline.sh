@@ -60,6 +60,9 @@ case "$SCHEDULER" in local|slurm) ;; *) echo "error: unknown SCHEDULER '$SCHEDUL
 [[ "$DEVICE" =~ ^(auto|cpu|cuda(:[0-9]+)?|mps)$ ]] || { echo "error: DEVICE must be auto, cpu, cuda, cuda:N or mps, got '$DEVICE'" >&2; exit 2; }
 [ ! -e "$RUN" ] || [ -d "$RUN" ] || { echo "error: RUN=$RUN exists and is not a folder" >&2; exit 2; }
 [ "$CEILING" -le "$K" ] || { echo "error: CEILING=$CEILING: at most K=$K held-out subsets can get another seed" >&2; exit 2; }
+[[ "$BANK" =~ ^(0|auto|[a-z0-9]+)$ ]] || { echo "error: BANK must be 0, auto or a bank's name, got '$BANK'" >&2; exit 2; }
+[[ "$BANK" =~ ^(0|auto)$ ]] || [ -f "${BANK_DIR:-bank}/$BANK/plan.json" ] ||
+  { echo "error: no bank '$BANK' ($(cd "${BANK_DIR:-bank}" && ls -d */plan.json 2>/dev/null | cut -d/ -f1 | paste -sd ' '))" >&2; exit 2; }
 case "$LOO" in 0|1|auto) ;; *) echo "error: LOO must be 0, 1 or auto, got '$LOO'" >&2; exit 2 ;; esac
 case "$GUDA" in 0|1) ;; *) echo "error: GUDA must be 0 or 1, got '$GUDA'" >&2; exit 2 ;; esac
 [ "$BEHAVIORS" = all ] || [ "$HEADLINE" = auto ] || [[ ",$BEHAVIORS," == *",${HEADLINE%%[:@]*},"* ]] ||
@@ -89,11 +92,16 @@ export OMP_NUM_THREADS=$CORES
 
 DATA_FLAGS=(--data "$DATA" --corrupt "$CORRUPT" --fault "$FAULT")
 COMMON_TRAIN=(--arch "$ARCH" --batch-size "$BATCH" --device "$DEVICE" $TRAIN_FLAGS)
-FID_FLAGS=(--data "$DATA" --n-samples "$N_SAMPLES" --ddim-steps "$DDIM_STEPS" --features "$FEATURES" --device "$DEVICE"
-           --behaviors "$BEHAVIORS" --loss-draws "$LOSS_DRAWS")
-[ "$N_REF" != 0 ] && FID_FLAGS+=(--n-ref "$N_REF")
-[ -n "$REF_DATA" ] && FID_FLAGS+=(--ref-data "$REF_DATA")
-[ -n "$INCEPTION_WEIGHTS" ] && FID_FLAGS+=(--inception-weights "$INCEPTION_WEIGHTS")
+FID_SETTINGS=(--data "$DATA" --n-samples "$N_SAMPLES" --ddim-steps "$DDIM_STEPS" --features "$FEATURES"
+              --behaviors "$BEHAVIORS" --loss-draws "$LOSS_DRAWS")
+[ "$N_REF" != 0 ] && FID_SETTINGS+=(--n-ref "$N_REF")
+[ -n "$REF_DATA" ] && FID_SETTINGS+=(--ref-data "$REF_DATA")
+[ -n "$INCEPTION_WEIGHTS" ] && FID_SETTINGS+=(--inception-weights "$INCEPTION_WEIGHTS")
+FID_FLAGS=("${FID_SETTINGS[@]}" --device "$DEVICE")
+# What a ground-truth bank (bank.py) must have been made with for this run to take its retrainings: the data, the
+# contributors, the recipe and the behaviours' settings (not the device).
+BANK_FLAGS=(--data-flags "${DATA_FLAGS[*]}" --groups "$CONTRIBUTORS" --train-flags "--arch $ARCH --batch-size $BATCH
+            $TRAIN_FLAGS --steps $TRAIN_STEPS" --fid-flags "${FID_SETTINGS[*]}")
 START=$(date +%s)
 stage() { echo; echo "=== [$(( $(date +%s) - START ))s] $*"; }
 source pipeline/rows.sh
@@ -120,6 +128,10 @@ stage_prune() {
 stage_masks() {
   $PY make_subsets.py "${DATA_FLAGS[@]}" "${GROUP_FLAGS[@]}" --count "$M" --alpha "$POOL_ALPHA" --seed 1 \
     --out "$RUN/masks/unlearn.npy" --corrupted-out "$RUN/corrupted.npy"
+  if [ "$BANKED" = 1 ]; then  # the held-out, retraining and leave-one-out masks and behaviours: the bank's
+    $PY bank.py use "$BANK_NAME" --run "$RUN" "${BANK_FLAGS[@]}" $([ "$LOO" = 0 ] && [ "$GUDA" = 0 ] || echo --loo)
+    return
+  fi
   [ "$R" = 0 ] || $PY make_subsets.py --count "$R" --first-of "$RUN/masks/unlearn.npy" --out "$RUN/masks/retrain.npy"
   [ "$K" = 0 ] || $PY make_subsets.py "${DATA_FLAGS[@]}" "${GROUP_FLAGS[@]}" --count "$K" --alpha "$ALPHA" --seed 2 \
     --out "$RUN/masks/lds.npy"
@@ -211,7 +223,19 @@ announce() {
   [ "$GUDA" = 0 ] || extras+=("GUDA=1: a fine-tune of the full model per contributor, $GUDA_STEPS steps each")
   [ -z "$ALSO" ] || extras+=("ALSO=$ALSO: more estimators of the unlearned models (seconds to minutes)")
   [ "$PROXY" = 0 ] || extras+=("PROXY=$PROXY: a contributor-conditioned model and $PROXY coalitions sampled")
+  [ -z "$BANK_LINE" ] || echo "$BANK_LINE"
   [ ${#extras[@]} = 0 ] || echo "extras (0 or none turns each off): $(IFS=';'; echo "${extras[*]}" | sed 's/;/; /g')"
+}
+
+# The ground truth from a bank (bank.py: retrainings measured once, committed as data) where BANK allows and this
+# run's data, contributors, recipe and behaviours are the bank's; it says in one line which, and why.
+BANKED=0 BANK_NAME= BANK_LINE=
+decide_bank() {
+  [ "$BANK" != 0 ] && [ "$K" != 0 ] && [ -z "$FULL" ] || return 0
+  BANK_NAME=$BANK; [ "$BANK_NAME" != auto ] || BANK_NAME=$PRESET
+  if [ "$BANK" = auto ] && [ ! -f "${BANK_DIR:-bank}/$BANK_NAME/plan.json" ]; then return 0; fi  # (no bank)
+  local py=$PY; [ "$py" != echo ] || py=python  # (a dry run, PYTHON=echo, decides it as the run would)
+  if BANK_LINE=$($py bank.py use "$BANK_NAME" --run "$RUN" "${BANK_FLAGS[@]}" --check); then BANKED=1; fi
 }
 
 run_local() {
@@ -221,15 +245,20 @@ run_local() {
   unless_done train -- batched stage_train
   stage "2/10 prune (structured, ratio $RATIO) and fine-tune ($PRUNE_STEPS steps)"
   unless_done prune -- stage_prune
-  stage "3/10 masks: $M unlearning subsets, the first $R of them for retraining, $K held-out LDS subsets"
+  if [ "$BANKED" = 1 ]; then stage "3/10 masks: $M unlearning subsets; the held-out and retraining subsets of bank/$BANK_NAME"
+  else stage "3/10 masks: $M unlearning subsets, the first $R of them for retraining, $K held-out LDS subsets"; fi
   unless_done masks -- batched stage_masks
   N_LOO=$(loo_rows "$LOO") N_GUDA=$(loo_rows "$GUDA")
   stage "4/10 sparsified unlearning ($UNLEARN_METHOD): $M models, $UNLEARN_STEPS steps each; $N_GUDA by GUDA"
   unless_done unlearn guda -- chunks "rows_unlearn:$M" "rows_guda:$N_GUDA"
-  stage "5/10 retraining baseline: $R models from scratch (the same $TRAIN_STEPS steps), and $SEED_PAIRS with a second seed"
-  unless_done retrain seed1 -- chunks "rows_retrain:$R" "rows_seed1:$SEED_PAIRS"
-  stage "6/10 ground truth for LDS: $K held-out subsets retrained from scratch ($TRAIN_STEPS steps), $GT_SEEDS seeds each; $N_LOO leave-one-out retrainings; $CEILING with one more seed (the ceiling)"
-  unless_done lds loo ceiling -- chunks "rows_lds:$K" "rows_loo:$N_LOO" "rows_ceiling:$CEILING"
+  if [ "$BANKED" = 1 ]; then
+    stage "5-6/10 retraining baseline and ground truth: bank/$BANK_NAME's retrainings (none here; BANK=0 retrains them)"
+  else
+    stage "5/10 retraining baseline: $R models from scratch (the same $TRAIN_STEPS steps), and $SEED_PAIRS with a second seed"
+    unless_done retrain seed1 -- chunks "rows_retrain:$R" "rows_seed1:$SEED_PAIRS"
+    stage "6/10 ground truth for LDS: $K held-out subsets retrained from scratch ($TRAIN_STEPS steps), $GT_SEEDS seeds each; $N_LOO leave-one-out retrainings; $CEILING with one more seed (the ceiling)"
+    unless_done lds loo ceiling -- chunks "rows_lds:$K" "rows_loo:$N_LOO" "rows_ceiling:$CEILING"
+  fi
   if [ "$SAMPLED" = 1 ]; then
     stage "7/10 behaviours $BEHAVIORS ($FEATURES features, $N_SAMPLES DDIM-$DDIM_STEPS samples per model)"
   else
@@ -251,6 +280,8 @@ run_local() {
   [ "${CHECK_ONLY:-0}" = 0 ] || { echo "settings of preset $PRESET checked: nothing written"; exit 0; }
   mkdir -p "$RUN/masks" "$RUN/models" "$RUN/behaviors" "$RUN/attributions" "$RUN/logs"
   N_LOO=$(loo_rows "$LOO") N_GUDA=$(loo_rows "$GUDA")
+  decide_bank
+  [ "$SCHEDULER" = local ] || [ -n "${PIPELINE_STAGE:-}" ] || [ -z "$BANK_LINE" ] || echo "$BANK_LINE"
   case "$SCHEDULER" in
     local) run_local ;;
     slurm) source pipeline/slurm.sh; if [ -n "${PIPELINE_STAGE:-}" ]; then run_task; else submit_all; fi ;;

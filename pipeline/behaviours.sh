@@ -13,10 +13,12 @@ quality() { [ "$QUALITY_DDIM" = 0 ] || fid --models "$RUN/full.pt" --ddim-steps 
                                         --out "$RUN/behaviors/quality.npz"; }
 lane_a() { fid --models "$RUN/full.pt" --out "$RUN/behaviors/full.npz"; quality; pool unlearn; }
 pools_rk() {  # the retraining baseline's, the ground truth's (and its ceiling's), leave-one-out's and GUDA's
-  [ "$R" = 0 ] || pool retrain; [ "$K" = 0 ] || pool lds; [ "$LOO" = 0 ] || pool loo
+  if [ "$BANKED" = 0 ]; then  # (a bank's are measured already)
+    [ "$R" = 0 ] || pool retrain; [ "$K" = 0 ] || pool lds; [ "$LOO" = 0 ] || pool loo
+    [ "$CEILING" = 0 ] || fid --models "$RUN/models/lds_ceiling" --masks "$RUN/masks/lds.npy" \
+                           --out "$RUN/behaviors/lds_ceiling.npz"
+  fi
   [ "$GUDA" = 0 ] || fid --models "$RUN/models/guda" --masks "$RUN/masks/loo.npy" --out "$RUN/behaviors/guda.npz"
-  [ "$CEILING" = 0 ] || fid --models "$RUN/models/lds_ceiling" --masks "$RUN/masks/lds.npy" \
-                         --out "$RUN/behaviors/lds_ceiling.npz"
 }
 lane_b() {
   fid --models "$RUN/pruned.pt" --out "$RUN/behaviors/pruned.npz"; pools_rk; untrained
@@ -26,7 +28,8 @@ lane_b() {
     fid --models "$RUN/models/unlearn" --masks "$RUN/masks/unlearn.npy" --out "$RUN/behaviors/unlearn.npz" --stats-only
   fi
 }
-fid_pairs() {  # FID2: FID between two models, so only when samples are drawn
+fid_pairs() {  # FID2: FID between two models, so only when samples are drawn (and the retrained models are here)
+  [ "$BANKED" = 0 ] || return 0
   [ "$SAMPLED" = 0 ] || [ "$R" = 0 ] || fid2
   [ "$SAMPLED" = 0 ] || [ "$SEED_PAIRS" = 0 ] || fid_seeds
 }

@@ -10,6 +10,7 @@
 [ -n "${SBATCH_MEM_PER_NODE:-}${SBATCH_MEM_PER_CPU:-}" ] && : "${MEM:=}" || : "${MEM:=${TASK_MEM:-8G}}"
 JOBS_FILE=$RUN/logs/jobs.txt FAILED=$RUN/logs/failed.txt
 ROW_STAGES="unlearn:$M guda:$N_GUDA retrain:$R seed1:$SEED_PAIRS lds:$K loo:$N_LOO ceiling:$CEILING"
+[ "$BANKED" = 0 ] || ROW_STAGES="unlearn:$M guda:$N_GUDA retrain:0 seed1:0 lds:0 loo:0 ceiling:0"  # the bank's
 
 rows_of() { local s; for s in $ROW_STAGES; do [ "${s%%:*}" != "$1" ] || echo "${s#*:}"; done; }
 

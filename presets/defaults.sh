@@ -27,6 +27,7 @@ COMPARE=retraining         # the declared comparisons, unlearning against each, 
 MARGIN=0.10                # the equivalence margin of LDS: "level" needs TOST within it
 ALSO=                      # more estimators of the unlearned models, rows of their own (eval_lds.py --also; none: no row)
 CEILING=0                  # the first N held-out subsets retrained with one more seed: the LDS a perfect predictor reaches
+BANK=auto                  # the ground truth from bank/PRESET (bank.py) where this run's data, contributors, recipe and behaviours are its; 0: retrain here
 JOBS=2                     # processes side by side for per-row stages (the cores are shared among them)
 DEVICE=auto                # cpu, cuda or auto
 SCHEDULER=local            # local, or slurm (every stage a job, per-row stages job arrays)

@@ -361,7 +361,7 @@ def test_presets_are_settings_files_and_the_environment_wins_over_them(tmp_path)
         p = pipeline(preset, tmp_path / "dry-also", PYTHON="echo", **env)
         out, _ = p.communicate(timeout=60)
         (call,) = [line.split() for line in out.splitlines() if line.startswith("eval_lds.py")]
-        assert call[call.index("--draws") + 2:] == also
+        assert call[call.index("--draws") + 2:call.index("--compare")] == also
     p = pipeline("nope", tmp_path / "dry-nope", PYTHON="echo")
     out, _ = p.communicate(timeout=60)
     assert p.returncode == 2 and out.count("\n") == 1 and "unknown preset 'nope'" in out and "default" in out
@@ -444,7 +444,9 @@ BAD_SETTINGS = [
     ("ALSO", "surrogate-shap,", "an empty item"), ("ARCH", "huge", "--arch"), ("ARRAY_MAX", "0", "ARRAY_MAX"),
     ("BASELINES", "loss,,trak", "an empty item"), ("BASELINES", "trakk", "unknown baseline trakk"),
     ("BASELINE_FLAGS", "--draws 0", "--draws"), ("BATCH", "0", "--batch-size"), ("BEHAVIORS", "fid,,kid", "an empty item"),
-    ("BEHAVIORS", "fdi", "unknown behaviour fdi"), ("CEILING", "9", "at most K=4"), ("CONTRIBUTORS", "random:1", "2 <= G"),
+    ("BEHAVIORS", "fdi", "unknown behaviour fdi"), ("BANK", "No!", "BANK must be 0, auto or a bank's name"),
+    ("BANK", "nobank", "no bank 'nobank'"), ("COMPARE", "retraining,,loo", "an empty item"),
+    ("COMPARE", "retrianing", "unknown comparison retrianing"), ("MARGIN", "-0.1", "--margin"), ("CEILING", "9", "at most K=4"), ("CONTRIBUTORS", "random:1", "2 <= G"),
     ("CONTRIBUTORS", "{ten_ids}", "must hold 1797 integers"), ("CORRUPT", "1.5", "--corrupt"), ("CPUS", "x", "CPUS"),
     ("DATA", "mnist", "unknown dataset 'mnist'"), ("DDIM_STEPS", "0", "--ddim-steps"), ("DEVICE", "gpu", "DEVICE"),
     ("DRAWS", "many", "DRAWS"), ("FAULT", "blur,,noise", "an empty item"), ("FAULT", "smudge", "unknown fault smudge"),

@@ -1,0 +1,123 @@
+"""bank.py: a run's ground truth from committed retrainings, against the rows it was made of."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+import runfolder
+from conftest import dry_run_calls, pipeline
+from data import row_sha256
+
+QUICK = dict(data_flags="--data digits --corrupt 0.05 --fault noise", groups="",
+             train_flags="--arch digits-small --batch-size 32 --steps 40",
+             fid_flags="--data digits --n-samples 64 --ddim-steps 5 --features auto --behaviors all --loss-draws 4")
+
+
+def planted_bank(root, held=30, pool=8, gt_seeds=1):
+    """A bank of the quick preset's settings whose rows are planted numbers (no model trained): row r of seed s has
+    fid = r + 0.1 s and loss = -r, so what a run reads can be checked by hand."""
+    import bank
+    from data import images_sha256, load_dataset, make_masks
+    folder = root / "quick"
+    (folder / "masks").mkdir(parents=True)
+    n = 1797
+    masks = {"lds": make_masks(n, 40, 0.5, 11), "pool": make_masks(n, 16, 0.5, 12)}
+    for name, m in masks.items():
+        np.save(folder / "masks" / f"{name}.npy", m)
+    sha = images_sha256(load_dataset("digits", corrupt=0.05, fault="noise").images)
+    plan = dict(QUICK, name="quick", seeds={}, pool_alpha="0.5", gt_seeds=gt_seeds, data_sha256=sha,
+                blocks=[["lds", s, 0, 40] for s in range(gt_seeds + 1)] + [["pool", 0, 0, 16]])
+    (folder / "plan.json").write_text(json.dumps(plan))
+    meta = dict(features="cnn", n_samples=64, ddim_steps=5, loss_draws=4, loss_seed=0, behaviors='["fid", "loss"]',
+                behavior_table=json.dumps({"fid": {"better": "lower"}, "loss": {"better": "lower"}}),
+                ref_data="digits", ref_sha256="x", floor_fid=1.0, real_is=9.0,
+                recipe=dict(steps=40, batch_size=32, lr=0.002, arch="digits-small"))
+    (folder / "behaviours.json").write_text(json.dumps(meta))
+    fills = {("lds", s): held for s in range(gt_seeds)} | {("lds", gt_seeds): 5, ("pool", 0): pool}
+    for (name, seed), count in fills.items():
+        (folder / "rows").mkdir(exist_ok=True)
+        with open(folder / "rows" / f"{name}-s{seed}.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(bank.ROW_KEYS + ("fid", "loss", "commit", "machine"))
+            for r in range(count):
+                w.writerow([r, seed, row_sha256(masks[name][r]), 40, 1.5, 1e9, 0.2, 0.1, 1e6, 1e8, r + 0.1 * seed, -r,
+                            "abc", "test"])
+    (root / "features").mkdir()
+    return root
+
+
+def use(root, run, *extra, **flags):
+    import subprocess
+    import sys
+    f = dict(QUICK, **flags)
+    args = [sys.executable, "bank.py", "use", "quick", "--run", str(run), "--data-flags", f["data_flags"],
+            "--groups", f["groups"], "--train-flags", f["train_flags"], "--fid-flags", f["fid_flags"], *extra]
+    return subprocess.run(args, capture_output=True, text=True, env=dict(os.environ, BANK_DIR=str(root)),
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.parametrize("gt_seeds", [1, 2])
+def test_a_run_reads_the_banks_rows_as_behaviours_files(tmp_path, gt_seeds):
+    """The held-out prefix finished at every averaged seed, the next seed's rows as the ceiling, the pool's prefix:
+    written as compute_fid.py's files, whose values are the planted ones (the ground truth the mean of the seeds)."""
+    root = planted_bank(tmp_path / "banks", held=30, pool=8, gt_seeds=gt_seeds)
+    run = tmp_path / "run"
+    (run / "masks").mkdir(parents=True)
+    p = use(root, run)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == (f"ground truth: bank/quick, 30 held-out subsets at {gt_seeds} seed"
+                                f"{'s' * (gt_seeds > 1)} (5 with one more), a retraining pool of 8")
+    lds = runfolder.load_behaviors(runfolder.behaviors(run, "lds"))
+    rows, X, y = runfolder.aligned(np.load(run / "masks" / "lds.npy"), lds, "fid")
+    np.testing.assert_allclose(y, np.arange(30) + 0.1 * np.mean(range(gt_seeds)))
+    assert len(np.load(run / "masks" / "lds.npy")) == 30 and len(np.load(run / "masks" / "retrain.npy")) == 8
+    ceiling = runfolder.load_behaviors(runfolder.behaviors(run, "lds_ceiling"))
+    assert list(ceiling["index"]) == [0, 1, 2, 3, 4] and set(ceiling["seed"]) == {gt_seeds}
+    pool = runfolder.load_behaviors(runfolder.behaviors(run, "retrain"))
+    np.testing.assert_allclose(pool["loss"], -np.arange(8))
+    assert json.loads(str(pool["args"][0]))["steps"] == 40 and json.loads((run / "bank.json").read_text())["held_out"] == 30
+
+
+def test_a_run_of_other_settings_or_too_few_rows_does_not_touch_the_bank(tmp_path):
+    root = planted_bank(tmp_path / "banks", held=30)
+    for flags, says in ((dict(train_flags="--arch digits-small --batch-size 32 --steps 80"), "train flags"),
+                        (dict(data_flags="--data npz:mine.npz --corrupt 0 --fault noise"), "data flags"),
+                        (dict(groups="random:5"), "contributors random:5")):
+        p = use(root, tmp_path / "run", **flags)
+        assert p.returncode == 1 and len(p.stdout.splitlines()) == 1 and says in p.stdout
+        assert p.stdout.startswith("ground truth: retrained in this run, not bank/quick")
+    assert not (tmp_path / "run").exists()
+    few = planted_bank(tmp_path / "few", held=10)
+    p = use(few, tmp_path / "run")
+    assert p.returncode == 1 and "holds 10 held-out rows" in p.stdout
+
+
+def test_the_pipeline_takes_the_banks_ground_truth_and_retrains_none(tmp_path):
+    """A dry run of the quick preset beside a matching bank: the masks stage asks bank.py for the held-out, retraining
+    and leave-one-out files, no train_ddpm.py call retrains a row, no pool of retrained models is measured; BANK=0
+    retrains as before."""
+    root = planted_bank(tmp_path / "banks")
+
+    def calls(**env):
+        p = pipeline("quick", tmp_path / "dry", PYTHON="echo", BANK_DIR=str(root), **env)
+        out, _ = p.communicate(timeout=60)
+        assert p.returncode == 0, out
+        return dry_run_calls(out), out
+    banked, out = calls(BANK="auto")
+    assert "ground truth: bank/quick, 30 held-out subsets" in out
+    assert [c[:2] for c in banked if c[0] == "bank.py"] == [["bank.py", "use"]]
+    assert not [c for c in banked if c[0] == "train_ddpm.py" and "--masks" in c]
+    assert not [c for c in banked if c[0] == "compute_fid.py" and any(f"models/{p}" in w for w in c
+                                                                     for p in ("retrain", "lds"))]
+    local, out = calls(BANK="0")
+    assert "bank/quick" not in out and [c for c in local if c[0] == "train_ddpm.py" and "--masks" in c]
+    p = pipeline("default", tmp_path / "dry-users", PYTHON="echo", BANK="auto", DATA=f"npz:{tmp_path / 'mine.npz'}")
+    np.savez(tmp_path / "mine.npz", images=np.zeros((40, 1, 8, 8), dtype=np.uint8))
+    out, _ = p.communicate(timeout=60)
+    said = [line for line in out.splitlines() if line.startswith("ground truth:")]
+    assert p.returncode == 0 and said == [f"ground truth: retrained in this run, not bank/default: this run's data "
+                                          f"flags '--data npz:{tmp_path / 'mine.npz'} --corrupt 0 --fault blur,"
+                                          f"duplicate,watermark' (the bank's: '--data digits --corrupt 0.15 --fault "
+                                          f"blur,duplicate,watermark')"], out
