@@ -50,6 +50,7 @@ POOLS = ("lds", "loo", "full", "pool")  # the mask files of a bank
 ROW_KEYS = ("row", "seed", "mask_sha256", "steps", "train_seconds", "train_macs", "seconds", "loss_seconds", "macs",
             "behavior_macs")
 MADE_KEYS = ("commit", "machine", "torch", "date", "wall_seconds")
+MAKERS = ("ddpm.py", "train_ddpm.py", "data.py", "compute_fid.py", "features.py", "metrics.py", "runfolder.py")
 
 
 def folder(name):
@@ -113,8 +114,8 @@ def provenance():
     def git(*a):
         return subprocess.run(["git", *a], cwd=HERE, capture_output=True, text=True).stdout.strip()
     commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--untracked-files=no", "--", "*.py"):
-        commit += "+dirty"
+    if git("status", "--porcelain", "--untracked-files=no", "--", *MAKERS):
+        commit += "+dirty"  # the code that trains and measures a row differs from the commit's
     cpu = ""
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as f:
