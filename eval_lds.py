@@ -36,7 +36,7 @@ from scipy.stats import norm, rankdata
 import report
 import runfolder
 from data import (ArgumentParser, DataError, add_data_args, atomic_write, comma_list_type, dataset_from_args,
-                  positive_float, positive_int, run)
+                  positive_float, positive_int, run, save_npz)
 from fit_datamodel import ESTIMATORS, attribute, largest_first, predict
 from runfolder import (aligned, behavior_keys, behavior_values, better, load_behaviors, load_groups, load_masks,
                        load_npz, optional_behaviors, values_by_row)
@@ -524,8 +524,9 @@ def budget_curve(run, fits, behavior, budgets, costs, accountings, seed, estimat
                 if len(preds) == 2:  # unlearn - retrain, paired over the same held-out resamples
                     out["diff_ci"], out["p_value"] = paired_test(boot[0], boot[1])
                     out["n_boot"] = BOOTSTRAP
-                    if a == accountings[0]:  # (a declared family's candidate: budget:B; evaluate drops it)
-                        out["diff_boot"] = boot[0] - boot[1]
+                    if a == accountings[0]:  # (a declared family's candidate, budget:B, and its predictions:
+                        out["diff_boot"] = boot[0] - boot[1]  # evaluate takes them out)
+                        out["preds"] = preds
         rows.append(row)
     return rows
 
@@ -705,12 +706,16 @@ def evaluate(run, args):
                                                         choices_of(fits) if headline else None,
                                                         args.draws if headline else min(args.draws, args.draws_other))
     results["comparison"], diffs = comparison(run, fits, costs, accountings[0], args.seed)
+    predictions = {f"method:{m['key']}": m["preds"][run.headline] for m in results["comparison"]
+                   if run.headline in m.get("preds", {})}
     for row in results["behaviors"][run.headline]["curve"]:
         if "diff_boot" in row:
             diffs[f"budget:{row['budget']:g}"] = (row["lds_unlearn"] - row["lds_retrain"], row["diff_boot"])
+            predictions.update({f"budget:{row['budget']:g}:{name}": p for name, p in row["preds"].items()})
     for b in results["behaviors"].values():
         for row in b["curve"]:
             row.pop("diff_boot", None)
+            row.pop("preds", None)
     family = declared_family({k: diffs[k] for k in args.compare if k in diffs}, args.alpha, args.margin)
     results["declared"] = {k: family.get(k) for k in args.compare}  # None: declared, but this run has no such method
     results["declaration"] = dict(compare=args.compare, margin=args.margin, alpha=args.alpha)
@@ -725,6 +730,7 @@ def evaluate(run, args):
         results["auc"] = detection_aucs(run, fits, figures["attributions"], args)
     results["table1"] = table1(run, costs)
     results["verdicts"] = unit_verdicts(run, fits, args.verdict_draws, args.seed)
+    figures["predictions"] = dict(predictions, y=run.pools["lds"].y[run.headline], rows=run.pools["lds"].rows)
     return results, figures
 
 
@@ -945,6 +951,8 @@ def main(args):
             results, figures = evaluate(run_folder, args)
         atomic_write(runfolder.results(args.run), lambda f: f.write(json.dumps(results, indent=1).encode()))
         write_verdicts(runfolder.verdicts(args.run), results["verdicts"], run_folder.unit, run_folder.headline)
+        if "predictions" in figures:
+            save_npz(runfolder.predictions(args.run), **{k: np.asarray(v) for k, v in figures["predictions"].items()})
         report.write(run_folder, results, figures)
         print(summary(results))
         print(f"wrote {runfolder.report(args.run)} and {runfolder.figures(args.run)}")

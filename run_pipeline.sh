@@ -48,10 +48,10 @@ fi
 [ -z "${RETRAIN_STEPS:-}" ] || { echo "error: RETRAIN_STEPS is gone: one recipe (TRAIN_STEPS) trains the full model, the baseline and the ground truth" >&2; exit 2; }
 # Every setting is checked here, before anything is written: the numbers and switches this file reads, then every
 # value a script owns, asked of that script (check_settings below). A bad one ends in one error line and exit 2.
-for v in DRAWS CEILING K R M GT_SEEDS SEED_PAIRS JOBS QUALITY_DDIM GPUS; do
+for v in DRAWS CEILING K R M GT_SEEDS SEED_PAIRS JOBS QUALITY_DDIM GPUS SEED; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "error: $v must be a whole number, got '${!v}'" >&2; exit 2; }
 done
-for v in M ROWS_PER_TASK CPUS; do
+for v in M ROWS_PER_TASK CPUS REPEATS; do
   [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "error: $v must be a positive integer, got '${!v}'" >&2; exit 2; }
 done
 [[ "$ARRAY_MAX" =~ ^([1-9][0-9]*)?$ ]] || { echo "error: ARRAY_MAX must be empty or a positive integer, got '$ARRAY_MAX'" >&2; exit 2; }
@@ -112,21 +112,21 @@ stage_train() {
     [ -f "$RUN/full.pt" ] || { cp "$FULL" "$RUN/.full.pt.tmp" && mv "$RUN/.full.pt.tmp" "$RUN/full.pt"; }
     echo "full model: $FULL"
   else
-    $PY train_ddpm.py "${DATA_FLAGS[@]}" "${COMMON_TRAIN[@]}" --steps "$TRAIN_STEPS" --seed 0 --out "$RUN/full.pt" \
+    $PY train_ddpm.py "${DATA_FLAGS[@]}" "${COMMON_TRAIN[@]}" --steps "$TRAIN_STEPS" --seed "$SEED" --out "$RUN/full.pt" \
       --grid "$GRID" --ddim-steps "$DDIM_STEPS"
   fi
   if [ "$METHOD" = shapley ]; then  # v(empty): the model that saw no data
-    $PY train_ddpm.py "${DATA_FLAGS[@]}" "${COMMON_TRAIN[@]}" "${RECIPE_FLAGS[@]}" --init-only --seed 0 \
+    $PY train_ddpm.py "${DATA_FLAGS[@]}" "${COMMON_TRAIN[@]}" "${RECIPE_FLAGS[@]}" --init-only --seed "$SEED" \
       --out "$RUN/untrained.pt" --grid 0
   fi
 }
 stage_prune() {
   $PY prune.py --ckpt "$RUN/full.pt" --out "$RUN/pruned.pt" --ratio "$RATIO" --mode structured \
     "${DATA_FLAGS[@]}" --steps "$PRUNE_STEPS" --batch-size "$BATCH" --device "$DEVICE" --grid "$GRID" \
-    --ddim-steps "$DDIM_STEPS"
+    --ddim-steps "$DDIM_STEPS" --seed "$SEED"
 }
 stage_masks() {
-  $PY make_subsets.py "${DATA_FLAGS[@]}" "${GROUP_FLAGS[@]}" --count "$M" --alpha "$POOL_ALPHA" --seed 1 \
+  $PY make_subsets.py "${DATA_FLAGS[@]}" "${GROUP_FLAGS[@]}" --count "$M" --alpha "$POOL_ALPHA" --seed $(( 1 + 100 * SEED )) \
     --out "$RUN/masks/unlearn.npy" --corrupted-out "$RUN/corrupted.npy"
   if [ "$BANKED" = 1 ]; then  # the held-out, retraining and leave-one-out masks and behaviours: the bank's
     $PY bank.py use "$BANK_NAME" --run "$RUN" "${BANK_FLAGS[@]}" $([ "$LOO" = 0 ] && [ "$GUDA" = 0 ] || echo --loo)
@@ -148,7 +148,7 @@ loo_rows() {  # loo_rows SWITCH: one row per contributor (or image) of masks/loo
 rows_unlearn() {
   $PY unlearn.py --ckpt "$UNLEARN_START" "${DATA_FLAGS[@]}" --masks "$RUN/masks/unlearn.npy" --indices "$1" \
     --out "$RUN/models/unlearn" --method "$UNLEARN_METHOD" --steps "$UNLEARN_STEPS" --batch-size "$BATCH" \
-    --device "$DEVICE" $UNLEARN_FLAGS
+    --device "$DEVICE" --seed "$SEED" $UNLEARN_FLAGS
 }
 retrain() {  # retrain MASKS SEED FOLDER SUFFIX A:B: from scratch on rows A..B-1, with the full model's recipe
   $PY train_ddpm.py "${DATA_FLAGS[@]}" "${COMMON_TRAIN[@]}" --steps "$TRAIN_STEPS" "${RECIPE_FLAGS[@]}" --seed "$2" \
@@ -156,11 +156,11 @@ retrain() {  # retrain MASKS SEED FOLDER SUFFIX A:B: from scratch on rows A..B-1
 }
 rows_guda() {  # GUDA: each contributor unlearned once from the full model (unlearn.py --method guda)
   $PY unlearn.py --ckpt "$RUN/full.pt" "${DATA_FLAGS[@]}" --masks "$RUN/masks/loo.npy" --indices "$1" \
-    --out "$RUN/models/guda" --method guda --steps "$GUDA_STEPS" --batch-size "$BATCH" --device "$DEVICE"
+    --out "$RUN/models/guda" --method guda --steps "$GUDA_STEPS" --batch-size "$BATCH" --device "$DEVICE" --seed "$SEED"
 }
 rows_retrain() { retrain "$RUN/masks/retrain.npy" 0 "$RUN/models/retrain" "" "$1"; }
 rows_seed1() { retrain "$RUN/masks/retrain.npy" 1 "$RUN/models/retrain_seed1" "" "$1"; }
-rows_loo() { retrain "$RUN/masks/loo.npy" 0 "$RUN/models/loo" "" "$1"; }  # the full model's seed: only the data differ
+rows_loo() { retrain "$RUN/masks/loo.npy" "$SEED" "$RUN/models/loo" "" "$1"; }  # the full model's seed: only the data differ
 rows_ceiling() { retrain "$RUN/masks/lds.npy" "$GT_SEEDS" "$RUN/models/lds_ceiling" "" "$1"; }  # one seed more
 rows_lds() {  # every held-out subset with GT_SEEDS training seeds; its behaviour is their mean
   local seed
@@ -184,7 +184,7 @@ fits() {
 }
 evaluate() {
   $PY eval_lds.py --run "$RUN" "${DATA_FLAGS[@]}" --method "$METHOD" --headline "$HEADLINE" --draws "$DRAWS" \
-    ${ALSO:+--also "$ALSO"} --compare "$COMPARE" --margin "$MARGIN"
+    ${ALSO:+--also "$ALSO"} --compare "$COMPARE" --margin "$MARGIN" --seed "$SEED"
 }
 stage_report() {
   stage "9/10 attributions ($METHOD on every model of each pool)"
@@ -272,12 +272,30 @@ run_local() {
   echo "done in $(( $(date +%s) - START ))s: $RUN/report.md"
 }
 
+# REPEATS independent repetitions of the method's side (SEED, SEED + 1, ...: the full model, pruning, the unlearning
+# subsets and seeds, the baselines), each a run of its own in RUN/repN against the one ground truth, then one report
+# over them all (combine.py): its intervals and tests carry the run-to-run noise that one run cannot show.
+repeat_all() {
+  local r
+  echo "preset $PRESET -> $RUN: $REPEATS repetitions of the method's side (RUN/rep0 ... rep$(( REPEATS - 1 )))"
+  for (( r = 0; r < REPEATS; r++ )); do
+    echo; echo "##### repetition $(( r + 1 ))/$REPEATS (SEED=$(( SEED + r ))): $RUN/rep$r"
+    REPEATS=1 SEED=$(( SEED + r )) RUN=$RUN/rep$r bash run_pipeline.sh "$PRESET" || return $?
+  done
+  if [ "$SCHEDULER" = slurm ]; then
+    echo; echo "when every repetition's jobs have finished: $PY combine.py --run $RUN"
+  else
+    echo; $PY combine.py --run "$RUN"; echo "done in $(( $(date +%s) - START ))s: $RUN/report.md"
+  fi
+}
+
 # One compound command, read whole before it runs, to its exit: bash reads a script as it runs it, and an edit of
 # this file during a run (from the settings' check on) must not make it read on from a shifted offset (it ran the
 # whole pipeline again).
 {
   [ -n "${PIPELINE_STAGE:-}" ] || check_settings  # (a Slurm job's settings were checked when it was submitted)
   [ "${CHECK_ONLY:-0}" = 0 ] || { echo "settings of preset $PRESET checked: nothing written"; exit 0; }
+  if [ "$REPEATS" -gt 1 ]; then repeat_all; exit; fi
   mkdir -p "$RUN/masks" "$RUN/models" "$RUN/behaviors" "$RUN/attributions" "$RUN/logs"
   N_LOO=$(loo_rows "$LOO") N_GUDA=$(loo_rows "$GUDA")
   decide_bank

@@ -116,6 +116,12 @@ def results(run):
     return _join(run, "results.json")
 
 
+def predictions(run):
+    """Each method's predictions of the held-out subsets' headline behaviour (D draws x K), and that behaviour:
+    what combine.py pools over repetitions."""
+    return _join(run, "predictions.npz")
+
+
 def verdicts(run):
     """Each contributor's (or image's) score, interval and verdict, most harmful first: the table a user takes next."""
     return _join(run, "verdicts.csv")

@@ -241,3 +241,17 @@ def auc_permutation_p(scores, bad, exact_up_to=20000):
     observed = ranks[bad].sum()
     sums = np.array([ranks[list(c)].sum() for c in combinations(range(n), k)])
     return float((sums >= observed - 1e-9).mean())
+
+
+# ----------------------------------------------------------------------------------------------
+# Repetitions: the run-to-run noise of the method's side
+
+def bootstrap_repeated(preds, y, seed=0, n=BOOTSTRAP):
+    """bootstrap_lds over R independent repetitions of the methods (preds[r][i]: method i's (D, K) or (K,) predictions
+    in repetition r, all of the same K held-out subsets y): each resample draws R repetitions with replacement and
+    one resample of the held-out subsets (shared by every method and repetition: paired), and averages the methods'
+    LDS over the drawn repetitions, so its spread holds the held-out subsets' noise and the run-to-run noise of
+    the methods (with few repetitions the latter is underestimated by about (R - 1) / R). Returns (methods, n)."""
+    per_rep = np.stack([bootstrap_lds(p, y, seed, n) for p in preds])  # (R, methods, n): the same held-out resamples
+    reps = np.random.default_rng([seed, 1]).integers(0, len(preds), (n, len(preds)))
+    return per_rep[reps.T, :, np.arange(n)].mean(axis=0).T

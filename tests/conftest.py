@@ -76,7 +76,7 @@ def pipeline(preset, run, **env):
     """`bash run_pipeline.sh PRESET` with RUN=run and the given settings, started in its own process group. BANK=0
     unless a test sets it: the stages a test expects must not change as a preset's committed bank fills
     (tests/test_bank.py tests the banks' use)."""
-    e = dict(os.environ, RUN=str(run), PYTHON=sys.executable, TQDM_DISABLE="1", BANK="0")
+    e = dict(os.environ, RUN=str(run), PYTHON=sys.executable, TQDM_DISABLE="1", BANK="0", REPEATS="1")
     e.update({k: str(v) for k, v in env.items()})
     return subprocess.Popen(["bash", "run_pipeline.sh", preset], cwd=ROOT, env=e, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)

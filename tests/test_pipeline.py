@@ -444,7 +444,8 @@ BAD_SETTINGS = [
     ("ALSO", "surrogate-shap,", "an empty item"), ("ARCH", "huge", "--arch"), ("ARRAY_MAX", "0", "ARRAY_MAX"),
     ("BASELINES", "loss,,trak", "an empty item"), ("BASELINES", "trakk", "unknown baseline trakk"),
     ("BASELINE_FLAGS", "--draws 0", "--draws"), ("BATCH", "0", "--batch-size"), ("BEHAVIORS", "fid,,kid", "an empty item"),
-    ("BEHAVIORS", "fdi", "unknown behaviour fdi"), ("BANK", "No!", "BANK must be 0, auto or a bank's name"),
+    ("BEHAVIORS", "fdi", "unknown behaviour fdi"), ("REPEATS", "0", "REPEATS must be a positive integer"),
+    ("SEED", "-1", "SEED must be a whole number"), ("BANK", "No!", "BANK must be 0, auto or a bank's name"),
     ("BANK", "nobank", "no bank 'nobank'"), ("COMPARE", "retraining,,loo", "an empty item"),
     ("COMPARE", "retrianing", "unknown comparison retrianing"), ("MARGIN", "-0.1", "--margin"), ("CEILING", "9", "at most K=4"), ("CONTRIBUTORS", "random:1", "2 <= G"),
     ("CONTRIBUTORS", "{ten_ids}", "must hold 1797 integers"), ("CORRUPT", "1.5", "--corrupt"), ("CPUS", "x", "CPUS"),
@@ -597,3 +598,24 @@ def test_the_worked_example_of_docs_your_data(tmp_path):
     assert any(l.startswith("0 harmful, 0 helpful, 40 undecided. No interval and no call") for l in lines)
     table = np.genfromtxt(runfolder.verdicts(run), delimiter=",", names=True, dtype=None, encoding=None)
     assert sorted(table["contributor"]) == list(range(40)) and set(table["images"]) == {4}
+
+
+def test_repetitions_run_the_methods_side_with_their_own_seeds_and_one_combined_report(tmp_path):
+    """REPEATS=2 (a dry run of the quick preset): two runs, RUN/rep0 and RUN/rep1, whose full model, pruning, unlearning
+    subsets and unlearning take seeds 0 and 1 (the subsets' 1 and 101), then combine.py over RUN."""
+    run = tmp_path / "dry"
+    p = pipeline("quick", run, PYTHON="echo", REPEATS="2")
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode == 0, out
+    calls = dry_run_calls(out)
+    for r, mask_seed in ((0, "1"), (1, "101")):
+        rep = str(run / f"rep{r}")
+        (full,) = [c for c in calls if c[0] == "train_ddpm.py" and c[c.index("--out") + 1] == f"{rep}/full.pt"]
+        (prune,) = [c for c in calls if c[0] == "prune.py" and c[c.index("--out") + 1] == f"{rep}/pruned.pt"]
+        (masks,) = [c for c in calls if c[0] == "make_subsets.py" and c[-3:-1] == ["--out", f"{rep}/masks/unlearn.npy"]
+                    or c[0] == "make_subsets.py" and f"{rep}/masks/unlearn.npy" in c and "--alpha" in c]
+        unlearn = [c for c in calls if c[0] == "unlearn.py" and f"{rep}/models/unlearn" in c]
+        assert full[full.index("--seed") + 1] == prune[prune.index("--seed") + 1] == str(r)
+        assert masks[masks.index("--seed") + 1] == mask_seed and unlearn
+        assert all(c[c.index("--seed") + 1] == str(r) for c in unlearn)
+    assert calls[-1] == ["combine.py", "--run", str(run)]

@@ -190,3 +190,21 @@ def test_the_detection_p_is_exact_over_every_labelling():
 def rankdata_sum(scores, units):
     from scipy.stats import rankdata
     return rankdata(scores)[units].sum()
+
+
+def test_the_repeated_bootstrap_resamples_repetitions_and_held_out_subsets_together():
+    """bootstrap_repeated against a loop: the same held-out resample for every repetition and method (bootstrap_lds
+    with one seed), R repetitions drawn with replacement per resample, their LDS averaged; identical repetitions give
+    bootstrap_lds itself; repetitions that differ widen the interval of their mean."""
+    from stats import bootstrap_repeated
+    rng = np.random.default_rng(6)
+    y = rng.normal(size=30)
+    reps = [[y + rng.normal(size=30), y + 2 * rng.normal(size=(4, 30))] for _ in range(3)]
+    boot = bootstrap_repeated(reps, y, seed=1, n=60)
+    per = np.stack([bootstrap_lds(r, y, 1, 60) for r in reps])
+    drawn = np.random.default_rng([1, 1]).integers(0, 3, (60, 3))
+    np.testing.assert_allclose(boot, [[per[drawn[b], i, b].mean() for b in range(60)] for i in range(2)])
+    np.testing.assert_allclose(bootstrap_repeated([reps[0]] * 3, y, seed=1, n=60), per[0])
+    far = [[y + s * rng.normal(size=30)] for s in (0.3, 1.0, 3.0)]
+    one = [[y + 1.0 * rng.normal(size=30)]] * 3
+    assert np.std(bootstrap_repeated(far, y, 2, 400)) > np.std(bootstrap_repeated(one, y, 2, 400))

@@ -26,7 +26,7 @@ import sys
 import data
 
 SCRIPTS = ("train_ddpm", "prune", "make_subsets", "unlearn", "compute_fid", "proxy_game", "fit_datamodel", "eval_lds",
-           "baselines", "import_model", "bank")
+           "baselines", "import_model", "bank", "combine")
 SEPARATOR = "::"
 
 
