@@ -304,6 +304,13 @@ def why_not(name, args):
     held = held_out_rows(name, plan, 10 ** 9)
     if held < MIN_HELD_OUT:
         return f"bank {name} holds {held} held-out rows (fewer than {MIN_HELD_OUT}: python bank.py fill {name})"
+    pool = prefix(read_rows(name, "pool", 0), 10 ** 9)
+    if pool < max(2, args.r):
+        return (f"bank {name}'s retraining pool holds {pool} models (this run's R = {args.r}: python bank.py fill "
+                f"{name})")
+    n_loo = len(np.load(path)) if os.path.exists(path := os.path.join(folder(name), "masks", "loo.npy")) else 0
+    if args.loo and not (n_loo and prefix(read_rows(name, "loo", 0), n_loo) == n_loo):
+        return f"bank {name} holds no complete leave-one-out seed yet (python bank.py fill {name})"
     return None
 
 
@@ -415,6 +422,7 @@ def parse_args(argv=None):
         s.add_argument(flag, required=True)
     s.add_argument("--groups", default="")
     s.add_argument("--k", type=int, default=0, help="at most this many held-out subsets (0: every finished one)")
+    s.add_argument("--r", type=int, default=2, help="the fewest retraining-pool models the run takes (its R)")
     s.add_argument("--loo", action="store_true", help="the leave-one-out rows too")
     s.add_argument("--check", action="store_true", help="only say whether the bank would be used")
     s = sub.add_parser("init", help="a new bank: its masks and plan")

@@ -129,7 +129,7 @@ stage_masks() {
   $PY make_subsets.py "${DATA_FLAGS[@]}" "${GROUP_FLAGS[@]}" --count "$M" --alpha "$POOL_ALPHA" --seed $(( 1 + 100 * SEED )) \
     --out "$RUN/masks/unlearn.npy" --corrupted-out "$RUN/corrupted.npy"
   if [ "$BANKED" = 1 ]; then  # the held-out, retraining and leave-one-out masks and behaviours: the bank's
-    $PY bank.py use "$BANK_NAME" --run "$RUN" "${BANK_FLAGS[@]}" $([ "$LOO" = 0 ] && [ "$GUDA" = 0 ] || echo --loo)
+    $PY bank.py use "$BANK_NAME" --run "$RUN" "${BANK_FLAGS[@]}" --r "$R" $([ "$LOO" = 0 ] && [ "$GUDA" = 0 ] || echo --loo)
     return
   fi
   [ "$R" = 0 ] || $PY make_subsets.py --count "$R" --first-of "$RUN/masks/unlearn.npy" --out "$RUN/masks/retrain.npy"
@@ -235,7 +235,8 @@ decide_bank() {
   BANK_NAME=$BANK; [ "$BANK_NAME" != auto ] || BANK_NAME=$PRESET
   if [ "$BANK" = auto ] && [ ! -f "${BANK_DIR:-bank}/$BANK_NAME/plan.json" ]; then return 0; fi  # (no bank)
   local py=$PY; [ "$py" != echo ] || py=python  # (a dry run, PYTHON=echo, decides it as the run would)
-  if BANK_LINE=$($py bank.py use "$BANK_NAME" --run "$RUN" "${BANK_FLAGS[@]}" --check); then BANKED=1; fi
+  if BANK_LINE=$($py bank.py use "$BANK_NAME" --run "$RUN" "${BANK_FLAGS[@]}" --r "$R" --check \
+                 $([ "$LOO" = 0 ] && [ "$GUDA" = 0 ] || echo --loo)); then BANKED=1; fi
 }
 
 run_local() {

@@ -255,3 +255,22 @@ def bootstrap_repeated(preds, y, seed=0, n=BOOTSTRAP):
     per_rep = np.stack([bootstrap_lds(p, y, seed, n) for p in preds])  # (R, methods, n): the same held-out resamples
     reps = np.random.default_rng([seed, 1]).integers(0, len(preds), (n, len(preds)))
     return per_rep[reps.T, :, np.arange(n)].mean(axis=0).T
+
+
+# ----------------------------------------------------------------------------------------------
+# The counterfactual test: is a method's removal better than random removal?
+
+def rank_sum_p(method, random):
+    """One-sided exact p that a method's improvements (one per seed, (S,)) rank no higher among the random sets' of
+    the same seed ((S, J)) than a random set would: under the null each seed's method is exchangeable with its J
+    random sets, so its rank among the J + 1 (ties averaged; J + 1 = best) is uniform, and the sum of ranks over the S
+    seeds has the convolution of S uniforms as its law. Each seed's method set is the method's own (its own run), so
+    the test carries the variance of the method's set, not only that of the random draws."""
+    method, random = np.asarray(method, dtype=np.float64), np.atleast_2d(np.asarray(random, dtype=np.float64))
+    j = random.shape[1]
+    ranks = (random < method[:, None]).sum(1) + 0.5 * (random == method[:, None]).sum(1) + 1
+    law = np.ones(1)
+    for _ in range(len(method)):
+        law = np.convolve(law, np.full(j + 1, 1 / (j + 1)))  # sum of ranks - S: each term uniform on 0..J
+    observed = ranks.sum() - len(method)
+    return float(law[int(np.ceil(observed - 1e-9)):].sum())

@@ -92,6 +92,10 @@ def test_a_run_of_other_settings_or_too_few_rows_does_not_touch_the_bank(tmp_pat
     few = planted_bank(tmp_path / "few", held=10)
     p = use(few, tmp_path / "run")
     assert p.returncode == 1 and "holds 10 held-out rows" in p.stdout
+    p = use(root, tmp_path / "run", "--r", "12")  # the pool holds 8
+    assert p.returncode == 1 and "retraining pool holds 8 models (this run's R = 12" in p.stdout
+    p = use(root, tmp_path / "run", "--loo")
+    assert p.returncode == 1 and "no complete leave-one-out seed" in p.stdout
 
 
 def test_the_pipeline_takes_the_banks_ground_truth_and_retrains_none(tmp_path):
