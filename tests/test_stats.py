@@ -224,5 +224,5 @@ def test_the_counterfactual_rank_sum_test_keeps_its_level_for_a_method_that_pick
         null += rank_sum_p(shift[:, 0] + rng.normal(0, 1, 10), random) <= 0.05
         found += rank_sum_p(shift[:, 0] + 1.0 + rng.normal(0, 1, 10), random) <= 0.05
     assert null / 400 <= 0.06 and found / 400 >= 0.8
-    assert rank_sum_p([10.0], [np.arange(39.0)]) == pytest.approx(1 / 40)
+    assert rank_sum_p([100.0], [np.arange(39.0)]) == pytest.approx(1 / 40)
     assert rank_sum_p([-1.0], [np.arange(39.0)]) == pytest.approx(1.0)
