@@ -293,24 +293,24 @@ def held_out_rows(name, plan, stop):
 def why_not(name, args):
     """None where a run with these flags can use bank `name`, else the reason in a few words."""
     if not os.path.exists(os.path.join(folder(name), "plan.json")):
-        return f"preset {name} has no bank"
+        return "there is no such bank"
     plan = load_plan(name)
     ours = dict(data_flags=args.data_flags, groups=args.groups, train_flags=args.train_flags, fid_flags=args.fid_flags)
     for key, theirs in fingerprint(plan).items():
         if key == "groups" and (ours[key] or "") != (theirs or ""):
-            return f"contributors {ours[key] or 'none'} (the bank's: {theirs or 'none'})"
+            return f"this run's contributors {ours[key] or 'none'} (the bank's: {theirs or 'none'})"
         if key != "groups" and shlex.split(ours[key]) != shlex.split(theirs):
-            return f"{key.replace('_', ' ')} '{ours[key]}' (the bank's: '{theirs}')"
+            return f"this run's {key.replace('_', ' ')} '{ours[key]}' (the bank's: '{theirs}')"
     held = held_out_rows(name, plan, 10 ** 9)
-    if held < MIN_HELD_OUT:
-        return f"bank {name} holds {held} held-out rows (fewer than {MIN_HELD_OUT}: python bank.py fill {name})"
+    if held < max(MIN_HELD_OUT, args.k):
+        return (f"it holds {held} held-out rows (this run takes {max(MIN_HELD_OUT, args.k)}: python bank.py "
+                f"fill {name})")
     pool = prefix(read_rows(name, "pool", 0), 10 ** 9)
     if pool < max(2, args.r):
-        return (f"bank {name}'s retraining pool holds {pool} models (this run's R = {args.r}: python bank.py fill "
-                f"{name})")
+        return f"its retraining pool holds {pool} models (this run takes {args.r}: python bank.py fill {name})"
     n_loo = len(np.load(path)) if os.path.exists(path := os.path.join(folder(name), "masks", "loo.npy")) else 0
     if args.loo and not (n_loo and prefix(read_rows(name, "loo", 0), n_loo) == n_loo):
-        return f"bank {name} holds no complete leave-one-out seed yet (python bank.py fill {name})"
+        return f"it holds no complete leave-one-out seed yet (python bank.py fill {name})"
     return None
 
 
@@ -348,7 +348,7 @@ def use(args):
     name = args.name
     reason = why_not(name, args)
     if reason:
-        print(f"ground truth: retrained in this run, not bank/{name}: this run's {reason}")
+        print(f"ground truth: retrained in this run, not bank/{name}: {reason}")
         sys.exit(1)
     plan, meta = load_plan(name), read_meta(name)
     check_data(plan)
@@ -421,7 +421,8 @@ def parse_args(argv=None):
     for flag in ("--data-flags", "--train-flags", "--fid-flags"):
         s.add_argument(flag, required=True)
     s.add_argument("--groups", default="")
-    s.add_argument("--k", type=int, default=0, help="at most this many held-out subsets (0: every finished one)")
+    s.add_argument("--k", type=int, default=0, help="this many held-out subsets, the bank used only once it holds them "
+                   "(0: every finished one, at least 24)")
     s.add_argument("--r", type=int, default=2, help="the fewest retraining-pool models the run takes (its R)")
     s.add_argument("--loo", action="store_true", help="the leave-one-out rows too")
     s.add_argument("--check", action="store_true", help="only say whether the bank would be used")

@@ -48,10 +48,10 @@ fi
 [ -z "${RETRAIN_STEPS:-}" ] || { echo "error: RETRAIN_STEPS is gone: one recipe (TRAIN_STEPS) trains the full model, the baseline and the ground truth" >&2; exit 2; }
 # Every setting is checked here, before anything is written: the numbers and switches this file reads, then every
 # value a script owns, asked of that script (check_settings below). A bad one ends in one error line and exit 2.
-for v in DRAWS CEILING K R M GT_SEEDS SEED_PAIRS JOBS QUALITY_DDIM GPUS SEED; do
+for v in DRAWS CEILING K R M GT_SEEDS SEED_PAIRS JOBS QUALITY_DDIM GPUS SEED BANK_K BANK_R; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "error: $v must be a whole number, got '${!v}'" >&2; exit 2; }
 done
-for v in M ROWS_PER_TASK CPUS REPEATS; do
+for v in M ROWS_PER_TASK CPUS; do
   [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "error: $v must be a positive integer, got '${!v}'" >&2; exit 2; }
 done
 [[ "$ARRAY_MAX" =~ ^([1-9][0-9]*)?$ ]] || { echo "error: ARRAY_MAX must be empty or a positive integer, got '$ARRAY_MAX'" >&2; exit 2; }
@@ -60,6 +60,7 @@ case "$SCHEDULER" in local|slurm) ;; *) echo "error: unknown SCHEDULER '$SCHEDUL
 [[ "$DEVICE" =~ ^(auto|cpu|cuda(:[0-9]+)?|mps)$ ]] || { echo "error: DEVICE must be auto, cpu, cuda, cuda:N or mps, got '$DEVICE'" >&2; exit 2; }
 [ ! -e "$RUN" ] || [ -d "$RUN" ] || { echo "error: RUN=$RUN exists and is not a folder" >&2; exit 2; }
 [ "$CEILING" -le "$K" ] || { echo "error: CEILING=$CEILING: at most K=$K held-out subsets can get another seed" >&2; exit 2; }
+[[ "$REPEATS" =~ ^(auto|[1-9][0-9]*)$ ]] || { echo "error: REPEATS must be auto or a positive integer, got '$REPEATS'" >&2; exit 2; }
 [[ "$BANK" =~ ^(0|auto|[a-z0-9]+)$ ]] || { echo "error: BANK must be 0, auto or a bank's name, got '$BANK'" >&2; exit 2; }
 [[ "$BANK" =~ ^(0|auto)$ ]] || [ -f "${BANK_DIR:-bank}/$BANK/plan.json" ] ||
   { echo "error: no bank '$BANK' ($(cd "${BANK_DIR:-bank}" && ls -d */plan.json 2>/dev/null | cut -d/ -f1 | paste -sd ' '))" >&2; exit 2; }
@@ -102,6 +103,7 @@ FID_FLAGS=("${FID_SETTINGS[@]}" --device "$DEVICE")
 # contributors, the recipe and the behaviours' settings (not the device).
 BANK_FLAGS=(--data-flags "${DATA_FLAGS[*]}" --groups "$CONTRIBUTORS" --train-flags "--arch $ARCH --batch-size $BATCH
             $TRAIN_FLAGS --steps $TRAIN_STEPS" --fid-flags "${FID_SETTINGS[*]}")
+BANK_SIZES=(--k "$BANK_K" --r "$(( BANK_R > R ? BANK_R : R ))")  # what a run takes of a bank, and needs it to hold
 START=$(date +%s)
 stage() { echo; echo "=== [$(( $(date +%s) - START ))s] $*"; }
 source pipeline/rows.sh
@@ -129,7 +131,8 @@ stage_masks() {
   $PY make_subsets.py "${DATA_FLAGS[@]}" "${GROUP_FLAGS[@]}" --count "$M" --alpha "$POOL_ALPHA" --seed $(( 1 + 100 * SEED )) \
     --out "$RUN/masks/unlearn.npy" --corrupted-out "$RUN/corrupted.npy"
   if [ "$BANKED" = 1 ]; then  # the held-out, retraining and leave-one-out masks and behaviours: the bank's
-    $PY bank.py use "$BANK_NAME" --run "$RUN" "${BANK_FLAGS[@]}" --r "$R" $([ "$LOO" = 0 ] && [ "$GUDA" = 0 ] || echo --loo)
+    $PY bank.py use "$BANK_NAME" --run "$RUN" "${BANK_FLAGS[@]}" "${BANK_SIZES[@]}" \
+      $([ "$LOO" = 0 ] && [ "$GUDA" = 0 ] || echo --loo)
     return
   fi
   [ "$R" = 0 ] || $PY make_subsets.py --count "$R" --first-of "$RUN/masks/unlearn.npy" --out "$RUN/masks/retrain.npy"
@@ -235,7 +238,7 @@ decide_bank() {
   BANK_NAME=$BANK; [ "$BANK_NAME" != auto ] || BANK_NAME=$PRESET
   if [ "$BANK" = auto ] && [ ! -f "${BANK_DIR:-bank}/$BANK_NAME/plan.json" ]; then return 0; fi  # (no bank)
   local py=$PY; [ "$py" != echo ] || py=python  # (a dry run, PYTHON=echo, decides it as the run would)
-  if BANK_LINE=$($py bank.py use "$BANK_NAME" --run "$RUN" "${BANK_FLAGS[@]}" --r "$R" --check \
+  if BANK_LINE=$($py bank.py use "$BANK_NAME" --run "$RUN" "${BANK_FLAGS[@]}" "${BANK_SIZES[@]}" --check \
                  $([ "$LOO" = 0 ] && [ "$GUDA" = 0 ] || echo --loo)); then BANKED=1; fi
 }
 
@@ -279,6 +282,7 @@ run_local() {
 repeat_all() {
   local r
   echo "preset $PRESET -> $RUN: $REPEATS repetitions of the method's side (RUN/rep0 ... rep$(( REPEATS - 1 )))"
+  [ -z "$BANK_LINE" ] || echo "$BANK_LINE"
   for (( r = 0; r < REPEATS; r++ )); do
     echo; echo "##### repetition $(( r + 1 ))/$REPEATS (SEED=$(( SEED + r ))): $RUN/rep$r"
     REPEATS=1 SEED=$(( SEED + r )) RUN=$RUN/rep$r bash run_pipeline.sh "$PRESET" || return $?
@@ -296,10 +300,13 @@ repeat_all() {
 {
   [ -n "${PIPELINE_STAGE:-}" ] || check_settings  # (a Slurm job's settings were checked when it was submitted)
   [ "${CHECK_ONLY:-0}" = 0 ] || { echo "settings of preset $PRESET checked: nothing written"; exit 0; }
+  decide_bank
+  # REPEATS=auto: the time a bank frees goes to repetitions of the method's side (3); a run that retrains its own
+  # ground truth runs once
+  if [ "$REPEATS" = auto ]; then [ "$BANKED" = 1 ] && REPEATS=3 || REPEATS=1; fi
   if [ "$REPEATS" -gt 1 ]; then repeat_all; exit; fi
   mkdir -p "$RUN/masks" "$RUN/models" "$RUN/behaviors" "$RUN/attributions" "$RUN/logs"
   N_LOO=$(loo_rows "$LOO") N_GUDA=$(loo_rows "$GUDA")
-  decide_bank
   [ "$SCHEDULER" = local ] || [ -n "${PIPELINE_STAGE:-}" ] || [ -z "$BANK_LINE" ] || echo "$BANK_LINE"
   case "$SCHEDULER" in
     local) run_local ;;

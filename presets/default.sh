@@ -26,4 +26,5 @@ QUALITY_DDIM=100           # DDIM steps of the full model's sampling for Table 1
 ALSO=surrogate-shap        # SurrogateSHAP's estimator of the same unlearned models, a row of its own
 GUDA=1                     # GUDA: each contributor unlearned once from the full model (20 short fine-tunes)
 COMPARE=retraining,loo,ekfac-ref,d-trak-ref,trak-ref,surrogate-shap,guda  # declared before the run: the primary (the paper's claim: retraining at equal compute), then the strongest comparators
-REPEATS=3                  # the method's side three times (seeds 0, 1, 2) against the bank's ground truth, one report over them
+BANK_K=200                 # from the bank: 200 held-out subsets (docs/bank.md: the power analysis), once it holds them
+BANK_R=64                  # and a retraining pool of at least 64 models

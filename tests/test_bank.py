@@ -84,16 +84,20 @@ def test_a_run_of_other_settings_or_too_few_rows_does_not_touch_the_bank(tmp_pat
     root = planted_bank(tmp_path / "banks", held=30)
     for flags, says in ((dict(train_flags="--arch digits-small --batch-size 32 --steps 80"), "train flags"),
                         (dict(data_flags="--data npz:mine.npz --corrupt 0 --fault noise"), "data flags"),
-                        (dict(groups="random:5"), "contributors random:5")):
+                        (dict(groups="random:5"), "this run's contributors random:5")):
         p = use(root, tmp_path / "run", **flags)
         assert p.returncode == 1 and len(p.stdout.splitlines()) == 1 and says in p.stdout
         assert p.stdout.startswith("ground truth: retrained in this run, not bank/quick")
     assert not (tmp_path / "run").exists()
     few = planted_bank(tmp_path / "few", held=10)
     p = use(few, tmp_path / "run")
-    assert p.returncode == 1 and "holds 10 held-out rows" in p.stdout
+    assert p.returncode == 1 and "it holds 10 held-out rows (this run takes 24" in p.stdout
     p = use(root, tmp_path / "run", "--r", "12")  # the pool holds 8
-    assert p.returncode == 1 and "retraining pool holds 8 models (this run's R = 12" in p.stdout
+    assert p.returncode == 1 and "its retraining pool holds 8 models (this run takes 12" in p.stdout
+    p = use(root, tmp_path / "run", "--k", "40")  # 30 finished
+    assert p.returncode == 1 and "it holds 30 held-out rows (this run takes 40" in p.stdout
+    p = use(root, tmp_path / "run", "--k", "20", "--check")
+    assert p.returncode == 0 and "ground truth: bank/quick, 20 held-out subsets" in p.stdout
     p = use(root, tmp_path / "run", "--loo")
     assert p.returncode == 1 and "no complete leave-one-out seed" in p.stdout
 
