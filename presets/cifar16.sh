@@ -23,3 +23,4 @@ SEED_PAIRS=1               # baseline rows retrained with a second seed
 N_SAMPLES=500              # samples per model (cnn features, DDIM-20)
 DDIM_STEPS=20              # DDIM steps of those samples
 QUALITY_DDIM=100           # DDIM steps of the full model's sampling for Table 1
+COMPARE=retraining,ekfac-ref,d-trak-ref,trak-ref  # declared before the run: the primary (retraining at equal compute), then the strongest comparators

@@ -19,3 +19,4 @@ GT_SEEDS=1                 # training seeds per held-out subset
 SEED_PAIRS=2               # baseline rows retrained with a second seed
 N_SAMPLES=2000             # samples per model for the sampled behaviours
 DDIM_STEPS=5               # DDIM steps of those samples
+COMPARE=retraining,loo,ekfac-ref,d-trak-ref,trak-ref  # declared before the run: the primary (retraining at equal compute), then the strongest comparators
