@@ -51,6 +51,8 @@ def parse_args(argv=None):
                    "that has attributions in the run)")
     p.add_argument("--jobs", type=int, default=2, help="retraining processes side by side, one thread each")
     p.add_argument("--seed", type=int, default=0, help="seed of the random removals")
+    p.add_argument("--plan", default=None, help="run a committed confirmatory plan (bench/plans/NAME.json) seed by "
+                   "seed, each seed's result committed as it finishes (bench/results/NAME/), then its declared test")
     return p.parse_args(argv)
 
 
@@ -123,8 +125,9 @@ def data_flags(run):
 
 
 def retrain(run, n_rows, seeds, jobs):
-    """Every row of masks/counterfactual.npy with every seed, by train_ddpm.py --recipe-from full.pt, in `jobs`
-    processes of one thread (tools/one_process.py: one interpreter a lane)."""
+    """Every row of masks/counterfactual.npy with every seed (a count: 0..seeds-1, or a list), by train_ddpm.py
+    --recipe-from full.pt, in `jobs` processes of one thread (tools/one_process.py: one interpreter a lane)."""
+    seeds = range(seeds) if isinstance(seeds, int) else seeds
     calls = [["train_ddpm.py", *data_flags(run), "--recipe-from", runfolder.checkpoint(run, "full"), "--masks",
               runfolder.masks(run, "counterfactual"), "--index", str(r), "--seed", str(s), "--grid", "0",
               "--out", os.path.join(runfolder.models(run, "counterfactual"), f"{r:05d}-s{s}.pt")]
@@ -139,7 +142,7 @@ def retrain(run, n_rows, seeds, jobs):
                                           cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1")))
     if any(p.wait() != 0 for p in procs):
         sys.exit("error: a counterfactual retraining failed (its output is above)")
-    print(f"retrained {len(calls)} models ({n_rows} removal sets x {seeds} seeds, the rest were done)", flush=True)
+    print(f"retrained {len(calls)} models ({n_rows} removal sets x {len(seeds)} seeds, the rest were done)", flush=True)
 
 
 def behaviours(run, headline):
@@ -160,11 +163,12 @@ def behaviours(run, headline):
 
 def changes(beh, headline, rows, seeds, direction):
     """improvement[row] (seeds,): how much better the headline of each seed's model of the row is than the model of
-    the same seed trained on everything (row 0); positive is better."""
+    the same seed trained on everything (row 0); positive is better. seeds: a count (0..seeds-1) or a list."""
     values, index, seed = behavior_values(beh, headline), beh["index"].astype(int), beh["seed"].astype(int)
     at = {(int(r), int(s)): v for r, s, v in zip(index, seed, values)}
     sign = -1.0 if direction == "lower" else 1.0
-    return {r: np.array([sign * (at[r, s] - at[0, s]) for s in range(seeds)]) for r in set(rows)}
+    seeds = range(seeds) if isinstance(seeds, int) else seeds
+    return {r: np.array([sign * (at[r, s] - at[0, s]) for s in seeds]) for r in set(rows)}
 
 
 PRIMARY = ("sparsified unlearning", "remove 10%")  # the comparison that decides, declared before any run
@@ -254,7 +258,85 @@ def render(run, sets, rows, improvement, headline, direction, bad, unit, seeds):
     return "\n".join(lines) + "\n"
 
 
+# ----------------------------------------------------------------------------------------------
+# The confirmatory run: a plan committed before it (bench/plans/), one committed result file per seed
+
+def plan_sets(scores, direction, n_units, plan, seed):
+    """The plan's removal sets for one seed: the method's own top units for the primary and each secondary size,
+    and plan["random_sets_per_seed"] random sets of each size, seeded by (seed, size, draw)."""
+    sizes = [("primary", max(1, round(plan["fraction"] * n_units)))] + \
+        [(f"secondary {f:.0%}", max(1, round(f * n_units))) for f in plan.get("secondary_fractions", [])]
+    return removal_sets({"method": scores}, direction, sizes, plan["random_sets_per_seed"], n_units, seed)
+
+
+def confirmatory_seed(plan, seed, folder, jobs):
+    """One seed of the plan: an independent repetition of the method's side (run_pipeline.sh on the plan's preset with
+    SEED=seed and no ground truth), its own removal sets retrained with training seed `seed` beside the model trained
+    on everything, and the improvements written to folder/seed-SEED.json (small: committed as each seed finishes)."""
+    run = os.path.join(ROOT, "runs", f"counterfactual-{plan['name']}", f"seed{seed}")
+    env = dict(os.environ, SEED=str(seed), RUN=run, K="0", R="0", BASELINES="none", LOO="0", GUDA="0", ALSO="none",
+               REPEATS="1", BANK="0", PROXY="0")
+    if subprocess.run(["bash", "run_pipeline.sh", plan["preset"]], cwd=ROOT, env=env).returncode != 0:
+        sys.exit(f"error: the repetition of seed {seed} failed (its output is above)")
+    a = load_npz(runfolder.attributions(run, "unlearn"), "attributions file", ("scores", "behavior"))
+    headline = str(a["behavior"])
+    direction = better(load_behaviors(runfolder.behaviors(run, "unlearn")), headline)
+    n_units = len(a["scores"])
+    sets = plan_sets(a["scores"], direction, n_units, plan, seed)
+    masks, rows = rows_of(run, sets, n_units)
+    retrain(run, len(masks), [seed], jobs)
+    behaviours(run, headline)
+    improvement = changes(load_behaviors(runfolder.behaviors(run, "counterfactual")), headline, [0] + rows, [seed],
+                          direction)
+    out = dict(seed=seed, headline=headline, units=n_units, sets=[
+        dict(label=label, method=m, size=size, draw=d, removed=removed.tolist(), improvement=float(improvement[r][0]))
+        for (label, m, size, d, removed), r in zip(sets, rows)])
+    path = os.path.join(folder, f"seed-{seed}.json")
+    atomic_write(path, lambda f: f.write(json.dumps(out, indent=1).encode()))
+    print(f"wrote {path}", flush=True)
+
+
+def confirmatory_test(results, alpha):
+    """{size label: (rank-sum p, mean improvement over random)} over the seeds' results: the primary's raw p, every
+    secondary's Holm-adjusted over the secondaries (stats.rank_sum_p: the method's rank among its seed's random sets)."""
+    from stats import holm as holm_family, rank_sum_p
+    labels = list(dict.fromkeys(s["label"] for s in results[0]["sets"]))
+    out = {}
+    for label in labels:
+        mine = np.array([next(s["improvement"] for s in r["sets"] if s["label"] == label and s["method"] == "method")
+                         for r in results])
+        random = np.array([[s["improvement"] for s in r["sets"] if s["label"] == label and s["method"] == "random"]
+                           for r in results])
+        out[label] = dict(p=rank_sum_p(mine, random), diff=float(np.mean(mine - random.mean(1))), seeds=len(results))
+    secondary = [k for k in out if k != "primary"]
+    for k, p in zip(secondary, holm_family([out[k]["p"] for k in secondary]) if secondary else []):
+        out[k]["p_holm"] = float(p)
+    out["primary"]["verdict"] = "found" if out["primary"]["p"] <= alpha else "not found"
+    return out
+
+
+def confirmatory(plan_path, jobs):
+    """Run the committed plan seed by seed (finished seeds are skipped: their files are the chunks), then its test."""
+    with open(plan_path) as f:
+        plan = json.load(f)
+    plan.setdefault("name", os.path.splitext(os.path.basename(plan_path))[0])
+    folder = os.path.join(ROOT, "bench", "results", plan["name"])
+    os.makedirs(folder, exist_ok=True)
+    for seed in plan["seeds"]:
+        if not os.path.exists(os.path.join(folder, f"seed-{seed}.json")):
+            confirmatory_seed(plan, seed, folder, jobs)
+    results = [json.load(open(os.path.join(folder, f"seed-{seed}.json"))) for seed in plan["seeds"]]
+    test = confirmatory_test(results, plan["alpha"])
+    atomic_write(os.path.join(folder, "test.json"), lambda f: f.write(json.dumps(test, indent=1).encode()))
+    p = test["primary"]
+    print(f"primary (the method's top {plan['fraction']:.0%} against {plan['random_sets_per_seed']} random sets, "
+          f"{p['seeds']} seeds): mean improvement over random {p['diff']:+.2f}, exact rank-sum p = {p['p']:.4f}: "
+          f"{p['verdict']} at alpha {plan['alpha']}")
+
+
 def main(args):
+    if args.plan:
+        return confirmatory(args.plan, args.jobs)
     finished_run(args.run, runfolder.results(args.run), os.path.dirname(runfolder.attributions(args.run, "unlearn")))
     run = args.run
     results = json.load(open(runfolder.results(run)))

@@ -359,3 +359,34 @@ def test_counterfactual_bench_retrains_without_the_most_harmful_units(quick_run,
     assert [r.split(" | ")[0] for r in rows[2:]] == ["| sparsified unlearning", "| loss", "| random"]
     assert "p (Holm) " in rows[2] and "nan" not in out  # (no 10% removal here: no primary cell)
     assert "Primary** (declared before the run): sparsified unlearning, remove 10%" in out
+
+
+def test_the_confirmatory_plans_sets_and_test_by_hand():
+    """bench/counterfactual.py --plan: one seed's sets are the method's own top 10% and 20% (by its scores, most
+    harmful for FID first) and 39 seeded random sets of each size; the test over the seeds' result files is
+    stats.rank_sum_p of the method's improvement among its seed's random sets, the secondary Holm-adjusted."""
+    import json
+    import os
+    from conftest import ROOT, load_bench
+    from stats import rank_sum_p
+    counterfactual = load_bench("counterfactual")
+    with open(os.path.join(ROOT, "bench", "plans", "counterfactual-confirmatory.json")) as f:
+        plan = json.load(f)
+    scores = np.arange(20.0)  # for FID (lower is better) the largest score is the most harmful
+    sets = counterfactual.plan_sets(scores, "lower", 20, plan, seed=1000)
+    mine = [(label, removed.tolist()) for label, m, _, _, removed in sets if m == "method"]
+    assert mine == [("primary", [18, 19]), ("secondary 20%", [16, 17, 18, 19])]
+    randoms = [s for s in sets if s[1] == "random"]
+    assert len(randoms) == 2 * 39 and len({tuple(s[4]) for s in randoms if s[0] == "primary"}) > 30
+    rng = np.random.default_rng(0)
+    results = [dict(sets=[dict(label=label, method=m, improvement=float(rng.normal(2.0 if m == "method" else 0.0)))
+                          for label, m, *_ in sets]) for _ in range(10)]
+    test = counterfactual.confirmatory_test(results, 0.05)
+    for label in ("primary", "secondary 20%"):
+        method = [next(s["improvement"] for s in r["sets"] if s["label"] == label and s["method"] == "method")
+                  for r in results]
+        random = [[s["improvement"] for s in r["sets"] if s["label"] == label and s["method"] == "random"]
+                  for r in results]
+        assert test[label]["p"] == pytest.approx(rank_sum_p(method, random))
+    assert test["secondary 20%"]["p_holm"] == test["secondary 20%"]["p"]  # one secondary: Holm leaves it
+    assert test["primary"]["verdict"] == "found"
