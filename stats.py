@@ -97,15 +97,53 @@ def bootstrap_lds(preds, y, seed=0, n=BOOTSTRAP):
     predictions (D_i draws of method i's models). Every method sees the same resamples (differences are paired),
     and each resample averages a method's LDS over all its draws, as the printed mean does: the resamples spread as
     that mean would over another K held-out subsets (a resample where a prediction is constant counts as 0).
-    Returns (len(preds), n)."""
+    Returns (len(preds), n).
+
+    A resample is kept as how often it drew each subset (counts (n, K)): Spearman's rho of a resample is the Pearson
+    correlation, weighted by those counts, of the ranks each subset's value takes within it (ties averaged, as
+    scipy's rankdata gives them), which resample_ranks reads off one sort of the K values: no sort per resample."""
     y = np.asarray(y, dtype=np.float64)
     idx = resamples(len(y), n, seed)
-    rank_y = rankdata(y[idx], axis=1)  # Spearman's rho is Pearson's r of the ranks (ties averaged): all at once
+    counts = np.zeros((n, len(y)))
+    np.add.at(counts, (np.arange(n)[:, None], idx), 1.0)
+    total = counts.sum(1)
+    rank_y = resample_ranks(y, counts)
+    rank_y -= (counts * rank_y).sum(1, keepdims=True) / total[:, None]  # centred: sum_j w_j rank_y_j = 0
+    weighted_y = counts * rank_y
+    var_y = (weighted_y * rank_y).sum(1)
     out = []
     for p in preds:
         p = np.atleast_2d(np.asarray(p, dtype=np.float64))
-        out.append(np.mean([pearson_rows(rankdata(row[idx], axis=1), rank_y) for row in p], axis=0))
+        rhos = []
+        for row in p:
+            r = resample_ranks(row, counts)
+            weighted = counts * r
+            mean = weighted.sum(1) / total
+            var = (weighted * r).sum(1) - total * mean ** 2
+            norm_ab = np.sqrt(np.clip(var, 0, None) * var_y)
+            ok = norm_ab > 1e-9 * total ** 2  # a constant resample (rank variance 0 up to rounding) counts as 0
+            rhos.append(np.divide((weighted_y * r).sum(1), norm_ab, out=np.zeros(n), where=ok))
+        out.append(np.mean(rhos, axis=0))
     return np.stack(out)
+
+
+def resample_ranks(values, counts):
+    """(n, K): the average rank each of the K values takes within each resample that drew value j counts[b, j]
+    times: the number of drawn values below it, plus (its tie group's draws + 1) / 2."""
+    order = np.argsort(values, kind="stable")
+    drawn = counts[:, order]
+    ties = np.diff(values[order]) == 0
+    if ties.any():  # tie groups pool their draws
+        starts = np.flatnonzero(np.r_[True, ~ties])
+        group = np.cumsum(np.r_[True, ~ties]) - 1
+        pooled = np.add.reduceat(drawn, starts, axis=1)
+        below = np.cumsum(pooled, axis=1) - pooled
+        sorted_ranks = (below + (pooled + 1) / 2)[:, group]
+    else:
+        sorted_ranks = np.cumsum(drawn, axis=1) - drawn / 2 + 0.5
+    ranks = np.empty_like(sorted_ranks)
+    ranks[:, order] = sorted_ranks
+    return ranks
 
 
 def interval(samples, level=0.95):
