@@ -634,6 +634,10 @@ def main(args):
             harm = harm_of(name, values, groups)
             scores, extra = scores_by_behavior(harm, directions), dict(harm=harm, values=values)
             macs, seconds = model.total_cost(b.measure)
+            if b.measure in ENSEMBLED:  # the ensemble's other members were trained for it: their training is its cost
+                members = [load_checkpoint(f) for f in model.member_files[1:]]
+                macs += sum(float(c.get("train_macs", 0.0)) for c in members)
+                seconds += sum(float(c.get("seconds", 0.0)) for c in members)
         if headline not in scores:
             raise DataError(f"{name} gives no scores for {headline} (no better direction): choose another --headline")
         keys = list(scores)

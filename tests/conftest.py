@@ -206,7 +206,8 @@ def tiny_contributor_run(run, recipe=None):
     runfolder.models(run, "loo").mkdir()  # two leave-one-out retrainings: TRAK's ensemble of 3 takes them
     for i in range(2):
         ddpm.save_checkpoint(runfolder.models(run, "loo") / f"{i:05d}.pt", state_to_checkpoint(
-            new_state(ddpm.UNet(**TINY), lr=1e-3, seed=1 + i, device="cpu"), schedule=ddpm.Schedule(), args={}))
+            new_state(ddpm.UNet(**TINY), lr=1e-3, seed=1 + i, device="cpu"), schedule=ddpm.Schedule(), args={},
+            train_macs=1e12))  # (as if trained: an ensemble that takes them is charged their training)
     np.save(runfolder.masks(run, "unlearn"), data.make_masks(6, 4, 0.5, seed=0))
     np.save(runfolder.groups(run), np.arange(60) // 10)
     np.savez(runfolder.behaviors(run, "full"), index=np.array([-1]), mask_sha256=np.array([""]), fid=np.array([50.0]),

@@ -232,6 +232,8 @@ def test_every_baseline_file_matches_a_direct_computation(tiny_baseline_run):
         np.testing.assert_allclose(f["scores"], want, rtol=2e-3, atol=1e-6, err_msg=name)
         np.testing.assert_allclose(f["scores_by_behavior"][1], -want, rtol=2e-3, atol=1e-6, err_msg=name)  # higher better
         assert (float(f["macs"]) > 0 or name == "pixel-nn-ref") and float(f["seconds"]) > 0 and str(f["how"])  # (no model)
+    for name in ("trak", "trak-ref", "d-trak", "d-trak-ref"):  # each charged its two other members' training
+        assert float(read(name)["macs"]) >= 2e12 > float(read("grad-sim")["macs"]), name
     assert json.loads(str(read("trak")["ensemble"])) == [runfolder.relative(run, p) for p in (
         runfolder.checkpoint(run, "full"), *(runfolder.models(run, "loo") / f"{i:05d}.pt" for i in range(2)))]
     assert set(expected) == set(baselines.BASELINES) - set(baselines.POOLED)  # every baseline of the full model
