@@ -34,6 +34,7 @@ import runfolder
 from data import run, atomic_write, save_npy
 from fit_datamodel import largest_first
 from runfolder import behavior_values, better, finished_run, load_behaviors, load_groups, load_npz
+from stats import holm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -131,7 +132,7 @@ def retrain(run, n_rows, seeds, jobs):
     calls = [["train_ddpm.py", *data_flags(run), "--recipe-from", runfolder.checkpoint(run, "full"), "--masks",
               runfolder.masks(run, "counterfactual"), "--index", str(r), "--seed", str(s), "--grid", "0",
               "--out", os.path.join(runfolder.models(run, "counterfactual"), f"{r:05d}-s{s}.pt")]
-             for s in range(seeds) for r in range(n_rows)
+             for s in seeds for r in range(n_rows)
              if not os.path.exists(os.path.join(runfolder.models(run, "counterfactual"), f"{r:05d}-s{s}.pt"))]
     lanes = [calls[i::jobs] for i in range(jobs)]
     procs = []
@@ -189,16 +190,6 @@ def cluster_test(mine, random, n_boot=BOOTSTRAP, seed=0):
     boot = mine[s].mean(1) - random[d[:, :, None], s[:, None, :]].mean((1, 2))
     lo, hi = np.percentile(boot, [2.5, 97.5])
     return diff, (float(lo), float(hi)), float(np.mean(boot <= 0)), n_boot
-
-
-def holm(p_values):
-    """Holm's step-down adjustment of a family of p-values (same order)."""
-    p = np.asarray(p_values, np.float64)
-    order = np.argsort(p, kind="stable")
-    adjusted = np.maximum.accumulate(np.minimum(1.0, (len(p) - np.arange(len(p))) * p[order]))
-    out = np.empty(len(p))
-    out[order] = adjusted
-    return out
 
 
 def fmt_p(p, n_boot):
@@ -299,7 +290,7 @@ def confirmatory_seed(plan, seed, folder, jobs):
 def confirmatory_test(results, alpha):
     """{size label: (rank-sum p, mean improvement over random)} over the seeds' results: the primary's raw p, every
     secondary's Holm-adjusted over the secondaries (stats.rank_sum_p: the method's rank among its seed's random sets)."""
-    from stats import holm as holm_family, rank_sum_p
+    from stats import rank_sum_p
     labels = list(dict.fromkeys(s["label"] for s in results[0]["sets"]))
     out = {}
     for label in labels:
@@ -309,7 +300,7 @@ def confirmatory_test(results, alpha):
                            for r in results])
         out[label] = dict(p=rank_sum_p(mine, random), diff=float(np.mean(mine - random.mean(1))), seeds=len(results))
     secondary = [k for k in out if k != "primary"]
-    for k, p in zip(secondary, holm_family([out[k]["p"] for k in secondary]) if secondary else []):
+    for k, p in zip(secondary, holm([out[k]["p"] for k in secondary]) if secondary else []):
         out[k]["p_holm"] = float(p)
     out["primary"]["verdict"] = "found" if out["primary"]["p"] <= alpha else "not found"
     return out
