@@ -70,6 +70,11 @@ class Baseline:
     harmful: str  # "high" or "low": which end of the measure is harmful, by the baseline's definition
     aggregate: str  # a contributor's score from its images': mean, max (of the measure) or sum
     how: str
+    # what a gradient method's scores are a linear model of: "samples-loss" (the full model's samples' loss),
+    # "loss" (the reference images' loss: compute_fid's behaviour of that name), or D-TRAK's own output function
+    # ("samples-norm", "reference-norm"); "" for the others. The report judges a gradient method against the samples
+    # apart: FID is not what it computes.
+    linearises: str = ""
 
 
 BASELINES = {
@@ -84,15 +89,15 @@ BASELINES = {
     "feature-sim-max": Baseline("feature_sim", "low", "max", "feature-sim, a contributor scored by its most similar "
                                 "image"),
     "grad-sim": Baseline("grad_sim", "low", "mean", "mean cosine between the image's projected loss gradient and each "
-                         "sample's; aligned (training on it fits the samples) is helpful"),
+                         "sample's; aligned (training on it fits the samples) is helpful", "samples-loss"),
     "trak": Baseline("trak", "low", "sum", "TRAK: phi_i^T (Phi^T Phi + lambda I)^-1 mean_s phi_s, phi the projected "
                      "gradients of the DDPM loss, averaged over an ensemble of models; positive (including it lowers the "
-                     "samples' loss) is helpful"),
+                     "samples' loss) is helpful", "samples-loss"),
     "d-trak": Baseline("d_trak", "low", "sum", "D-TRAK: TRAK with the output function ||eps_theta(x_t, t)||^2, the "
-                       "same ensemble; positive is helpful"),
+                       "same ensemble; positive is helpful", "samples-norm"),
     "ekfac": Baseline("ekfac", "low", "sum", "influence function with an EK-FAC Gauss-Newton: grad m^T (G + lambda "
                       "I)^-1 grad L_i, m the full model's samples' mean loss, (t, eps) averaged; positive (including it "
-                      "lowers the samples' loss) is helpful"),
+                      "lowers the samples' loss) is helpful", "samples-loss"),
     "loo": Baseline("loo", "", "", "leave one contributor out: the behaviour of the full model minus that of a "
                     "retraining without the contributor (same recipe and seed); positive raises the behaviour"),
     "guda": Baseline("guda", "", "", "GUDA: the behaviour of the full model minus that of the full model with the "
@@ -121,7 +126,9 @@ BASELINES.update({f"{name}-ref": Baseline(measure, BASELINES[name].harmful, BASE
                                           .replace("each sample's", "each reference image's")
                                           .replace("mean_s phi_s", "mean_r phi_r over the reference images")
                                           .replace("the full model's samples' mean loss", "the reference images' mean loss")
-                                          + " (against the reference images)")
+                                          + " (against the reference images)",
+                                          BASELINES[name].linearises.replace("samples-loss", "loss")
+                                          .replace("samples-", "reference-"))
                   for name, measure in REFERENCE.items()})
 for name in POOLED:  # the pooled baselines last, as in the report's table
     BASELINES[name] = BASELINES.pop(name)
@@ -645,7 +652,7 @@ def main(args):
                  behaviors=json.dumps(keys), scores_by_behavior=np.stack([scores[k] for k in keys]), macs=macs,
                  seconds=seconds, how=BASELINES[name].how, aggregate=BASELINES[name].aggregate,
                  unit="contributor" if groups is not None else "image", settings=json.dumps(settings_for[name]),
-                 ensemble=json.dumps(ensemble_of(run_dir, model, name)),
+                 ensemble=json.dumps(ensemble_of(run_dir, model, name)), linearises=BASELINES[name].linearises,
                  order=list(BASELINES).index(name), **extra)
         unit = "contributors" if groups is not None else "images"
         order = largest_first(scores[headline] if directions[headline] == "lower" else -scores[headline])

@@ -609,7 +609,7 @@ def methods_compared(run, fits, costs, accounting):
         keys = json.loads(str(b["behaviors"]))
         own, extra = float(b[cost]), float(b.get(behavior_cost, 0.0))
         methods.append(dict(key=name, name=name, kind="baseline", models=0, compute=own / unit, compute_all=(own + extra) / unit,
-                            how=str(b["how"]),
+                            how=str(b["how"]), linearises=str(b.get("linearises", "")),
                             scores={k: b["scores_by_behavior"][keys.index(k)] for k in run.behaviors if k in keys}))
     return methods
 

@@ -220,7 +220,11 @@ def comparison_section(r, run):
              f"fitted to the ground truth.", "",
              f"| method | models | compute (retrainings) | with behaviours | LDS {headline} [95%] | minus unlearning's "
              f"[95%], p | AUC | AUC per fault (rank of its best) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for c in rows:
+    # a gradient method against the model's own samples is a linear model of the samples' loss (or, D-TRAK, of its
+    # output function on them), which no model here is measured on: judged on the headline apart, without a test
+    apart = [c for c in rows if c.get("linearises", "").startswith("samples-")]
+    judged = [c for c in rows if c not in apart]
+    for c in judged:
         e = c["lds"].get(headline)
         lds = f"{e['lds']:.3f} [{e['ci'][0]:.2f}, {e['ci'][1]:.2f}]" if e else "n/a"
         diff = (f"{e['lds'] - rows[0]['lds'][headline]['lds']:+.3f} [{e['diff_ci'][0]:+.2f}, {e['diff_ci'][1]:+.2f}], "
@@ -229,6 +233,7 @@ def comparison_section(r, run):
         auc = f"{c['auc']:.3f} (p = {fmt_p(c['auc_p'])})" if "auc_p" in c else f"{c['auc']:.3f}" if "auc" in c else "n/a"
         lines.append(f"| {c['name']} | {c['models'] or '-'} | {c['compute']:.2f} | {c['compute_all']:.2f} | {lds} | "
                      f"{diff} | {auc} | {faults or '-'} |")
+    lines += linearised_section(judged, headline, "loss" in r["behaviors"]) + apart_section(apart, headline)
     lines += [""] + [t for t in (ceiling_text(r["behaviors"][headline].get("ceiling")), matching_text(r)) if t]
     lines += declared_section(r, rows)
     behaviors = list(r["behaviors"])
@@ -239,6 +244,45 @@ def comparison_section(r, run):
                                                       for b in behaviors) + " |")
     definitions = [f"- **{c['name']}**: {c['how']}" for c in rows if c.get("how")]
     return lines + [""] + (["The baselines, as defined (baselines.py):", ""] + definitions + [""] if definitions else [])
+
+
+def linearised_section(rows, headline, have_loss):
+    """Each gradient method against the reference images on what it linearises, the reference images' loss, beside
+    its headline LDS."""
+    mine = [c for c in rows if c.get("linearises") == "loss"]
+    if not mine or headline == "loss":
+        return []
+    lines = ["", "Gradient methods against the reference images are linear models of those images' loss: their LDS on "
+             "it, the behaviour they compute, beside unlearning's:", ""]
+    if not have_loss:
+        return lines[:-1] + ["(this run measured no loss: BEHAVIORS without `loss`)"]
+    unlearning = rows[0]["lds"].get("loss")
+    lines += ["| method | LDS on the loss [95%] | unlearning's LDS on the loss |", "| --- | --- | --- |"]
+    ours = f"{unlearning['lds']:.3f}" if unlearning else "n/a"
+    for c in mine:
+        e = c["lds"].get("loss")
+        lines.append(f"| {c['name']} | " + (f"{e['lds']:.3f} [{e['ci'][0]:.2f}, {e['ci'][1]:.2f}]" if e else "n/a")
+                     + f" | {ours} |")
+    return lines
+
+
+def apart_section(rows, headline):
+    """The gradient methods against the model's own samples: what they compute (the samples' loss, or D-TRAK's
+    output function on the samples) is measured on no model here, so their LDS on the headline is shown apart, with
+    no test and no claim."""
+    if not rows:
+        return []
+    lines = ["", f"Judged on a behaviour they do not compute: gradient methods against the model's own samples predict "
+             f"the samples' loss (D-TRAK its output function on them), which no model of this run is measured on; "
+             f"their LDS on {headline} is shown for reference only, without a test (the faults are in the samples, so "
+             f"the contributors who caused them lower the samples' loss):", "",
+             f"| method | compute (retrainings) | LDS {headline} [95%] | AUC |", "| --- | --- | --- | --- |"]
+    for c in rows:
+        e = c["lds"].get(headline)
+        lds = f"{e['lds']:.3f} [{e['ci'][0]:.2f}, {e['ci'][1]:.2f}]" if e else "n/a"
+        lines.append(f"| {c['name']} | {c['compute']:.2f} | {lds} | {c['auc']:.3f} |" if "auc" in c else
+                     f"| {c['name']} | {c['compute']:.2f} | {lds} | n/a |")
+    return lines
 
 
 def declared_section(r, rows):
