@@ -66,17 +66,25 @@ def load_plan(name):
         return json.load(f)
 
 
-def rows_file(name, pool, seed):
-    return os.path.join(folder(name), "rows", f"{pool}-s{seed}.csv")
+def rows_file(name, pool, seed, shard=(0, 1)):
+    """The CSV a fill appends a pool's rows of one seed to: one file, or one per shard of a fill split over N
+    processes (each appends to its own: appends from several machines to one file on a shared disk may interleave)."""
+    part = f".shard{shard[0]}of{shard[1]}" if shard[1] > 1 else ""
+    return os.path.join(folder(name), "rows", f"{pool}-s{seed}{part}.csv")
 
 
 def read_rows(name, pool, seed):
-    """{row: {column: text}} of the finished rows of one pool and seed (the last line of a row wins)."""
-    path = rows_file(name, pool, seed)
-    if not os.path.exists(path):
-        return {}
-    with open(path, newline="") as f:
-        return {int(r["row"]): r for r in csv.DictReader(f)}
+    """{row: {column: text}} of the finished rows of one pool and seed, from its file and its shards' (the last line
+    of a row wins)."""
+    import glob
+    found = {}
+    plain = rows_file(name, pool, seed)
+    for path in [plain] + sorted(glob.glob(plain[:-4] + ".shard*.csv")):
+        if not os.path.exists(path):
+            continue
+        with open(path, newline="") as f:
+            found.update({int(r["row"]): r for r in csv.DictReader(f)})
+    return found
 
 
 def tasks(plan):
@@ -156,7 +164,7 @@ def init(args):
 # ----------------------------------------------------------------------------------------------
 # fill: retrain the missing rows, measure their behaviours, keep the numbers
 
-def fill_one(name, plan, pool, seed, row, device):
+def fill_one(name, plan, pool, seed, row, device, shard=(0, 1)):
     """Retrain one row from scratch and measure it with the bank's features; append its line; delete the model."""
     import compute_fid
     import train_ddpm
@@ -194,9 +202,13 @@ def fill_one(name, plan, pool, seed, row, device):
         atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()))
     line.update(provenance(), date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
                 wall_seconds=round(time.time() - t0, 1))
-    append_row(rows_file(name, pool, seed), line)
+    append_row(rows_file(name, pool, seed, shard), line)
+    from ddpm import file_sha256
+    import glob
+    for model in glob.glob(os.path.join(work, "models", "*.pt")):  # the model's own statistics (compute_fid.py's
+        for f in glob.glob(os.path.join(runfolder.stats(FEATURES), file_sha256(model)[:32] + "-*")):  # cache): not kept;
+            os.remove(f)  # only this model's, so that fills side by side keep theirs
     shutil.rmtree(work, ignore_errors=True)
-    shutil.rmtree(runfolder.stats(FEATURES), ignore_errors=True)  # the model's own statistics: not kept
     return line
 
 
@@ -246,7 +258,7 @@ def fill(args):
         if args.hours and time.time() - start > args.hours * 3600:
             print(f"stopped after {args.hours} h: {len(todo) - k} rows left to this shard")
             break
-        line = fill_one(args.name, plan, pool, seed, row, args.device)
+        line = fill_one(args.name, plan, pool, seed, row, args.device, args.shard)
         print(f"[{k + 1}/{len(todo)}] {pool} row {row} seed {seed}: {line.get('fid', float('nan')):.3f} FID, "
               f"{line['wall_seconds']:.0f} s", flush=True)
 

@@ -157,3 +157,18 @@ def test_two_rows_of_the_images_bank_retrained_here_agree_within_its_seed_noise(
         assert line["mask_sha256"] == seed0[row]["mask_sha256"]
         far = {k: (line[k], float(seed0[row][k]), sd[k]) for k in keys if abs(line[k] - float(seed0[row][k])) > 5 * sd[k]}
         assert not far, far
+
+
+def test_shards_append_to_files_of_their_own_which_reads_merge(tmp_path, monkeypatch):
+    """bank.py fill --shard I/N appends to POOL-sS.shardIofN.csv (appends from several machines to one file on a
+    shared disk may interleave); read_rows merges the plain file and every shard's, and seed 1 is not seed 10."""
+    import bank
+    root = planted_bank(tmp_path / "banks", held=3, pool=2)
+    monkeypatch.setattr(bank, "BANKS", str(root))
+    for shard, row in (((1, 4), 3), ((2, 4), 4)):
+        bank.append_row(bank.rows_file("quick", "lds", 0, shard), dict(row=row, seed=0, fid=float(row)))
+    bank.append_row(bank.rows_file("quick", "lds", 10), dict(row=0, seed=10, fid=-1.0))
+    assert os.path.basename(bank.rows_file("quick", "lds", 0, (1, 4))) == "lds-s0.shard1of4.csv"
+    assert sorted(bank.read_rows("quick", "lds", 0)) == [0, 1, 2, 3, 4]
+    assert sorted(bank.read_rows("quick", "lds", 1)) == [0, 1, 2, 3, 4]  # the planted ceiling seed: its 5 rows
+    assert list(bank.read_rows("quick", "lds", 10)) == [0]
