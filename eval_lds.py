@@ -9,11 +9,12 @@ compute, and the field's baselines (baselines.py), side by side; then write the 
 
 LDS = Spearman correlation, over the K held-out subsets S_k, between the behaviour of the models
 retrained on S_k (averaged over training seeds) and the prediction intercept + sum_{j in S_k} score_j.
-At each budget the budget's models are drawn at random from their pool --draws times (a bootstrap of the pool
-where the budget buys all of it): the LDS is the mean over the draws, and its 95% interval resamples the held-out
-subsets and the draws together; differences between methods are paired (the same held-out resamples). Retraining
-takes the best estimator of the registry at each budget (chosen on the held-out subsets: favouring retraining), and
-the report states the compute at which unlearning reaches the strongest retraining comparator (leave-one-out where the
+At each budget the budget's models are drawn at random from their pool --draws times (the one fit on the whole
+pool where the budget buys all of it): the LDS is the mean over the draws, and its 95% interval is of that mean over
+resamples of the held-out subsets; differences between methods are paired (the same held-out resamples; stats.py).
+Retraining takes, at each budget, the estimator of the registry that predicts its own pool's left-out models best
+(never chosen on the held-out subsets); the preset's declared comparisons get Holm and TOST p-values and the
+minimum detectable difference; and the report states the compute at which unlearning reaches the strongest retraining comparator (leave-one-out where the
 run has it). With CEILING retrainings (a second seed of some held-out subsets) it gives the LDS a perfect predictor
 could reach. Every behaviour all pools have is scored (the report leads with one, --headline). Compute is
 counted in units of one retraining: training compute (MACs, as each checkpoint records them: the same report on
@@ -69,8 +70,8 @@ def parse_args(argv=None):
                    "Shapley-kernel subsets, behaviors/untrained.npz for v(empty), and v(all) from full.npz for "
                    "retraining and pruned.npz, the pruned model fine-tuned on all data, for unlearning)")
     p.add_argument("--draws", type=positive_int, default=50, help="random draws of each budget's models from their "
-                   "pool (a bootstrap of the pool where the budget buys all of it): the LDS is their mean, and its interval "
-                   "and tests resample the draws with the held-out subsets")
+                   "pool (the one fit on the whole pool where the budget buys all of it): the LDS is their mean, and its "
+                   "interval and tests are of that mean over resamples of the held-out subsets")
     p.add_argument("--draws-other", type=positive_int, default=10, help="draws for the behaviours other than the "
                    "headline (a datamodel fit costs ~0.3-1 s; the headline's budget table is the verdict)")
     p.add_argument("--also", type=comma_list_type(), default=[],

@@ -412,11 +412,11 @@ def behaviors_section(r):
 def budget_section(behavior, b):
     extra = [a for a in ("time", "with_behavior") if a in b["curve"][0]]
     lines = [f"## LDS vs budget: {behavior} (K = {b['k_heldout']} held-out subsets)", "",
-             "At each budget, each pool's models are drawn at random many times (a bootstrap of the pool where the "
-             "budget buys all of it, so the estimator's own variance shows); the LDS is the mean over the draws, the 95% "
-             "interval and the paired two-sided p come from a bootstrap over the held-out subsets and the draws "
-             "together. Retraining takes the best estimator of the registry at each budget (chosen on the held-out "
-             "subsets: this favours retraining).", "",
+             "At each budget, each pool's models are drawn at random many times (the one fit on the whole pool where "
+             "the budget buys all of it); the LDS is the mean over the draws, and the 95% interval and the paired "
+             "two-sided p are of that mean, over resamples of the held-out subsets. Retraining takes, at each budget, "
+             "the estimator of the registry that predicts the models of its own pool left out of each draw best "
+             "(never chosen on the held-out subsets).", "",
              "| budget | unlearned models | LDS unlearning [95%] | retrained models | LDS retraining [95%] | difference "
              "[95%] | p " + "".join(f"| {'wall time' if a == 'time' else 'behaviour counted'}: unlearned models, LDS, "
                                     f"difference (p) " for a in extra) + "|", "| --- " * (7 + len(extra)) + "|"]
