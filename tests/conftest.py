@@ -21,10 +21,10 @@ TINY = dict(resolution=8, in_channels=1, ch=8, ch_mult=(1, 2), num_res_blocks=1,
 # day, in the suite): test_slurm ~160 (the quick preset through Slurm, interrupted and resubmitted),
 # test_pipeline ~200 (the quick preset, shared with test_slurm, and a killed and resumed copy),
 # test_cifar_smoke ~130, then test_import (an attribution-only quick run and the 35.7M-parameter comparisons with
-# diffusers). A worker takes its next file as soon as only 2 of its tests are left, so the one that takes the
+# diffusers), test_bank (two rows of the images bank retrained). A worker takes its next file as soon as only 2 of its tests are left, so the one that takes the
 # cifar smoke also takes the file after it before it is done; the other worker runs everything after it.
 # pytest-xdist's default order, most tests first, left the pipelines to the end.
-FILE_ORDER = ["test_slurm.py", "test_pipeline.py", "test_cifar_smoke.py", "test_import.py", "test_errors.py",
+FILE_ORDER = ["test_slurm.py", "test_pipeline.py", "test_cifar_smoke.py", "test_import.py", "test_bank.py", "test_errors.py",
               "test_ddpm.py", "test_attribution.py", "test_one_process.py", "test_fid.py", "test_gpu_path.py",
               "test_tutorial.py", "test_prune_unlearn.py", "test_behaviors.py"]
 

@@ -150,7 +150,7 @@ def test_an_attribution_only_run_of_an_imported_model(tmp_path):
     r = run_cli("import_model", tmp_path / "unet", "--out", tmp_path / "mine.pt")
     assert r.returncode == 0, r.stderr
     run = tmp_path / "run"
-    p = pipeline("quick", run, FULL=tmp_path / "mine.pt", K=0, R=0, JOBS=1, OMP_NUM_THREADS=1)
+    p = pipeline("quick", run, FULL=tmp_path / "mine.pt", K=0, R=0, M=4, QUALITY_DDIM=0, JOBS=1, OMP_NUM_THREADS=1)
     out, _ = p.communicate(timeout=900)
     assert p.returncode == 0, out[-3000:]
     assert not (runfolder.models(run, "retrain")).exists() and not (runfolder.models(run, "lds")).exists()

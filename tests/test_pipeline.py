@@ -240,7 +240,7 @@ def test_the_fidelity_and_noise_benches_print_their_tables(quick_run, tmp_path, 
 
 
 def test_the_sampler_lds_bench_scores_each_samplers_attributions_as_their_reports_do(quick_run, tmp_path, capsys):
-    """bench/sampler_lds.py on a copy of the quick run (DDIM-5) with DDIM-10: the other sampler's run links the same
+    """bench/sampler_lds.py on a copy of the quick run (DDIM-5) with DDIM-7: the other sampler's run links the same
     models (none trained again), and the LDS of each sampler's attributions against its own ground truth is the one its
     own report (eval_lds.py) gives; the cross pairs are scored on the same held-out subsets."""
     import shutil
@@ -248,16 +248,16 @@ def test_the_sampler_lds_bench_scores_each_samplers_attributions_as_their_report
     run = tmp_path / "quick"
     shutil.copytree(quick_run[0], run, symlinks=True)
     bench = load_bench("sampler_lds")
-    bench.main(bench.parse_args(["--run", str(run), "--preset", "quick", "--ddim", "10"]))
-    other = tmp_path / "quick-ddim10"
+    bench.main(bench.parse_args(["--run", str(run), "--preset", "quick", "--ddim", "7"]))
+    other = tmp_path / "quick-ddim7"
     assert os.path.islink(runfolder.models(other, "")) and os.path.islink(runfolder.checkpoint(other, "full"))
     rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| DDIM-")]
     own = {d: json.loads((runfolder.results(d)).read_text())["behaviors"]["fid"]["lds_all"]["unlearn"]["lds"]
            for d in (run, other)}
-    assert [r[0] for r in rows] == ["| DDIM-5", "| DDIM-10"]
+    assert [r[0] for r in rows] == ["| DDIM-5", "| DDIM-7"]
     assert rows[0][2].startswith(f"{own[run]:.3f} [") and rows[1][3].startswith(f"{own[other]:.3f} [")
     with np.load(runfolder.behaviors(other, "lds")) as f:
-        assert int(f["ddim_steps"]) == 10
+        assert int(f["ddim_steps"]) == 7
 
 
 def test_the_sampler_bench_reproduces_the_runs_own_fid(quick_run, capsys):
