@@ -14,11 +14,12 @@ pool where the budget buys all of it): the LDS is the mean over the draws, and i
 resamples of the held-out subsets; differences between methods are paired (the same held-out resamples; stats.py).
 Retraining takes, at each budget, the estimator of the registry that predicts its own pool's left-out models best
 (never chosen on the held-out subsets); the preset's declared comparisons get Holm and TOST p-values and the
-minimum detectable difference; and the report states the compute at which unlearning reaches the strongest retraining comparator (leave-one-out where the
-run has it). With CEILING retrainings (a second seed of some held-out subsets) it gives the LDS a perfect predictor
-could reach. Every behaviour all pools have is scored (the report leads with one, --headline). Compute is
-counted in units of one retraining: training compute (MACs, as each checkpoint records them: the same report on
-any day, and after any resumption), and beside it measured wall time and compute with each model's behaviour.
+minimum detectable difference; and the report states the compute at which unlearning reaches the strongest
+retraining comparator (leave-one-out where the run has it). With CEILING retrainings (a second seed of some held-out
+subsets) it gives the LDS a perfect predictor could reach. Every behaviour all pools have is scored (the report
+leads with one, --headline). Compute is counted in units of one retraining: training compute (MACs, as each
+checkpoint records them: the same report on any day, and after any resumption), and beside it measured wall time
+and compute with each model's behaviour.
 The budget curve gives retraining-based attributions b retrained models at budget b; unlearning pays its pruning
 and fine-tune once, then as many unlearned models as the rest of the budget buys. A run without held-out
 retrainings (K = 0) gets an attribution-only report. numpy/scipy/scikit-learn/matplotlib only: no torch.
@@ -32,12 +33,12 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.stats import norm, rankdata
+from scipy.stats import norm
 
 import report
 import runfolder
 from data import (ArgumentParser, DataError, add_data_args, atomic_write, comma_list_type, dataset_from_args,
-                  positive_float, positive_int, run, save_npz)
+                  open_fraction, positive_float, positive_int, run, save_npz)
 from fit_datamodel import ESTIMATORS, attribute, largest_first, predict
 from runfolder import (aligned, behavior_keys, behavior_values, better, load_behaviors, load_groups, load_masks,
                        load_npz, optional_behaviors, values_by_row)
@@ -89,7 +90,7 @@ def parse_args(argv=None):
                    "README's ahead / level / behind come from these alone. A preset declares them (COMPARE)")
     p.add_argument("--margin", type=positive_float, default=0.10, help="the equivalence margin of LDS (level: the difference "
                    "lies within +-margin by TOST)")
-    p.add_argument("--alpha", type=float, default=0.05, help="the family's error rate (Holm)")
+    p.add_argument("--alpha", type=open_fraction, default=0.05, help="the family's error rate (Holm)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap, the draws and the CV folds")
     args = p.parse_args(argv)
     unknown = [k for k in args.also if k not in ESTIMATORS]
