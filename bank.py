@@ -39,7 +39,7 @@ import time
 
 import numpy as np
 
-from data import DataError, atomic_write, dataset_from_args, images_sha256, row_sha256, run, save_npz
+from data import DataError, atomic_write, dataset_from_args, images_sha256, run, save_npz
 import runfolder
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -43,7 +43,7 @@ from fit_datamodel import ESTIMATORS, attribute, largest_first, predict
 from runfolder import (aligned, behavior_keys, behavior_values, better, load_behaviors, load_groups, load_masks,
                        load_npz, optional_behaviors, values_by_row)
 from stats import (BOOTSTRAP, auc_permutation_p, bootstrap_lds, bootstrap_p, crossing, declared_family, holm, interval,
-                   jackknife_inference, lds_per_draw, mean_lds, pearson_rows, spearman, two_sided_p)
+                   jackknife_inference, lds_per_draw, mean_lds, spearman, two_sided_p)
 
 POOLS = ("unlearn", "retrain")  # the two ways of making models for the datamodel
 VALIDATION_FOLDS = 5  # retraining's estimator is chosen on its own pool: the models a draw left out, or 5 folds

@@ -30,7 +30,7 @@ import numpy as np
 
 import runfolder
 from data import run, images_of
-from eval_lds import pearson_rows
+from stats import pearson_rows
 from runfolder import finished_run, load_behaviors, load_groups, values_by_row
 from tools.one_process import call
 

@@ -58,7 +58,7 @@ def test_unit_verdicts_keep_the_familywise_error_and_find_planted_effects():
 from scipy.stats import spearmanr  # noqa: E402
 
 from stats import (bootstrap_lds, bootstrap_p, crossing, declared_family, isotonic, k_for_power, mean_lds,  # noqa: E402
-                   min_detectable, power_of_difference, spearman, tost_p)
+                   min_detectable, power_of_difference, tost_p)
 
 
 def population_spearman(r):
