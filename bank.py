@@ -329,7 +329,8 @@ def why_not(name, args):
 def behaviours_file(name, meta, pool, rows_by_seed):
     """{key: array} of a behaviours file as compute_fid.py writes it, for the bank's rows {seed: [row, ...]} of one
     mask file."""
-    lines = [read_rows(name, pool, seed)[r] for seed, rows in rows_by_seed.items() for r in rows]
+    finished = {seed: read_rows(name, pool, seed) for seed in rows_by_seed}  # each file read once
+    lines = [finished[seed][r] for seed, rows in rows_by_seed.items() for r in rows]
     num = lambda key: np.array([float(x[key]) if x.get(key) not in (None, "") else np.nan for x in lines])  # noqa
     keys = json.loads(meta["behaviors"])
     out = dict(index=num("row").astype(int), seed=num("seed").astype(int),
