@@ -60,8 +60,11 @@ def combine(found, compare, margin, alpha, seed):
     index = {k: i for i, k in enumerate(keys)}
     diffs = {}
     for key in compare:
-        a, b = ("budget:" + key[7:] + ":unlearn", key + ":retrain") if key.startswith("budget:") else \
-            ("method:unlearning", "method:" + key)
+        if key.startswith("budget:"):
+            a, b = "budget:" + key[7:] + ":unlearn", key + ":retrain"
+        else:  # A/B: row A minus row B; else unlearning minus the row
+            first, _, second = key.rpartition("/")
+            a, b = "method:" + (first or "unlearning"), "method:" + second
         if a in index and b in index:
             diffs[key] = (lds[a]["lds"] - lds[b]["lds"], boot[index[a]] - boot[index[b]])
     family = declared_family(diffs, alpha, margin)

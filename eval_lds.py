@@ -79,14 +79,17 @@ def parse_args(argv=None):
                    help="comma-separated estimators of fit_datamodel.ESTIMATORS that are not among retraining's choices "
                    "(surrogate-shap), each fitted to the unlearned models as a row of the comparison of its own, judged "
                    "as the others (its draws cost its fits: about a second each for SurrogateSHAP's trees)")
+    p.add_argument("--prior", default="ekfac-ref", help="the baseline whose scores an --also estimator with a prior "
+                   "(hybrid) pulls the unlearned models' fit toward; its compute is charged to that row")
     p.add_argument("--verdict-draws", type=positive_int, default=64, help="subsamples (9 in 10) of the unlearned "
                    "models whose fits give each unit's standard error (verdicts.csv: interval, Holm p, harmful / "
                    "helpful / undecided)")
     p.add_argument("--compare", type=comma_list_type(), default=["retraining"], help="the declared comparisons, "
                    "unlearning against each, the primary first (keys: retraining at equal compute, retraining-all, "
                    "budget:B for retraining at budget B of the curve, loo, a baseline's name such as trak-ref, an "
-                   "--also estimator such as surrogate-shap): the family the report tests (Holm-adjusted p for a "
-                   "difference, TOST p for equivalence within --margin, the minimum detectable difference); the "
+                   "--also estimator such as surrogate-shap; A/B for row A minus row B, e.g. hybrid/loo): the family "
+                   "the report tests (Holm-adjusted p for a difference, TOST p for equivalence within --margin, the "
+                   "minimum detectable difference); the "
                    "README's ahead / level / behind come from these alone. A preset declares them (COMPARE)")
     p.add_argument("--margin", type=positive_float, default=0.10, help="the equivalence margin of LDS (level: the difference "
                    "lies within +-margin by TOST)")
@@ -318,12 +321,15 @@ def harm(scores, direction):
 # ----------------------------------------------------------------------------------------------
 # The estimator of both pools
 
-def estimator(run, method, seed):
+def estimator(run, method, seed, prior=None):
     """fit(pool, behavior, X, y) -> (scores, intercept, info): one estimator of fit_datamodel.ESTIMATORS for both
     pools. Shapley values (and SurrogateSHAP) need v(empty), an untrained model's behaviour, and v(all) of each
-    pool: the model trained on all data for retraining, the pruned model fine-tuned on all data for unlearning."""
+    pool: the model trained on all data for retraining, the pruned model fine-tuned on all data for unlearning. An
+    estimator with a prior (hybrid) takes the baseline `prior`'s scores of the behaviour (prior_scores)."""
+    with_prior = (lambda behavior: prior_scores(run, prior, behavior)) if ESTIMATORS[method].prior else \
+        (lambda behavior: None)
     if not ESTIMATORS[method].ends:
-        return lambda name, behavior, X, y: attribute(X, y, method, seed=seed)
+        return lambda name, behavior, X, y: attribute(X, y, method, seed=seed, prior=with_prior(behavior))
     if not ends_of(run):
         missing = [runfolder.behaviors(run.dir, k) for k in ("untrained", "full", "pruned") if run.ends[k] is None]
         raise DataError(f"--method {method} needs {', '.join(missing)}")
@@ -331,11 +337,19 @@ def estimator(run, method, seed):
 
     def fit(name, behavior, X, y):
         one = lambda key: float(behavior_values(run.ends[key], behavior)[0])  # noqa: E731
-        return attribute(X, y, method, seed=seed, v_empty=one("untrained"), v_full=one(v_all[name]))
+        return attribute(X, y, method, seed=seed, v_empty=one("untrained"), v_full=one(v_all[name]),
+                         prior=with_prior(behavior))
     return fit
 
 
-def estimators(run, method, seed, also=()):
+def prior_scores(run, name, behavior):
+    """The baseline `name`'s scores of `behavior` (None where it has none: the estimator's row leaves that behaviour
+    out)."""
+    keys = json.loads(str(run.baselines[name]["behaviors"]))
+    return run.baselines[name]["scores_by_behavior"][keys.index(behavior)] if behavior in keys else None
+
+
+def estimators(run, method, seed, also=(), prior=None):
     """{estimator: fit} of the registry, the run's own first, then retraining's choices (the retraining side of the
     headline's budget curve takes the best of them at each budget), then `also` (rows of their own). Those that need
     Shapley-kernel subsets only where the pools follow the kernel (the run's method needs it), and those that use
@@ -346,8 +360,11 @@ def estimators(run, method, seed, also=()):
     for m in also:
         if ESTIMATORS[m].kernel and not kernel:
             raise DataError(f"--also {m} needs pools of Shapley-kernel subsets (METHOD=shapley)")
+        if ESTIMATORS[m].prior and prior not in run.baselines:
+            raise DataError(f"--also {m}: its prior {prior} is not among this run's baselines "
+                            f"({', '.join(run.baselines) or 'none'}): run it (BASELINES) or name another (--prior)")
         names += [m] if m not in names else []
-    return {m: estimator(run, m, seed) for m in names}
+    return {m: estimator(run, m, seed, prior) for m in names}
 
 
 def ends_of(run):
@@ -409,11 +426,12 @@ def unlearning_units(costs, n, accounting):
 class Fits:
     """The estimators' fits of a pool's models, each computed once: on the first n models (the figures), and on D
     seeded random draws of n models (the budget curve and the comparison; one fit of the datamodel costs ~0.3-1 s).
-    fitters: {estimator: fit function}, the run's own estimator first."""
+    fitters: {estimator: fit function}, the run's own estimator first; prior: the baseline an estimator with a
+    prior (hybrid) takes its scores from."""
 
-    def __init__(self, run, fitters, draws=50, seed=0, draws_other=10):
+    def __init__(self, run, fitters, draws=50, seed=0, draws_other=10, prior=None):
         self.run, self.fitters, self.method, self.draws, self.seed = run, fitters, next(iter(fitters)), draws, seed
-        self.draws_other = draws_other  # the behaviours other than the headline
+        self.draws_other, self.prior = draws_other, prior  # draws of the behaviours other than the headline
         self.done, self.drawn, self.validation = {}, {}, {}
 
     def fit(self, name, behavior, X, y, estimator=None):
@@ -592,21 +610,28 @@ def methods_compared(run, fits, costs, accounting):
     with_behavior = costs.get("with_behavior", costs[accounting])
     equal = models_for_budget(unlearning_units(costs, n_u, accounting), 1.0, 1.0, 0.0, n_r)
 
+    cost, behavior_cost = ("macs", "behavior_macs") if accounting == "compute" else ("seconds", "behavior_seconds")
+
     def pool_method(key, name, kind, pool, n, estimator=None):
         own, total = (n * per_unlearned + fixed, n * with_behavior[1] + fixed) if pool == "unlearn" else \
             (n * unit, n * with_behavior[0])
+        behaviors = run.behaviors
+        if estimator is not None and ESTIMATORS[estimator].prior:  # the prior's own compute is the row's too
+            b = run.baselines[fits.prior]
+            own, total = own + float(b[cost]), total + float(b[cost]) + float(b.get(behavior_cost, 0.0))
+            behaviors = [k for k in behaviors if prior_scores(run, fits.prior, k) is not None]
         row = dict(key=key, name=name, kind=kind, models=n, pool=pool, compute=own / unit, compute_all=total / unit,
-                   how="", scores={b: fits(pool, b, n, estimator)[0] for b in run.behaviors})
+                   how="", scores={b: fits(pool, b, n, estimator)[0] for b in behaviors})
         return row if estimator is None else dict(row, estimator_of_row=estimator)
     methods = [pool_method("unlearning", "sparsified unlearning", "method", "unlearn", n_u)]
     for m in fits.fitters:  # --also: another estimator of the same unlearned models, a row of its own
         if m not in choices_of(fits):
-            methods.append(pool_method(m, f"sparsified unlearning, {ESTIMATORS[m].title}", "method", "unlearn", n_u, m))
+            title = f"{m} toward {fits.prior}" if ESTIMATORS[m].prior else ESTIMATORS[m].title
+            methods.append(pool_method(m, f"sparsified unlearning, {title}", "method", "unlearn", n_u, m))
     if equal >= 2:
         methods.append(pool_method("retraining", "retraining, equal compute", "retraining", "retrain", equal))
     if n_r != equal:
         methods.append(pool_method("retraining-all", f"retraining, all {n_r} models", "retraining", "retrain", n_r))
-    cost, behavior_cost = ("macs", "behavior_macs") if accounting == "compute" else ("seconds", "behavior_seconds")
     for name, b in run.baselines.items():
         keys = json.loads(str(b["behaviors"]))
         own, extra = float(b[cost]), float(b.get(behavior_cost, 0.0))
@@ -622,7 +647,8 @@ def comparison(run, fits, costs, accounting, seed):
     permutation p). A method made of a pool's models scores the mean LDS over D draws of its models (retraining: the
     estimator that validates best on its own pool), and every interval and test is of that mean, over resamples of
     the held-out subsets. Returns (methods, {key: (unlearning's LDS minus that method's on the headline, its paired
-    resamples)}) for every method but unlearning: the declared family's candidates."""
+    resamples)}) for every method but unlearning, and {"A/B": A's minus B's} for any two: the declared family's
+    candidates."""
     methods = methods_compared(run, fits, costs, accounting)
     held = run.pools["lds"]
     diffs = {}
@@ -646,6 +672,8 @@ def comparison(run, fits, costs, accounting, seed):
         if behavior == run.headline:
             index = {m["key"]: j for j, m in enumerate(have)}
             diffs = {k: (points[0] - points[j], boot[0] - boot[j]) for k, j in index.items() if j > 0}
+            diffs.update({f"{a}/{b}": (points[index[a]] - points[index[b]], boot[index[a]] - boot[index[b]])
+                          for a in index for b in index if a != b})  # A/B: A minus B, any two rows
         for j, m in enumerate(have):
             entry = dict(lds=points[j], ci=interval(boot[j]), n_boot=BOOTSTRAP)
             m.setdefault("preds", {})[behavior] = preds[j]  # (strongest_retraining; evaluate drops them)
@@ -691,7 +719,8 @@ def detection(ranking, run, seed=0):
 def evaluate(run, args):
     """results (a dict, results.json): the budget curves of every behaviour, the comparison of every method, the
     detection of the known-bad units, Table 1; plus what the figures need (the headline's attributions)."""
-    fits = Fits(run, estimators(run, args.method, args.seed, args.also), args.draws, args.seed, args.draws_other)
+    fits = Fits(run, estimators(run, args.method, args.seed, args.also, args.prior), args.draws, args.seed,
+                args.draws_other, args.prior)
     costs = costs_of(run)
     accountings = [a for a in ACCOUNTINGS if a in costs]
     n_retrain = len(run.pools["retrain"].rows)
@@ -940,6 +969,9 @@ def comparison_key(key):
             return float(key[7:]) > 0
         except ValueError:
             return False
+    if "/" in key:  # A/B: method A minus method B
+        a, _, b = key.partition("/")
+        return all(k == "unlearning" or (comparison_key(k) and "/" not in k) for k in (a, b)) and a != b
     base = key[:-4] if key.endswith("-ref") else key
     return key in ("retraining", "retraining-all") or base in BASELINES or key in ESTIMATORS
 

@@ -13,6 +13,9 @@ shapley    Shapley values by KernelSHAP (Lundberg & Lee 2017): the Shapley-kerne
            2025) estimate contributor values. Subsets whose sizes follow the Shapley kernel come from
            `make_subsets.py --alpha shapley`; v(empty) and v(full) from all-zero and all-one mask rows,
            or --v-empty and --v-full.
+hybrid     KernelSHAP pulled toward a cheap gradient method's scores (--prior: EK-FAC influence against the
+           reference images, say) by a ridge penalty whose strength is chosen by cross-validation on the same
+           subsets: the unlearned models correct the gradient where the behaviour is not what it linearises.
 surrogate-shap  SurrogateSHAP: the Shapley values and pairwise interactions of gradient-boosted trees fitted
            to the coalition values (interventional TreeSHAP against the empty coalition), on any subsets; its
            prediction of a coalition's value is quadratic (saved: interactions).
@@ -35,7 +38,7 @@ import numpy as np
 
 from data import ArgumentParser, DataError, at_least_two, positive_int, run, save_npz
 from runfolder import (aligned, behavior_keys, behavior_values, better, check_behavior_key, headline, load_behaviors,
-                       load_groups, load_masks)
+                       load_groups, load_masks, load_npz)
 
 
 def parse_args(argv=None):
@@ -52,6 +55,8 @@ def parse_args(argv=None):
                    "data, a number or a behaviours file of one model; default: that of an all-one mask row")
     p.add_argument("--behavior", default="fid", help="a key of the behaviours file (fid, loss, kid, ...), "
                    "or class:K (the share of samples of class K); auto: fid when the file has it, else its first")
+    p.add_argument("--prior", default=None, help="hybrid: another method's attributions file (a baseline's, "
+                   "attributions/baseline-ekfac-ref.npz, its scores of --behavior; or any file with `scores`)")
     p.add_argument("--max-models", type=positive_int, default=None, help="use the first n rows only")
     p.add_argument("--folds", type=at_least_two, default=5, help="cross-validation folds choosing the regularisation")
     p.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds")
@@ -111,12 +116,13 @@ def fit_datamodel(X, y, folds=5, seed=0):
     return model.coef_.astype(np.float64), float(model.intercept_), info
 
 
-def fit_shapley(X, y, v_empty=None, v_full=None):
-    """KernelSHAP (Lundberg & Lee 2017, Theorem 2): Shapley values phi minimise
-    sum_S pi(S) (v(S) - v(empty) - sum_{j in S} phi_j)^2 subject to sum_j phi_j = v(full) - v(empty), with
-    the Shapley kernel pi(S) = (n - 1) / (C(n, |S|) |S| (n - |S|)). Each row is weighted by pi over how
-    often its size was drawn relative to C(n, |S|): all 2^n subsets give the exact values, and subsets
-    whose sizes follow the kernel (make_kernel_masks) get equal weights, as KernelSHAP samples them."""
+def shapley_regression(X, y, v_empty=None, v_full=None):
+    """KernelSHAP's weighted regression (Lundberg & Lee 2017, Theorem 2), as fit_shapley and fit_hybrid solve it:
+    (A, b, w, Z, v_empty, v_full). Each subset of size s between 1 and n - 1 has the Shapley kernel's weight
+    (n - 1) / (s (n - s)) over how often its size was drawn (relative to C(n, s)): all 2^n subsets give the exact
+    values, and subsets whose sizes follow the kernel (make_kernel_masks) get equal weights, as KernelSHAP samples them.
+    The unknowns theta = (a, psi_1 .. psi_{n-1}) describe the additive game a + sum_{j in S} psi_j whose last value
+    psi_n = v(full) - a - sum_{j < n} psi_j makes it meet v(full) (efficiency); A theta ~ b on the subsets Z."""
     n = X.shape[1]
     size = X.sum(1).round().astype(int)
     if v_empty is None:
@@ -134,20 +140,97 @@ def fit_shapley(X, y, v_empty=None, v_full=None):
     sizes, counts = np.unique(s, return_counts=True)
     drawn = dict(zip(sizes.tolist(), counts.tolist()))
     w = (n - 1) / (s * (n - s) * np.array([drawn[k] for k in s.tolist()], dtype=np.float64))
-    # Shapley values are linear in the game, and a game that differs from v only at the empty set, by d,
-    # has every value larger by d / n (the jump is shared equally). So the fit uses the game v_a, v with
-    # v(empty) = a fitted as the value that makes it closest to additive, and shifts its values by
-    # (a - v(empty)) / n: exact with all subsets, and from sampled ones far less noisy when v(empty) is far
-    # from what the subsets suggest (an untrained model's FID against that of any trained one), which the
-    # weighted fit would otherwise force onto small and large subsets alike. Efficiency: phi_n = v(full)
-    # - a - sum_{j < n} phi_j (least norm where fewer subsets than players leave it underdetermined).
     A = np.column_stack([1 - Z[:, -1], Z[:, :-1] - Z[:, -1:]])
     b = y[inner] - Z[:, -1] * v_full
+    return A, b, w, Z, float(v_empty), float(v_full)
+
+
+def game_values(theta, v_full):
+    """(a, psi): the additive game's intercept and its n values (the last one from efficiency)."""
+    a, rest = theta[0], theta[1:]
+    return a, np.append(rest, v_full - a - rest.sum())
+
+
+def shapley_from_game(a, psi, v_empty):
+    """Shapley values of the game that is additive (a + sum psi) on nonempty subsets and v(empty) at the empty set.
+    Shapley values are linear in the game, and a game that differs from v only at the empty set, by d, has every
+    value larger by d / n (the jump is shared equally). So the fit uses a game whose v(empty) = a is fitted as the
+    value that makes it closest to additive, then shifts its values by (a - v(empty)) / n: exact with all subsets, and
+    from sampled ones far less noisy when v(empty) is far from what the subsets suggest (an untrained model's FID
+    against that of any trained one), which the weighted fit would otherwise force onto small and large subsets
+    alike."""
+    return psi + (a - v_empty) / len(psi)
+
+
+def fit_shapley(X, y, v_empty=None, v_full=None):
+    """KernelSHAP (Lundberg & Lee 2017): Shapley values phi minimise sum_S pi(S) (v(S) - v(empty) - sum_{j in S}
+    phi_j)^2 subject to sum_j phi_j = v(full) - v(empty), with the Shapley kernel pi(S) = (n - 1) / (C(n, |S|) |S|
+    (n - |S|)) (shapley_regression; least norm where fewer subsets than players leave it underdetermined), then
+    shared the jump to v(empty) (shapley_from_game)."""
+    A, b, w, _, v_empty, v_full = shapley_regression(X, y, v_empty, v_full)
     root = np.sqrt(w)
-    solution = np.linalg.lstsq(A * root[:, None], b * root, rcond=None)[0]
-    a, rest = solution[0], solution[1:]
-    scores = np.append(rest, v_full - a - rest.sum()) + (a - v_empty) / n
-    return scores, float(v_empty), dict(method="shapley", model="kernelshap", alpha=0.0, v_full=float(v_full))
+    a, psi = game_values(np.linalg.lstsq(A * root[:, None], b * root, rcond=None)[0], v_full)
+    return shapley_from_game(a, psi, v_empty), v_empty, dict(method="shapley", model="kernelshap", alpha=0.0,
+                                                              v_full=v_full)
+
+
+# The hybrid's strengths of the pull toward the prior, relative to the regression's own scale (the mean diagonal of
+# its weighted normal matrix): 0 is KernelSHAP itself, inf the prior alone (scaled to the behaviour by one fitted c).
+HYBRID_STRENGTHS = (0.0, *np.logspace(-3, 3, 13).tolist(), np.inf)
+
+
+def solve_hybrid(A, b, w, Z, v_full, prior, strength):
+    """theta = (a, psi_1..psi_{n-1}) and c minimising sum_S w (A theta - b)^2 + lam ||psi - c prior||^2: KernelSHAP's
+    regression with its values pulled toward a multiple c of the prior (c fitted with them: the prior's units and
+    sign need not be the behaviour's). strength is lam over the regression's scale; inf: psi = c prior exactly, then
+    a = v(full) - c sum(prior) and only c is fitted. Returns (a, psi, c)."""
+    n = Z.shape[1]
+    root = np.sqrt(w)
+    if np.isinf(strength):
+        x = (Z @ prior - prior.sum()) * root  # y = v(full) + c (sum_{j in S} prior_j - sum_j prior_j)
+        r = (b + Z[:, -1] * v_full - v_full) * root  # b + z_n v(full) is y itself
+        c = float(x @ r / (x @ x)) if x @ x > 0 else 0.0
+        return v_full - c * prior.sum(), c * prior, c
+    Aw = A * root[:, None]
+    P = np.zeros((n, n))  # psi = P theta + q
+    P[np.arange(n - 1), np.arange(1, n)] = 1.0
+    P[n - 1] = -1.0
+    q = np.zeros(n)
+    q[-1] = v_full
+    lam = strength * float((Aw ** 2).sum()) / A.shape[1]
+    design = np.vstack([np.column_stack([Aw, np.zeros(len(Aw))]),
+                        math.sqrt(lam) * np.column_stack([P, -prior])])
+    target = np.concatenate([b * root, -math.sqrt(lam) * q])
+    solution = np.linalg.lstsq(design, target, rcond=None)[0]
+    a, psi = game_values(solution[:-1], v_full)
+    return a, psi, float(solution[-1])
+
+
+def fit_hybrid(X, y, prior, v_empty=None, v_full=None, folds=5, seed=0):
+    """KernelSHAP shrunk toward a cheap gradient method's scores (the prior: EK-FAC influence against the reference
+    images, say): the unlearned models' Shapley regression with a ridge pull of the values toward c * prior
+    (solve_hybrid), its strength chosen by cross-validation on the pool's own subsets (the squared error of each
+    left-out subset's predicted behaviour). Strength 0 is KernelSHAP; infinite strength the prior alone, scaled to the
+    behaviour. The models correct the gradient where the behaviour is not what it linearises (FID), and the
+    gradient steadies the regression where the models are few or noisy. (On a well-determined pool a control
+    variate that enters the regression linearly would change nothing: the pull is what carries the prior.)"""
+    from sklearn.model_selection import KFold
+    prior = np.asarray(prior, dtype=np.float64)
+    if prior.shape != (X.shape[1],) or not np.isfinite(prior).all():
+        raise DataError(f"the hybrid's prior needs one finite score per unit ({X.shape[1]}), got shape {prior.shape}")
+    A, b, w, Z, v_empty, v_full = shapley_regression(X, y, v_empty, v_full)
+    y_inner = b + Z[:, -1] * v_full
+    k = max(2, min(folds, len(b)))
+    errors = np.zeros(len(HYBRID_STRENGTHS))
+    for train, test in KFold(k, shuffle=True, random_state=seed).split(b):
+        for i, strength in enumerate(HYBRID_STRENGTHS):
+            a, psi, _ = solve_hybrid(A[train], b[train], w[train], Z[train], v_full, prior, strength)
+            errors[i] += ((a + Z[test] @ psi - y_inner[test]) ** 2).sum()
+    best = int(np.argmin(errors))  # the first (weakest) of equal errors
+    a, psi, c = solve_hybrid(A, b, w, Z, v_full, prior, HYBRID_STRENGTHS[best])
+    return shapley_from_game(a, psi, v_empty), v_empty, dict(
+        method="hybrid", model="kernelshap+prior", alpha=float(HYBRID_STRENGTHS[best]), c=c, v_full=v_full,
+        cv_mse=dict(zip(map(str, HYBRID_STRENGTHS), (errors / len(b)).tolist())))
 
 
 def fit_surrogate_shap(X, y, v_empty=None, v_full=None, seed=0, trees=900, depth=5):
@@ -235,31 +318,39 @@ def predict(X, scores, intercept, info):
 @dataclass(frozen=True)
 class Estimator:
     title: str  # the report's name for it
-    fit: Callable  # fit(X, y, folds, seed, v_empty, v_full) -> (scores, intercept, info)
+    fit: Callable  # fit(X, y, folds, seed, v_empty, v_full, prior) -> (scores, intercept, info)
     ends: bool  # uses v(empty) and v(full): a run gives them from its untrained and full (or pruned) models
     kernel: bool  # needs subsets whose sizes follow the Shapley kernel
     choice: bool  # among those retraining's side of the budget curve picks its best from (eval_lds.estimators)
+    prior: bool = False  # needs another method's scores (fit_datamodel.py --prior; eval_lds.py --prior)
 
 
 ESTIMATORS = {  # fit_datamodel.py --method
-    "datamodel": Estimator("datamodel", lambda X, y, folds, seed, ve, vf: fit_datamodel(X, y, folds, seed),
+    "datamodel": Estimator("datamodel", lambda X, y, folds, seed, ve, vf, prior: fit_datamodel(X, y, folds, seed),
                            ends=False, kernel=False, choice=True),
-    "banzhaf": Estimator("Banzhaf values", lambda X, y, folds, seed, ve, vf: fit_banzhaf(X, y),
+    "banzhaf": Estimator("Banzhaf values", lambda X, y, folds, seed, ve, vf, prior: fit_banzhaf(X, y),
                          ends=False, kernel=False, choice=True),
-    "shapley": Estimator("Shapley values", lambda X, y, folds, seed, ve, vf: fit_shapley(X, y, ve, vf),
+    "shapley": Estimator("Shapley values", lambda X, y, folds, seed, ve, vf, prior: fit_shapley(X, y, ve, vf),
                          ends=True, kernel=True, choice=True),
     # a second of trees a fit: not among retraining's choices at every budget and draw (it would add minutes to
     # the default's evaluation); its own run or fit_datamodel.py --method surrogate-shap measure it
-    "surrogate-shap": Estimator("SurrogateSHAP", lambda X, y, folds, seed, ve, vf: fit_surrogate_shap(X, y, ve, vf, seed),
+    "surrogate-shap": Estimator("SurrogateSHAP",
+                                lambda X, y, folds, seed, ve, vf, prior: fit_surrogate_shap(X, y, ve, vf, seed),
                                 ends=True, kernel=False, choice=False),
+    # the unlearned models and a gradient method together: not a retraining estimator (its prior is a method's)
+    "hybrid": Estimator("Shapley values pulled toward a gradient prior",
+                        lambda X, y, folds, seed, ve, vf, prior: fit_hybrid(X, y, prior, ve, vf, folds, seed),
+                        ends=True, kernel=True, choice=False, prior=True),
 }
 
 
-def attribute(X, y, method="datamodel", folds=5, seed=0, v_empty=None, v_full=None):
+def attribute(X, y, method="datamodel", folds=5, seed=0, v_empty=None, v_full=None, prior=None):
     """(scores, intercept, info) of the estimator `method` of ESTIMATORS on models X (0/1 rows) and behaviours y."""
     if len(y) < 2:
         raise DataError(f"need at least 2 models to fit attributions, got {len(y)}")
-    return ESTIMATORS[method].fit(X, y, folds, seed, v_empty, v_full)
+    if ESTIMATORS[method].prior and prior is None:
+        raise DataError(f"--method {method} needs a prior: another method's scores (--prior)")
+    return ESTIMATORS[method].fit(X, y, folds, seed, v_empty, v_full, prior)
 
 
 def largest_first(values, seed=0):
@@ -268,6 +359,20 @@ def largest_first(values, seed=0):
     numbered (eval_lds's ranks by fault, bench/counterfactual.py's removal sets)."""
     values = np.asarray(values, dtype=np.float64)
     return np.lexsort((np.random.default_rng(seed).permutation(len(values)), -values))
+
+
+def load_prior(path, behavior):
+    """One score per unit from another method's attributions file: a baseline's row for `behavior`
+    (scores_by_behavior), or its `scores`."""
+    f = load_npz(path, "prior attributions file", ())
+    if "scores_by_behavior" in f:
+        keys = json.loads(str(f["behaviors"]))
+        if behavior not in keys:
+            raise DataError(f"--prior {path} has no scores of {behavior} (it has {', '.join(keys)})")
+        return np.asarray(f["scores_by_behavior"][keys.index(behavior)], dtype=np.float64)
+    if "scores" not in f:
+        raise DataError(f"--prior {path} has neither scores nor scores_by_behavior")
+    return np.asarray(f["scores"], dtype=np.float64)
 
 
 def check(args):
@@ -284,7 +389,8 @@ def main(args):
         rows, X, y = rows[:args.max_models], X[:args.max_models], y[:args.max_models]
     v_empty, v_full = (one_value(v, args.behavior, what) for v, what in ((args.v_empty, "--v-empty"),
                                                                           (args.v_full, "--v-full")))
-    scores, intercept, info = attribute(X, y, args.method, args.folds, args.seed, v_empty, v_full)
+    prior = load_prior(args.prior, args.behavior) if args.prior else None
+    scores, intercept, info = attribute(X, y, args.method, args.folds, args.seed, v_empty, v_full, prior)
     extra = {"interactions": info["interactions"]} if "interactions" in info else {}  # SurrogateSHAP's M
     save_npz(args.out, scores=scores, intercept=intercept, method=args.method, behavior=args.behavior,
              model=info["model"], alpha=info["alpha"], rows=rows, n_models=len(rows), **extra)

@@ -294,14 +294,17 @@ def declared_section(r, rows):
         return []
     names = {c["key"]: c["name"] for c in rows if "key" in c}
     lines = ["", f"**Declared comparisons** (before the run, the first the primary): unlearning's LDS on "
-             f"{r['headline']} minus each method's; Holm's correction over the {len(declared)} at alpha "
-             f"{how['alpha']:g}, for a difference and for equivalence within +-{how['margin']:g} (TOST) apart. "
+             f"{r['headline']} minus each method's (or row A's minus row B's, where one reads A *minus* B); Holm's "
+             f"correction over the {len(declared)} at alpha {how['alpha']:g}, for a difference and for equivalence within +-{how['margin']:g} (TOST) apart. "
              f"*ahead* / *behind*: a difference shown; *level*: equivalence shown; *undecided*: neither. The minimum "
              f"detectable difference is what this design finds with 80% power.", "",
-             "| unlearning minus | difference [95%] | p (Holm) | TOST p (Holm) | minimum detectable | verdict |",
+             "| unlearning minus (or A *minus* B) | difference [95%] | p (Holm) | TOST p (Holm) | minimum detectable | verdict |",
              "| --- | --- | --- | --- | --- | --- |"]
+    names["unlearning"] = "sparsified unlearning"
     for j, (key, e) in enumerate(declared.items()):
-        name = names.get(key, key) + (" (primary)" if j == 0 else "")
+        a, _, b = key.rpartition("/")  # A/B: row A minus row B; else unlearning minus the row
+        name = (f"{names.get(a, a)} *minus* {names.get(b, b)}" if a else names.get(key, key)) + \
+            (" (primary)" if j == 0 else "")
         if e is None:
             lines.append(f"| {name} | not in this run | | | | - |")
             continue

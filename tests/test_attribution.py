@@ -271,6 +271,54 @@ def test_shapley_from_kernel_sampled_subsets_correlates_with_the_exact_values():
     assert scores.sum() == pytest.approx(v(np.ones(n)) - v(np.zeros(n)), abs=1e-9)
 
 
+def test_the_hybrid_is_exact_on_all_subsets_and_kernelshap_at_strength_zero():
+    """A second implementation: at strength 0 the hybrid's regression is KernelSHAP's; on all 2^n subsets of a noiseless
+    additive game cross-validation keeps its exact values whatever the prior (any pull only adds error there)."""
+    from itertools import product
+
+    from fit_datamodel import fit_shapley, shapley_from_game, shapley_regression, solve_hybrid
+    n = 8
+    rng = np.random.default_rng(0)
+    values, prior = rng.normal(size=n), rng.normal(size=n)
+    X = np.array(list(product([0, 1], repeat=n)), dtype=float)
+    scores, intercept, info = attribute(X, 3.0 + X @ values, "hybrid", prior=prior)
+    np.testing.assert_allclose(scores, values, atol=1e-6)
+    assert info["alpha"] == 0.0 and intercept == 3.0
+    v = planted_game(n)  # a game with interactions: strength 0 is KernelSHAP's fit
+    Xs = data.make_kernel_masks(n, 30, seed=3).astype(float)
+    ys = np.array([v(z) for z in Xs]) + np.random.default_rng(4).normal(scale=0.3, size=len(Xs))
+    A, b, w, Z, ve, vf = shapley_regression(Xs, ys, v(np.zeros(n)), v(np.ones(n)))
+    a, psi, _ = solve_hybrid(A, b, w, Z, vf, prior, 0.0)
+    np.testing.assert_allclose(shapley_from_game(a, psi, ve), fit_shapley(Xs, ys, ve, vf)[0], atol=1e-9)
+    a, psi, c = solve_hybrid(A, b, w, Z, vf, prior, np.inf)  # the prior alone, scaled, meeting v(full)
+    np.testing.assert_allclose(psi, c * prior)
+    assert a + psi.sum() == pytest.approx(vf)
+
+
+def test_the_hybrid_beats_kernelshap_on_few_noisy_models_and_recovers_the_priors_scale():
+    """A planted additive game of 20 players, 48 kernel-sampled coalitions with noise as large as a value's spread:
+    a prior that is the truth times -3 plus noise gives far smaller errors than KernelSHAP, with c near -1/3; a prior
+    unrelated to the game does no worse than KernelSHAP (cross-validation turns its pull into plain shrinkage)."""
+    n, errors, cs = 20, {"kernelshap": [], "good prior": [], "unrelated prior": []}, []
+    rmse = lambda s, phi: float(np.sqrt(((s - phi) ** 2).mean()))  # noqa: E731
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        phi = rng.normal(size=n)
+        X = data.make_kernel_masks(n, 48, seed).astype(float)
+        y = 10.0 + X @ phi + rng.normal(scale=1.5, size=len(X))
+        ends = dict(v_empty=10.0, v_full=10.0 + phi.sum())
+        errors["kernelshap"].append(rmse(attribute(X, y, "shapley", **ends)[0], phi))
+        good = attribute(X, y, "hybrid", prior=-3 * phi + rng.normal(scale=0.9, size=n), **ends)
+        errors["good prior"].append(rmse(good[0], phi))
+        cs.append(good[2]["c"])
+        errors["unrelated prior"].append(rmse(attribute(X, y, "hybrid", prior=rng.normal(size=n), **ends)[0], phi))
+        assert good[0].sum() == pytest.approx(phi.sum(), abs=1e-9)  # efficiency
+    mean = {k: np.mean(v) for k, v in errors.items()}
+    assert mean["good prior"] < 0.4 * mean["kernelshap"], mean
+    assert mean["unrelated prior"] <= mean["kernelshap"], mean
+    assert -0.45 < np.median(cs) < -0.2, cs
+
+
 def test_a_contributor_level_run_is_scored_and_reported_per_contributor(tmp_path):
     """A synthetic run of 12 contributors whose planted FID rises with the two bad ones (those whose
     images are all corrupted): eval_lds.py reports per contributor, finds the bad ones, and draws one
@@ -352,6 +400,34 @@ def test_contributor_shapley_run_finds_the_bad_contributors_and_keeps_efficiency
     assert row["models"] == 80 and row["estimator"]["fid"] == "surrogate-shap" and "surrogate-shap" not in \
         results["estimators"] and {"ci", "diff_ci", "p_value"} <= set(row["lds"]["fid"]) and row["lds"]["fid"]["lds"] > 0.5
     assert "| sparsified unlearning, SurrogateSHAP | 80 |" in runfolder.report(run).read_text()
+    # --also hybrid: the same unlearned models' KernelSHAP pulled toward a baseline's scores (here a noisy planted
+    # one), its row charged the baseline's compute too; A/B declares a comparison of two rows
+    prior = effect / 50 + rng.normal(0, 0.05, g)
+    np.savez(runfolder.attributions(run, "baseline-ekfac-ref"), scores=prior, scores_by_behavior=prior[None],
+             behaviors=np.array(json.dumps(["fid"])), macs=np.array(3e9), seconds=np.array(2.0), how=np.array("planted"))
+    r = run_cli("eval_lds", "--run", run, "--data", "digits", "--method", "shapley", "--draws", "4", "--also",
+                "hybrid", "--compare", "retraining,hybrid/ekfac-ref")
+    assert r.returncode == 0, r.stderr
+    results = json.loads((runfolder.results(run)).read_text())
+    rows = {m["key"]: m for m in results["comparison"]}
+    assert rows["hybrid"]["name"] == "sparsified unlearning, hybrid toward ekfac-ref" and rows["hybrid"]["models"] == 80
+    assert rows["hybrid"]["compute"] == pytest.approx(rows["unlearning"]["compute"] + rows["ekfac-ref"]["compute"])
+    pair = results["declared"]["hybrid/ekfac-ref"]
+    assert pair["diff"] == pytest.approx(rows["hybrid"]["lds"]["fid"]["lds"] - rows["ekfac-ref"]["lds"]["fid"]["lds"])
+    assert "hybrid toward ekfac-ref *minus* ekfac-ref" in runfolder.report(run).read_text()
+    r = run_cli("fit_datamodel", "--masks", runfolder.masks(run, "unlearn"), "--behaviors", runfolder.behaviors(run, "unlearn"),
+                "--method", "hybrid", "--prior", runfolder.attributions(run, "baseline-ekfac-ref"), "--v-empty",
+                runfolder.behaviors(run, "untrained"), "--v-full", runfolder.behaviors(run, "pruned"), "--out",
+                tmp_path / "hybrid.npz")
+    assert r.returncode == 0, r.stderr
+    by_number = attribute(pools["unlearn"].astype(float), np.load(runfolder.behaviors(run, "unlearn"))["fid"], "hybrid",
+                          v_empty=v_empty, v_full=base + effect.sum() + 1.0, prior=prior)[0]
+    with np.load(tmp_path / "hybrid.npz") as f:
+        np.testing.assert_allclose(f["scores"], by_number, rtol=0, atol=1e-12)
+    r = run_cli("eval_lds", "--run", run, "--data", "digits", "--method", "shapley", "--also", "hybrid", "--prior", "trak")
+    assert r.returncode == 2 and "its prior trak is not among this run's baselines" in r.stderr
+    (runfolder.attributions(run, "baseline-ekfac-ref")).unlink()
+
     r = run_cli("fit_datamodel", "--masks", runfolder.masks(run, "unlearn"), "--behaviors", runfolder.behaviors(run, "unlearn"),
                 "--method", "surrogate-shap", "--v-empty", runfolder.behaviors(run, "untrained"),
                 "--v-full", runfolder.behaviors(run, "pruned"), "--out", tmp_path / "surrogate.npz")

@@ -27,7 +27,7 @@ def test_the_combined_lds_is_the_mean_over_repetitions_with_their_noise_in_its_i
     reps = []
     for r in range(3):
         u, t = y + rng.normal(size=(5, 60)) * (0.5 + 0.3 * r), y + 3 * rng.normal(size=(5, 60))
-        planted_repetition(tmp_path / f"rep{r}", y, u, t)
+        planted_repetition(tmp_path / f"rep{r}", y, u, t, compare=("retraining", "loo", "loo/retraining"))
         reps.append((u, t))
     p = run_cli("combine", "--run", str(tmp_path))
     assert p.returncode == 0, p.stderr
@@ -40,8 +40,11 @@ def test_the_combined_lds_is_the_mean_over_repetitions_with_their_noise_in_its_i
     assert d["diff"] == pytest.approx(np.mean(per_rep) - np.mean([mean_lds(t, y) for _, t in reps]))
     assert d["ci"] == pytest.approx(list(np.percentile(boot[0] - boot[1], [2.5, 97.5])))
     assert d["verdict"] == "ahead" and combined["declared"]["loo"]["verdict"] == "behind"  # loo: y itself, LDS 1
+    pair = combined["declared"]["loo/retraining"]  # A/B: row A minus row B
+    assert pair["diff"] == pytest.approx(1.0 - np.mean([mean_lds(t, y) for _, t in reps])) and pair["verdict"] == "ahead"
     text = (tmp_path / "report.md").read_text()
     assert "over 3 repetitions" in text and "Data: `digits`, planted." in text and "retraining, equal compute" in text
+    assert "| loo *minus* retraining, equal compute |" in text
 
 
 def test_repetitions_of_another_ground_truth_are_refused(tmp_path):
