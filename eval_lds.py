@@ -39,7 +39,7 @@ import report
 import runfolder
 from data import (ArgumentParser, DataError, add_data_args, atomic_write, comma_list_type, dataset_from_args,
                   open_fraction, positive_float, positive_int, run, save_npz)
-from fit_datamodel import ESTIMATORS, attribute, largest_first, predict
+from fit_datamodel import ESTIMATORS, PREDICTIONS, attribute, largest_first, predict
 from runfolder import (aligned, behavior_keys, behavior_values, better, load_behaviors, load_groups, load_masks,
                        load_npz, optional_behaviors, values_by_row)
 from stats import (BOOTSTRAP, auc_permutation_p, bootstrap_lds, bootstrap_p, crossing, declared_family, holm, interval,
@@ -680,12 +680,29 @@ def comparison(run, fits, costs, accounting, seed):
             if j > 0:
                 entry["diff_ci"], entry["p_value"] = paired_test(boot[j], boot[0])
             m.setdefault("lds", {})[behavior] = entry
+    for m in methods:  # SurrogateSHAP's own quadratic predictions beside the common additive column
+        if m.get("estimator_of_row") and run.headline in m["scores"]:
+            m["predictions_lds"] = own_predictions(run, fits, m, seed)
     direction = run.directions[run.headline]
     for m in methods:
         scores = m.pop("scores")
         if run.bad is not None and len(run.bad) and direction and run.headline in scores:
             m.update(detection(harm(scores[run.headline], direction), run, seed))
     return methods, diffs
+
+
+def own_predictions(run, fits, m, seed):
+    """{prediction: {lds, ci}} of each of fit_datamodel.PREDICTIONS the row's fit on all its models makes (the quadratic
+    ones where it has interactions: SurrogateSHAP's), on the headline; {} where it has the additive one only. Every
+    row's LDS in the comparison is additive (intercept + sum of its scores), so that they compare alike."""
+    held = run.pools["lds"]
+    scores, intercept, info = fits(m["pool"], run.headline, m["models"], m["estimator_of_row"])
+    if "interactions" not in info:
+        return {}
+    preds = [predict(held.X, scores, intercept, info, how) for how in PREDICTIONS]
+    boot = bootstrap_lds(preds, held.y[run.headline], seed)
+    return {how: dict(lds=spearman(p, held.y[run.headline]), ci=interval(b))
+            for how, p, b in zip(PREDICTIONS, preds, boot)}
 
 
 def strongest_retraining(methods, behavior):
@@ -1000,9 +1017,11 @@ def main(args):
     if len(att["scores"]) != masks.shape[1]:
         raise DataError(f"attributions have {len(att['scores'])} scores but {args.masks} has width {masks.shape[1]}")
     _, X, y = aligned(masks, load_behaviors(args.behaviors), str(att["behavior"]), args.masks)
-    pred = predict(X, att["scores"], float(att["intercept"]), {k: att[k] for k in ("interactions",) if k in att})
-    lo, hi = interval(bootstrap_lds([pred], y, args.seed)[0])
-    print(f"LDS {spearman(pred, y):.3f} [95% {lo:.3f}, {hi:.3f}] over {len(y)} held-out subsets")
+    info = {k: att[k] for k in ("interactions",) if k in att}
+    for how in ("additive", "quadratic") if info else ("additive",):  # SurrogateSHAP's quadratic prediction too
+        pred = predict(X, att["scores"], float(att["intercept"]), info, how)
+        lo, hi = interval(bootstrap_lds([pred], y, args.seed)[0])
+        print(f"LDS {spearman(pred, y):.3f} [95% {lo:.3f}, {hi:.3f}] over {len(y)} held-out subsets ({how} prediction)")
 
 
 if __name__ == "__main__":

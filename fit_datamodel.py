@@ -233,7 +233,7 @@ def fit_hybrid(X, y, prior, v_empty=None, v_full=None, folds=5, seed=0):
         cv_mse=dict(zip(map(str, HYBRID_STRENGTHS), (errors / len(b)).tolist())))
 
 
-def fit_surrogate_shap(X, y, v_empty=None, v_full=None, seed=0, trees=900, depth=5):
+def fit_surrogate_shap(X, y, v_empty=None, v_full=None, seed=0, trees=900, depth=5, published=False):
     """SurrogateSHAP (the seed authors' lab, 2026): gradient-boosted trees fitted to the coalition values instead of
     KernelSHAP's weighted linear fit (XGBoost: 900 trees of depth 5, learning rate 0.05, 80% of the rows each tree),
     the full coalition as one row more where its value is given; then the trees' own game g(S) = f(1_S) read by
@@ -243,21 +243,25 @@ def fit_surrogate_shap(X, y, v_empty=None, v_full=None, seed=0, trees=900, depth
     far from every trained model's, and as a row it bends the whole fit (a planted additive game of 10 players and 80
     kernel-sampled coalitions: LDS 0.43 with it, 0.93 without). As in fit_shapley, the jump from the trees' g(empty)
     to v(empty) is shared equally instead: each value shifts by (g(empty) - v(empty)) / n (Shapley values are linear
-    in the game), so they sum to v(full) - v(empty); the interactions and the prediction are the trees'."""
+    in the game), so they sum to v(full) - v(empty); the interactions and the prediction are the trees'.
+    published=True fits it as its authors' release does: v(empty) and v(full) both rows of the trees' data, the trees'
+    values unshifted (the estimator surrogate-shap-published)."""
     import xgboost
     n = X.shape[1]
     rows, values = [X], [y]
-    if v_full is not None:
-        rows.append(np.ones((1, n)))
-        values.append([v_full])
+    for given, row in ((v_full, np.ones((1, n))), (v_empty if published else None, np.zeros((1, n)))):
+        if given is not None:
+            rows.append(row)
+            values.append([given])
     model = xgboost.XGBRegressor(n_estimators=trees, max_depth=depth, learning_rate=0.05, subsample=0.8,
                                  random_state=seed, n_jobs=1, tree_method="exact")
     model.fit(np.concatenate(rows), np.concatenate(values))
     phi, interactions = tree_shapley(leaf_paths(model.get_booster()), n)
     base = float(model.predict(np.zeros((1, n)))[0])  # g(empty)
-    shift = 0.0 if v_empty is None else (base - v_empty) / n
-    return phi + shift, base, dict(method="surrogate-shap", model="xgboost", alpha=0.0, interactions=interactions,
-                                   regressor=model)
+    shift = 0.0 if v_empty is None or published else (base - v_empty) / n
+    return phi + shift, base, dict(method="surrogate-shap-published" if published else "surrogate-shap",
+                                   model="xgboost", alpha=0.0, interactions=interactions, regressor=model,
+                                   phi=phi, v_empty=base if v_empty is None else float(v_empty))
 
 
 def leaf_paths(booster):
@@ -306,13 +310,26 @@ def tree_shapley(leaves, n):
     return phi, M
 
 
-def predict(X, scores, intercept, info):
-    """An estimator's prediction of each coalition's value (rows of X, 0/1): linear, intercept + X scores, or
-    quadratic where the fit has interactions (SurrogateSHAP): intercept + sum_{i, j in S} M_ij, the trees' g(empty)
-    as intercept."""
-    if "interactions" in info:
-        return intercept + np.einsum("ki,ij,kj->k", X, info["interactions"], X)
-    return X @ scores + intercept
+PREDICTIONS = {  # how a fit predicts a coalition's value; "additive" is every row's common column
+    "additive": "intercept + sum_{i in S} score_i",
+    "quadratic": "SurrogateSHAP's, ours: g(empty) + sum_{i, j in S} M_ij (exact on a game of pairs)",
+    "quadratic-authors": "SurrogateSHAP's, as its authors' predict_quadratic: v(empty) + sum_{i in S} phi_i + "
+                         "1/2 sum_{i != j in S} M_ij",
+}
+
+
+def predict(X, scores, intercept, info, how="additive"):
+    """An estimator's prediction of each coalition's value (rows of X, 0/1), `how` one of PREDICTIONS: additive for
+    every estimator; the two quadratic ones where the fit has interactions (SurrogateSHAP's M, SHAP's convention: M_ij
+    half the Shapley interaction index, each row summing to phi_i), the trees' g(empty) as intercept for ours."""
+    if how == "additive":
+        return X @ scores + intercept
+    M = info["interactions"]
+    if how == "quadratic":
+        return intercept + np.einsum("ki,ij,kj->k", X, M, X)
+    off = (M + M.T) / 2
+    np.fill_diagonal(off, 0.0)
+    return info.get("v_empty", intercept) + X @ info.get("phi", scores) + 0.5 * np.einsum("ki,ij,kj->k", X, off, X)
 
 
 @dataclass(frozen=True)
@@ -337,6 +354,10 @@ ESTIMATORS = {  # fit_datamodel.py --method
     "surrogate-shap": Estimator("SurrogateSHAP",
                                 lambda X, y, folds, seed, ve, vf, prior: fit_surrogate_shap(X, y, ve, vf, seed),
                                 ends=True, kernel=False, choice=False),
+    "surrogate-shap-published": Estimator("SurrogateSHAP, as published",
+                                          lambda X, y, folds, seed, ve, vf, prior:
+                                          fit_surrogate_shap(X, y, ve, vf, seed, published=True),
+                                          ends=True, kernel=False, choice=False),
     # the unlearned models and a gradient method together: not a retraining estimator (its prior is a method's)
     "hybrid": Estimator("Shapley values pulled toward a gradient prior",
                         lambda X, y, folds, seed, ve, vf, prior: fit_hybrid(X, y, prior, ve, vf, folds, seed),

@@ -234,6 +234,7 @@ def comparison_section(r, run):
         lines.append(f"| {c['name']} | {c['models'] or '-'} | {c['compute']:.2f} | {c['compute_all']:.2f} | {lds} | "
                      f"{diff} | {auc} | {faults or '-'} |")
     lines += linearised_section(judged, headline, "loss" in r["behaviors"]) + apart_section(apart, headline)
+    lines += own_predictions_section(judged, headline)
     lines += [""] + [t for t in (ceiling_text(r["behaviors"][headline].get("ceiling")), matching_text(r)) if t]
     lines += declared_section(r, rows)
     behaviors = list(r["behaviors"])
@@ -263,6 +264,23 @@ def linearised_section(rows, headline, have_loss):
         e = c["lds"].get("loss")
         lines.append(f"| {c['name']} | " + (f"{e['lds']:.3f} [{e['ci'][0]:.2f}, {e['ci'][1]:.2f}]" if e else "n/a")
                      + f" | {ours} |")
+    return lines
+
+
+def own_predictions_section(rows, headline):
+    """SurrogateSHAP's rows under their own quadratic predictions (ours and its authors'), beside the additive one
+    every row of the table is scored with."""
+    mine = [c for c in rows if c.get("predictions_lds")]
+    if not mine:
+        return []
+    from fit_datamodel import PREDICTIONS
+    lines = ["", f"SurrogateSHAP also predicts a coalition's value from its pairwise interactions; the table above scores "
+             f"every row by its additive prediction. Its own predictions, fitted on all its models (LDS {headline} "
+             f"[95%]): " + "; ".join(f"*{how}*: {text}" for how, text in PREDICTIONS.items()) + ".", "",
+             "| method | " + " | ".join(PREDICTIONS) + " |", "| --- " * (len(PREDICTIONS) + 1) + "|"]
+    for c in mine:
+        lines.append(f"| {c['name']} | " + " | ".join(
+            f"{e['lds']:.3f} [{e['ci'][0]:.2f}, {e['ci'][1]:.2f}]" for e in c["predictions_lds"].values()) + " |")
     return lines
 
 

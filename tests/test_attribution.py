@@ -549,10 +549,19 @@ def test_surrogate_shap_reads_the_exact_shapley_values_and_interactions_of_its_t
         np.testing.assert_allclose(scores, phi, atol=1e-5 * scale)
         np.testing.assert_allclose(2 * (M - np.diag(np.diag(M))), inter, atol=1e-5 * scale)
         np.testing.assert_allclose(M.sum(1), scores, atol=1e-9 * scale)  # rows sum to the Shapley values
-        quadratic = predict(coalitions, scores, base, info)
+        quadratic = predict(coalitions, scores, base, info, "quadratic")
         assert base == pytest.approx(g[0], abs=1e-5 * scale) and quadratic[-1] == pytest.approx(g[-1], abs=1e-4 * scale)
+        np.testing.assert_allclose(predict(coalitions, scores, base, info), base + coalitions @ scores)  # additive
         if depth == 2:
             np.testing.assert_allclose(quadratic, g, atol=1e-4 * scale)
+            # the authors' predict_quadratic, by hand: v(empty) + sum_{i in S} phi_i + 1/2 sum_{i != j in S} M_ij,
+            # which counts each pair's interaction once inside phi and half again: not the trees' game
+            by_hand = np.array([base + sum(scores[i] for i in range(n) if c[i]) + 0.5 * sum(
+                (M[i, j] + M[j, i]) / 2 for i in range(n) for j in range(n) if i != j and c[i] and c[j])
+                for c in coalitions])
+            authors = predict(coalitions, scores, base, info, "quadratic-authors")
+            np.testing.assert_allclose(authors, by_hand, atol=1e-9 * scale)
+            assert np.abs(authors - g).max() > 0.05 * scale
         else:  # deeper trees hold three-way effects: the quadratic form is an approximation
             assert np.abs(quadratic - g).max() > 1e-3 * scale
     # v(empty) given, far from the rest (an untrained model's): not a row of the trees' data, its jump shared equally
@@ -561,3 +570,8 @@ def test_surrogate_shap_reads_the_exact_shapley_values_and_interactions_of_its_t
     g = info["regressor"].predict(coalitions).astype(np.float64)
     assert np.ptp(shifted - info["interactions"].sum(1)) < 1e-9 * scale  # one shift for every value
     assert shifted.sum() == pytest.approx(g[-1] - (planted[0] + 50.0), abs=1e-4 * scale)  # efficiency
+    # as published: v(empty) a row of the trees' data (with v(full)), the trees' values unshifted
+    values, base, info = fit_surrogate_shap(coalitions[1:], planted[1:], v_empty=planted[0] + 50.0, seed=0, trees=80,
+                                            depth=2, published=True)
+    assert np.abs(values - info["interactions"].sum(1)).max() < 1e-9 * scale  # no shift
+    assert base > g[0] + 2.0  # the row pulls the trees' g(empty) toward v(empty), 50 above
