@@ -164,6 +164,9 @@ def parse_args(argv=None):
                    "dimension; dattri's projector)")
     p.add_argument("--ridge", type=positive_float, default=0.01, help="TRAK's lambda as a fraction of the mean "
                    "eigenvalue of Phi^T Phi (a scale-free damping of the kernel)")
+    p.add_argument("--dtrak-ridge", type=positive_float, default=None, help="D-TRAK's lambda (default: --ridge)")
+    p.add_argument("--dtrak-proj-dim", type=positive_int, default=None, help="D-TRAK's projection (default: "
+                   "--proj-dim)")
     p.add_argument("--features", choices=["auto", "cnn", "inception"], default="auto",
                    help="feature space of feature-nn and feature-sim (auto: the run's behaviours')")
     p.add_argument("--inception-weights", default=None, help="as compute_fid.py's")
@@ -378,7 +381,8 @@ def projected_gradients(m, output):
     from dattri.func.projection import random_project
     n_gen = min(m.args.grad_samples, len(m.get("samples")))
     n_params = sum(v.numel() for v in m.model.parameters())
-    project = random_project(torch.zeros(1, n_params), 1, m.args.proj_dim, 32, m.args.seed, "normal", device="cpu")
+    proj_dim = dtrak(m.args, "proj_dim") if output == "norm" else m.args.proj_dim
+    project = random_project(torch.zeros(1, n_params), 1, proj_dim, 32, m.args.seed, "normal", device="cpu")
     changed = np.flatnonzero((m.ds.images != m.ref.images).reshape(len(m.ds), -1).any(1)) if m.same_index else None
     draws = m.args.dtrak_draws if output == "norm" else m.args.grad_draws
     common = dict(seed=m.args.seed, draws=draws, batch_size=m.args.batch_size, project=project)
@@ -398,8 +402,15 @@ def projected_gradients(m, output):
             rows += len(m.x0) + n_gen + len(m.x_ref)
         out.append((phi_train, phi_gen, phi_ref))
     # a backward pass costs about two forward passes; the projection rows x P x proj_dim
-    macs = 3 * rows * draws * m.macs + rows * n_params * m.args.proj_dim
+    macs = 3 * rows * draws * m.macs + rows * n_params * proj_dim
     return out, macs
+
+
+def dtrak(args, setting):
+    """D-TRAK's ridge or projection size: its own flag where given, else TRAK's (bench/tune_baselines.py chooses
+    each on its own)."""
+    own = getattr(args, f"dtrak_{setting}", None)
+    return own if own is not None else getattr(args, setting)
 
 
 def ensemble_trak(phis, target, ridge):
@@ -460,8 +471,8 @@ STEPS = {  # name -> function(FullModel) -> (value, MACs of this step alone)
     "grad_sim_ref": lambda m: _grad_sim(m, 2),
     "trak": lambda m: (ensemble_trak(m.get("phi_loss"), 1, m.args.ridge), 0),
     "trak_ref": lambda m: (ensemble_trak(m.get("phi_loss"), 2, m.args.ridge), 0),
-    "d_trak": lambda m: (ensemble_trak(m.get("phi_norm"), 1, m.args.ridge), 0),
-    "d_trak_ref": lambda m: (ensemble_trak(m.get("phi_norm"), 2, m.args.ridge), 0),
+    "d_trak": lambda m: (ensemble_trak(m.get("phi_norm"), 1, dtrak(m.args, "ridge")), 0),
+    "d_trak_ref": lambda m: (ensemble_trak(m.get("phi_norm"), 2, dtrak(m.args, "ridge")), 0),
     "ekfac_fit": _ekfac_fit,
     "ekfac": lambda m: _ekfac(m, 1),
     "ekfac_ref": lambda m: _ekfac(m, 2),
@@ -565,7 +576,8 @@ def settings_of(args, full):
                 grad_draws=args.grad_draws, dtrak_draws=args.dtrak_draws, ensemble=args.ensemble,
                 ekfac_draws=args.ekfac_draws, ekfac_damping=args.ekfac_damping,
                 grad_samples=args.grad_samples,
-                proj_dim=args.proj_dim, ridge=args.ridge, seed=args.seed, ref_data=str(full.get("ref_data", "")),
+                proj_dim=args.proj_dim, ridge=args.ridge, dtrak_proj_dim=dtrak(args, "proj_dim"),
+                dtrak_ridge=dtrak(args, "ridge"), seed=args.seed, ref_data=str(full.get("ref_data", "")),
                 ref_sha256=str(full.get("ref_sha256", "")))
 
 

@@ -154,7 +154,7 @@ def tiny_baseline_run(tmp_path_factory):
     models): every training-free and gradient baseline computed by baselines.py (small settings)."""
     run = tiny_contributor_run(tmp_path_factory.mktemp("baseline-run"))
     r = run_cli("baselines", "--run", run, "--data", f"npz:{run / 'd.npz'}", "--draws", "2", "--grad-draws", "2", "--dtrak-draws", "2",
-                "--grad-samples", "5", "--proj-dim", "16", "--batch-size", "8", "--ensemble", "3")
+                "--grad-samples", "5", "--proj-dim", "16", "--batch-size", "8", "--ensemble", "3", "--dtrak-ridge", "0.3")
     assert r.returncode == 0, r.stderr
     return run
 
@@ -163,7 +163,8 @@ def test_every_baseline_file_matches_a_direct_computation(tiny_baseline_run):
     """Each baseline's contributor scores from baselines.py against the same definition computed directly here: the
     loss by a per-image loop, distances and similarities by brute force over the full model's samples, the gradient
     scores by their formulas from the per-image gradients (checked against autograd above), projected by dattri; TRAK
-    and D-TRAK the mean of each model's scores over the ensemble (the full model and the two leave-one-out models);
+    and D-TRAK the mean of each model's scores over the ensemble (the full model and the two leave-one-out models), each
+    at its own ridge;
     every similarity and gradient baseline also against the reference images (here the data set itself: a nearest
     neighbour other than the image)."""
     from compute_fid import sample_model
@@ -208,7 +209,8 @@ def test_every_baseline_file_matches_a_direct_computation(tiny_baseline_run):
                                                                         batch_size=3)).double().numpy()
                                   for x in (x0, samples[:5]))
             kernel = phi_train.T @ phi_train
-            inverse = np.linalg.inv(kernel + 0.01 * np.trace(kernel) / 16 * np.eye(16))
+            ridge = 0.01 if output == "loss" else 0.3  # --ridge (TRAK's), --dtrak-ridge
+            inverse = np.linalg.inv(kernel + ridge * np.trace(kernel) / 16 * np.eye(16))
             trak.append([phi_train[i] @ inverse @ phi_gen.mean(0) for i in range(60)])
             trak_ref.append([phi_train[i] @ inverse @ phi_train.mean(0) for i in range(60)])  # reference = the data
             if output == "loss" and m is model:  # grad-sim: the full model's gradients alone
@@ -244,7 +246,7 @@ def test_every_baseline_file_matches_a_direct_computation(tiny_baseline_run):
 def test_loo_is_refused_without_its_models_and_a_rerun_skips_finished_baselines(tiny_baseline_run):
     run = tiny_baseline_run
     args = ["--run", run, "--data", f"npz:{run / 'd.npz'}", "--draws", "2", "--grad-draws", "2", "--dtrak-draws", "2", "--grad-samples", "5",
-            "--proj-dim", "16", "--ensemble", "3"]
+            "--proj-dim", "16", "--ensemble", "3", "--dtrak-ridge", "0.3"]
     r = run_cli("baselines", *args, "--only", "loo")
     assert r.returncode == 2 and "loo needs" in r.stderr and "LOO=1" in r.stderr
     r = run_cli("baselines", *args, "--only", "guda")
