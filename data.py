@@ -281,13 +281,53 @@ def _watermark(chosen, images, clean, labels, rng):
     return out
 
 
+def _invert(chosen, images, clean, labels, rng):
+    """A negative: every grey level g becomes 255 - g (a scan of the wrong polarity)."""
+    return 255 - chosen
+
+
+SHIFT = 2  # shift: pixels the image is moved by
+
+
+def _shift(chosen, images, clean, labels, rng):
+    """A misaligned scan: the image moved SHIFT pixels in a seeded direction (up, down, left or right; one per
+    image), the uncovered border black."""
+    out = np.zeros_like(chosen)
+    for k, direction in enumerate(rng.integers(0, 4, size=len(chosen))):
+        axis, sign = (2, 3)[direction // 2], (1, -1)[direction % 2]
+        moved = np.roll(chosen[k], sign * SHIFT, axis=axis - 1)
+        keep = [slice(None)] * 3
+        keep[axis - 1] = slice(SHIFT, None) if sign > 0 else slice(None, -SHIFT)
+        out[k][tuple(keep)] = moved[tuple(keep)]
+    return out
+
+
+SALT = 0.2  # salt: the fraction of pixels set to black or white
+
+
+def _salt(chosen, images, clean, labels, rng):
+    """Salt-and-pepper: a seeded SALT of the pixels set to 0 or 255 (each equally likely), the rest untouched (a
+    dusty sensor: unlike `noise`, the digit is still there)."""
+    out = chosen.copy()
+    hit = rng.random(chosen.shape) < SALT
+    out[hit] = rng.choice(np.array([0, 255], dtype=np.uint8), size=int(hit.sum()))
+    return out
+
+
+# The first five are the faults the project's settings were developed on; invert, shift and salt were added on
+# 2026-12-07, committed before any run used them, so that a setting can be checked on faults it was never chosen on
+# (HELD_OUT_FAULTS; bench/faults.py marks them in its table).
 FAULTS = {
     "noise": Fault("uniform noise in place of the image", _noise),
     "blur": Fault("the image blurred by a 3x3 box filter", _blur),
     "duplicate": Fault(f"near-copies (+-8 grey levels) of {DUPLICATE_SOURCES} other images (spam)", _duplicate),
     "one-class": Fault("near-copies of images of one class (that class over-represented)", _one_class),
     "watermark": Fault("the image with a bright L-shaped mark in its lower right corner", _watermark),
+    "invert": Fault("the image's grey levels inverted (a negative)", _invert),
+    "shift": Fault(f"the image moved {SHIFT} pixels up, down, left or right, the border black (misaligned)", _shift),
+    "salt": Fault(f"{SALT:.0%} of the pixels set to black or white (salt-and-pepper)", _salt),
 }
+HELD_OUT_FAULTS = ("invert", "shift", "salt")  # never looked at while any setting was chosen
 
 
 def comma_list(text, what=None):

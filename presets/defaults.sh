@@ -1,5 +1,5 @@
 # Every setting a preset leaves unset (read after the preset; the environment wins over both).
-FAULT=noise                # data.FAULTS: noise, blur, duplicate, one-class, watermark; several comma-separated share CORRUPT
+FAULT=noise                # data.FAULTS: noise, blur, duplicate, one-class, watermark, invert, shift, salt; several share CORRUPT
 CONTRIBUTORS=              # contributor level: classes, random:G or FILE.npy (make_subsets.py --groups); empty: images
 METHOD=datamodel           # the estimator: datamodel, banzhaf (half-subsets) or shapley (Shapley-kernel subsets)
 ALPHA=0.5                  # the fraction of the training data in a subset

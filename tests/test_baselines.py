@@ -47,6 +47,19 @@ def test_each_fault_is_what_it_says_and_seeded():
     marked = clean.images[j].copy()
     marked[0, 7, 5:] = marked[0, 5:, 7] = 255
     assert np.array_equal(ds.images[j], marked)
+    # the held-out faults, by hand: a negative; the image moved 2 pixels with a black border; salt-and-pepper
+    held = data.load_dataset("digits", corrupt=0.15, corrupt_seed=3, fault="invert,shift,salt")
+    i = held.faults["invert"][0]
+    assert np.array_equal(held.images[i], 255 - clean.images[i])
+    for i in held.faults["shift"][:20]:
+        x, y = clean.images[i, 0], held.images[i, 0]
+        moved = [np.pad(x[2:], ((0, 2), (0, 0))), np.pad(x[:-2], ((2, 0), (0, 0))),
+                 np.pad(x[:, 2:], ((0, 0), (0, 2))), np.pad(x[:, :-2], ((0, 0), (2, 0)))]  # up, down, left, right
+        assert any(np.array_equal(y, m) for m in moved)
+    salt = held.faults["salt"]
+    changed = held.images[salt] != clean.images[salt]
+    assert np.isin(held.images[salt][changed], [0, 255]).all() and 0.1 < changed.mean() < 0.25  # 20%, minus hits on 0
+
     # noise alone draws exactly what it drew before faults had kinds
     noise = data.load_dataset("digits", corrupt=0.1, corrupt_seed=4)
     rng = np.random.default_rng(4)
