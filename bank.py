@@ -258,6 +258,8 @@ def fill(args):
         if args.hours and time.time() - start > args.hours * 3600:
             print(f"stopped after {args.hours} h: {len(todo) - k} rows left to this shard")
             break
+        if row in read_rows(args.name, pool, seed):  # another fill finished it meanwhile (shards restarted apart)
+            continue
         line = fill_one(args.name, plan, pool, seed, row, args.device, args.shard)
         print(f"[{k + 1}/{len(todo)}] {pool} row {row} seed {seed}: {line.get('fid', float('nan')):.3f} FID, "
               f"{line['wall_seconds']:.0f} s", flush=True)
