@@ -5,8 +5,9 @@ retraining comparator's own models, never a held-out subset) by how well its sco
 sum_{j in S} score_j with each model's loss, both with a quadratic in |S| regressed out (the pool's Shapley-kernel
 subsets run from 1 to n - 1 contributors, and size alone ranks their losses; the held-out subsets all have half).
 Beside it, the raw Spearman on the pool and the agreement with the leave-one-out retrainings (Spearman with v(all) -
-v(all but j) on the loss), which one seed of 20 retrainings makes too noisy to choose by. A preset's setting is chosen once, by this bench, and written
-into its BASELINE_FLAGS; docs/newest.md lists every setting tried.
+v(all but j) on the loss), which one seed of 20 retrainings makes too noisy to choose by. The choice: the
+one-standard-error rule (`chosen`), the cheapest projection within one standard error of the best. A preset's
+setting is chosen once, by this bench, and written into its BASELINE_FLAGS; docs/newest.md lists every setting tried.
 
     python -m bench.tune_baselines --run runs/tune-default --data digits --corrupt 0.15 --fault blur,duplicate,watermark
 
@@ -143,13 +144,23 @@ def rescored(args, targets):
     return tried
 
 
+def chosen(entries, proj):
+    """The one-standard-error rule (Breiman et al. 1984): of the settings whose Spearman lies within one standard
+    error (the best's bootstrap interval / 3.92) of the best, the cheapest projection, and at it the best damping.
+    A larger projection costs minutes more in every run; it is taken only where it is clearly better."""
+    top = max(entries, key=lambda e: e["rho"])
+    near = [e for e in entries if e["rho"] >= top["rho"] - (top["ci"][1] - top["ci"][0]) / 3.92]
+    cheapest = min(e[proj] for e in near) if proj else None
+    return max((e for e in near if not proj or e[proj] == cheapest), key=lambda e: e["rho"])
+
+
 def main(args):
     targets = Targets(args.run)
     tried = rescored(args, targets) if args.rescore else measured(args, targets)
     os.makedirs(os.path.dirname(result_path(args.run, "x")), exist_ok=True)
     flags = []
     for name, entries in tried.items():
-        best = max(entries, key=lambda e: e["rho"])  # the first of equal ones: the smaller damping, projection
+        best = chosen(entries, GRID[name][3])
         result = dict(baseline=name, run=args.run, target=f"the retraining pool's {TARGET} beyond size",
                       pool_models=len(targets.y), tried=entries,
                       chosen={k: best[k] for k in GRID[name][1:4:2] if k})

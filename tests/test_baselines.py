@@ -407,3 +407,21 @@ def test_the_confirmatory_plans_sets_and_test_by_hand():
         assert test[label]["p"] == pytest.approx(rank_sum_p(method, random))
     assert test["secondary 20%"]["p_holm"] == test["secondary 20%"]["p"]  # one secondary: Holm leaves it
     assert test["primary"]["verdict"] == "found"
+
+
+def test_the_tuning_rule_takes_the_cheapest_projection_within_one_standard_error_and_looks_beyond_size():
+    """bench/tune_baselines.py: the one-standard-error rule by hand on planted entries, and its target: a quadratic in
+    the subset size regressed out exactly (a prediction that is size alone scores nothing beyond it)."""
+    from conftest import load_bench
+    bench = load_bench("tune_baselines")
+    entries = [dict(ridge=r, proj_dim=p, rho=rho, ci=[rho - 0.196, rho + 0.196])  # standard error 0.1
+               for r, p, rho in ((0.01, 1024, 0.50), (1.0, 1024, 0.55), (0.01, 4096, 0.62), (1.0, 4096, 0.40))]
+    assert bench.chosen(entries, "proj_dim") == entries[1]  # 0.55 is within 0.1 of 0.62: the cheaper projection
+    entries[1]["rho"] = 0.45
+    assert bench.chosen(entries, "proj_dim") == entries[2]  # 1024's best is now more than 0.1 below
+    assert bench.chosen([dict(e, proj_dim=None) for e in entries], None)["rho"] == 0.62  # no projection: the best
+    sizes = np.arange(1, 20, dtype=float)
+    np.testing.assert_allclose(bench.beyond_size(3 + 2 * sizes - 0.5 * sizes ** 2, sizes), 0, atol=1e-9)
+    rng = np.random.default_rng(0)
+    extra = rng.normal(size=len(sizes))
+    np.testing.assert_allclose(bench.beyond_size(sizes ** 2 + extra, sizes), bench.beyond_size(extra, sizes), atol=1e-9)
