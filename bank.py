@@ -289,6 +289,7 @@ def status(args):
 # use: a run's ground truth from the bank
 
 MIN_HELD_OUT = 24  # a bank with fewer finished held-out rows is not used (the run retrains its own)
+MIN_CEILING = 16  # the ceiling's second seed is used from this many held-out subsets on
 
 
 def prefix(have, stop):
@@ -374,6 +375,7 @@ def use(args):
     if args.k:
         held = min(held, args.k)
     ceiling = sorted(r for r in read_rows(name, "lds", gt_seeds) if r < held)
+    ceiling = ceiling if len(ceiling) >= MIN_CEILING else []  # a few pairs estimate no reliability
     retrain = prefix(read_rows(name, "pool", 0), n_rows["pool"])
     loo_seeds = [s for s in range(10) if n_rows["loo"] and prefix(read_rows(name, "loo", s), n_rows["loo"]) == n_rows["loo"]]
     pools = {"lds": ("lds", {s: range(held) for s in range(gt_seeds)}), "lds_ceiling": ("lds", {gt_seeds: ceiling}),
