@@ -85,7 +85,8 @@ def render(run_dir, combined, found):
         f"mean over the repetitions; each interval and test resamples the repetitions and the held-out subsets together "
         f"({combined['bootstrap']} resamples), so it holds the run-to-run noise (with {n} repetitions, somewhat less of "
         f"it than there is). Headline behaviour: **{headline}**.", ""]
-    lines += report.declared_section(dict(combined, headline=headline), first["comparison"])
+    lines += report.declared_section(dict(combined, headline=headline, retraining_at=first.get("retraining_at")),
+                                     first["comparison"])
     lines += ["", f"| method | LDS {headline}, mean over repetitions [95%] | per repetition |", "| --- | --- | --- |"]
     for key, e in combined["lds"].items():
         kind, name = key.split(":", 1)

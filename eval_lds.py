@@ -760,6 +760,12 @@ def evaluate(run, args):
         if "diff_boot" in row:
             diffs[f"budget:{row['budget']:g}"] = (row["lds_unlearn"] - row["lds_retrain"], row["diff_boot"])
             predictions.update({f"budget:{row['budget']:g}:{name}": p for name, p in row["preds"].items()})
+    if "retraining" not in diffs:  # unlearning's compute buys fewer than two retrainings (a fit needs two): retraining
+        least = next((row["budget"] for row in results["behaviors"][run.headline]["curve"] if "diff_boot" in row), None)
+        if least is not None:  # at the least budget of the curve that buys it stands in, at more compute than ours
+            diffs["retraining"] = diffs[f"budget:{least:g}"]
+            predictions["method:retraining"] = predictions[f"budget:{least:g}:retrain"]
+            results["retraining_at"] = least
     for b in results["behaviors"].values():
         for row in b["curve"]:
             row.pop("diff_boot", None)

@@ -15,7 +15,7 @@ QUICK = dict(data_flags="--data digits --corrupt 0.05 --fault noise", groups="",
              fid_flags="--data digits --n-samples 64 --ddim-steps 5 --features auto --behaviors all --loss-draws 4")
 
 
-def planted_bank(root, held=30, pool=8, gt_seeds=1):
+def planted_bank(root, held=30, pool=8, gt_seeds=1, ceiling=16):
     """A bank of the quick preset's settings whose rows are planted numbers (no model trained): row r of seed s has
     fid = r + 0.1 s and loss = -r, so what a run reads can be checked by hand."""
     import bank
@@ -35,7 +35,7 @@ def planted_bank(root, held=30, pool=8, gt_seeds=1):
                 ref_data="digits", ref_sha256="x", floor_fid=1.0, real_is=9.0,
                 recipe=dict(steps=40, batch_size=32, lr=0.002, arch="digits-small"))
     (folder / "behaviours.json").write_text(json.dumps(meta))
-    fills = {("lds", s): held for s in range(gt_seeds)} | {("lds", gt_seeds): 5, ("pool", 0): pool}
+    fills = {("lds", s): held for s in range(gt_seeds)} | {("lds", gt_seeds): ceiling, ("pool", 0): pool}
     for (name, seed), count in fills.items():
         (folder / "rows").mkdir(exist_ok=True)
         with open(folder / "rows" / f"{name}-s{seed}.csv", "w", newline="") as f:
@@ -68,13 +68,18 @@ def test_a_run_reads_the_banks_rows_as_behaviours_files(tmp_path, gt_seeds):
     p = use(root, run)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == (f"ground truth: bank/quick, 30 held-out subsets at {gt_seeds} seed"
-                                f"{'s' * (gt_seeds > 1)} (5 with one more), a retraining pool of 8")
+                                f"{'s' * (gt_seeds > 1)} (16 with one more), a retraining pool of 8")
     lds = runfolder.load_behaviors(runfolder.behaviors(run, "lds"))
     rows, X, y = runfolder.aligned(np.load(run / "masks" / "lds.npy"), lds, "fid")
     np.testing.assert_allclose(y, np.arange(30) + 0.1 * np.mean(range(gt_seeds)))
     assert len(np.load(run / "masks" / "lds.npy")) == 30 and len(np.load(run / "masks" / "retrain.npy")) == 8
     ceiling = runfolder.load_behaviors(runfolder.behaviors(run, "lds_ceiling"))
-    assert list(ceiling["index"]) == [0, 1, 2, 3, 4] and set(ceiling["seed"]) == {gt_seeds}
+    assert list(ceiling["index"]) == list(range(16)) and set(ceiling["seed"]) == {gt_seeds}
+    few = planted_bank(tmp_path / "few", held=30, pool=8, gt_seeds=gt_seeds, ceiling=15)  # too few pairs: no ceiling
+    (tmp_path / "run-few" / "masks").mkdir(parents=True)
+    p = use(few, tmp_path / "run-few")
+    assert p.returncode == 0 and "(0 with one more)" in p.stdout
+    assert not runfolder.behaviors(tmp_path / "run-few", "lds_ceiling").exists()
     pool = runfolder.load_behaviors(runfolder.behaviors(run, "retrain"))
     np.testing.assert_allclose(pool["loss"], -np.arange(8))
     assert json.loads(str(pool["args"][0]))["steps"] == 40 and json.loads((run / "bank.json").read_text())["held_out"] == 30
