@@ -389,6 +389,20 @@ def test_contributor_shapley_run_finds_the_bad_contributors_and_keeps_efficiency
     assert results["auc"]["unlearn_all"] == 1.0 and results["auc"]["unlearn_all_datamodel"] == 1.0
     assert results["behaviors"]["fid"]["lds_all"]["unlearn"]["lds"] > 0.9
     assert "Shapley values" in (runfolder.report(run)).read_text()
+    # unlearning's compute buys fewer than two retrainings (no "equal compute" fit): the declared primary is retraining
+    # at the curve's least budget, 2, against unlearning there
+    import shutil
+    cheap = tmp_path / "cheap"
+    shutil.copytree(run, cheap)
+    beh = dict(np.load(runfolder.behaviors(cheap, "unlearn")))
+    np.savez(runfolder.behaviors(cheap, "unlearn"), **dict(beh, train_seconds=np.full(80, 0.01)))
+    r = run_cli("eval_lds", "--run", cheap, "--data", "digits", "--method", "shapley", "--draws", "4")
+    assert r.returncode == 0, r.stderr
+    results = json.loads((runfolder.results(cheap)).read_text())
+    two = next(row for row in results["behaviors"]["fid"]["curve"] if row["budget"] == 2)
+    assert results["retraining_at"] == 2 and "retraining" not in {m["key"] for m in results["comparison"]}
+    assert results["declared"]["retraining"]["diff"] == pytest.approx(two["lds_unlearn"] - two["lds_retrain"])
+    assert "| retraining at 2 retrainings (the least compute that buys a fit" in runfolder.report(cheap).read_text()
     # --also surrogate-shap: SurrogateSHAP of the same unlearned models, a row of its own judged as the others (its
     # own draws, the same held-out resamples), not among retraining's choices; its file keeps the interactions
     r = run_cli("eval_lds", "--run", run, "--data", "digits", "--method", "shapley", "--draws", "4", "--also",

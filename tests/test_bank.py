@@ -168,7 +168,7 @@ def test_shards_append_to_files_of_their_own_which_reads_merge(tmp_path, monkeyp
     """bank.py fill --shard I/N appends to POOL-sS.shardIofN.csv (appends from several machines to one file on a
     shared disk may interleave); read_rows merges the plain file and every shard's, and seed 1 is not seed 10."""
     import bank
-    root = planted_bank(tmp_path / "banks", held=3, pool=2)
+    root = planted_bank(tmp_path / "banks", held=3, pool=2, ceiling=5)
     monkeypatch.setattr(bank, "BANKS", str(root))
     for shard, row in (((1, 4), 3), ((2, 4), 4)):
         bank.append_row(bank.rows_file("quick", "lds", 0, shard), dict(row=row, seed=0, fid=float(row)))
