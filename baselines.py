@@ -625,19 +625,26 @@ def up_to_date(path, settings):
         return False
 
 
+def setting_up(args):
+    """What every score of a run's baselines is computed from (main's and bench/tune_baselines.py's): the full model's
+    behaviours, the data, the contributors (None: images), each behaviour's better direction and the settings."""
+    full = load_behaviors(runfolder.behaviors(args.run, "full"))
+    ds = dataset_from_args(args)
+    groups = load_groups(runfolder.masks(args.run, "unlearn"), n=len(ds))
+    directions = {k: better(full, k) for k in expand_keys(full)}
+    settings = settings_of(args, full)
+    if settings["features"] == "auto":  # as compute_fid.py's auto: the cnn where the data has labels
+        settings["features"] = "cnn" if ds.labels is not None else "inception"
+    return full, ds, groups, directions, settings
+
+
 def main(args):
     run_dir = args.run
-    full = load_behaviors(runfolder.behaviors(run_dir, "full"))
-    ds = dataset_from_args(args)
-    groups = load_groups(runfolder.masks(run_dir, "unlearn"), n=len(ds))
-    directions = {k: better(full, k) for k in expand_keys(full)}
+    full, ds, groups, directions, settings = setting_up(args)
     headline = runfolder.headline(args.headline, directions)
     if headline not in directions:
         raise DataError(f"--headline {headline!r} is not a behaviour of {runfolder.behaviors(run_dir, 'full')}")
     names = chosen_baselines(args, run_dir, groups)
-    settings = settings_of(args, full)
-    if settings["features"] == "auto":  # as compute_fid.py's auto: the cnn where the data has labels
-        settings["features"] = "cnn" if ds.labels is not None else "inception"
     # a pooled baseline also depends on its pool's behaviours (a resumed or redone pool): their file's sha256
     settings_for = {n: dict(settings, pool_sha256=file_sha256(runfolder.behaviors(run_dir, n))) if n in POOLED else
                     settings for n in names}

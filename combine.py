@@ -17,7 +17,7 @@ import numpy as np
 import report
 import runfolder
 from data import ArgumentParser, DataError, atomic_write, comma_list_type, positive_float, run
-from stats import BOOTSTRAP, bootstrap_repeated, declared_family, interval, mean_lds
+from stats import BOOTSTRAP, bootstrap_repeated, declared_family, interval, mean_lds, prediction_pair, resolved_comparison
 
 
 def parse_args(argv=None):
@@ -58,19 +58,19 @@ def combine(found, compare, margin, alpha, seed):
     lds = {k: dict(lds=float(np.mean(per_rep[k])), ci=interval(boot[i]), per_repetition=per_rep[k])
            for i, k in enumerate(keys)}
     index = {k: i for i, k in enumerate(keys)}
+    have = {k[7:] for k in keys if k.startswith("method:")}
+    fitted = [float(k.split(":")[1]) for k in keys if k.startswith("budget:") and k.endswith(":retrain")]
+    resolved = {key: resolved_comparison(key, have, fitted) for key in compare}  # as each repetition's eval_lds did
     diffs = {}
-    for key in compare:
-        if key.startswith("budget:"):
-            a, b = "budget:" + key[7:] + ":unlearn", key + ":retrain"
-        else:  # A/B: row A minus row B; else unlearning minus the row
-            first, _, second = key.rpartition("/")
-            a, b = "method:" + (first or "unlearning"), "method:" + second
+    for key, to in resolved.items():
+        a, b = prediction_pair(to)
         if a in index and b in index:
             diffs[key] = (lds[a]["lds"] - lds[b]["lds"], boot[index[a]] - boot[index[b]])
     family = declared_family(diffs, alpha, margin)
     return dict(repetitions=[path for path, _, _ in found], k_heldout=len(y), bootstrap=BOOTSTRAP, lds=lds,
-                declared={k: family.get(k) for k in compare}, declaration=dict(compare=compare, margin=margin,
-                                                                               alpha=alpha))
+                declared={k: family.get(k) for k in compare},
+                declaration=dict(compare=compare, margin=margin, alpha=alpha,
+                                 resolved={k: r for k, r in resolved.items() if r != k}))
 
 
 def render(run_dir, combined, found):
@@ -85,8 +85,7 @@ def render(run_dir, combined, found):
         f"mean over the repetitions; each interval and test resamples the repetitions and the held-out subsets together "
         f"({combined['bootstrap']} resamples), so it holds the run-to-run noise (with {n} repetitions, somewhat less of "
         f"it than there is). Headline behaviour: **{headline}**.", ""]
-    lines += report.declared_section(dict(combined, headline=headline, retraining_at=first.get("retraining_at")),
-                                     first["comparison"])
+    lines += report.declared_section(dict(combined, headline=headline), first["comparison"])
     lines += ["", f"| method | LDS {headline}, mean over repetitions [95%] | per repetition |", "| --- | --- | --- |"]
     for key, e in combined["lds"].items():
         kind, name = key.split(":", 1)

@@ -43,7 +43,7 @@ from fit_datamodel import ESTIMATORS, PREDICTIONS, attribute, largest_first, pre
 from runfolder import (aligned, behavior_keys, behavior_values, better, load_behaviors, load_groups, load_masks,
                        load_npz, optional_behaviors, values_by_row)
 from stats import (BOOTSTRAP, auc_permutation_p, bootstrap_lds, bootstrap_p, crossing, declared_family, holm, interval,
-                   jackknife_inference, lds_per_draw, mean_lds, spearman, two_sided_p)
+                   jackknife_inference, lds_per_draw, mean_lds, resolved_comparison, spearman, two_sided_p)
 
 POOLS = ("unlearn", "retrain")  # the two ways of making models for the datamodel
 VALIDATION_FOLDS = 5  # retraining's estimator is chosen on its own pool: the models a draw left out, or 5 folds
@@ -760,19 +760,16 @@ def evaluate(run, args):
         if "diff_boot" in row:
             diffs[f"budget:{row['budget']:g}"] = (row["lds_unlearn"] - row["lds_retrain"], row["diff_boot"])
             predictions.update({f"budget:{row['budget']:g}:{name}": p for name, p in row["preds"].items()})
-    if "retraining" not in diffs:  # unlearning's compute buys fewer than two retrainings (a fit needs two): retraining
-        least = next((row["budget"] for row in results["behaviors"][run.headline]["curve"] if "diff_boot" in row), None)
-        if least is not None:  # at the least budget of the curve that buys it stands in, at more compute than ours
-            diffs["retraining"] = diffs[f"budget:{least:g}"]
-            predictions["method:retraining"] = predictions[f"budget:{least:g}:retrain"]
-            results["retraining_at"] = least
+    fitted = [row["budget"] for row in results["behaviors"][run.headline]["curve"] if "diff_boot" in row]
+    resolved = {k: resolved_comparison(k, diffs, fitted) for k in args.compare}
     for b in results["behaviors"].values():
         for row in b["curve"]:
             row.pop("diff_boot", None)
             row.pop("preds", None)
-    family = declared_family({k: diffs[k] for k in args.compare if k in diffs}, args.alpha, args.margin)
+    family = declared_family({k: diffs[r] for k, r in resolved.items() if r in diffs}, args.alpha, args.margin)
     results["declared"] = {k: family.get(k) for k in args.compare}  # None: declared, but this run has no such method
-    results["declaration"] = dict(compare=args.compare, margin=args.margin, alpha=args.alpha)
+    results["declaration"] = dict(compare=args.compare, margin=args.margin, alpha=args.alpha,
+                                  resolved={k: r for k, r in resolved.items() if r != k})
     target = strongest_retraining(results["comparison"], run.headline)  # (the comparator with the highest LDS: what
     # the matching compute is read against, a description of the curve, not a test)
     if target is not None:

@@ -319,9 +319,8 @@ def declared_section(r, rows):
              "| unlearning minus (or A *minus* B) | difference [95%] | p (Holm) | TOST p (Holm) | minimum detectable | verdict |",
              "| --- | --- | --- | --- | --- | --- |"]
     names["unlearning"] = "sparsified unlearning"
-    if "retraining" not in names and r.get("retraining_at"):  # equal compute buys fewer than two retrainings
-        names["retraining"] = (f"retraining at {r['retraining_at']:g} retrainings (the least compute that buys a "
-                               f"fit; unlearning's is less)")
+    for key, to in how.get("resolved", {}).items():  # "retraining" where equal compute buys fewer than two
+        names[key] = f"retraining at {to[7:]} retrainings (the least compute that buys a fit; unlearning's is less)"
     for j, (key, e) in enumerate(declared.items()):
         a, _, b = key.rpartition("/")  # A/B: row A minus row B; else unlearning minus the row
         name = (f"{names.get(a, a)} *minus* {names.get(b, b)}" if a else names.get(key, key)) + \

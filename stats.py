@@ -202,6 +202,25 @@ def declared_family(diffs, alpha=0.05, margin=0.10):
     return out
 
 
+def resolved_comparison(key, have, fitted_budgets):
+    """The key a declared comparison reads in a run: 'retraining' (retraining at unlearning's compute) where the run
+    has that row, else, where unlearning's compute buys fewer than two retrainings (a fit needs two), retraining at the
+    least budget of the curve with a fit on both sides, 'budget:B' (at more compute than unlearning's); every other key
+    as declared. have: the keys the run has a comparison for; fitted_budgets: those budgets, in any order."""
+    if key == "retraining" and key not in have and len(fitted_budgets):
+        return f"budget:{min(fitted_budgets):g}"
+    return key
+
+
+def prediction_pair(key):
+    """The two rows of predictions a resolved comparison subtracts (A's LDS minus B's): budget:B, unlearning minus
+    retraining at budget B; A/B, row A minus row B; any other key, unlearning minus that row."""
+    if key.startswith("budget:"):
+        return f"{key}:unlearn", f"{key}:retrain"
+    first, _, second = key.rpartition("/")
+    return "method:" + (first or "unlearning"), "method:" + second
+
+
 # ----------------------------------------------------------------------------------------------
 # Power: how many held-out subsets a comparison of two LDS needs
 

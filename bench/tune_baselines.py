@@ -28,9 +28,9 @@ import numpy as np
 
 import baselines
 import runfolder
-from data import DataError, dataset_from_args, run
+from data import DataError, run
 from ddpm import load_checkpoint, pick_device
-from runfolder import aligned, better, load_behaviors, load_groups, load_masks
+from runfolder import aligned, load_behaviors, load_masks
 from stats import bootstrap_lds, interval, spearman
 
 # baseline -> (the measure of baselines.STEPS, its damping's setting (baselines.py's flag), the dampings tried, its
@@ -101,13 +101,7 @@ def said(name, entry):
 def measured(args, targets):
     """{baseline: [entry of each setting tried]}: the gradients (curvature) once per projection size, every damping
     re-solved from them."""
-    full = load_behaviors(runfolder.behaviors(args.run, "full"))
-    ds = dataset_from_args(args)
-    groups = load_groups(runfolder.masks(args.run, "unlearn"), n=len(ds))
-    directions = {k: better(full, k) for k in baselines.expand_keys(full)}
-    settings = baselines.settings_of(args, full)
-    if settings["features"] == "auto":
-        settings["features"] = "cnn" if ds.labels is not None else "inception"
+    _, ds, groups, directions, settings = baselines.setting_up(args)
     ckpt = load_checkpoint(runfolder.checkpoint(args.run, "full"))
     device = pick_device(args.device)
     tried = {name: [] for name in args.tune}

@@ -400,7 +400,8 @@ def test_contributor_shapley_run_finds_the_bad_contributors_and_keeps_efficiency
     assert r.returncode == 0, r.stderr
     results = json.loads((runfolder.results(cheap)).read_text())
     two = next(row for row in results["behaviors"]["fid"]["curve"] if row["budget"] == 2)
-    assert results["retraining_at"] == 2 and "retraining" not in {m["key"] for m in results["comparison"]}
+    assert results["declaration"]["resolved"] == {"retraining": "budget:2"} and \
+        "retraining" not in {m["key"] for m in results["comparison"]}
     assert results["declared"]["retraining"]["diff"] == pytest.approx(two["lds_unlearn"] - two["lds_retrain"])
     assert "| retraining at 2 retrainings (the least compute that buys a fit" in runfolder.report(cheap).read_text()
     # --also surrogate-shap: SurrogateSHAP of the same unlearned models, a row of its own judged as the others (its

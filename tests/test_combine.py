@@ -53,3 +53,26 @@ def test_repetitions_of_another_ground_truth_are_refused(tmp_path):
     planted_repetition(tmp_path / "rep1", y[::-1].copy(), y[None], y[None])
     p = run_cli("combine", "--run", str(tmp_path))
     assert p.returncode == 2 and "another ground truth" in p.stderr
+
+
+def test_retraining_at_equal_compute_reads_the_curves_least_budget_where_that_compute_buys_no_fit(tmp_path):
+    """Where unlearning's compute buys fewer than two retrainings the repetitions have no "retraining" row: the
+    declared primary is unlearning minus retraining at the least budget with a fit (here 2, not 4), by hand."""
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=40)
+    at = {2: (y + rng.normal(size=(3, 40)), y + 2 * rng.normal(size=(3, 40))),
+          4: (y + rng.normal(size=(3, 40)), y + 0.1 * rng.normal(size=(3, 40)))}  # budget 4: retraining far better
+    for r in range(2):
+        folder = tmp_path / f"rep{r}"
+        planted_repetition(folder, y, y[None], y[None])
+        p = dict(np.load(folder / "predictions.npz"))
+        del p["method:retraining"]
+        for b, (u, t) in at.items():
+            p[f"budget:{b}:unlearn"], p[f"budget:{b}:retrain"] = u, t
+        np.savez(folder / "predictions.npz", **p)
+    assert run_cli("combine", "--run", str(tmp_path)).returncode == 0
+    combined = json.loads((tmp_path / "results.json").read_text())
+    assert combined["declaration"]["resolved"] == {"retraining": "budget:2"}
+    u, t = at[2]
+    assert combined["declared"]["retraining"]["diff"] == pytest.approx(mean_lds(u, y) - mean_lds(t, y))
+    assert "| retraining at 2 retrainings (the least compute that buys a fit" in (tmp_path / "report.md").read_text()
