@@ -568,11 +568,14 @@ def expand_keys(beh):
 ENSEMBLED = ("trak", "trak_ref", "d_trak", "d_trak_ref")  # measures averaged over the ensemble's models
 
 
-def settings_of(args, full):
-    """What a baseline's numbers depend on (recorded in its file; a file of other settings is recomputed)."""
+def settings_of(args, full, ds):
+    """What a baseline's numbers depend on (recorded in its file; a file of other settings is recomputed). Features
+    'auto' where the full model's behaviours name none: as compute_fid.py's auto, the cnn where the data has labels."""
     kind = args.features if args.features != "auto" else str(full.get("features", "none"))
+    if kind not in ("cnn", "inception"):
+        kind = "cnn" if ds.labels is not None else "inception"
     return dict(n_samples=args.n_samples or int(full["n_samples"]), ddim_steps=args.ddim_steps or int(full["ddim_steps"]),
-                features=kind if kind in ("cnn", "inception") else "auto", draws=args.draws,
+                features=kind, draws=args.draws,
                 grad_draws=args.grad_draws, dtrak_draws=args.dtrak_draws, ensemble=args.ensemble,
                 ekfac_draws=args.ekfac_draws, ekfac_damping=args.ekfac_damping,
                 grad_samples=args.grad_samples,
@@ -627,24 +630,21 @@ def up_to_date(path, settings):
 
 def setting_up(args):
     """What every score of a run's baselines is computed from (main's and bench/tune_baselines.py's): the full model's
-    behaviours, the data, the contributors (None: images), each behaviour's better direction and the settings."""
+    behaviours, the data, the contributors (None: images) and each behaviour's better direction."""
     full = load_behaviors(runfolder.behaviors(args.run, "full"))
     ds = dataset_from_args(args)
     groups = load_groups(runfolder.masks(args.run, "unlearn"), n=len(ds))
-    directions = {k: better(full, k) for k in expand_keys(full)}
-    settings = settings_of(args, full)
-    if settings["features"] == "auto":  # as compute_fid.py's auto: the cnn where the data has labels
-        settings["features"] = "cnn" if ds.labels is not None else "inception"
-    return full, ds, groups, directions, settings
+    return full, ds, groups, {k: better(full, k) for k in expand_keys(full)}
 
 
 def main(args):
     run_dir = args.run
-    full, ds, groups, directions, settings = setting_up(args)
+    full, ds, groups, directions = setting_up(args)
     headline = runfolder.headline(args.headline, directions)
     if headline not in directions:
         raise DataError(f"--headline {headline!r} is not a behaviour of {runfolder.behaviors(run_dir, 'full')}")
     names = chosen_baselines(args, run_dir, groups)
+    settings = settings_of(args, full, ds)
     # a pooled baseline also depends on its pool's behaviours (a resumed or redone pool): their file's sha256
     settings_for = {n: dict(settings, pool_sha256=file_sha256(runfolder.behaviors(run_dir, n))) if n in POOLED else
                     settings for n in names}

@@ -101,7 +101,8 @@ def said(name, entry):
 def measured(args, targets):
     """{baseline: [entry of each setting tried]}: the gradients (curvature) once per projection size, every damping
     re-solved from them."""
-    _, ds, groups, directions, settings = baselines.setting_up(args)
+    full, ds, groups, directions = baselines.setting_up(args)
+    settings = baselines.settings_of(args, full, ds)
     ckpt = load_checkpoint(runfolder.checkpoint(args.run, "full"))
     device = pick_device(args.device)
     tried = {name: [] for name in args.tune}
