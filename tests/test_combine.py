@@ -14,11 +14,13 @@ def planted_repetition(folder, y, unlearning, retraining, compare=("retraining",
     folder.mkdir(parents=True)
     results = dict(headline="fid", declaration=dict(compare=list(compare), margin=0.1, alpha=0.05),
                    comparison=[dict(key="unlearning", name="sparsified unlearning"),
-                               dict(key="retraining", name="retraining, equal compute"), dict(key="loo", name="loo")])
+                               dict(key="retraining", name="retraining, equal compute"), dict(key="loo", name="loo"),
+                               dict(key="ekfac", name="EK-FAC, the samples", linearises="samples-loss")])
     (folder / "results.json").write_text(json.dumps(results))
     (folder / "report.md").write_text("# report\n\nData: `digits`, planted.\n")
     np.savez(folder / "predictions.npz", **{"method:unlearning": unlearning, "method:retraining": retraining,
-                                            "method:loo": y + 0.5, "y": y, "rows": np.arange(len(y))})
+                                            "method:loo": y + 0.5, "method:ekfac": -y, "y": y,
+                                            "rows": np.arange(len(y))})
 
 
 def test_the_combined_lds_is_the_mean_over_repetitions_with_their_noise_in_its_interval(tmp_path):
@@ -45,6 +47,9 @@ def test_the_combined_lds_is_the_mean_over_repetitions_with_their_noise_in_its_i
     text = (tmp_path / "report.md").read_text()
     assert "over 3 repetitions" in text and "Data: `digits`, planted." in text and "retraining, equal compute" in text
     assert "| loo *minus* retraining, equal compute |" in text
+    # the samples' row in a table of its own, after the judged rows
+    apart = text.split("judged on a behaviour it does not compute")[1]
+    assert "| EK-FAC, the samples | -1.000" in apart and "EK-FAC" not in text.split("judged on a behaviour")[0]
 
 
 def test_repetitions_of_another_ground_truth_are_refused(tmp_path):
