@@ -167,6 +167,11 @@ def parse_args(argv=None):
     p.add_argument("--dtrak-ridge", type=positive_float, default=None, help="D-TRAK's lambda (default: --ridge)")
     p.add_argument("--dtrak-proj-dim", type=positive_int, default=None, help="D-TRAK's projection (default: "
                    "--proj-dim)")
+    p.add_argument("--ref-queries", choices=["others", "all"], default="others", help="what a training image's score "
+                   "against the reference images reads, where those are the training images' clean originals (the "
+                   "default's FID reference): 'others', the reference images of the other contributors (the other "
+                   "images at the image level), so that no image meets its own original (self-influence); 'all', every "
+                   "one. A --ref-data set of other images is read whole either way")
     p.add_argument("--features", choices=["auto", "cnn", "inception"], default="auto",
                    help="feature space of feature-nn and feature-sim (auto: the run's behaviours')")
     p.add_argument("--inception-weights", default=None, help="as compute_fid.py's")
@@ -185,7 +190,7 @@ def parse_args(argv=None):
 class FullModel:
     """The full model of a run, its training images, and the measures computed from them (lazily, cached)."""
 
-    def __init__(self, ckpt, ds, args, settings, device):
+    def __init__(self, ckpt, ds, args, settings, device, groups=None):
         self.ckpt, self.ds, self.args, self.settings, self.device = ckpt, ds, args, settings, device
         self.model = build_model(ckpt, "ema").to(device).eval()
         self.schedule = Schedule(**ckpt["schedule"])
@@ -193,6 +198,11 @@ class FullModel:
         self.x0 = to_model_space(ds.images)
         self.ref, self.same_index = reference_images(args, ds, settings)
         self.x_ref = to_model_space(self.ref.images)
+        # reference image q is training image q's original: a score against the reference images reads, for each
+        # training image, only those of the other contributors (--ref-queries others): one label per image, shared
+        self.labels, self.by_contributor = None, groups is not None
+        if self.same_index and getattr(args, "ref_queries", "all") == "others":
+            self.labels = np.asarray(groups) if groups is not None else np.arange(len(ds))
         # the ensemble of TRAK and D-TRAK: the full model, then the run's leave-one-out retrainings in order
         self.member_files = [runfolder.checkpoint(args.run, "full")] + loo_members(args.run, args.ensemble - 1)
         self.done, self.cost = {}, {}  # name -> value; name -> (macs, seconds) of that step alone
@@ -277,7 +287,19 @@ def _feature_nn_ref(m):
 
 def _feature_sim_ref(m):
     train, _ = m.get("features")
-    return unit_rows(train) @ unit_rows(m.get("ref_features")).mean(0), 0
+    return against_queries(unit_rows(train), unit_rows(m.get("ref_features")), m.labels), 0
+
+
+def against_queries(train, query, labels=None):
+    """(N,) train_i . the mean of the query rows: over every query (labels None), or over the queries whose label
+    is not training row i's (query q is training image q's original: labels (N,) serves both)."""
+    if labels is None:
+        return train @ query.mean(0)
+    sums = np.zeros((int(labels.max()) + 1, query.shape[1]))
+    np.add.at(sums, labels, query)
+    counts = np.bincount(labels, minlength=len(sums))
+    own = np.einsum("ij,ij->i", train, sums[labels])
+    return (train @ query.sum(0) - own) / np.maximum(len(query) - counts[labels], 1)
 
 
 def _loss(m):
@@ -413,23 +435,27 @@ def dtrak(args, setting):
     return own if own is not None else getattr(args, setting)
 
 
-def ensemble_trak(phis, target, ridge):
+def ensemble_trak(phis, target, ridge, labels=None):
     """TRAK's ensemble (Park et al. 2023): the mean over models of each model's scores for the mean output over the
-    target (1: the samples, 2: the reference images)."""
-    return np.mean([trak_scores(p[0], p[target], ridge) for p in phis], axis=0)
+    target (1: the samples, 2: the reference images, each training image against the other labels' where labels
+    are given)."""
+    return np.mean([trak_scores(p[0], p[target], ridge, labels if target == 2 else None) for p in phis], axis=0)
 
 
-def trak_scores(phi_train, phi_gen, ridge):
+def trak_scores(phi_train, phi_gen, ridge, labels=None):
     """TRAK's score of each training image for the mean output over the generated samples:
-    phi_i^T (Phi^T Phi + lambda I)^-1 mean_s phi_s, lambda = ridge x the mean eigenvalue of Phi^T Phi."""
+    phi_i^T (Phi^T Phi + lambda I)^-1 mean_s phi_s, lambda = ridge x the mean eigenvalue of Phi^T Phi; with labels,
+    the mean over the targets of the other labels (against_queries)."""
     kernel = phi_train.T @ phi_train
     kernel += ridge * np.trace(kernel) / len(kernel) * np.eye(len(kernel))
-    return phi_train @ np.linalg.solve(kernel, phi_gen.mean(0))
+    if labels is None:
+        return phi_train @ np.linalg.solve(kernel, phi_gen.mean(0))
+    return against_queries(np.linalg.solve(kernel, phi_train.T).T, phi_gen, labels)  # (the kernel is symmetric)
 
 
 def _grad_sim(m, target):  # the full model's (the ensemble's first) gradients: a similarity, not an ensemble method
     phi = m.get("phi_loss")[0]
-    return unit_rows(phi[0]) @ unit_rows(phi[target]).mean(0), 0
+    return against_queries(unit_rows(phi[0]), unit_rows(phi[target]), m.labels if target == 2 else None), 0
 
 
 def _ekfac_fit(m):
@@ -447,9 +473,12 @@ def _ekfac(m, target):
     query image and draw) and each training image's derivative along it (a forward-mode pass, two forwards' worth)."""
     from ekfac import influence_scores
     x_query = m.get("samples")[:m.args.grad_samples] if target == 1 else m.x_ref
+    # against the other contributors' reference images; at the image level every one (one label an image would
+    # cost a backward pass per query image alone: EK-FAC keeps its self-influence there)
+    labels = (m.labels, m.labels) if target == 2 and m.labels is not None and m.by_contributor else None
     scores, _ = influence_scores(m.model, m.schedule, m.x0.to(m.device), x_query.to(m.device), seed=m.args.seed,
                                  draws=m.args.grad_draws, damping=m.args.ekfac_damping, batch_size=m.args.batch_size,
-                                 curvature=m.get("ekfac_fit"))
+                                 curvature=m.get("ekfac_fit"), labels=labels)
     return scores, 3 * (len(x_query) + len(m.x0)) * m.args.grad_draws * m.macs
 
 
@@ -470,9 +499,9 @@ STEPS = {  # name -> function(FullModel) -> (value, MACs of this step alone)
     "grad_sim": lambda m: _grad_sim(m, 1),
     "grad_sim_ref": lambda m: _grad_sim(m, 2),
     "trak": lambda m: (ensemble_trak(m.get("phi_loss"), 1, m.args.ridge), 0),
-    "trak_ref": lambda m: (ensemble_trak(m.get("phi_loss"), 2, m.args.ridge), 0),
+    "trak_ref": lambda m: (ensemble_trak(m.get("phi_loss"), 2, m.args.ridge, m.labels), 0),
     "d_trak": lambda m: (ensemble_trak(m.get("phi_norm"), 1, dtrak(m.args, "ridge")), 0),
-    "d_trak_ref": lambda m: (ensemble_trak(m.get("phi_norm"), 2, dtrak(m.args, "ridge")), 0),
+    "d_trak_ref": lambda m: (ensemble_trak(m.get("phi_norm"), 2, dtrak(m.args, "ridge"), m.labels), 0),
     "ekfac_fit": _ekfac_fit,
     "ekfac": lambda m: _ekfac(m, 1),
     "ekfac_ref": lambda m: _ekfac(m, 2),
@@ -580,7 +609,8 @@ def settings_of(args, full, ds):
                 ekfac_draws=args.ekfac_draws, ekfac_damping=args.ekfac_damping,
                 grad_samples=args.grad_samples,
                 proj_dim=args.proj_dim, ridge=args.ridge, dtrak_proj_dim=dtrak(args, "proj_dim"),
-                dtrak_ridge=dtrak(args, "ridge"), seed=args.seed, ref_data=str(full.get("ref_data", "")),
+                dtrak_ridge=dtrak(args, "ridge"), ref_queries=args.ref_queries, seed=args.seed,
+                ref_data=str(full.get("ref_data", "")),
                 ref_sha256=str(full.get("ref_sha256", "")))
 
 
@@ -649,7 +679,8 @@ def main(args):
     settings_for = {n: dict(settings, pool_sha256=file_sha256(runfolder.behaviors(run_dir, n))) if n in POOLED else
                     settings for n in names}
     todo = [n for n in names if args.force or not up_to_date(runfolder.baseline(run_dir, n), settings_for[n])]
-    model = FullModel(load_checkpoint(runfolder.checkpoint(run_dir, "full")), ds, args, settings, pick_device(args.device)) \
+    model = FullModel(load_checkpoint(runfolder.checkpoint(run_dir, "full")), ds, args, settings, pick_device(args.device),
+                      groups) \
         if any(n not in POOLED for n in todo) else None
     for name in todo:
         if name in POOLED:

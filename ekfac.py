@@ -129,23 +129,38 @@ def fit_ekfac(model, schedule, x0, *, seed=0, draws=2, batch_size=64):
     return {name: (basis[name][0], basis[name][1], lam[name] / n) for name in basis}
 
 
-def query_gradient(model, schedule, x_query, *, seed, draws, batch_size=64):
+def label_batches(start, stop, labels, batch_size):
+    """(label, positions) batches of the images start..stop: of one label each where labels are given (every image at
+    its own position, so with its own shared draw), else plain consecutive batches (label None)."""
+    if labels is None:
+        for i in range(start, stop, batch_size):
+            yield None, torch.arange(i, min(stop, i + batch_size))
+        return
+    block = np.asarray(labels[start:stop])
+    for label in np.unique(block):
+        where = torch.from_numpy(start + np.flatnonzero(block == label))
+        for i in range(0, len(where), batch_size):
+            yield label, where[i:i + batch_size]
+
+
+def query_gradient(model, schedule, x_query, *, seed, draws, batch_size=64, labels=None):
     """{layer name: (O, I) gradient} of the measurement: the mean over the query images and their draws of the
-    DDPM loss ||eps_theta(x_t, t) - eps||^2 (summed over pixels)."""
+    DDPM loss ||eps_theta(x_t, t) - eps||^2 (summed over pixels). With labels (one per query image): {label: that
+    sum over the label's images}, each divided by the same count (all the queries' draws): they add up to the mean."""
     model.eval()
-    total = {name: 0 for name, _ in kfac_layers(model)}
+    total = {}
     n = len(x_query) * draws
     for start, stop, _, t, eps in shared_draws(len(x_query), x_query.shape[1:], schedule.T, seed=seed, draws=draws):
-        for i in range(start, stop, batch_size):
-            j = min(stop, i + batch_size)
-            tb, eb = t[i - start:j - start].to(x_query.device), eps[i - start:j - start].to(x_query.device)
+        for label, at in label_batches(start, stop, labels, batch_size):
+            tb, eb = t[at - start].to(x_query.device), eps[at - start].to(x_query.device)
             model.zero_grad(set_to_none=True)
-            (((model(q_sample(schedule, x_query[i:j], tb, eb), tb) - eb) ** 2).sum() / n).backward()
+            (((model(q_sample(schedule, x_query[at], tb, eb), tb) - eb) ** 2).sum() / n).backward()
+            part = total.setdefault(label, {name: 0 for name, _ in kfac_layers(model)})
             for name, m in kfac_layers(model):
-                total[name] = total[name] + weight_matrix(m, m.weight.grad, m.bias.grad if m.bias is not None
-                                                          else None).double()
+                part[name] = part[name] + weight_matrix(m, m.weight.grad, m.bias.grad if m.bias is not None
+                                                        else None).double()
     model.zero_grad(set_to_none=True)
-    return total
+    return total[None] if labels is None else total
 
 
 def precondition(curvature, grad, damping):
@@ -170,36 +185,52 @@ def as_tangents(model, layer_vectors):
     return out
 
 
-def directional_losses(model, schedule, x0, direction, *, seed, draws, batch_size=64):
+def directional_losses(model, schedule, x0, direction, *, seed, draws, batch_size=64, labels=None):
     """(N,) each image's grad L_i . direction, L_i its DDPM loss averaged over its shared draws: the derivative of
-    the per-image losses along `direction` ({parameter: tensor}), by forward-mode differentiation."""
+    the per-image losses along `direction` ({parameter: tensor}), by forward-mode differentiation. With labels (one
+    per image), direction is {label: direction} and each image is differentiated along its label's."""
     from torch.func import functional_call, jvp
     params = {k: v.detach() for k, v in model.named_parameters()}
     buffers = {k: v.detach() for k, v in model.named_buffers()}
     out = torch.zeros(len(x0), dtype=torch.float64)
     for start, stop, _, t, eps in shared_draws(len(x0), x0.shape[1:], schedule.T, seed=seed, draws=draws):
-        for i in range(start, stop, batch_size):
-            j = min(stop, i + batch_size)
-            tb, eb = t[i - start:j - start].to(x0.device), eps[i - start:j - start].to(x0.device)
-            xt = q_sample(schedule, x0[i:j], tb, eb)
+        for label, at in label_batches(start, stop, labels, batch_size):
+            tb, eb = t[at - start].to(x0.device), eps[at - start].to(x0.device)
+            xt = q_sample(schedule, x0[at], tb, eb)
 
             def losses(p):
                 return ((functional_call(model, (p, buffers), (xt, tb)) - eb) ** 2).flatten(1).sum(1)
             # torch.func's first jvp scripts a helper of torch's own, and torch 2.14 warns that scripting is deprecated
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
-                _, d = jvp(losses, (params,), (direction,))
-            out[i:j] += d.double().cpu() / draws
+                _, d = jvp(losses, (params,), (direction if labels is None else direction[label],))
+            out[at] += d.double().cpu() / draws
     return out
 
 
 def influence_scores(model, schedule, x_train, x_query, *, seed=0, fisher_draws=2, draws=10, damping=0.1,
-                     batch_size=64, curvature=None):
-    """(scores s_i of the training images for the mean loss of x_query, the curvature): EK-FAC influence, above."""
+                     batch_size=64, curvature=None, labels=None):
+    """(scores s_i of the training images for the mean loss of x_query, the curvature): EK-FAC influence, above.
+    With labels ((train labels (N,), query labels (Q,))): training image i is scored for the mean loss of the queries
+    whose label is not its own (a contributor's images never meet their own clean originals: no self-influence)."""
     model.eval()
     curvature = curvature or fit_ekfac(model, schedule, x_train, seed=seed, draws=fisher_draws, batch_size=batch_size)
-    q = precondition(curvature, query_gradient(model, schedule, x_query, seed=seed + 1, draws=draws,
-                                               batch_size=batch_size), damping)
-    scores = directional_losses(model, schedule, x_train, as_tangents(model, q), seed=seed, draws=draws,
-                                batch_size=batch_size)
+    if labels is None:
+        q = precondition(curvature, query_gradient(model, schedule, x_query, seed=seed + 1, draws=draws,
+                                                   batch_size=batch_size), damping)
+        scores = directional_losses(model, schedule, x_train, as_tangents(model, q), seed=seed, draws=draws,
+                                    batch_size=batch_size)
+        return scores.numpy(), curvature
+    train_labels, query_labels = (np.asarray(a) for a in labels)
+    parts = query_gradient(model, schedule, x_query, seed=seed + 1, draws=draws, batch_size=batch_size,
+                           labels=query_labels)
+    total = {name: sum(p[name] for p in parts.values()) for name in next(iter(parts.values()))}
+    directions = {}
+    for label in np.unique(train_labels):
+        own = parts.get(label)
+        others = len(x_query) - int(np.sum(query_labels == label))  # the mean over the other queries' draws
+        grad = {name: (g - (own[name] if own else 0)) * len(x_query) / max(others, 1) for name, g in total.items()}
+        directions[label] = as_tangents(model, precondition(curvature, grad, damping))
+    scores = directional_losses(model, schedule, x_train, directions, seed=seed, draws=draws, batch_size=batch_size,
+                                labels=train_labels)
     return scores.numpy(), curvature

@@ -110,7 +110,7 @@ def measured(args, targets):
         for name in args.tune:  # every projection at this size: the gradients once for all
             if GRID[name][3]:
                 setattr(args, GRID[name][3], size)
-        model = baselines.FullModel(ckpt, ds, args, settings, device)
+        model = baselines.FullModel(ckpt, ds, args, settings, device, groups)
         for name in (n for n in args.tune if size in GRID[n][4]):
             measure, flag, values, proj, _ = GRID[name]
             for value in values:

@@ -179,7 +179,7 @@ def test_every_baseline_file_matches_a_direct_computation(tiny_baseline_run):
     and D-TRAK the mean of each model's scores over the ensemble (the full model and the two leave-one-out models), each
     at its own ridge;
     every similarity and gradient baseline also against the reference images (here the data set itself: a nearest
-    neighbour other than the image)."""
+    neighbour other than the image; a mean over the other contributors' images, --ref-queries others)."""
     from compute_fid import sample_model
     from features import cnn_extractor, features_of
     from dattri.func.projection import random_project
@@ -208,7 +208,8 @@ def test_every_baseline_file_matches_a_direct_computation(tiny_baseline_run):
     others = lambda a, b: [min(np.linalg.norm(a[i] - b[j]) for j in range(len(b)) if j != i) for i in range(len(a))]  # noqa: E731
     expected["pixel-nn-ref"] = per_contributor(np.array(others(x0.flatten(1).numpy(), x0.flatten(1).numpy())))
     expected["feature-nn-ref"] = per_contributor(np.array(others(ft, ft)))
-    cos_ref = np.array([np.mean([a @ b / np.linalg.norm(a) / np.linalg.norm(b) for b in ft]) for a in ft])
+    cos_ref = np.array([np.mean([a @ b / np.linalg.norm(a) / np.linalg.norm(b) for b in ft[groups != groups[i]]])
+                        for i, a in enumerate(ft)])  # the other contributors' reference images only
     expected["feature-sim-ref"], expected["feature-sim-max-ref"] = -per_contributor(cos_ref), \
         -per_contributor(cos_ref, "max")
     members = [model] + [ddpm.build_model(ddpm.load_checkpoint(runfolder.models(run, "loo") / f"{i:05d}.pt")).eval()
@@ -225,20 +226,22 @@ def test_every_baseline_file_matches_a_direct_computation(tiny_baseline_run):
             ridge = 0.01 if output == "loss" else 0.3  # --ridge (TRAK's), --dtrak-ridge
             inverse = np.linalg.inv(kernel + ridge * np.trace(kernel) / 16 * np.eye(16))
             trak.append([phi_train[i] @ inverse @ phi_gen.mean(0) for i in range(60)])
-            trak_ref.append([phi_train[i] @ inverse @ phi_train.mean(0) for i in range(60)])  # reference = the data
+            trak_ref.append([phi_train[i] @ inverse @ phi_train[groups != groups[i]].mean(0) for i in range(60)])
             if output == "loss" and m is model:  # grad-sim: the full model's gradients alone
                 unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)  # noqa: E731
                 expected["grad-sim"] = -per_contributor((unit(phi_train) @ unit(phi_gen).T).mean(1))
-                expected["grad-sim-ref"] = -per_contributor((unit(phi_train) @ unit(phi_train).T).mean(1))
+                cosines = unit(phi_train) @ unit(phi_train).T
+                expected["grad-sim-ref"] = -per_contributor(np.array([cosines[i, groups != groups[i]].mean()
+                                                                      for i in range(60)]))
         name = "trak" if output == "loss" else "d-trak"
         expected[name] = -per_contributor(np.mean(trak, 0), "sum")  # helpful: -harm
         expected[f"{name}-ref"] = -per_contributor(np.mean(trak_ref, 0), "sum")
     # EK-FAC influence (ekfac.py, checked against autograd loops and a dense matrix in test_ekfac.py): the full model's
     # curvature at --ekfac-draws 2, the query the first --grad-samples samples or the reference images, one batch
     curvature = ekfac.fit_ekfac(model, schedule, x0, seed=0, draws=2, batch_size=8)
-    for name, query in (("ekfac", samples[:5]), ("ekfac-ref", x0)):
+    for name, query, labels in (("ekfac", samples[:5], None), ("ekfac-ref", x0, (groups, groups))):
         s, _ = ekfac.influence_scores(model, schedule, x0, query, seed=0, draws=2, damping=0.1, batch_size=60,
-                                      curvature=curvature)
+                                      curvature=curvature, labels=labels)  # (labels: test_ekfac's autograd check)
         expected[name] = -per_contributor(s, "sum")  # positive s: helpful, -harm
     for name, want in expected.items():
         f = read(name)

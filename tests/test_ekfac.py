@@ -91,3 +91,34 @@ def test_influence_scores_equal_a_loop_of_dot_products():
              ** 2).sum().backward()
             want[i] += sum(float((g.numpy() * q[name]).sum()) for name, g in layer_grads(model).items()) / 2
     np.testing.assert_allclose(scores, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
+
+
+def test_labelled_influence_reads_each_image_against_the_other_labels_queries_only():
+    """influence_scores with labels: training image i scored for the mean loss of the queries whose label is not its
+    own (each query with the draw of its own position, as unlabelled), against autograd on exactly those queries,
+    preconditioned, dotted with each training image's gradient one image and draw at a time."""
+    model, schedule = tiny()
+    x_train, x_query = torch.rand(6, 1, 8, 8) * 2 - 1, torch.rand(5, 1, 8, 8) * 2 - 1
+    train_labels, query_labels = np.array([0, 0, 1, 1, 2, 2]), np.array([0, 1, 2, 1, 0])
+    scores, curvature = ekfac.influence_scores(model, schedule, x_train, x_query, seed=5, fisher_draws=1, draws=2,
+                                               damping=0.1, batch_size=2, labels=(train_labels, query_labels))
+    want = np.zeros(6)
+    for label in range(3):
+        others = torch.from_numpy(query_labels != label)
+        model.zero_grad()
+        loss = 0
+        for _, _, _, t, eps in ddpm.shared_draws(5, (1, 8, 8), schedule.T, seed=6, draws=2):
+            err = ((model(ddpm.q_sample(schedule, x_query, t, eps), t) - eps) ** 2).flatten(1).sum(1)
+            loss = loss + err[others].sum() / (2 * int(others.sum()))
+        loss.backward()
+        q = {name: v.numpy() for name, v in ekfac.precondition(curvature, layer_grads(model), 0.1).items()}
+        for _, _, _, t, eps in ddpm.shared_draws(6, (1, 8, 8), schedule.T, seed=5, draws=2):
+            for i in np.flatnonzero(train_labels == label):
+                model.zero_grad()
+                ((model(ddpm.q_sample(schedule, x_train[i:i + 1], t[i:i + 1], eps[i:i + 1]), t[i:i + 1]) -
+                  eps[i:i + 1]) ** 2).sum().backward()
+                want[i] += sum(float((g.numpy() * q[name]).sum()) for name, g in layer_grads(model).items()) / 2
+    np.testing.assert_allclose(scores, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
+    unlabelled, _ = ekfac.influence_scores(model, schedule, x_train, x_query, seed=5, draws=2, damping=0.1,
+                                           batch_size=2, curvature=curvature)
+    assert not np.allclose(unlabelled, scores)  # the labels changed what each image is read against
