@@ -428,3 +428,10 @@ def test_the_tuning_rule_takes_the_cheapest_projection_within_one_standard_error
     rng = np.random.default_rng(0)
     extra = rng.normal(size=len(sizes))
     np.testing.assert_allclose(bench.beyond_size(sizes ** 2 + extra, sizes), bench.beyond_size(extra, sizes), atol=1e-9)
+    # bench/tune_unlearning.py's rule: within one standard error of the best, the fewest training MACs, then the best
+    unlearning = load_bench("tune_unlearning")
+    entries = [dict(name=n, train_macs=m, rho=rho, ci=[rho - 0.196, rho + 0.196])
+               for n, m, rho in (("12", 1.0, 0.30), ("24", 2.0, 0.45), ("48", 4.0, 0.50), ("24b", 2.0, 0.48))]
+    assert unlearning.chosen(entries)["name"] == "24b"  # 12 steps is 0.2 below the best: out; of 24's two, the better
+    entries[0]["rho"] = 0.41
+    assert unlearning.chosen(entries)["name"] == "12"  # now within 0.1 of 0.50: the cheapest

@@ -1,0 +1,198 @@
+"""Sparsified unlearning's settings and GUDA's, each chosen on its own validation target, never on the held-out subsets
+that judge them (issues 45 and 43). An unlearned model stands for the model retrained from scratch on its subset:
+
+- **sparsified unlearning** (gd from the pruned model): each setting (pruning ratio, unlearning steps, learning rate)
+  unlearns every subset of the retraining pool (masks/retrain.npy: the retraining comparator's own subsets, a bank's
+  or a run's), and is scored by the agreement of its models' FID with the retrained models' FID on the same subsets,
+  beyond the subsets' sizes (Spearman, a quadratic in |S| regressed out of both: the pool's Shapley-kernel subsets run
+  from 1 to n - 1 contributors and size alone ranks them; the held-out subsets all have half). The seed authors chose
+  their unlearning steps the same way (fine-tuned against retrained behaviours on separate subsets).
+- **GUDA** (each contributor unlearned once from the full model): each schedule (learning rate, steps) scored by the
+  agreement of its 20 models' FID with the leave-one-out retrainings' (masks/loo.npy), which its models stand for;
+  beside it the drift of a no-removal control (the same fine-tune forgetting nothing): the shared shift every GUDA
+  model carries, which v(all) - v(all but j) reads as part of each score unless v(all) is the control's.
+
+The rule, declared before any setting was run: the one-standard-error rule (Breiman et al. 1984), of the settings
+whose Spearman lies within one standard error (the best's 95% bootstrap interval / 3.92) of the best, the cheapest
+(the fewest training MACs per model), and among equally cheap ones the best. Every setting tried is printed and saved
+to bench/results/tune-unlearning/RUN-WHAT.json; a preset's settings are written from it.
+
+    python -m bench.tune_unlearning --run runs/tune-default --data digits --corrupt 0.15 \\
+        --fault blur,duplicate,watermark --what unlearning          # or --what guda
+
+The run folder needs full.pt, the run's FID cache (fid_*.pt and reference statistics, as compute_fid.py leaves them),
+masks/retrain.npy with behaviors/retrain.npz (for unlearning) or masks/loo.npy with behaviors/loo.npz (for GUDA), a
+run's own or a bank's (`bank.py use NAME --run RUN --loo`). Models and behaviours land in RUN/bench/tune-unlearning/ and
+a rerun reuses them (unlearn.py and compute_fid.py skip what is done).
+"""
+import argparse
+import json
+import os
+import shlex
+
+import numpy as np
+
+import runfolder
+from bench.tune_baselines import beyond_size
+from data import DataError, run
+from runfolder import aligned, load_behaviors, load_masks
+from stats import bootstrap_lds, interval, spearman
+from tools.one_process import call
+
+TARGET = "fid"
+# Declared before the first run (2026-12-07), one setting at a time around the default's (ratio 0.3, 24 steps, lr
+# 3e-4: chosen on the held-out LDS before the bank, hence tuned again here): name -> (ratio, steps, lr).
+GRID_UNLEARNING = {
+    "default: ratio 0.3, 24 steps, lr 3e-4": (0.3, 24, 3e-4),
+    "12 steps": (0.3, 12, 3e-4),
+    "48 steps": (0.3, 48, 3e-4),
+    "lr 1e-4": (0.3, 24, 1e-4),
+    "lr 1e-3": (0.3, 24, 1e-3),
+    "ratio 0.1": (0.1, 24, 3e-4),
+    "ratio 0.5": (0.5, 24, 3e-4),
+}
+# GUDA's schedules: ours (unlearn.py's defaults), a smaller and a larger learning rate, three times the steps. The
+# released schedule (lr 1e-5, ~1,170 steps, warmup 500, EMA 0.9999) is 12x ours: 32 retrainings' worth of training for
+# the default's 20 contributors, more than the whole default run; not tried here (docs/newest.md).
+GRID_GUDA = {
+    "ours: lr 3e-4, 100 steps": (3e-4, 100),
+    "lr 1e-4": (1e-4, 100),
+    "lr 1e-3": (1e-3, 100),
+    "300 steps": (3e-4, 300),
+}
+PRUNE_STEPS, BATCH = 600, 64  # the default preset's fine-tuning after pruning and batch size
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="the run folder (full.pt, its FID cache, the pools above)")
+    p.add_argument("--what", choices=["unlearning", "guda"], required=True)
+    p.add_argument("--data", default="digits")
+    p.add_argument("--corrupt", default="0.15")
+    p.add_argument("--fault", default="blur,duplicate,watermark")
+    p.add_argument("--groups", default=None, help="the contributors (default: the run's masks/groups.npy)")
+    p.add_argument("--only", default=None, help="comma-separated names of the grid to run (default: all)")
+    p.add_argument("--fid-flags", default="--n-samples 1000 --ddim-steps 20 --features auto --loss-draws 4",
+                   help="compute_fid.py's sampling, as the default preset's")
+    p.add_argument("--seed", type=int, default=0, help="the models' seed and the bootstrap's")
+    return p.parse_args(argv)
+
+
+def folder_name(name):
+    return "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
+
+
+def measured(args, out, name, masks, start, flags):
+    """{row: FID} of one setting's models: unlearned from `start` on every row of `masks`, then measured."""
+    data = ["--data", args.data, "--corrupt", args.corrupt, "--fault", args.fault]
+    models = os.path.join(out, folder_name(name))
+    call("unlearn", ["--ckpt", start, *data, "--masks", masks, "--out", models, "--batch-size", str(BATCH),
+                     "--seed", str(args.seed), *flags])
+    beh = models + ".npz"
+    call("compute_fid", ["--data", args.data, *shlex.split(args.fid_flags), "--cache", args.run, "--behaviors", TARGET,
+                         "--models", models, "--masks", masks, "--out", beh])
+    return load_behaviors(beh)
+
+
+def scored(entry, x, y, sizes, seed):
+    """entry with its Spearman against the target (beyond size where sizes are given) and the 95% interval."""
+    if sizes is not None:
+        x, y = beyond_size(x, sizes), beyond_size(y, sizes)
+    lo, hi = interval(bootstrap_lds([x], y, seed)[0])
+    return dict(entry, rho=spearman(x, y), ci=[lo, hi])
+
+
+def chosen(entries):
+    """The one-standard-error rule: of the settings within one standard error of the best, the cheapest, then the
+    best."""
+    top = max(entries, key=lambda e: e["rho"])
+    near = [e for e in entries if e["rho"] >= top["rho"] - (top["ci"][1] - top["ci"][0]) / 3.92]
+    cheapest = min(e["train_macs"] for e in near)
+    return max((e for e in near if e["train_macs"] <= cheapest * 1.001), key=lambda e: e["rho"])
+
+
+def tune_unlearning(args, out, names):
+    masks_path = runfolder.masks(args.run, "retrain")
+    rows, X, y = aligned(load_masks(masks_path), load_behaviors(runfolder.behaviors(args.run, "retrain")), TARGET,
+                         "masks/retrain.npy")
+    sizes = X.sum(1).astype(float)
+    entries = []
+    for name in names:
+        ratio, steps, lr = GRID_UNLEARNING[name]
+        pruned = os.path.join(out, f"pruned-{ratio:g}.pt")
+        if not os.path.exists(pruned):
+            call("prune", ["--ckpt", runfolder.checkpoint(args.run, "full"), "--out", pruned, "--ratio", str(ratio),
+                           "--mode", "structured", "--data", args.data, "--corrupt", args.corrupt, "--fault", args.fault,
+                           "--steps", str(PRUNE_STEPS), "--batch-size", str(BATCH), "--grid", "0",
+                           "--seed", str(args.seed)])
+        beh = measured(args, out, name, masks_path, pruned, ["--method", "gd", "--steps", str(steps), "--lr", str(lr)])
+        got_rows, _, x = aligned(load_masks(masks_path), beh, TARGET, "masks/retrain.npy")
+        assert np.array_equal(got_rows, rows)
+        entry = dict(name=name, ratio=ratio, steps=steps, lr=lr, models=len(rows),
+                     train_macs=float(np.mean(beh["train_macs"])), seconds=float(np.mean(beh["train_seconds"])),
+                     rho_raw=spearman(x, y), pearson_raw=float(np.corrcoef(x, y)[0, 1]))
+        entries.append(scored(entry, x, y, sizes, args.seed))
+        e = entries[-1]
+        print(f"{name}: Spearman with retraining beyond size {e['rho']:+.3f} [{e['ci'][0]:+.2f}, {e['ci'][1]:+.2f}] "
+              f"(raw {e['rho_raw']:+.3f}, Pearson {e['pearson_raw']:+.3f}; {len(rows)} subsets)", flush=True)
+    return entries, "the retraining pool's FID beyond subset size (Spearman of unlearned with retrained)"
+
+
+def tune_guda(args, out, names):
+    masks_path = runfolder.masks(args.run, "loo")
+    full_path = runfolder.checkpoint(args.run, "full")
+    rows, _, y = aligned(load_masks(masks_path), load_behaviors(runfolder.behaviors(args.run, "loo")), TARGET,
+                         "masks/loo.npy")
+    v_full = float(runfolder.behavior_values(load_behaviors(runfolder.behaviors(args.run, "full")), TARGET)[0])
+    everything = os.path.join(out, "everything.npy")  # the no-removal control: one row, every contributor kept
+    if not os.path.exists(everything):
+        np.save(everything, np.ones((1, load_masks(masks_path).shape[1]), dtype=bool))
+        groups = runfolder.groups_beside(masks_path)
+        if os.path.exists(groups):  # the control's mask reads the same contributors as the leave-one-out masks
+            import shutil
+            shutil.copy(groups, runfolder.groups_beside(everything))
+    entries = []
+    for name in names:
+        lr, steps = GRID_GUDA[name]
+        flags = ["--method", "guda", "--steps", str(steps), "--lr", str(lr)]
+        beh = measured(args, out, name, masks_path, full_path, flags)
+        got_rows, _, x = aligned(load_masks(masks_path), beh, TARGET, "masks/loo.npy")
+        assert np.array_equal(got_rows, rows)
+        control = measured(args, out, name + " control", everything, full_path, ["--method", "gd-full", "--steps",
+                                                                                  str(steps), "--lr", str(lr)])
+        v_control = float(runfolder.behavior_values(control, TARGET)[0])
+        entry = dict(name=name, lr=lr, steps=steps, models=len(rows), train_macs=float(np.mean(beh["train_macs"])),
+                     seconds=float(np.mean(beh["train_seconds"])), drift=v_control - v_full,
+                     mean_shift=float(np.mean(x) - v_full), pearson_raw=float(np.corrcoef(x, y)[0, 1]))
+        entries.append(scored(entry, x, y, None, args.seed))
+        e = entries[-1]
+        print(f"{name}: Spearman with leave-one-out {e['rho']:+.3f} [{e['ci'][0]:+.2f}, {e['ci'][1]:+.2f}] (Pearson "
+              f"{e['pearson_raw']:+.3f}; {len(rows)} contributors); the no-removal control's drift {e['drift']:+.2f} "
+              f"FID, the models' mean shift {e['mean_shift']:+.2f}", flush=True)
+    return entries, "the leave-one-out retrainings' FID (Spearman of GUDA's models with them)"
+
+
+def main(args):
+    grid = GRID_UNLEARNING if args.what == "unlearning" else GRID_GUDA
+    names = list(grid) if not args.only else [n.strip() for n in args.only.split(",")]
+    unknown = [n for n in names if n not in grid]
+    if unknown:
+        raise DataError(f"--only: unknown {', '.join(unknown)} (the grid: {'; '.join(grid)})")
+    runfolder.finished_run(args.run, runfolder.checkpoint(args.run, "full"))
+    out = os.path.join(args.run, "bench", "tune-unlearning")
+    os.makedirs(out, exist_ok=True)
+    entries, target = (tune_unlearning if args.what == "unlearning" else tune_guda)(args, out, names)
+    best = chosen(entries)
+    result = dict(what=args.what, run=args.run, target=target, rule="one standard error, then the cheapest",
+                  tried=entries, chosen=best["name"])
+    path = os.path.join("bench", "results", "tune-unlearning",
+                        f"{os.path.basename(os.path.normpath(args.run))}-{args.what}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(path + ".tmp", path)
+    print(f"{args.what}: chosen '{best['name']}' (Spearman {best['rho']:+.3f}); wrote {path}")
+
+
+if __name__ == "__main__":
+    run(main, parse_args())
