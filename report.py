@@ -127,6 +127,17 @@ def describe_recipes(recipes):
 # ----------------------------------------------------------------------------------------------
 # report.md
 
+def made_by(made_on):
+    """Where a bank's rows were retrained, summarised: "on MACHINE (N commits)" per machine and thread count (its
+    bank.json lists each commit)."""
+    machines = {}
+    for entry in made_on:
+        commit, _, machine = entry.partition(" on ")
+        machines.setdefault(machine, set()).add(commit)
+    return "; ".join(f"on {m} at {len(c)} commit{'s' if len(c) > 1 else ''}" for m, c in sorted(machines.items())) + \
+        " (each in its bank.json)"
+
+
 def data_line(run):
     """What the models were trained on, and whether this run planted faults in it (only where a setting asked)."""
     ds, n = run.ds, len(run.ds)
@@ -144,7 +155,7 @@ def data_line(run):
         line += (f" Ground truth and retraining pool: `bank/{b['bank']}` ({b['held_out']} held-out subsets, "
                  f"{b['ceiling']} with one more seed; a retraining pool of {b['retrain']}"
                  + (f"; leave-one-out at {len(b['loo_seeds'])} seeds" if b.get("loo_seeds") else "")
-                 + f"), retrained by {'; '.join(b['made_on'])}.")
+                 + f"), retrained {made_by(b['made_on'])}.")
     return line
 
 
