@@ -620,8 +620,11 @@ def methods_compared(run, fits, costs, accounting):
             b = run.baselines[fits.prior]
             own, total = own + float(b[cost]), total + float(b[cost]) + float(b.get(behavior_cost, 0.0))
             behaviors = [k for k in behaviors if prior_scores(run, fits.prior, k) is not None]
+        # an estimator that fits some of the (unlearned) pool's models is charged those (the pruning stays whole)
+        used = len(ESTIMATORS[estimator].subset(n)) if estimator and ESTIMATORS[estimator].subset else n
+        own, total = own - (n - used) * per_unlearned, total - (n - used) * with_behavior[1]
         row = dict(key=key, name=name, kind=kind, models=n, pool=pool, compute=own / unit, compute_all=total / unit,
-                   how="", scores={b: fits(pool, b, n, estimator)[0] for b in behaviors})
+                   how="", scores={b: fits(pool, b, n, estimator)[0] for b in behaviors}, models_fitted=used)
         return row if estimator is None else dict(row, estimator_of_row=estimator)
     methods = [pool_method("unlearning", "sparsified unlearning", "method", "unlearn", n_u)]
     for m in fits.fitters:  # --also: another estimator of the same unlearned models, a row of its own

@@ -340,6 +340,7 @@ class Estimator:
     kernel: bool  # needs subsets whose sizes follow the Shapley kernel
     choice: bool  # among those retraining's side of the budget curve picks its best from (eval_lds.estimators)
     prior: bool = False  # needs another method's scores (fit_datamodel.py --prior; eval_lds.py --prior)
+    subset: Callable = None  # the rows of a pool of n models it fits, subset(n) (None: all): its models
 
 
 ESTIMATORS = {  # fit_datamodel.py --method
@@ -358,6 +359,16 @@ ESTIMATORS = {  # fit_datamodel.py --method
                                           lambda X, y, folds, seed, ve, vf, prior:
                                           fit_surrogate_shap(X, y, ve, vf, seed, published=True),
                                           ends=True, kernel=False, choice=False),
+    # Paired sampling against unpaired at equal models (Covert and Lee 2021): a Shapley-kernel pool is drawn in pairs,
+    # each subset followed by its complement (data.make_kernel_masks), so its first half is paired and one subset of
+    # each of those pairs and the next is as many independent draws
+    "shapley-paired-half": Estimator("Shapley values of the pool's first half (paired)",
+                                     lambda X, y, folds, seed, ve, vf, prior: fit_shapley(X, y, ve, vf),
+                                     ends=True, kernel=True, choice=False, subset=lambda n: np.arange(n // 4 * 2)),
+    "shapley-unpaired-half": Estimator("Shapley values of one subset of each pair (unpaired), as many",
+                                       lambda X, y, folds, seed, ve, vf, prior: fit_shapley(X, y, ve, vf),
+                                       ends=True, kernel=True, choice=False,
+                                       subset=lambda n: np.arange(0, n // 4 * 4, 2)),
     # the unlearned models and a gradient method together: not a retraining estimator (its prior is a method's)
     "hybrid": Estimator("Shapley values pulled toward a gradient prior",
                         lambda X, y, folds, seed, ve, vf, prior: fit_hybrid(X, y, prior, ve, vf, folds, seed),
@@ -371,6 +382,11 @@ def attribute(X, y, method="datamodel", folds=5, seed=0, v_empty=None, v_full=No
         raise DataError(f"need at least 2 models to fit attributions, got {len(y)}")
     if ESTIMATORS[method].prior and prior is None:
         raise DataError(f"--method {method} needs a prior: another method's scores (--prior)")
+    if ESTIMATORS[method].subset is not None:
+        keep = ESTIMATORS[method].subset(len(y))
+        if len(keep) < 2:
+            raise DataError(f"--method {method} fits {len(keep)} of the {len(y)} models: too few")
+        X, y = np.asarray(X)[keep], np.asarray(y)[keep]
     return ESTIMATORS[method].fit(X, y, folds, seed, v_empty, v_full, prior)
 
 

@@ -242,7 +242,8 @@ def comparison_section(r, run):
                 f"{fmt_p(e['p_value'], e.get('n_boot', 2000))}" if e and "diff_ci" in e else "-")
         faults = ", ".join(f"{k} {v:.2f} (rank {c['rank_by_fault'][k]})" for k, v in c.get("auc_by_fault", {}).items())
         auc = f"{c['auc']:.3f} (p = {fmt_p(c['auc_p'])})" if "auc_p" in c else f"{c['auc']:.3f}" if "auc" in c else "n/a"
-        lines.append(f"| {c['name']} | {c['models'] or '-'} | {c['compute']:.2f} | {c['compute_all']:.2f} | {lds} | "
+        lines.append(f"| {c['name']} | {c.get('models_fitted', c['models']) or '-'} | {c['compute']:.2f} | "
+                     f"{c['compute_all']:.2f} | {lds} | "
                      f"{diff} | {auc} | {faults or '-'} |")
     lines += linearised_section(judged, headline, "loss" in r["behaviors"]) + apart_section(apart, headline)
     lines += own_predictions_section(judged, headline)

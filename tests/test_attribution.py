@@ -407,14 +407,27 @@ def test_contributor_shapley_run_finds_the_bad_contributors_and_keeps_efficiency
     # --also surrogate-shap: SurrogateSHAP of the same unlearned models, a row of its own judged as the others (its
     # own draws, the same held-out resamples), not among retraining's choices; its file keeps the interactions
     r = run_cli("eval_lds", "--run", run, "--data", "digits", "--method", "shapley", "--draws", "4", "--also",
-                "surrogate-shap")
+                "surrogate-shap,shapley-paired-half,shapley-unpaired-half")
     assert r.returncode == 0, r.stderr
     results = json.loads((runfolder.results(run)).read_text())
     rows = {m["name"]: m for m in results["comparison"]}
     row = rows["sparsified unlearning, SurrogateSHAP"]
     assert row["models"] == 80 and row["estimator"]["fid"] == "surrogate-shap" and "surrogate-shap" not in \
         results["estimators"] and {"ci", "diff_ci", "p_value"} <= set(row["lds"]["fid"]) and row["lds"]["fid"]["lds"] > 0.5
-    assert "| sparsified unlearning, SurrogateSHAP | 80 |" in runfolder.report(run).read_text()
+    report = runfolder.report(run).read_text()
+    assert "| sparsified unlearning, SurrogateSHAP | 80 |" in report
+    # paired against unpaired at equal models: the pool's first 40 (20 pairs) and one subset of each of the 40 pairs
+    # (rows 0, 2, .. 78), each charged its 40 models' unlearning (1 s each here) beside the pruning
+    by_key = {m["key"]: m for m in results["comparison"]}
+    y_unlearn = np.load(runfolder.behaviors(run, "unlearn"))["fid"]
+    ends = dict(v_empty=v_empty, v_full=base + effect.sum() + 1.0)
+    for key, rows_used in (("shapley-paired-half", np.arange(40)), ("shapley-unpaired-half", np.arange(0, 80, 2))):
+        m = by_key[key]
+        assert m["models_fitted"] == 40 and f"| {m['name']} | 40 |" in report
+        assert m["compute"] == pytest.approx(by_key["unlearning"]["compute"] - 40 * 1.0 / 10.0)
+        own = attribute(pools["unlearn"][rows_used].astype(float), y_unlearn[rows_used], "shapley", **ends)[0]
+        assert m["lds"]["fid"]["lds"] == pytest.approx(spearmanr(pools["lds"] @ own, np.load(
+            runfolder.behaviors(run, "lds"))["fid"])[0], abs=1e-9)
     # --also hybrid: the same unlearned models' KernelSHAP pulled toward a baseline's scores (here a noisy planted
     # one), its row charged the baseline's compute too; A/B declares a comparison of two rows
     prior = effect / 50 + rng.normal(0, 0.05, g)

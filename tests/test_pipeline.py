@@ -355,8 +355,9 @@ def test_presets_are_settings_files_and_the_environment_wins_over_them(tmp_path)
 
     assert lds_masks_call() == {"--count": "24", "--alpha": "0.5"}  # the preset's K, the defaults' ALPHA
     assert lds_masks_call(K=5, ALPHA=0.4) == {"--count": "5", "--alpha": "0.4"}  # the environment's
+    default_also = "surrogate-shap,surrogate-shap-published,hybrid,shapley-paired-half,shapley-unpaired-half"
     for preset, env, also in (("quick", dict(), []), ("quick", dict(ALSO="surrogate-shap"), ["--also", "surrogate-shap"]),
-                              ("default", dict(), ["--also", "surrogate-shap,surrogate-shap-published,hybrid"]), ("default", dict(ALSO="none"), [])):
+                              ("default", dict(), ["--also", default_also]), ("default", dict(ALSO="none"), [])):
         p = pipeline(preset, tmp_path / "dry-also", PYTHON="echo", **env)
         out, _ = p.communicate(timeout=60)
         (call,) = [line.split() for line in out.splitlines() if line.startswith("eval_lds.py")]
