@@ -86,8 +86,12 @@ class Targets:
                     rho_loo=spearman(np.asarray(scores), self.loo), pool_models=len(self.y))
 
 
-def result_path(run_dir, name):
-    return os.path.join("bench", "results", "tune-baselines", f"{os.path.basename(os.path.normpath(run_dir))}-{name}.json")
+def result_path(run_dir, name, queries="others"):
+    """Its file per run, baseline and reference queries (--ref-queries: the settings of 'all' were chosen before the
+    queries left each contributor's own images out, and are kept as they were)."""
+    tail = "" if queries == "all" else f"-{queries}"
+    return os.path.join("bench", "results", "tune-baselines",
+                        f"{os.path.basename(os.path.normpath(run_dir))}-{name}{tail}.json")
 
 
 def said(name, entry):
@@ -132,7 +136,7 @@ def rescored(args, targets):
     now (a bank's pool grows)."""
     tried = {}
     for name in args.tune:
-        with open(result_path(args.run, name)) as f:
+        with open(result_path(args.run, name, args.ref_queries)) as f:
             tried[name] = [dict(e, **targets.score(e["scores"], args.seed)) for e in json.load(f)["tried"]]
         for e in tried[name]:
             print(said(name, e))
@@ -156,10 +160,11 @@ def main(args):
     flags = []
     for name, entries in tried.items():
         best = chosen(entries, GRID[name][3])
-        result = dict(baseline=name, run=args.run, target=f"the retraining pool's {TARGET} beyond size",
+        result = dict(baseline=name, run=args.run, ref_queries=args.ref_queries,
+                      target=f"the retraining pool's {TARGET} beyond size",
                       pool_models=len(targets.y), tried=entries,
                       chosen={k: best[k] for k in GRID[name][1:4:2] if k})
-        path = result_path(args.run, name)
+        path = result_path(args.run, name, args.ref_queries)
         with open(path + ".tmp", "w") as f:
             json.dump(result, f, indent=1)
         os.replace(path + ".tmp", path)
