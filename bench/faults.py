@@ -3,13 +3,15 @@ default's short recipe of before issue 28, 12 minutes a run; --preset default fo
 digits with one planted fault at a
 time (data.FAULTS: 2 of 20 contributors give faulty images, CORRUPT 0.1), and on the default's own mix; one table of
 every method of the report's comparison (sparsified unlearning, retraining at equal compute, each baseline): the
-headline LDS and the bad-contributor AUC per fault, and each method's compute in retrainings.
+headline LDS and the bad-contributor AUC per fault, and each method's compute in retrainings; then the default's
+declared comparisons per fault, each with its interval, verdict and minimum detectable difference.
 
     python -m bench.faults                                   # every fault, then the table (about 12 min a fault)
     python -m bench.faults --faults blur,duplicate           # some of them
     python -m bench.faults --table-only                      # the table of the runs already made
     python -m bench.faults --env "K=48 GT_SEEDS=2"           # any setting of the preset, for every run (this replaces
-                                                             # the default's GUDA=1 PROXY=96 ALSO=surrogate-shap)
+                                                             # what the runs take from presets/default.sh: its GUDA,
+                                                             # ALSO, COMPARE and BASELINE_FLAGS)
 
 Runs land in runs/faults/<fault>/ (a rerun resumes them, as any run of the pipeline); the mix column reads
 runs/small (made by `bash run_pipeline.sh small` when missing). No seed is chosen per fault: every run uses the
@@ -26,7 +28,16 @@ import runfolder
 from data import FAULTS, HELD_OUT_FAULTS, run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# what each fault's run takes from the default preset (presets/default.sh), so that it reports the default's rows and
+# declared family, the gradient baselines at the default's settings
+FROM_DEFAULT = ("GUDA", "ALSO", "COMPARE", "BASELINE_FLAGS")
 
+
+def default_env():
+    """The default preset's FROM_DEFAULT settings, as VAR=VALUE words (read by bash, as run_pipeline.sh reads it)."""
+    out = subprocess.run(["bash", "-c", ". presets/default.sh && printf '%s\\n' " + " ".join(f'"${v}"' for v in FROM_DEFAULT)],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()
+    return " ".join(shlex.quote(f"{k}={v}") for k, v in zip(FROM_DEFAULT, out))
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,9 +47,9 @@ def parse_args(argv=None):
     p.add_argument("--mix", default="runs/small", help="comma-separated runs of the preset on fault mixes, one column "
                    "each (the preset's own run folder: its own mix, made when missing); '' for none")
     p.add_argument("--out", default="runs/faults", help="folder of the single-fault runs")
-    p.add_argument("--env", default="GUDA=1 PROXY=96 ALSO=surrogate-shap", help="settings for every run, as "
-                   "VAR=VALUE words (default: the field's newest methods beside ours, GUDA, SurrogateSHAP's proxy game on "
-                   "all 96 coalitions and its estimator; EK-FAC influence is one of the baselines)")
+    p.add_argument("--env", default=None, help="settings for every run, as VAR=VALUE words (default: the "
+                   "default preset's rows and declared comparisons: GUDA, SurrogateSHAP's estimator, the hybrid, paired "
+                   "and unpaired sampling; EK-FAC influence is one of the baselines)")
     p.add_argument("--table-only", action="store_true", help="print the table of the runs that exist, run nothing")
     return p.parse_args(argv)
 
@@ -77,11 +88,32 @@ def table(columns):
             auc = f" / {c['auc']:.2f}" if "auc" in c else ""
             cells.append(f"{c['lds'][headline]['lds']:.2f}{auc}")
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {compute} |")
-    return "\n".join(lines)
+    return "\n".join(lines + declared_table(results))
+
+
+def declared_table(results):
+    """The declared comparisons of every run (the preset's COMPARE, fixed before the runs), per fault: unlearning's
+    LDS minus the method's (A/B: row A minus row B), Holm- and TOST-tested within its run, and the verdict word."""
+    keys = list(dict.fromkeys(k for r in results.values() for k in (r.get("declared") or {})))
+    if not keys:
+        return []
+    lines = ["", "Declared comparisons, per fault (difference [95%], verdict; Holm over each run's family, TOST within "
+             "its margin; the minimum detectable difference in brackets):", "",
+             "| unlearning minus (or A minus B) | " + " | ".join(
+                 f"{f} (held out)" if f in HELD_OUT_FAULTS else f for f in results) + " |",
+             "| --- " * (len(results) + 1) + "|"]
+    for key in keys:
+        cells = []
+        for r in results.values():
+            e = (r.get("declared") or {}).get(key)
+            cells.append(f"{e['diff']:+.2f} [{e['ci'][0]:+.2f}, {e['ci'][1]:+.2f}] {e['verdict']} ({e['mdd']:.2f})"
+                         if e else "-")
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main(args):
-    env = dict(w.split("=", 1) for w in shlex.split(args.env))
+    env = dict(w.split("=", 1) for w in shlex.split(default_env() if args.env is None else args.env))
     faults = [f for f in args.faults.split(",") if f]
     unknown = [f for f in faults if f not in FAULTS]
     if unknown:

@@ -435,3 +435,28 @@ def test_the_tuning_rule_takes_the_cheapest_projection_within_one_standard_error
     assert unlearning.chosen(entries)["name"] == "24b"  # 12 steps is 0.2 below the best: out; of 24's two, the better
     entries[0]["rho"] = 0.41
     assert unlearning.chosen(entries)["name"] == "12"  # now within 0.1 of 0.50: the cheapest
+
+
+def test_the_faults_bench_tables_every_method_and_each_runs_declared_tests(tmp_path):
+    """bench/faults.py's tables from two planted finished runs: each method's LDS / AUC per fault (a held-out fault
+    marked so), and each declared comparison's difference, interval, verdict and minimum detectable difference as the
+    run's own results hold them; the runs take the default preset's rows and family."""
+    from conftest import load_bench
+    bench = load_bench("faults")
+    columns = {}
+    for fault, diff, verdict in (("blur", 0.05, "undecided"), ("salt", -0.20, "behind")):
+        run = tmp_path / fault
+        run.mkdir()
+        results = dict(headline="fid", comparison=[
+            dict(name="sparsified unlearning", lds={"fid": dict(lds=0.70)}, auc=1.0, compute=0.99, compute_all=5.6),
+            dict(name="loo", lds={"fid": dict(lds=0.70 - diff)}, compute=20.0)],
+            declared={"loo": dict(diff=diff, ci=[diff - 0.1, diff + 0.1], verdict=verdict, mdd=0.21)})
+        (run / "results.json").write_text(json.dumps(results))
+        columns[fault] = str(run)
+    text = bench.table(columns)
+    assert "| method | blur | salt (held out) |" in text and "| sparsified unlearning | 0.70 / 1.00 | 0.70 / 1.00 |" in text
+    assert "| loo | 0.65 | 0.90 |" in text
+    assert "| loo | +0.05 [-0.05, +0.15] undecided (0.21) | -0.20 [-0.30, -0.10] behind (0.21) |" in text
+    import shlex
+    env = dict(w.split("=", 1) for w in shlex.split(bench.default_env()))
+    assert env["GUDA"] == "1" and "hybrid/loo" in env["COMPARE"] and "--ekfac-damping" in env["BASELINE_FLAGS"]
