@@ -159,10 +159,10 @@ def tune_guda(args, out, names):
     for name in names:
         lr, steps = GRID_GUDA[name]
         flags = ["--method", "guda", "--steps", str(steps), "--lr", str(lr)]
-        beh = measured(args, out, name, masks_path, full_path, flags)
+        beh = measured(args, out, f"guda {name}", masks_path, full_path, flags)
         got_rows, _, x = aligned(load_masks(masks_path), beh, TARGET, "masks/loo.npy")
         assert np.array_equal(got_rows, rows)
-        control = measured(args, out, name + " control", everything, full_path, ["--method", "gd-full", "--steps",
+        control = measured(args, out, f"guda {name} control", everything, full_path, ["--method", "gd-full", "--steps",
                                                                                   str(steps), "--lr", str(lr)])
         v_control = float(runfolder.behavior_values(control, TARGET)[0])
         entry = dict(name=name, lr=lr, steps=steps, models=len(rows), train_macs=float(np.mean(beh["train_macs"])),
