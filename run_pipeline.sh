@@ -159,7 +159,8 @@ retrain() {  # retrain MASKS SEED FOLDER SUFFIX A:B: from scratch on rows A..B-1
 }
 rows_guda() {  # GUDA: each contributor unlearned once from the full model (unlearn.py --method guda)
   $PY unlearn.py --ckpt "$RUN/full.pt" "${DATA_FLAGS[@]}" --masks "$RUN/masks/loo.npy" --indices "$1" \
-    --out "$RUN/models/guda" --method guda --steps "$GUDA_STEPS" --batch-size "$BATCH" --device "$DEVICE" --seed "$SEED"
+    --out "$RUN/models/guda" --method guda --steps "$GUDA_STEPS" --batch-size "$BATCH" --device "$DEVICE" --seed "$SEED" \
+    $GUDA_FLAGS
 }
 rows_retrain() { retrain "$RUN/masks/retrain.npy" 0 "$RUN/models/retrain" "" "$1"; }
 rows_seed1() { retrain "$RUN/masks/retrain.npy" 1 "$RUN/models/retrain_seed1" "" "$1"; }

@@ -454,7 +454,7 @@ BAD_SETTINGS = [
     ("DRAWS", "many", "DRAWS"), ("FAULT", "blur,,noise", "an empty item"), ("FAULT", "smudge", "unknown fault smudge"),
     ("FEATURES", "vgg", "--features"), ("FULL", "{missing}.pt", "no such checkpoint"), ("GPUS", "one", "GPUS"),
     ("GRID", "x", "--grid"), ("GT_SEEDS", "0", "GT_SEEDS"), ("GUDA", "2", "GUDA must be 0 or 1"),
-    ("GUDA_STEPS", "0", "GUDA_STEPS"), ("HEADLINE", "fdi", "unknown behaviour 'fdi'"),
+    ("GUDA_STEPS", "0", "GUDA_STEPS"), ("GUDA_FLAGS", "--nope", "--nope"), ("HEADLINE", "fdi", "unknown behaviour 'fdi'"),
     ("INCEPTION_WEIGHTS", "{missing}.pth", "Inception weights not found"), ("JOBS", "0", "at least 1"),
     ("K", "x", "K must be"), ("LOO", "yes", "LOO must be"), ("LOSS_DRAWS", "0", "--loss-draws"), ("M", "0", "M must be"),
     ("METHOD", "lasso", "METHOD must be"), ("N_REF", "-1", "--n-ref"), ("N_SAMPLES", "1", "--n-samples"),
@@ -504,6 +504,8 @@ def test_every_setting_given_a_wrong_value_is_refused_before_the_first_stage(tmp
         env = {name: value.format(**paths), "CHECK_ONLY": 1, "PYTHON": "echo"}
         if name == "INCEPTION_WEIGHTS":
             env["FEATURES"] = "inception"
+        if name == "GUDA_FLAGS":  # (GUDA's call is made, and so checked, where it runs: contributors, GUDA=1)
+            env.update(GUDA=1, CONTRIBUTORS="random:4")
         p = pipeline("quick", run, **env)
         out, _ = p.communicate(timeout=60)
         code, err = (p.returncode, out) if p.returncode != 0 else refusal_of_the_check(out)
