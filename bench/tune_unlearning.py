@@ -64,13 +64,19 @@ GRID_GUDA = {
     "lr 1e-3": (1e-3, 100),
     "300 steps": (3e-4, 300),
 }
+# Steps against models at equal unlearning compute (--what budget), declared when the steps' axis above had reached 192
+# steps still rising: the estimator itself (KernelSHAP of M unlearned models of a Shapley-kernel pool of its own, the
+# pool's first M: pairs intact) predicting the retraining pool's FID beyond size; (steps, M), the default's budget of
+# 48 x 96 = 4,608 unlearning steps (what its 40 minutes hold) and beyond it for the curve.
+BUDGET_STEPS, BUDGET_MODELS, BUDGET = (24, 48, 96, 192), (24, 48, 96), 48 * 96
+BUDGET_POOL_SEED = 7001  # the unlearning pool's seed: no run, bank or bench draws with it
 PRUNE_STEPS, BATCH = 600, 64  # the default preset's fine-tuning after pruning and batch size
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="the run folder (full.pt, its FID cache, the pools above)")
-    p.add_argument("--what", choices=["unlearning", "guda"], required=True)
+    p.add_argument("--what", choices=["unlearning", "guda", "budget"], required=True)
     p.add_argument("--data", default="digits")
     p.add_argument("--corrupt", default="0.15")
     p.add_argument("--fault", default="blur,duplicate,watermark")
@@ -176,7 +182,65 @@ def tune_guda(args, out, names):
     return entries, "the leave-one-out retrainings' FID (Spearman of GUDA's models with them)"
 
 
+def ends(args, out, pruned):
+    """(v(empty), v(all)) of the unlearned pool's KernelSHAP: the FID of an untrained model and of the pruned one."""
+    untrained = os.path.join(out, "untrained.pt")
+    if not os.path.exists(untrained):
+        call("train_ddpm", ["--data", args.data, "--corrupt", args.corrupt, "--fault", args.fault, "--arch",
+                            "digits-small", "--init-only", "--seed", str(args.seed), "--out", untrained, "--grid", "0"])
+    values = []
+    for ckpt in (untrained, pruned):
+        beh = ckpt[:-3] + ".npz"
+        call("compute_fid", ["--data", args.data, *shlex.split(args.fid_flags), "--cache", args.run, "--behaviors",
+                             TARGET, "--models", ckpt, "--out", beh])
+        values.append(float(runfolder.behavior_values(load_behaviors(beh), TARGET)[0]))
+    return values
+
+
+def tune_budget(args, out, names):
+    """Each (steps, M): KernelSHAP of the first M models of an unlearning pool of its own (96 Shapley-kernel subsets,
+    paired), unlearned with that many steps, predicting the retraining pool's retrained FID beyond subset size."""
+    from data import make_kernel_masks
+    from fit_datamodel import attribute, predict
+    _, X_pool, y_pool = aligned(load_masks(runfolder.masks(args.run, "retrain")),
+                                load_behaviors(runfolder.behaviors(args.run, "retrain")), TARGET, "masks/retrain.npy")
+    sizes = X_pool.sum(1).astype(float)
+    groups = runfolder.groups_beside(runfolder.masks(args.run, "retrain"))
+    masks_path = os.path.join(out, "budget-pool.npy")
+    if not os.path.exists(masks_path):
+        np.save(masks_path, make_kernel_masks(X_pool.shape[1], max(BUDGET_MODELS), seed=BUDGET_POOL_SEED))
+        import shutil
+        shutil.copy(groups, runfolder.groups_beside(masks_path))
+    X = load_masks(masks_path).astype(float)
+    pruned = os.path.join(out, "pruned-0.3.pt")
+    v_empty, v_full = ends(args, out, pruned)
+    entries = []
+    for steps in BUDGET_STEPS:
+        beh = measured(args, out, f"budget {steps} steps", masks_path, pruned, ["--method", "gd", "--steps", str(steps)])
+        rows, _, y = aligned(load_masks(masks_path), beh, TARGET, "budget-pool.npy")
+        assert np.array_equal(rows, np.arange(len(X)))
+        per_model = float(np.mean(beh["train_macs"]))
+        for m in BUDGET_MODELS:
+            scores, intercept, info = attribute(X[:m], y[:m], "shapley", v_empty=v_empty, v_full=v_full)
+            entry = dict(name=f"{steps} steps x {m} models", steps=steps, models=m, train_macs=per_model * m,
+                         within_budget=steps * m <= BUDGET, rho_raw=spearman(predict(X_pool, scores, intercept, info),
+                                                                                y_pool))
+            entries.append(scored(entry, predict(X_pool, scores, intercept, info), y_pool, sizes, args.seed))
+            e = entries[-1]
+            print(f"{e['name']}{'' if e['within_budget'] else ' (beyond the budget)'}: KernelSHAP's prediction of the "
+                  f"retraining pool beyond size {e['rho']:+.3f} [{e['ci'][0]:+.2f}, {e['ci'][1]:+.2f}] (raw "
+                  f"{e['rho_raw']:+.3f})", flush=True)
+    return entries, ("the retraining pool's FID beyond subset size, predicted by KernelSHAP of M unlearned models of a "
+                     "pool of their own (the settings within the default's budget of 4,608 unlearning steps chosen from)")
+
+
 def main(args):
+    if args.what == "budget":
+        out = os.path.join(args.run, "bench", "tune-unlearning")
+        os.makedirs(out, exist_ok=True)
+        entries, target = tune_budget(args, out, None)
+        best = chosen([e for e in entries if e["within_budget"]])
+        return write_result(args, entries, target, best)
     grid = GRID_UNLEARNING if args.what == "unlearning" else GRID_GUDA
     names = list(grid) if not args.only else [n.strip() for n in args.only.split(",")]
     unknown = [n for n in names if n not in grid]
@@ -186,7 +250,10 @@ def main(args):
     out = os.path.join(args.run, "bench", "tune-unlearning")
     os.makedirs(out, exist_ok=True)
     entries, target = (tune_unlearning if args.what == "unlearning" else tune_guda)(args, out, names)
-    best = chosen(entries)
+    write_result(args, entries, target, chosen(entries))
+
+
+def write_result(args, entries, target, best):
     result = dict(what=args.what, run=args.run, target=target, rule="one standard error, then the cheapest",
                   tried=entries, chosen=best["name"])
     path = os.path.join("bench", "results", "tune-unlearning",
