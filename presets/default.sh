@@ -26,6 +26,7 @@ QUALITY_DDIM=100           # DDIM steps of the full model's sampling for Table 1
 ALSO=surrogate-shap,surrogate-shap-published,hybrid,shapley-paired-half,shapley-unpaired-half  # rows of the same unlearned models: SurrogateSHAP (ours, as published), the hybrid, paired against unpaired sampling at half the models
 BASELINE_FLAGS="--ridge 10 --proj-dim 1024 --dtrak-ridge 0.1 --dtrak-proj-dim 1024 --ekfac-damping 10"  # chosen on the retraining pool, never the held-out subsets (bench/tune_baselines.py; docs/newest.md)
 GUDA=1                     # GUDA: each contributor unlearned once from the full model (20 short fine-tunes)
+GUDA_FLAGS="--lr 1e-3"     # its schedule, chosen on the leave-one-out retrainings (bench/tune_unlearning.py --what guda; docs/newest.md)
 COMPARE=retraining,loo,ekfac-ref,d-trak-ref,trak-ref,surrogate-shap,guda,hybrid/loo,hybrid/ekfac-ref,hybrid/guda,shapley-paired-half/shapley-unpaired-half  # declared before the run: the primary (the paper's claim: retraining at equal compute), the strongest comparators, the hybrid against three, paired minus unpaired sampling
 BANK_K=200                 # from the bank: 200 held-out subsets (docs/bank.md: the power analysis), once it holds them
 BANK_R=64                  # and a retraining pool of at least 64 models
