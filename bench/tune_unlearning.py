@@ -197,7 +197,7 @@ def ends(args, out, pruned):
     return values
 
 
-def tune_budget(args, out, names):
+def tune_budget(args, out):
     """Each (steps, M): KernelSHAP of the first M models of an unlearning pool of its own (96 Shapley-kernel subsets,
     paired), unlearned with that many steps, predicting the retraining pool's retrained FID beyond subset size."""
     from data import make_kernel_masks
@@ -221,11 +221,10 @@ def tune_budget(args, out, names):
         assert np.array_equal(rows, np.arange(len(X)))
         per_model = float(np.mean(beh["train_macs"]))
         for m in BUDGET_MODELS:
-            scores, intercept, info = attribute(X[:m], y[:m], "shapley", v_empty=v_empty, v_full=v_full)
+            predicted = predict(X_pool, *attribute(X[:m], y[:m], "shapley", v_empty=v_empty, v_full=v_full))
             entry = dict(name=f"{steps} steps x {m} models", steps=steps, models=m, train_macs=per_model * m,
-                         within_budget=steps * m <= BUDGET, rho_raw=spearman(predict(X_pool, scores, intercept, info),
-                                                                                y_pool))
-            entries.append(scored(entry, predict(X_pool, scores, intercept, info), y_pool, sizes, args.seed))
+                         within_budget=steps * m <= BUDGET, rho_raw=spearman(predicted, y_pool))
+            entries.append(scored(entry, predicted, y_pool, sizes, args.seed))
             e = entries[-1]
             print(f"{e['name']}{'' if e['within_budget'] else ' (beyond the budget)'}: KernelSHAP's prediction of the "
                   f"retraining pool beyond size {e['rho']:+.3f} [{e['ci'][0]:+.2f}, {e['ci'][1]:+.2f}] (raw "
@@ -238,7 +237,7 @@ def main(args):
     if args.what == "budget":
         out = os.path.join(args.run, "bench", "tune-unlearning")
         os.makedirs(out, exist_ok=True)
-        entries, target = tune_budget(args, out, None)
+        entries, target = tune_budget(args, out)
         best = chosen([e for e in entries if e["within_budget"]])
         return write_result(args, entries, target, best)
     grid = GRID_UNLEARNING if args.what == "unlearning" else GRID_GUDA
