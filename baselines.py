@@ -134,8 +134,10 @@ for name in POOLED:  # the pooled baselines last, as in the report's table
     BASELINES[name] = BASELINES.pop(name)
 
 
-def parse_args(argv=None):
-    p = ArgumentParser(__doc__)
+def parse_args(argv=None, doc=__doc__, parents=()):
+    """baselines.py's arguments; a bench that runs the baselines' set-up passes its own description (doc) and its own
+    flags (parents: parsers made with add_help=False), so that its --help describes it."""
+    p = ArgumentParser(doc, parents)
     add_data_args(p)
     p.add_argument("--run", required=True, help="run folder: full.pt, masks/ (groups.npy for contributors), "
                    "behaviors/full.npz (the behaviours and their directions); writes attributions/baseline-NAME.npz")

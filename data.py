@@ -589,7 +589,7 @@ def add_data_args(parser):
     parser.add_argument("--corrupt", type=fraction, default=0.0,
                         help="fraction of training images given a planted fault (to test attribution)")
     parser.add_argument("--fault", type=fault_list, default="noise", help="the planted fault of the --corrupt images: "
-                        + "; ".join(f"{k}: {f.how}" for k, f in FAULTS.items())
+                        + "; ".join(f"{k}: {f.how}" for k, f in FAULTS.items()).replace("%", "%%")  # (argparse formats help)
                         + ". Comma-separated kinds share the fraction equally (random:G contributors: one kind each)")
     parser.add_argument("--corrupt-seed", type=int, default=0, help="seed choosing the corrupted images")
 
@@ -607,8 +607,8 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse with the project's rule for bad input: one line on stderr and exit code 2
     (argparse's own error() prints the whole usage first). The module docstring is the help."""
 
-    def __init__(self, doc):
-        super().__init__(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    def __init__(self, doc, parents=()):
+        super().__init__(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, parents=list(parents))
 
     def error(self, message):
         print(f"error: {message}", file=sys.stderr)

@@ -21,6 +21,11 @@ from ddpm import load_checkpoint, pick_device
 METHODS = ("grad-sim-ref", "trak-ref", "d-trak-ref", "ekfac-ref")
 
 
+def parse_args(argv=None):
+    """baselines.py's flags, with this bench's description."""
+    return baselines.parse_args(argv, __doc__)
+
+
 def main(args):
     targets = Targets(args.run)
     full, ds, groups, directions = baselines.setting_up(args)
@@ -48,4 +53,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    run(main, baselines.parse_args())
+    run(main, parse_args())

@@ -28,7 +28,7 @@ import numpy as np
 
 import baselines
 import runfolder
-from data import DataError, run
+from data import run
 from ddpm import load_checkpoint, pick_device
 from runfolder import aligned, load_behaviors, load_masks
 from stats import bootstrap_lds, interval, spearman
@@ -50,19 +50,22 @@ def beyond_size(values, sizes):
     return values - design @ np.linalg.lstsq(design, values, rcond=None)[0]
 
 
+def tune_list(text):
+    """--tune: comma-separated names of GRID (argparse refuses others in one line)."""
+    names = text.split(",")
+    unknown = [n for n in names if n not in GRID]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown {', '.join(unknown)} (one of {', '.join(GRID)})")
+    return names
+
+
 def parse_args(argv=None):
     """baselines.py's flags (the run's data, the settings not tuned here), and --tune: which of GRID."""
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--tune", default=",".join(GRID), help="comma-separated baselines of GRID to tune")
+    p.add_argument("--tune", type=tune_list, default=list(GRID), help="comma-separated baselines of GRID to tune")
     p.add_argument("--rescore", action="store_true", help="score the settings a previous run of this bench saved "
                    "against the run's pool as it is now (no gradients computed)")
-    own, rest = p.parse_known_args(argv)
-    args = baselines.parse_args(rest)
-    args.tune, args.rescore = own.tune.split(","), own.rescore
-    unknown = [n for n in args.tune if n not in GRID]
-    if unknown:
-        raise DataError(f"--tune: unknown {', '.join(unknown)} (one of {', '.join(GRID)})")
-    return args
+    return baselines.parse_args(argv, __doc__, [p])
 
 
 class Targets:
