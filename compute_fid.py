@@ -537,7 +537,8 @@ def write_behaviors(args, pool, cache, rows, values, methods):
              loss_draws=args.loss_draws, loss_seed=args.loss_seed, behaviors=json.dumps(pool.keys),
              behavior_table=json.dumps(behavior_table(pool.keys)), method=next(iter(methods)),
              masks=os.path.basename(args.masks) if args.masks else "", ref_models=args.ref_models or "",
-             ref_data="" if args.ref_models else pool.ref.name, ref_sha256=pool.ref_sha, floor_fid=cache.floor[0],
+             ref_data="" if args.ref_models else pool.ref.name, ref_sha256=pool.ref_sha, n_ref=args.n_ref,
+             ref_seed=args.seed, floor_fid=cache.floor[0],
              real_is=cache.floor[1], **matched_keys(cache, rows))
     summary = ", ".join(f"{'FID2' if args.ref_models else k} mean {np.mean(out['class_share' if k == 'class' else k]):.4g}"
                         for k in pool.keys if k != "class")

@@ -20,7 +20,7 @@ import train_ddpm
 from bench.sampler import fid_by_steps, reference
 from data import run
 from ddpm import load_checkpoint
-from runfolder import finished_run
+from runfolder import finished_run, load_behaviors
 
 
 def parse_args(argv=None):
@@ -52,12 +52,12 @@ def train(run_args, recipe, out, seed):
 
 
 def main(args):
-    finished_run(args.run, runfolder.checkpoint(args.run, "full"))
+    finished_run(args.run, runfolder.checkpoint(args.run, "full"), runfolder.behaviors(args.run, "full"))
     full = load_checkpoint(runfolder.checkpoint(args.run, "full"))
     run_args = full["args"]  # the full model's train_ddpm.py arguments (data flags, architecture, recipe)
     out_dir = args.out or runfolder.models(args.run, "recipes")
     os.makedirs(out_dir, exist_ok=True)
-    ref = reference(args.run, run_args.get("data", "digits"))
+    ref = reference(args.run, load_behaviors(runfolder.behaviors(args.run, "full")))  # the run's own FID reference
     floor = ref[3]
     counts = [int(s) for s in args.ddim.split(",")]
     table = []

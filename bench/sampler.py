@@ -32,14 +32,19 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def reference(run, data, kind=None):
-    """(extract, mu, sigma, floor FID, real IS, kind) of a run's feature network and its clean reference images, from
-    the run's caches (what compute_fid.py measured the run's models against)."""
+def reference(run, measured):
+    """(extract, mu, sigma, floor FID, real IS, kind) of a run's feature network and reference images as compute_fid.py
+    measured the run's models (`measured`: a behaviours file of the run: its reference set, --n-ref and the seed of
+    that choice and of the feature network, the feature kind), from the run's caches."""
+    data = json.loads(str(measured["args"][0])).get("data", "digits")  # the models' training data
     clean = load_dataset(data)
-    kind = kind if kind in ("cnn", "inception") else "cnn" if clean.labels is not None else "inception"
-    extract = cnn_extractor(clean, run, 0, "cpu")[0] if kind == "cnn" else inception_extractor(None, "cpu")[0]
-    mu, sigma = reference_stats(extract, clean, run, kind, 500)
-    floor, real_is = reference_floor(extract, clean, run, kind, 500)
+    ref = load_dataset(str(measured["ref_data"])) if str(measured["ref_data"]) not in ("", data) else clean
+    kind = str(measured["features"])
+    seed = int(measured["ref_seed"]) if "ref_seed" in measured else 0  # (files written before it was kept: 0)
+    n_ref = int(measured["n_ref"]) if "n_ref" in measured else 0
+    extract = cnn_extractor(clean, run, seed, "cpu")[0] if kind == "cnn" else inception_extractor(None, "cpu")[0]
+    mu, sigma = reference_stats(extract, ref, run, kind, 500, n_ref, seed)
+    floor, real_is = reference_floor(extract, ref, run, kind, 500, n_ref, seed)
     return extract, mu, sigma, floor, real_is, kind
 
 
@@ -62,7 +67,7 @@ def fid_by_steps(ckpt, ref, n, step_counts, seed=0, log=print):
 def main(args):
     finished_run(args.run, runfolder.checkpoint(args.run, "full"), runfolder.behaviors(args.run, "full"))
     full = load_behaviors(runfolder.behaviors(args.run, "full"))
-    ref = reference(args.run, json.loads(str(full["args"][0])).get("data", "digits"), str(full["features"]))
+    ref = reference(args.run, full)
     n = args.n_samples or int(full["n_samples"])
     rows = fid_by_steps(load_checkpoint(runfolder.checkpoint(args.run, "full")), ref, n,
                         [int(s) for s in args.steps.split(",")], args.seed, log=lambda m: print(m, flush=True))
