@@ -16,6 +16,7 @@ SEED_PAIRS=1               # baseline rows retrained with a second seed (FID bet
 N_SAMPLES=64               # samples per model for the sampled behaviours
 DDIM_STEPS=5               # DDIM steps of those samples
 LOSS_DRAWS=1               # (t, eps) draws per reference image of loss and elbo (the default's 4 cost the tests time)
+N_REF=512                  # reference images of FID and the loss (a seeded choice): the tests' runs, not all 1,797
 GRID=16                    # samples in the PNG grid beside a checkpoint
 BASELINES=loss,pixel-nn,feature-sim  # the cheap baselines (the gradient ones cost backward passes)
 ROWS_PER_TASK=4            # Slurm: rows of a per-row stage per array task

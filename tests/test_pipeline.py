@@ -51,15 +51,15 @@ def test_quick_preset_leaves_every_artifact(quick_run):
     with np.load(runfolder.behaviors(run, "full")) as f:
         floor, fid, m = float(f["floor_fid"]), float(f["fid"][0]), int(f["matched_m"])
         floor_m, fid_m, n_b = float(f["floor_matched"]), float(f["fid_matched"][0]), int(f["matched_n_b"])
-    assert 0 < floor < floor_m < fid_m and fid > floor and m == 64 and n_b == 899  # 64 samples against half of 1,797 clean digits
-    assert f"{floor:.2f}" in report and f"at matched sizes, 64 vs 899: {fid_m:.2f} vs the floor's {floor_m:.2f}, " \
+    assert 0 < floor < floor_m < fid_m and fid > floor and m == 64 and n_b == 256  # 64 samples against half of the 512 reference digits (N_REF)
+    assert f"{floor:.2f}" in report and f"at matched sizes, 64 vs 256: {fid_m:.2f} vs the floor's {floor_m:.2f}, " \
         f"**{fid_m / floor_m:.1f}x**" in report
     # and once more with the quality sampler (QUALITY_DDIM=10; the behaviours' sampler is DDIM-5)
     with np.load(runfolder.behaviors(run, "quality")) as f:
         assert int(f["ddim_steps"]) == 10 and int(f["n_samples"]) == 64
         quality, quality_m = float(f["fid"][0]), float(f["fid_matched"][0])
     assert "full model with DDIM-5, the behaviours' sampler; its IS" in report
-    assert f"| FID vs real data, full model with DDIM-10; its IS | **{quality:.2f}** (at matched sizes, 64 vs 899: " \
+    assert f"| FID vs real data, full model with DDIM-10; its IS | **{quality:.2f}** (at matched sizes, 64 vs 256: " \
         f"{quality_m:.2f} vs the floor's {floor_m:.2f}, **{quality_m / floor_m:.1f}x**)" in report
     assert "![real](figures/real.png) | ![generated](full.png)" in report
     # the quick preset's baselines (the cheap ones) beside the method, in the report's first table
