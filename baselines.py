@@ -219,6 +219,14 @@ class FullModel:
                 self.done[step], self.cost[step] = value, (float(macs), time.perf_counter() - t0)
         return self.done[name]
 
+    def recompute(self, measure, **changes):
+        """A measure computed again after a bench that tunes it changed a setting (in self.args, or `changes`: the
+        attributes to set, such as labels, the query labels); the steps it needs (gradients, curvature) stay cached."""
+        for key, value in changes.items():
+            setattr(self, key, value)
+        self.done.pop(measure, None)
+        return self.get(measure)
+
     def total_cost(self, name):
         """(MACs, seconds) of a measure with every step it needs (a user running that baseline alone pays them)."""
         self.get(name)

@@ -41,9 +41,7 @@ def main(args):
     for name in METHODS:
         measure = baselines.BASELINES[name].measure
         for mode, labels in (("all", None), ("others", own_labels)):
-            model.labels = labels
-            model.done.pop(measure, None)  # re-read from the cached gradients with this query set
-            harm = baselines.harm_of(name, model.get(measure), groups)
+            harm = baselines.harm_of(name, model.recompute(measure, labels=labels), groups)  # this query set
             scores = baselines.scores_by_behavior(harm, directions)[TARGET]
             s = targets.score(scores, args.seed)
             order = np.argsort(-np.asarray(harm))  # most harmful first

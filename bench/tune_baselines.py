@@ -122,9 +122,8 @@ def measured(args, targets):
             measure, flag, values, proj, _ = GRID[name]
             for value in values:
                 setattr(args, flag, value)
-                model.done.pop(measure, None)  # re-solved from the cached gradients (curvature) at this setting
                 t0 = time.perf_counter()
-                harm = baselines.harm_of(name, model.get(measure), groups)
+                harm = baselines.harm_of(name, model.recompute(measure), groups)  # re-solved at this setting
                 scores = baselines.scores_by_behavior(harm, directions)[TARGET]
                 entry = dict({flag: value}, **({proj: size} if proj else {}), **targets.score(scores, args.seed),
                              scores=scores.tolist(),

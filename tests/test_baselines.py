@@ -172,6 +172,32 @@ def tiny_baseline_run(tmp_path_factory):
     return run
 
 
+def test_a_measure_recomputed_after_a_setting_changes_equals_one_computed_afresh(tiny_baseline_run):
+    """FullModel.recompute, what the tuning benches call: after a setting of args changes (TRAK's ridge) or the query
+    labels do (--ref-queries all, then others again), the measure re-solved from the cached gradients equals a new
+    FullModel's at those settings, and differs from before the change."""
+    run = tiny_baseline_run
+    argv = ["--run", str(run), "--data", f"npz:{run / 'd.npz'}", "--grad-draws", "2", "--grad-samples", "5",
+            "--proj-dim", "16", "--batch-size", "8", "--ensemble", "1"]
+    ckpt = ddpm.load_checkpoint(runfolder.checkpoint(run, "full"))
+
+    def fresh(*extra):
+        args = baselines.parse_args(argv + list(extra))
+        full, ds, groups, _ = baselines.setting_up(args)
+        return baselines.FullModel(ckpt, ds, args, baselines.settings_of(args, full, ds), "cpu", groups)
+    trak = baselines.BASELINES["trak-ref"].measure
+    model = fresh()
+    before, own = np.array(model.get(trak)), model.labels
+    model.args.ridge = 0.3
+    ridge = np.array(model.recompute(trak))
+    np.testing.assert_allclose(ridge, fresh("--ridge", "0.3").get(trak), rtol=1e-6, atol=1e-9)
+    assert not np.allclose(ridge, before, rtol=1e-3)
+    every = np.array(model.recompute(trak, labels=None))
+    np.testing.assert_allclose(every, fresh("--ridge", "0.3", "--ref-queries", "all").get(trak), rtol=1e-6, atol=1e-9)
+    assert not np.allclose(every, ridge, rtol=1e-3)
+    np.testing.assert_allclose(model.recompute(trak, labels=own), ridge, rtol=1e-6, atol=1e-9)
+
+
 def test_every_baseline_file_matches_a_direct_computation(tiny_baseline_run):
     """Each baseline's contributor scores from baselines.py against the same definition computed directly here: the
     loss by a per-image loop, distances and similarities by brute force over the full model's samples, the gradient
