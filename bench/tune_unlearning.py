@@ -186,8 +186,9 @@ def ends(args, out, pruned):
     """(v(empty), v(all)) of the unlearned pool's KernelSHAP: the FID of an untrained model and of the pruned one."""
     untrained = os.path.join(out, "untrained.pt")
     if not os.path.exists(untrained):
-        call("train_ddpm", ["--data", args.data, "--corrupt", args.corrupt, "--fault", args.fault, "--arch",
-                            "digits-small", "--init-only", "--seed", str(args.seed), "--out", untrained, "--grid", "0"])
+        call("train_ddpm", ["--data", args.data, "--corrupt", args.corrupt, "--fault", args.fault, "--recipe-from",
+                            runfolder.checkpoint(args.run, "full"), "--init-only", "--seed", str(args.seed), "--out",
+                            untrained, "--grid", "0"])  # the run's architecture and schedule
     values = []
     for ckpt in (untrained, pruned):
         beh = ckpt[:-3] + ".npz"
