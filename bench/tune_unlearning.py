@@ -34,6 +34,7 @@ import numpy as np
 
 import runfolder
 from bench.tune_baselines import beyond_size
+from bench.unlearn_fidelity import unlearn_and_measure
 from data import DataError, run
 from runfolder import aligned, load_behaviors, load_masks
 from stats import bootstrap_lds, interval, spearman
@@ -95,13 +96,9 @@ def folder_name(name):
 def measured(args, out, name, masks, start, flags):
     """{row: FID} of one setting's models: unlearned from `start` on every row of `masks`, then measured."""
     data = ["--data", args.data, "--corrupt", args.corrupt, "--fault", args.fault]
-    models = os.path.join(out, folder_name(name))
-    call("unlearn", ["--ckpt", start, *data, "--masks", masks, "--out", models, "--batch-size", str(BATCH),
-                     "--seed", str(args.seed), *flags])
-    beh = models + ".npz"
-    call("compute_fid", ["--data", args.data, *shlex.split(args.fid_flags), "--cache", args.run, "--behaviors", TARGET,
-                         "--models", models, "--masks", masks, "--out", beh])
-    return load_behaviors(beh)
+    fid = ["--data", args.data, *shlex.split(args.fid_flags), "--cache", args.run, "--behaviors", TARGET]
+    return load_behaviors(unlearn_and_measure(start, data, masks, os.path.join(out, folder_name(name)),
+                                              ["--batch-size", str(BATCH), "--seed", str(args.seed), *flags], fid))
 
 
 def scored(entry, x, y, sizes, seed):

@@ -129,15 +129,22 @@ def print_table(table, keys, K, run, n_seeds, retrain_seconds, retrain_macs):
         print("| " + " | ".join(cells) + " |")
 
 
+def unlearn_and_measure(start, data, masks, folder, unlearn_flags, fid):
+    """The behaviours file (folder.npz, compute_fid.py with flags `fid`) of the models unlearn.py makes from `start` on
+    every row of `masks` into `folder` (with flags `unlearn_flags`): the unlearning benches' one chain."""
+    call("unlearn", ["--ckpt", start, *data, "--masks", masks, "--out", folder, *unlearn_flags])
+    beh = folder + ".npz"
+    call("compute_fid", [*fid, "--models", folder, "--masks", masks, "--out", beh])
+    return beh
+
+
 def unlearned(run, out, name, method_flags, data, fid, lds_masks, K, keys, ref_models, fid2_seeds):
     """(behaviour per row, seconds and training MACs per model, FID2 ratio or None) of one unlearning method run on
     every held-out row; FID2 against `ref_models` (a retraining seed's models) when given."""
     import torch
     folder = os.path.join(out, "".join(ch if ch.isalnum() else "_" for ch in name).strip("_"))
     start = runfolder.checkpoint(run, "full" if "gd-full" in method_flags else "pruned")
-    call("unlearn", ["--ckpt", start, *data, "--masks", lds_masks, "--out", folder, *method_flags])
-    beh = os.path.join(folder + ".npz")
-    call("compute_fid", [*fid, "--models", folder, "--masks", lds_masks, "--out", beh])
+    beh = unlearn_and_measure(start, data, lds_masks, folder, method_flags, fid)
     ckpts = [torch.load(os.path.join(folder, f"{r:05d}.pt"), map_location="cpu", weights_only=True) for r in range(K)]
     fid2 = None
     if "fid" in keys and ref_models:
