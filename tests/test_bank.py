@@ -136,8 +136,8 @@ def test_the_pipeline_takes_the_banks_ground_truth_and_retrains_none(tmp_path):
                                           f"blur,duplicate,watermark')"], out
 
 
-def test_a_row_of_the_images_bank_retrained_here_agrees_within_its_seed_noise(tmp_path, monkeypatch):
-    """A held-out row of the committed `images` bank retrained and measured here as `bank.py fill` makes them
+def test_two_rows_of_the_images_bank_retrained_here_agree_within_its_seed_noise(tmp_path, monkeypatch):
+    """Two held-out rows of the committed `images` bank retrained and measured here as `bank.py fill` makes them
     (seed 0, the bank's own feature network and reference): every behaviour within 5 seed-to-seed standard
     deviations of the bank's value (from the rows the bank holds at seeds 0 and 1: sd of their difference / sqrt 2).
     Not bit for bit: another CPU rounds otherwise, and training amplifies it; a row of another recipe or another
@@ -157,11 +157,11 @@ def test_a_row_of_the_images_bank_retrained_here_agrees_within_its_seed_noise(tm
     monkeypatch.setattr(bank, "BANKS", str(copy))
     monkeypatch.setattr(bank, "FEATURES", str(copy / "features"))
     plan = bank.load_plan("images")
-    row = 1  # one row (each costs ~25 s): a recipe or reference set other than the bank's misses on every behaviour
-    line = bank.fill_one("images", plan, "lds", 0, row, "cpu")
-    assert line["mask_sha256"] == seed0[row]["mask_sha256"]
-    far = {k: (line[k], float(seed0[row][k]), sd[k]) for k in keys if abs(line[k] - float(seed0[row][k])) > 5 * sd[k]}
-    assert not far, far
+    for row in (0, 1):  # (issue 41 asks for two)
+        line = bank.fill_one("images", plan, "lds", 0, row, "cpu")
+        assert line["mask_sha256"] == seed0[row]["mask_sha256"]
+        far = {k: (line[k], float(seed0[row][k]), sd[k]) for k in keys if abs(line[k] - float(seed0[row][k])) > 5 * sd[k]}
+        assert not far, far
 
 
 def test_shards_append_to_files_of_their_own_which_reads_merge(tmp_path, monkeypatch):
