@@ -164,7 +164,7 @@ def test_rerun_gives_identical_numbers_and_mismatched_rows_are_refused(tiny_run,
                    "--indices", "0:3", "--out", str(models), "--steps", "3", "--batch-size", "8")
     assert r.returncode == 0, r.stderr
     args = ["compute_fid", "--models", str(models), "--masks", str(tiny_run["masks"]), "--n-samples", "50",
-            "--ddim-steps", "4", "--cache", str(tmp_path)]
+            "--n-ref", "300", "--loss-draws", "1", "--ddim-steps", "4", "--cache", str(tmp_path)]  # (300: the seconds)
     for cache in ("c1", "c2", "c3"):  # the session's feature network; each cache makes its own statistics
         fid_cnn(tmp_path / cache)
     outs = []
@@ -219,7 +219,7 @@ def test_ref_data_changes_the_reference_statistics_and_nothing_else(tiny_run, tm
     the behaviours file names the reference by its sha256, and a run mixing references is refused."""
     ds = data.load_dataset("digits")
     np.savez(tmp_path / "curated.npz", images=ds.images[ds.labels < 5].transpose(0, 2, 3, 1), labels=ds.labels[ds.labels < 5])
-    args = ["compute_fid", "--models", tiny_run["full"], "--n-samples", "60", "--ddim-steps", "3",
+    args = ["compute_fid", "--models", tiny_run["full"], "--n-samples", "60", "--ddim-steps", "3", "--loss-draws", "1",
             "--cache", fid_cnn(tmp_path)]
     r = run_cli(*args, "--out", tmp_path / "b" / "train.npz")
     assert r.returncode == 0, r.stderr

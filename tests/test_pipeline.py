@@ -515,24 +515,23 @@ def test_every_setting_given_a_wrong_value_is_refused_before_the_first_stage(tmp
     assert wrong == []
 
 
-def test_a_wrong_setting_fails_in_seconds_on_both_schedulers_and_writes_nothing(tmp_path):
+def test_a_wrong_setting_fails_before_any_stage_on_both_schedulers_and_writes_nothing(tmp_path):
     """The check as a user meets it, the real interpreter and all: a misspelt estimator, an empty item in a list, a
-    contributors file of the wrong length, a missing reference set each end within 10 seconds in one line on stderr
-    and exit 2, with no run folder; SCHEDULER=slurm is refused before anything is submitted (the check comes first)."""
-    import time
+    contributors file of the wrong length, a missing reference set each end in one line on stderr and exit 2 before
+    the first stage (nothing on stdout, where every stage announces itself; no run folder: seconds, not the minutes
+    of a stage, but not timed here, where a loaded CPU would fail it); SCHEDULER=slurm is refused before anything is
+    submitted (the check comes first)."""
     np.save(tmp_path / "ten.npy", np.zeros(10, dtype=np.int64))
     run = tmp_path / "run"
     for env, says in ((dict(ALSO="surogate-shap"), "unknown estimator surogate-shap"),
                       (dict(BEHAVIORS="fid,,kid", SCHEDULER="slurm"), "an empty item in 'fid,,kid'"),
                       (dict(CONTRIBUTORS=tmp_path / "ten.npy"), "must hold 1797 integers"),
                       (dict(REF_DATA="npz:" + str(tmp_path / "none.npz"), SCHEDULER="slurm"), "npz file not found")):
-        start = time.perf_counter()
         e = dict(os.environ, RUN=str(run), PYTHON=sys.executable, TQDM_DISABLE="1", **{k: str(v) for k, v in env.items()})
         r = subprocess.run(["bash", "run_pipeline.sh", "quick"], cwd=ROOT, env=e, capture_output=True, text=True,
-                           timeout=60)
-        seconds = time.perf_counter() - start
+                           timeout=120)
         assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1 and says in r.stderr, (env, r.stderr)
-        assert seconds < 10 and not run.exists(), (env, seconds)
+        assert not run.exists(), env
 
 
 def test_a_users_data_is_trained_on_as_given_unless_a_fault_is_asked_for(tmp_path):
