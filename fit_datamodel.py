@@ -97,18 +97,24 @@ def fit_banzhaf(X, y):
 def fit_datamodel(X, y, folds=5, seed=0):
     """Lasso and Ridge, each with its regularisation chosen by cross-validation; keep the one with the
     lower cross-validated squared error. Returns (scores, intercept, info)."""
+    import sklearn
     from sklearn.linear_model import Lasso, LassoCV, Ridge, RidgeCV
     from sklearn.model_selection import KFold, cross_val_score
     folds = max(2, min(folds, len(y)))
     cv = KFold(folds, shuffle=True, random_state=seed)
     scale = float(np.var(y)) * len(y) or 1.0
-    ridge = RidgeCV(alphas=np.logspace(-3, 4, 30) * X.shape[0] / 4).fit(X, y)  # range relative to row norms
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # convergence chatter on small pools
-        lasso = LassoCV(cv=cv, alphas=40, max_iter=5000, random_state=seed).fit(X, y)
-        candidates = {"ridge": Ridge(alpha=ridge.alpha_), "lasso": Lasso(alpha=lasso.alpha_, max_iter=5000)}
-        errors = {name: -cross_val_score(m, X, y, cv=cv, scoring="neg_mean_squared_error").mean()
-                  for name, m in candidates.items()}
+    # sklearn checks every array and parameter again in each of the ~60 fits of a cross-validation: a third of the time
+    # on a small pool (eval_lds fits hundreds). The parameters are these constants, and the arrays are checked once
+    # here (a non-finite one keeps sklearn's checks, and so its error); the fits are the same to the bit.
+    finite = bool(np.isfinite(X).all() and np.isfinite(y).all())
+    with sklearn.config_context(assume_finite=finite, skip_parameter_validation=True):
+        ridge = RidgeCV(alphas=np.logspace(-3, 4, 30) * X.shape[0] / 4).fit(X, y)  # range relative to row norms
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence chatter on small pools
+            lasso = LassoCV(cv=cv, alphas=40, max_iter=5000, random_state=seed).fit(X, y)
+            candidates = {"ridge": Ridge(alpha=ridge.alpha_), "lasso": Lasso(alpha=lasso.alpha_, max_iter=5000)}
+            errors = {name: -cross_val_score(m, X, y, cv=cv, scoring="neg_mean_squared_error").mean()
+                      for name, m in candidates.items()}
     best = min(errors, key=errors.get)
     model = ridge if best == "ridge" else lasso
     info = dict(method="datamodel", model=best, alpha=float(model.alpha_),
