@@ -18,7 +18,7 @@ def test_cifar10_preset_smoke(tmp_path):
     weights (the real ones cannot be downloaded here)."""
     run = tmp_path / "cifar"
     p = pipeline("cifar10", run, DATA=f"npz:{CIFAR_NPZ}", INCEPTION_WEIGHTS="random", JOBS=1, TRAIN_STEPS=1, GT_SEEDS=1, BANK=0,
-                 UNLEARN_STEPS=1, BATCH=2, M=2, R=2, K=2, SEED_PAIRS=0, N_SAMPLES=2, N_REF=2, DDIM_STEPS=1, GRID=0,
+                 UNLEARN_STEPS=1, BATCH=2, M=2, R=2, K=2, SEED_PAIRS=0, N_SAMPLES=2, N_REF=2, DDIM_STEPS=1, GRID=0, LOSS_DRAWS=1,
                  BASELINES="pixel-nn")  # (the others need the 10,000 images' passes through the 35.7M UNet)
     out, _ = p.communicate(timeout=1200)
     assert p.returncode == 0, out[-3000:]

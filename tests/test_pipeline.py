@@ -157,11 +157,11 @@ def test_a_killed_run_resumes_to_the_same_report_without_redoing_models(quick_ru
     reference, _ = quick_run
     run = tmp_path / "killed"
     copy_stages_1_to_5(reference, run)
-    # JOBS=1 (one process a per-row stage, fewer interpreter starts): the numbers must not depend on it. One
-    # thread, as each lane of the quick run has (equal numbers to the last digit need equal thread counts;
+    # Killed while two lanes train (JOBS=2), resumed in one (JOBS=1, as quick_run ran): the numbers must not depend
+    # on it. One thread a lane, as the quick run had (equal numbers to the last digit need equal thread counts;
     # under pytest-xdist every worker has one anyway)
     env = dict(JOBS=1, OMP_NUM_THREADS=1)
-    p = pipeline("quick", run, **env)
+    p = pipeline("quick", run, **dict(env, JOBS=2))
     wait_for(f"{runfolder.relative(run, runfolder.models(run, 'lds'))}/*-s0.pt", run, timeout=600)
     os.killpg(p.pid, signal.SIGKILL)  # mid-stage
     p.wait()
@@ -209,7 +209,7 @@ def test_fits_and_the_report_need_no_torch(quick_run, tmp_path):
     r = without_torch("fit_datamodel.py", "--masks", runfolder.masks(run, "unlearn"), "--behaviors",
                       runfolder.behaviors(run, "unlearn"), "--behavior", "loss", "--out", runfolder.attributions(run, "loss"))
     assert r.returncode == 0, r.stderr
-    r = without_torch("eval_lds.py", "--run", run, "--data", "digits", "--corrupt", "0.05")
+    r = without_torch("eval_lds.py", "--run", run, "--data", "digits", "--corrupt", "0.05", "--draws", "2")
     assert r.returncode == 0, r.stderr
     report = (runfolder.report(run)).read_text()
     assert "Headline behaviour: **fid**" in report and "## LDS vs budget: loss" in report
