@@ -6,7 +6,8 @@ their behaviours are a data set (as dattri's and quanda's benchmarks ship their 
 folder, bank/NAME/, committed with the code:
 
     plan.json            what every row is: the data, contributors, recipe and behaviour flags (the fingerprint a
-                         run must match to use the bank), the mask seeds, and the blocks of rows in fill order
+                         run must match to use the bank), the mask seeds, and the blocks of rows in fill order; and
+                         where it has one, the validation block: held-out rows kept for tuning, never a run's
     masks/*.npy          the subsets (and groups.npy, the contributors): lds (held-out half-subsets), loo
                          (leave-one-out), full (everything), pool (a retraining pool on the estimator's kernel)
     rows/POOL-sS.csv     one line per finished row: its behaviours (every key of compute_fid.py's registry), the
@@ -20,6 +21,7 @@ written at once), on any number of machines (--shard I/N takes every N-th missin
     python bank.py status default
     python bank.py fill default --hours 2                 # rows still missing, in plan order, for two hours
     python bank.py fill default --shard 0/4               # one of four processes (a Slurm array task)
+    python bank.py fill default --block lds:0:200:264     # one block's rows only (the default's validation block)
     python bank.py init default --data-flags "..." ...    # a new bank (run_pipeline.sh prints its flags)
 
 run_pipeline.sh uses a preset's bank when a run's flags match its fingerprint (`python bank.py use`), and says in
@@ -157,6 +159,8 @@ def init(args):
                 fid_flags=args.fid_flags, seeds=dict(lds=args.lds_seed, pool=args.pool_seed),
                 pool_alpha=args.pool_alpha, blocks=blocks, gt_seeds=args.gt_seeds,
                 data_sha256=images_sha256(dataset_from_args(data_args(dict(data_flags=args.data_flags))).images))
+    if args.validation:
+        plan["validation"] = list(args.validation)
     atomic_write(os.path.join(root, "plan.json"), lambda f: f.write(json.dumps(plan, indent=1).encode()))
     print(f"wrote {root}/plan.json: {sum(b[3] - b[2] for b in blocks)} rows planned")
 
@@ -248,6 +252,9 @@ def fill(args):
     plan = load_plan(args.name)
     check_data(plan)
     todo = missing(args.name, plan)
+    if args.block:  # one block's rows only (e.g. the validation block, which a tuning waits for)
+        pool, seed, start, stop = args.block
+        todo = [t for t in todo if t[:2] == (pool, seed) and start <= t[2] < stop]
     i, n = args.shard
     todo = todo[i::n]
     if args.rows:
@@ -301,8 +308,29 @@ def prefix(have, stop):
 
 
 def held_out_rows(name, plan, stop):
-    """How many held-out rows 0, 1, ... are finished at every seed the ground truth averages."""
+    """How many held-out rows 0, 1, ... are finished at every seed the ground truth averages; never into the validation
+    block (the held-out rows a tuning may look at are not a run's test subsets)."""
+    if "validation" in plan:
+        stop = min(stop, plan["validation"][2])
     return min(prefix(read_rows(name, "lds", s), stop) for s in range(plan.get("gt_seeds", 1)))
+
+
+def validation(name):
+    """(masks, behaviours) of the bank's validation block: held-out half-subsets of the same kind as a run's test
+    subsets, retrained the same way, kept apart from them (`held_out_rows` stops before the block), for settings that
+    must be chosen on the LDS's own kind of target (bench/tune_unlearning.py --what models). The plan names the block
+    as [pool, seed, start, stop]; its finished rows only, in order."""
+    plan = load_plan(name)
+    if "validation" not in plan:
+        raise DataError(f"bank {name} has no validation block")
+    pool, seed, start, stop = plan["validation"]
+    done = read_rows(name, pool, seed)
+    rows = [r for r in range(start, stop) if r in done]
+    if not rows:
+        raise DataError(f"bank {name}: no row of its validation block is finished (python bank.py fill {name} "
+                        f"--block {pool}:{seed}:{start}:{stop})")
+    masks = np.load(os.path.join(folder(name), "masks", f"{pool}.npy"))[rows]
+    return masks, behaviours_file(name, read_meta(name), pool, {seed: rows})
 
 
 def why_not(name, args):
@@ -412,6 +440,19 @@ def use(args):
     print(f"ground truth: bank/{name}, {summary}")
 
 
+def block(text):
+    """'lds:0:200:264' -> ('lds', 0, 200, 264)."""
+    parts = text.split(":")
+    try:
+        pool, seed, start, stop = parts[0], *map(int, parts[1:])
+    except ValueError:
+        pool = None
+    if pool not in POOLS or len(parts) != 4 or not 0 <= start < stop:
+        raise argparse.ArgumentTypeError(f"--block is POOL:SEED:START:STOP with POOL one of {', '.join(POOLS)}, "
+                                         f"got {text!r}")
+    return pool, seed, start, stop
+
+
 def shard(text):
     try:
         i, n = map(int, text.split("/"))
@@ -431,6 +472,8 @@ def parse_args(argv=None):
     s.add_argument("--hours", type=float, default=0, help="stop starting rows after this long (0: fill all)")
     s.add_argument("--rows", type=int, default=0, help="at most this many rows (0: all)")
     s.add_argument("--shard", type=shard, default=(0, 1), help="I/N: every N-th missing row from the I-th")
+    s.add_argument("--block", type=block, default=None,
+                   help="POOL:SEED:START:STOP: only the missing rows of this block (e.g. the plan's validation block)")
     s.add_argument("--device", default="auto")
     s = sub.add_parser("use", help="a run's ground truth from the bank, where its flags match the bank's")
     s.add_argument("name")
@@ -457,6 +500,8 @@ def parse_args(argv=None):
     s.add_argument("--gt-seeds", type=int, default=1, help="training seeds the ground truth averages (the next seed "
                    "of the first held-out rows gives the ceiling)")
     s.add_argument("--blocks", required=True, help='JSON [[pool, seed, start, stop], ...] in fill order')
+    s.add_argument("--validation", type=block, default=None, help="POOL:SEED:START:STOP: held-out rows kept for "
+                   "tuning, never a run's test subsets (a run's held-out rows stop before START)")
     s.add_argument("--force", action="store_true")
     return p.parse_args(argv)
 

@@ -12,6 +12,13 @@ that judge them (issues 45 and 43). An unlearned model stands for the model retr
   beside it the drift of a no-removal control (the same fine-tune forgetting nothing): the shared shift every GUDA
   model carries, which v(all) - v(all but j) reads as part of each score unless v(all) is the control's.
 
+- **the number of models, and the settings again, on the LDS's own kind of target** (`--what models`, declared
+  2026-12-07 before any row of the validation block existed): the pool target above did not see what more models buy
+  (the default's held-out curve still rose at 48 models where the pool target had flattened; docs/unlearning.md). Here
+  every setting is scored as the verdict scores it, on other subsets: KernelSHAP of its unlearned models predicting
+  the FID of half-subsets retrained from scratch, LDS (Spearman) over the bank's validation block (bank/default's
+  held-out rows 200:264, never a run's test subsets: `bank.py` stops a run's held-out rows before it).
+
 The rule, declared before any setting was run: the one-standard-error rule (Breiman et al. 1984), of the settings
 whose Spearman lies within one standard error (the best's 95% bootstrap interval / 3.92) of the best, the cheapest
 (the fewest training MACs per model), and among equally cheap ones the best. Every setting tried is printed and saved
@@ -72,12 +79,23 @@ GRID_GUDA = {
 BUDGET_STEPS, BUDGET_MODELS, BUDGET = (24, 48, 96, 192), (24, 48, 96), 48 * 96
 BUDGET_POOL_SEED = 7001  # the unlearning pool's seed: no run, bank or bench draws with it
 PRUNE_STEPS, BATCH = 600, 64  # the default preset's fine-tuning after pruning and batch size
+# --what models, declared before the validation block was filled (2026-12-07): (1) every setting of GRID_UNLEARNING,
+# KernelSHAP of its 64 models (the retraining pool's subsets, unlearned), scored by LDS on the validation block; the
+# one-standard-error rule chooses among them as above. (2) The curve in models: the budget pool's 96 models (seed 7001)
+# and, for 24 and 48 steps, 96 more of a second pool (seed 7002; paired, so every even prefix is balanced), M of
+# MODELS_GRID; below the pool's size the mean over MODELS_DRAWS draws of M/2 pairs. M is chosen as the smallest M
+# whose LDS is within MODELS_FLAT of the largest M's (where the curve has flattened), at the chosen setting's steps
+# (24 where the chosen setting is not one of the budget's); the default takes it where its 40 minutes allow (said
+# beside it where they do not).
+VALIDATION_BANK = "default"
+MODELS_GRID, MODELS_EXTENDED_STEPS, MODELS_DRAWS, MODELS_FLAT = (12, 24, 48, 96, 144, 192), (24, 48), 10, 0.02
+SECOND_POOL_SEED = 7002  # the second unlearning pool's seed: no run, bank or bench draws with it either
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="the run folder (full.pt, its FID cache, the pools above)")
-    p.add_argument("--what", choices=["unlearning", "guda", "budget"], required=True)
+    p.add_argument("--what", choices=["unlearning", "guda", "budget", "models"], required=True)
     p.add_argument("--data", default="digits")
     p.add_argument("--corrupt", default="0.15")
     p.add_argument("--fault", default="blur,duplicate,watermark")
@@ -231,7 +249,99 @@ def tune_budget(args, out):
                      "pool of their own (the settings within the default's budget of 4,608 unlearning steps chosen from)")
 
 
+def validation_target():
+    """(masks, FID) of the bank's validation block: half-subsets retrained from scratch, as the verdict's, not its."""
+    import bank
+    masks, beh = bank.validation(VALIDATION_BANK)
+    return masks.astype(float), runfolder.behavior_values(beh, TARGET)
+
+
+def kernel_shap_lds(X, y, X_val, v_ends, m, seed):
+    """(D, K) predictions of the validation subsets X_val by KernelSHAP fitted on m of the pool's models (X, y: pairs
+    in rows 2i, 2i + 1): the whole pool once where m is its size, else MODELS_DRAWS draws of m / 2 pairs."""
+    from fit_datamodel import attribute, predict
+    pairs = len(X) // 2
+    if m >= len(X):
+        draws = [np.arange(len(X))]
+    else:
+        rng = np.random.default_rng(seed)
+        draws = [np.sort(np.concatenate([[2 * p, 2 * p + 1] for p in rng.choice(pairs, m // 2, replace=False)]))
+                 for _ in range(MODELS_DRAWS)]
+    preds = np.array([predict(X_val, *attribute(X[d], y[d], "shapley", v_empty=v_ends[0], v_full=v_ends[1]))
+                      for d in draws])
+    return preds
+
+
+def tune_models(args, out):
+    """--what models: each setting's KernelSHAP scored by LDS on the bank's validation half-subsets (see above)."""
+    from data import make_kernel_masks
+    X_val, y_val = validation_target()
+    pruned = {0.3: os.path.join(out, "pruned-0.3.pt")}
+    v_ends = ends(args, out, pruned[0.3])  # v(empty): an untrained model; v(all): the pruned one (ratio 0.3)
+    entries = []
+
+    def add(entry, preds):
+        lo, hi = interval(bootstrap_lds([preds], y_val, args.seed)[0])
+        entry = dict(entry, rho=float(np.mean([spearman(p, y_val) for p in preds])), ci=[lo, hi],
+                     draws=len(preds), validation_subsets=len(y_val))
+        entries.append(entry)
+        print(f"{entry['name']}: LDS on the validation block {entry['rho']:+.3f} [{lo:+.2f}, {hi:+.2f}] "
+              f"({len(preds)} draw{'s' * (len(preds) > 1)}, {len(y_val)} subsets)", flush=True)
+
+    # (1) every setting of the grid, KernelSHAP of its models on the retraining pool's 64 subsets
+    masks_path = runfolder.masks(args.run, "retrain")
+    for name, (ratio, steps, lr) in GRID_UNLEARNING.items():
+        beh_path = os.path.join(out, folder_name(name) + ".npz")
+        if not os.path.exists(beh_path):
+            print(f"{name}: not unlearned yet (python -m bench.tune_unlearning --what unlearning first): skipped")
+            continue
+        beh = load_behaviors(beh_path)
+        rows, X, y = aligned(load_masks(masks_path), beh, TARGET, "masks/retrain.npy")
+        v = ends(args, out, os.path.join(out, f"pruned-{ratio:g}.pt"))  # v(all): that ratio's pruned model
+        add(dict(name=f"{name} x {len(rows)} models", what="setting", ratio=ratio, steps=steps, lr=lr, models=len(rows),
+                 train_macs=float(np.mean(beh["train_macs"])) * len(rows)),
+            kernel_shap_lds(X.astype(float), y, X_val, v, len(rows), 0))
+    # (2) the curve in models, at each of the budget's steps
+    first = os.path.join(out, "budget-pool.npy")
+    second = os.path.join(out, "models-second-pool.npy")
+    if not os.path.exists(second):
+        np.save(second, make_kernel_masks(load_masks(first).shape[1], 96, seed=SECOND_POOL_SEED))
+        import shutil
+        shutil.copy(runfolder.groups_beside(first), runfolder.groups_beside(second))
+    for steps in BUDGET_STEPS:
+        flags = ["--method", "gd", "--steps", str(steps)]
+        beh = measured(args, out, f"budget {steps} steps", first, pruned[0.3], flags)
+        _, X, y = aligned(load_masks(first), beh, TARGET, "budget-pool.npy")
+        if steps in MODELS_EXTENDED_STEPS:
+            beh2 = measured(args, out, f"models {steps} steps second pool", second, pruned[0.3], flags)
+            _, X2, y2 = aligned(load_masks(second), beh2, TARGET, "models-second-pool.npy")
+            X, y = np.concatenate([X, X2]), np.concatenate([y, y2])
+        per_model = float(np.mean(beh["train_macs"]))
+        for m in MODELS_GRID:
+            if m > len(X):
+                continue
+            add(dict(name=f"{steps} steps x {m} models", what="models", ratio=0.3, steps=steps, lr=3e-4, models=m,
+                     train_macs=per_model * m), kernel_shap_lds(X.astype(float), y, X_val, v_ends, m, args.seed))
+    return entries
+
+
+def flattened(entries, steps):
+    """The smallest M of the curve at `steps` whose LDS is within MODELS_FLAT of the largest M's."""
+    curve = sorted((e for e in entries if e["what"] == "models" and e["steps"] == steps), key=lambda e: e["models"])
+    return next(e for e in curve if e["rho"] >= curve[-1]["rho"] - MODELS_FLAT)
+
+
 def main(args):
+    if args.what == "models":
+        out = os.path.join(args.run, "bench", "tune-unlearning")
+        entries = tune_models(args, out)
+        best = chosen([e for e in entries if e["what"] == "setting"])
+        steps = best["steps"] if best["ratio"] == 0.3 and best["lr"] == 3e-4 and best["steps"] in BUDGET_STEPS else 24
+        m = flattened(entries, steps)
+        print(f"models: the curve at {steps} steps is within {MODELS_FLAT} of its largest M's LDS from "
+              f"{m['models']} models on ({m['rho']:+.3f})")
+        return write_result(args, entries, "LDS of KernelSHAP's prediction on bank/default's validation block (held-out "
+                            "rows 200:264, never a run's test subsets)", best, extra=dict(models=m["name"]))
     if args.what == "budget":
         out = os.path.join(args.run, "bench", "tune-unlearning")
         os.makedirs(out, exist_ok=True)
@@ -250,9 +360,9 @@ def main(args):
     write_result(args, entries, target, chosen(entries))
 
 
-def write_result(args, entries, target, best):
+def write_result(args, entries, target, best, extra=None):
     result = dict(what=args.what, run=args.run, target=target, rule="one standard error, then the cheapest",
-                  tried=entries, chosen=best["name"])
+                  tried=entries, chosen=best["name"], **(extra or {}))
     path = os.path.join("bench", "results", "tune-unlearning",
                         f"{os.path.basename(os.path.normpath(args.run))}-{args.what}.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -177,3 +177,33 @@ def test_shards_append_to_files_of_their_own_which_reads_merge(tmp_path, monkeyp
     assert sorted(bank.read_rows("quick", "lds", 0)) == [0, 1, 2, 3, 4]
     assert sorted(bank.read_rows("quick", "lds", 1)) == [0, 1, 2, 3, 4]  # the planted ceiling seed: its 5 rows
     assert list(bank.read_rows("quick", "lds", 10)) == [0]
+
+
+def test_the_validation_block_is_never_a_runs_test_subsets_and_fills_alone(tmp_path, monkeypatch):
+    """A plan's validation block (held-out rows kept for tuning, bench/tune_unlearning.py --what models): a run's
+    held-out rows stop before it even where the rows after it are finished, bank.validation reads its finished rows
+    (the planted fid r), and fill --block retrains only that block's missing rows, in order."""
+    import argparse
+    import bank
+    root = planted_bank(tmp_path / "banks", held=34, pool=8)
+    plan = json.loads((root / "quick" / "plan.json").read_text())
+    (root / "quick" / "plan.json").write_text(json.dumps(dict(plan, validation=["lds", 0, 26, 40])))
+    run = tmp_path / "run"
+    (run / "masks").mkdir(parents=True)
+    p = use(root, run)
+    assert p.returncode == 0 and "ground truth: bank/quick, 26 held-out subsets" in p.stdout, p.stdout + p.stderr
+    assert len(np.load(run / "masks" / "lds.npy")) == 26
+    monkeypatch.setattr(bank, "BANKS", str(root))
+    masks, beh = bank.validation("quick")
+    assert list(beh["index"]) == list(range(26, 34)) and list(beh["fid"]) == list(range(26, 34))
+    assert np.array_equal(masks, np.load(root / "quick" / "masks" / "lds.npy")[26:34])
+    filled = []
+    monkeypatch.setattr(bank, "check_data", lambda plan: None)
+    monkeypatch.setattr(bank, "fill_one", lambda name, plan, pool, seed, row, *a: filled.append((pool, seed, row)) or
+                        dict(wall_seconds=0.0))
+    bank.fill(argparse.Namespace(name="quick", block=bank.block("lds:0:26:40"), shard=(0, 1), rows=0, hours=0,
+                                 device="cpu"))
+    assert filled == [("lds", 0, r) for r in range(34, 40)]
+    for bad in ("lds:0:40:26", "train:0:0:4", "lds:0:4", "lds:x:0:4"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            bank.block(bad)

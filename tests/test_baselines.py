@@ -463,6 +463,34 @@ def test_the_tuning_rule_takes_the_cheapest_projection_within_one_standard_error
     assert unlearning.chosen(entries)["name"] == "12"  # now within 0.1 of 0.50: the cheapest
 
 
+def test_the_models_target_fits_kernel_shap_on_whole_pairs_and_finds_where_the_curve_flattens(monkeypatch):
+    """bench/tune_unlearning.py --what models: on a planted additive game KernelSHAP of any m models (whole pairs, a
+    subset and its complement) predicts the validation subsets exactly, each draw a different set of pairs; and the
+    flattening rule by hand: the smallest M within 0.02 of the largest M's LDS."""
+    from conftest import load_bench
+    from data import make_kernel_masks, make_masks
+    bench = load_bench("tune_unlearning")
+    rng = np.random.default_rng(0)
+    phi = rng.normal(size=20)
+    X = make_kernel_masks(20, 96, seed=3).astype(float)
+    X_val = make_masks(20, 30, 0.5, seed=4).astype(float)
+    game = lambda Z: 5.0 + Z @ phi  # noqa: E731  v(empty) = 5, v(all) = 5 + sum(phi)
+    import fit_datamodel
+    seen, attribute = [], fit_datamodel.attribute
+    monkeypatch.setattr(fit_datamodel, "attribute", lambda Xd, *a, **k: seen.append(Xd) or attribute(Xd, *a, **k))
+    preds = bench.kernel_shap_lds(X, game(X), X_val, (5.0, 5.0 + phi.sum()), 48, seed=1)  # more subsets than players
+    assert preds.shape == (bench.MODELS_DRAWS, 30)
+    np.testing.assert_allclose(preds, np.broadcast_to(game(X_val), preds.shape), atol=1e-8)
+    for Xd in seen:  # whole pairs: every row's complement is in the draw, 24 pairs of the 48
+        assert len(Xd) == 48 and all((1 - r).tolist() in Xd.tolist() for r in Xd)
+    assert len({Xd.tobytes() for Xd in seen}) == len(seen)
+    curve = [dict(what="models", steps=24, models=m, rho=r) for m, r in ((12, 0.2), (24, 0.5), (48, 0.61), (96, 0.6),
+                                                                           (192, 0.62))]
+    assert bench.flattened(curve + [dict(what="models", steps=48, models=12, rho=0.9)], 24)["models"] == 48
+    curve[2]["rho"] = 0.59
+    assert bench.flattened(curve, 24)["models"] == 96  # 0.59 is 0.03 below 0.62
+
+
 def test_the_faults_bench_tables_every_method_and_each_runs_declared_tests(tmp_path):
     """bench/faults.py's tables from two planted finished runs: each method's LDS / AUC per fault (a held-out fault
     marked so), and each declared comparison's difference, interval, verdict and minimum detectable difference as the
