@@ -304,10 +304,8 @@ def tune_models(args, out):
     # (2) the curve in models, at each of the budget's steps
     first = os.path.join(out, "budget-pool.npy")
     second = os.path.join(out, "models-second-pool.npy")
-    if not os.path.exists(second):
+    if not os.path.exists(second):  # (beside the first: the same contributors file, groups.npy)
         np.save(second, make_kernel_masks(load_masks(first).shape[1], 96, seed=SECOND_POOL_SEED))
-        import shutil
-        shutil.copy(runfolder.groups_beside(first), runfolder.groups_beside(second))
     for steps in BUDGET_STEPS:
         flags = ["--method", "gd", "--steps", str(steps)]
         beh = measured(args, out, f"budget {steps} steps", first, pruned[0.3], flags)
