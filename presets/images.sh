@@ -19,5 +19,5 @@ N_SAMPLES=1000             # samples per model for the sampled behaviours
 DDIM_STEPS=10              # DDIM steps of those samples
 DRAWS=10                   # draws per budget (the datamodel's cross-validated fit on 224 x 1,797 costs seconds)
 COMPARE=retraining,budget:2,budget:4,budget:8,budget:16,budget:32,budget:64  # declared: the seed paper's comparison, at equal compute and at each budget
-BANK_K=400                 # from the bank: 400 held-out subsets at two seeds (docs/bank.md), once it holds them
+BANK_K=200                 # from the bank: 200 held-out subsets at two seeds (docs/bank.md: the power analysis), once it holds them
 BANK_R=64                  # and a retraining pool of at least 64 models
