@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 
 import numpy as np
 
@@ -198,7 +199,8 @@ def tune_guda(args, out, names):
 
 
 def ends(args, out, pruned):
-    """(v(empty), v(all)) of the unlearned pool's KernelSHAP: the FID of an untrained model and of the pruned one."""
+    """(v(empty), v(all)) of the unlearned pool's KernelSHAP: the FID of an untrained model and of the pruned one,
+    each measured once (beside its checkpoint) and read back after."""
     untrained = os.path.join(out, "untrained.pt")
     if not os.path.exists(untrained):
         call("train_ddpm", ["--data", args.data, "--corrupt", args.corrupt, "--fault", args.fault, "--recipe-from",
@@ -207,26 +209,33 @@ def ends(args, out, pruned):
     values = []
     for ckpt in (untrained, pruned):
         beh = ckpt[:-3] + ".npz"
-        call("compute_fid", ["--data", args.data, *shlex.split(args.fid_flags), "--cache", args.run, "--behaviors",
-                             TARGET, "--models", ckpt, "--out", beh])
+        if not os.path.exists(beh):
+            call("compute_fid", ["--data", args.data, *shlex.split(args.fid_flags), "--cache", args.run, "--behaviors",
+                                 TARGET, "--models", ckpt, "--out", beh])
         values.append(float(runfolder.behavior_values(load_behaviors(beh), TARGET)[0]))
     return values
+
+
+def kernel_pool(path, like, n, seed):
+    """An unlearning pool of n Shapley-kernel subsets (paired) at `path`, over the contributors of the masks file
+    `like` (its groups.npy copied beside), made once."""
+    from data import make_kernel_masks
+    if not os.path.exists(path):
+        np.save(path, make_kernel_masks(load_masks(like).shape[1], n, seed=seed))
+        if runfolder.groups_beside(like) != runfolder.groups_beside(path):  # one folder shares one groups.npy
+            shutil.copy(runfolder.groups_beside(like), runfolder.groups_beside(path))
+    return path
 
 
 def tune_budget(args, out):
     """Each (steps, M): KernelSHAP of the first M models of an unlearning pool of its own (96 Shapley-kernel subsets,
     paired), unlearned with that many steps, predicting the retraining pool's retrained FID beyond subset size."""
-    from data import make_kernel_masks
     from fit_datamodel import attribute, predict
     _, X_pool, y_pool = aligned(load_masks(runfolder.masks(args.run, "retrain")),
                                 load_behaviors(runfolder.behaviors(args.run, "retrain")), TARGET, "masks/retrain.npy")
     sizes = X_pool.sum(1).astype(float)
-    groups = runfolder.groups_beside(runfolder.masks(args.run, "retrain"))
-    masks_path = os.path.join(out, "budget-pool.npy")
-    if not os.path.exists(masks_path):
-        np.save(masks_path, make_kernel_masks(X_pool.shape[1], max(BUDGET_MODELS), seed=BUDGET_POOL_SEED))
-        import shutil
-        shutil.copy(groups, runfolder.groups_beside(masks_path))
+    masks_path = kernel_pool(os.path.join(out, "budget-pool.npy"), runfolder.masks(args.run, "retrain"),
+                             max(BUDGET_MODELS), BUDGET_POOL_SEED)
     X = load_masks(masks_path).astype(float)
     pruned = os.path.join(out, "pruned-0.3.pt")
     v_empty, v_full = ends(args, out, pruned)
@@ -274,10 +283,9 @@ def kernel_shap_lds(X, y, X_val, v_ends, m, seed):
 
 def tune_models(args, out):
     """--what models: each setting's KernelSHAP scored by LDS on the bank's validation half-subsets (see above)."""
-    from data import make_kernel_masks
     X_val, y_val = validation_target()
-    pruned = {0.3: os.path.join(out, "pruned-0.3.pt")}
-    v_ends = ends(args, out, pruned[0.3])  # v(empty): an untrained model; v(all): the pruned one (ratio 0.3)
+    pruned = os.path.join(out, "pruned-0.3.pt")  # the budget pools' pruned model (ratio 0.3)
+    v_ends = ends(args, out, pruned)  # v(empty): an untrained model; v(all): the pruned one
     entries = []
 
     def add(entry, preds):
@@ -303,15 +311,13 @@ def tune_models(args, out):
             kernel_shap_lds(X.astype(float), y, X_val, v, len(rows), 0))
     # (2) the curve in models, at each of the budget's steps
     first = os.path.join(out, "budget-pool.npy")
-    second = os.path.join(out, "models-second-pool.npy")
-    if not os.path.exists(second):  # (beside the first: the same contributors file, groups.npy)
-        np.save(second, make_kernel_masks(load_masks(first).shape[1], 96, seed=SECOND_POOL_SEED))
+    second = kernel_pool(os.path.join(out, "models-second-pool.npy"), first, 96, SECOND_POOL_SEED)
     for steps in BUDGET_STEPS:
         flags = ["--method", "gd", "--steps", str(steps)]
-        beh = measured(args, out, f"budget {steps} steps", first, pruned[0.3], flags)
+        beh = measured(args, out, f"budget {steps} steps", first, pruned, flags)
         _, X, y = aligned(load_masks(first), beh, TARGET, "budget-pool.npy")
         if steps in MODELS_EXTENDED_STEPS:
-            beh2 = measured(args, out, f"models {steps} steps second pool", second, pruned[0.3], flags)
+            beh2 = measured(args, out, f"models {steps} steps second pool", second, pruned, flags)
             _, X2, y2 = aligned(load_masks(second), beh2, TARGET, "models-second-pool.npy")
             X, y = np.concatenate([X, X2]), np.concatenate([y, y2])
         per_model = float(np.mean(beh["train_macs"]))
