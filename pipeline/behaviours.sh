@@ -22,9 +22,12 @@ pools_rk() {  # the retraining baseline's, the ground truth's (and its ceiling's
 }
 lane_b() {
   fid --models "$RUN/pruned.pt" --out "$RUN/behaviors/pruned.npz"; pools_rk; untrained
-  # then, when the unlearned pool outweighs this lane's pools twice (the default preset: 224 vs 64), this
-  # lane samples the unlearned models from the last one down until it meets the other lane
-  if [ "$M" -gt $(( 2 * (R + K * GT_SEEDS + N_LOO + N_GUDA + CEILING) )) ]; then
+  # then, when the unlearned pool outweighs this lane's own models twice, this lane samples the unlearned models
+  # from the last one down until it meets the other lane (a bank's retrainings are not this lane's: the banked
+  # default's lane b holds GUDA's 20 models against 96 unlearned ones, and sat idle for half the stage)
+  local own=$N_GUDA
+  [ "$BANKED" = 1 ] || own=$(( own + R + K * GT_SEEDS + N_LOO + CEILING ))
+  if [ "$M" -gt $(( 2 * own )) ]; then
     fid --models "$RUN/models/unlearn" --masks "$RUN/masks/unlearn.npy" --out "$RUN/behaviors/unlearn.npz" --stats-only
   fi
 }
